@@ -1,0 +1,73 @@
+"""Small PyTree helpers: flat views of parameter trees and structure checks.
+
+Arithmetic on trees (vdot, norm, add_scale, ...) comes from ``optax.tree``; this module only
+adds what optax does not have: moving between a PyTree and a flat vector, and comparing a
+tree's structure with a reference so that errors can name the mismatch.
+"""
+
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.flatten_util import ravel_pytree
+
+from ._types import Array, PyTree
+
+
+def ravel(tree: PyTree) -> tuple[Array, Callable[[Array], PyTree]]:
+    """Flatten ``tree`` into one vector; return it and the inverse map."""
+    return ravel_pytree(tree)
+
+
+def describe(tree: PyTree) -> str:
+    """A one-line description of a tree's leaves: ``{'w': (3, 2) float32, ...}``."""
+    leaves, treedef = jax.tree.flatten(tree)
+    shapes = [f"{tuple(np.shape(x))} {jnp.result_type(x)}" for x in leaves]
+    return f"{treedef} with leaves [{', '.join(shapes)}]"
+
+
+def leading_block(name: str, tree: PyTree, like: PyTree) -> int | None:
+    """Compare ``tree`` with ``like`` and say whether it carries a leading block axis.
+
+    Returns ``None`` when ``tree`` has exactly the structure and shapes of ``like`` (a single
+    vector), ``b`` when every leaf has the shape of ``like``'s leaf with a leading axis of
+    length ``b``; raises ``ValueError`` naming ``name`` otherwise.
+    """
+    leaves, treedef = jax.tree.flatten(tree)
+    ref_leaves, ref_def = jax.tree.flatten(like)
+    if treedef != ref_def:
+        raise ValueError(
+            f"{name} must have the same PyTree structure as params; got {describe(tree)}, "
+            f"expected {describe(like)} (optionally with a leading block axis)."
+        )
+    shapes = [tuple(np.shape(x)) for x in leaves]
+    ref_shapes = [tuple(np.shape(x)) for x in ref_leaves]
+    if shapes == ref_shapes:
+        return None
+    blocks = {s[0] for s, r in zip(shapes, ref_shapes, strict=True) if s[1:] == r and len(s) > 0}
+    if len(blocks) == 1 and all(
+        len(s) == len(r) + 1 and s[1:] == r for s, r in zip(shapes, ref_shapes, strict=True)
+    ):
+        (b,) = blocks
+        if b < 1:
+            raise ValueError(f"{name} has an empty leading block axis; pass at least one vector.")
+        return b
+    raise ValueError(
+        f"{name} has leaf shapes {shapes}, which match neither params' shapes {ref_shapes} nor "
+        "those shapes with one common leading block axis."
+    )
+
+
+def check_floating(name: str, tree: PyTree) -> jnp.dtype:
+    """Return the common floating dtype of ``tree``; raise ``TypeError`` if there is none."""
+    leaves = jax.tree.leaves(tree)
+    if not leaves:
+        raise ValueError(f"{name} has no array leaves; pass a PyTree of floating-point arrays.")
+    dtype = jnp.result_type(*leaves)
+    if not jnp.issubdtype(dtype, jnp.floating):
+        raise TypeError(
+            f"{name} must hold floating-point arrays, got dtype {dtype}; cast with "
+            "jax.tree.map(lambda x: x.astype(jnp.float32), params)."
+        )
+    return dtype

@@ -1,0 +1,280 @@
+"""The top-k largest *algebraic* eigenpairs of a Hessian, warm-startable and cost-counted."""
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+
+from .._tree import leading_block, ravel
+from .._types import Array, Bool, Float, Int, PRNGKeyArray, PyTree
+from . import _lanczos as kr
+from ._operator import FlatOperator, operator_from
+
+
+class EigenRESULTS(eqx.Enumeration):
+    """Why :func:`top_eigenpairs` stopped."""
+
+    successful = "every wanted eigenpair met its tolerance"
+    max_matvecs_reached = "the matvec budget ran out before every eigenpair met its tolerance"
+    nonfinite = "a Hessian-vector product was inf or nan (check params and the loss)"
+
+
+class EigenResult(eqx.Module):
+    """Result of :func:`top_eigenpairs`.
+
+    Attributes:
+        eigenvalues: the k largest algebraic eigenvalues, descending.
+        eigenvectors: PyTree shaped like ``params`` with a leading axis of length k.
+        residuals: $\\|Hv_i - \\lambda_i v_i\\|$.
+        error_bounds: what the stopping test compared with ``tol * |eigenvalue|``: the
+            residuals, or the cluster-gap estimates with ``criterion="gap"``.
+        num_matvecs: Hessian-vector products spent.
+        converged: every ``error_bounds[i] <= tol * |eigenvalues[i]|``.
+        result: an :class:`EigenRESULTS` code.
+        warm_start: the top ``block_size`` Ritz vectors (leading axis), the ``v0`` to pass at
+            the next, nearby point.
+    """
+
+    eigenvalues: Float[Array, " k"]
+    eigenvectors: PyTree
+    residuals: Float[Array, " k"]
+    error_bounds: Float[Array, " k"]
+    num_matvecs: Int[Array, ""]
+    converged: Bool[Array, ""]
+    result: EigenRESULTS
+    warm_start: PyTree
+
+
+def _flat_block(v0: PyTree, example: PyTree) -> Array:
+    if leading_block("v0", v0, example) is None:
+        return ravel(v0)[0][None]
+    return jax.vmap(lambda t: ravel(t)[0])(v0)
+
+
+def top_eigenpairs(
+    loss_fn: Any,
+    params: PyTree | None = None,
+    k: int = 1,
+    *,
+    v0: PyTree | None = None,
+    tol: float = 1e-3,
+    batches: PyTree | None = None,
+    block_size: int | None = None,
+    krylov_dim: int | None = None,
+    max_matvecs: int | None = None,
+    min_matvecs: int | None = None,
+    criterion: str = "residual",
+    key: PRNGKeyArray | None = None,
+    throw: bool = True,
+) -> EigenResult:
+    r"""The ``k`` largest algebraic eigenpairs of the Hessian of ``loss_fn`` at ``params``.
+
+    Restarted block Lanczos (Krylov–Schur with full reorthogonalisation) on Hessian-vector
+    products. After every product the Ritz pairs are checked; the solve stops as soon as each
+    of the top ``k`` satisfies $\|Hv_i - \lambda_i v_i\| \le$ ``tol``$\cdot|\lambda_i|$ (then
+    an eigenvalue lies within ``tol`` relative of each reported one), or when
+    ``max_matvecs`` is spent. With ``criterion="gap"`` the test is on the quadratic
+    cluster-gap estimate $\sum_{l\le p}\|r_l\|^2/\delta_p$ instead (see
+    :func:`eosflow.curvature._lanczos.error_bounds`): much cheaper along a trajectory, but an
+    estimate, optimistic for a cluster the Krylov space has not resolved.
+
+    *Largest algebraic*: a negative eigenvalue of larger magnitude than $\lambda_1$ is never
+    reported as the sharpness (SciPy's ``eigsh`` default ``which='LM'`` does that).
+
+    Warm start: pass the previous result's ``warm_start`` (or ``eigenvectors``) as ``v0``.
+    The block is multiplied vector by vector, so a good first vector converges after one or
+    two products, while the rest of the block catches the top eigenvalues trading places.
+
+    Args:
+        loss_fn: ``loss_fn(params)`` (or ``loss_fn(params, batch)`` with ``batches``); or a
+            matvec ``v -> Hv`` with an example vector as ``params``; or a
+            :class:`~eosflow.curvature.HessianOperator`.
+        params: the point (a PyTree of floating arrays).
+        k: how many eigenpairs, ``1 <= k <= dim``.
+        v0: start vector(s): a PyTree like ``params``, optionally with a leading block axis.
+        tol: relative accuracy of each eigenvalue.
+        batches: optional batches (leading axis) summed by the Hessian.
+        block_size: start-block size; default ``max(k, number of vectors in v0)``.
+        krylov_dim: products between restarts; default ``max(20, 2(k + block_size))``.
+        max_matvecs: budget; default ``max(300, 10 * krylov_dim)``.
+        min_matvecs: products before convergence may be declared; default ``block_size``
+            when ``v0`` is given (so the whole warm block is examined), else ``k``.
+        criterion: ``"residual"`` (a bound) or ``"gap"`` (an estimate); see above.
+        key: PRNG key for the random start and breakdowns; default ``jax.random.key(0)``.
+        throw: raise if a product is non-finite (otherwise ``result`` says so and the
+            eigenvalues are nan).
+
+    Returns:
+        An :class:`EigenResult`.
+
+    References:
+        Stewart, *A Krylov–Schur algorithm for large eigenproblems*, SIMAX 23 (2001).
+        Parlett, *The Symmetric Eigenvalue Problem*, ch. 11 (residual and gap bounds).
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> A = jnp.diag(jnp.array([1.0, 2.0, -50.0, 3.0] + [0.1] * 40))
+        >>> res = top_eigenpairs(lambda x: 0.5 * x @ A @ x, jnp.zeros(44), k=2)
+        >>> [round(float(x), 4) for x in res.eigenvalues], bool(res.converged)
+        ([3.0, 2.0], True)
+    """
+    op = operator_from(loss_fn, params, batches=batches)
+    _validate(k, tol, op, block_size, krylov_dim, max_matvecs, min_matvecs)
+    if criterion not in ("residual", "gap"):
+        raise ValueError(f"criterion must be 'residual' or 'gap', got {criterion!r}.")
+    if v0 is not None:
+        V0 = _flat_block(v0, op.example)
+    else:
+        V0 = None
+    b_given = 0 if V0 is None else V0.shape[0]
+    b = block_size if block_size is not None else max(k, b_given)
+    m = krylov_dim if krylov_dim is not None else max(20, 2 * (k + b))
+    key = jax.random.key(0) if key is None else key
+    if m + b >= op.size:
+        return _dense(loss_fn, params, batches, k, b, throw)
+    budget = max_matvecs if max_matvecs is not None else max(300, 10 * m)
+    floor = min_matvecs if min_matvecs is not None else (b if V0 is not None else k)
+    keep = min(m - 1, max(k + b, m // 2))
+    config = _SolveConfig(k, b, m, keep, float(tol), budget, floor, criterion == "gap", throw)
+    return _solve(loss_fn, params, batches, V0, key, config)
+
+
+def _validate(k, tol, op: FlatOperator, block_size, krylov_dim, max_matvecs, min_matvecs):
+    def _int(name, value, lo):
+        if value is None:
+            return
+        if not isinstance(value, int) or isinstance(value, bool) or value < lo:
+            raise ValueError(f"{name} must be an int >= {lo}, got {value!r}.")
+
+    _int("k", k, 1)
+    if k > op.size:
+        raise ValueError(f"k = {k} exceeds the dimension {op.size} of params; use k <= {op.size}.")
+    if not (isinstance(tol, int | float) and 0 < tol < 1):
+        raise ValueError(f"tol must be a float in (0, 1), got {tol!r}.")
+    _int("block_size", block_size, 1)
+    _int("krylov_dim", krylov_dim, 2)
+    _int("max_matvecs", max_matvecs, 1)
+    _int("min_matvecs", min_matvecs, 1)
+    if block_size is not None and block_size < k:
+        raise ValueError(f"block_size = {block_size} must be >= k = {k}.")
+    if krylov_dim is not None and krylov_dim <= k + (block_size or k):
+        raise ValueError(
+            f"krylov_dim = {krylov_dim} must exceed k + block_size = {k + (block_size or k)}."
+        )
+
+
+def _start_block(V0: Array | None, b: int, n: int, dtype, key) -> Array:
+    fill = jax.random.normal(key, (b, n), dtype)
+    if V0 is None:
+        return fill
+    V0 = V0.astype(dtype)
+    if V0.shape[0] >= b:
+        return V0[:b]
+    return jnp.concatenate([V0, fill[V0.shape[0] :]])
+
+
+@eqx.filter_jit
+def _dense(fn, params, batches, k: int, b: int, throw: bool) -> EigenResult:
+    """Small problems: materialise the matrix with ``dim`` products and use ``eigh``."""
+    op = operator_from(fn, params, batches=batches)
+    H = jax.vmap(op.matvec)(jnp.eye(op.size, dtype=op.dtype))
+    H = 0.5 * (H + H.T)
+    finite = jnp.all(jnp.isfinite(H))
+    evals, evecs = jnp.linalg.eigh(jnp.where(finite, H, 0))
+    evals, evecs = evals[::-1], evecs[:, ::-1]
+    nan = jnp.full((k,), jnp.nan, op.dtype)
+    result = EigenRESULTS.where(finite, EigenRESULTS.successful, EigenRESULTS.nonfinite)
+    out = EigenResult(
+        eigenvalues=jnp.where(finite, evals[:k], nan),
+        eigenvectors=jax.vmap(op.unravel)(evecs[:, :k].T),
+        residuals=jnp.zeros((k,), op.dtype),
+        error_bounds=jnp.zeros((k,), op.dtype),
+        num_matvecs=jnp.asarray(op.size, jnp.int32),
+        converged=finite,
+        result=result,
+        warm_start=jax.vmap(op.unravel)(evecs[:, : min(b, op.size)].T),
+    )
+    return _maybe_throw(out, throw)
+
+
+def _maybe_throw(out: EigenResult, throw: bool) -> EigenResult:
+    if not throw:
+        return out
+    bad = out.result == EigenRESULTS.nonfinite
+    values = eqx.error_if(
+        out.eigenvalues,
+        bad,
+        "top_eigenpairs: a Hessian-vector product was inf or nan; check params for nan and "
+        "the loss for overflow (pass throw=False to get a result code instead).",
+    )
+    return eqx.tree_at(lambda r: r.eigenvalues, out, values)
+
+
+class _SolveConfig(NamedTuple):
+    k: int  # wanted eigenpairs
+    b: int  # block size
+    m: int  # products between restarts
+    keep: int  # Ritz vectors kept at a restart
+    tol: float
+    budget: int  # max products
+    floor: int  # min products
+    gap: bool  # stop on the cluster-gap estimate rather than the residual
+    throw: bool
+
+
+@eqx.filter_jit
+def _solve(fn, params, batches, V0: Array | None, key: PRNGKeyArray, config: _SolveConfig):
+    op = operator_from(fn, params, batches=batches)
+    k, b, m, keep, tol, budget, floor, gap, throw = config
+    key_start, key_run = jax.random.split(key)
+    state = kr.init_state(_start_block(V0, b, op.size, op.dtype, key_start), m, key_run)
+
+    def check(state):
+        theta, Y, res = kr.ritz(state, b)
+        bounds = kr.error_bounds(theta, res, state.j, gap=gap)
+        ok = bounds[:k] <= tol * jnp.abs(theta[:k])
+        return theta, Y, res, bounds, (state.j >= k) & jnp.all(ok)
+
+    def cond(carry):
+        state, done = carry
+        return ~done & (state.num_matvecs < budget) & ~state.nonfinite
+
+    def body(carry):
+        state, _ = carry
+        state = kr.extend(state, op.matvec, b)
+        theta, Y, _, _, ok = check(state)
+        done = ok & (state.num_matvecs >= floor)
+        full = ~done & (state.j == m)
+        state = jax.lax.cond(
+            full, lambda s: kr.restart(s, Y, theta, keep, b), lambda s: s, state
+        )
+        return state, done
+
+    state, done = jax.lax.while_loop(cond, body, (state, jnp.zeros((), bool)))
+    theta, Y, res, bounds, _ = check(state)
+    nb = min(b, m)
+    vecs = Y[:, : max(k, nb)].T @ state.V[:m]
+    result = EigenRESULTS.where(
+        state.nonfinite,
+        EigenRESULTS.nonfinite,
+        EigenRESULTS.where(done, EigenRESULTS.successful, EigenRESULTS.max_matvecs_reached),
+    )
+    nan = jnp.full((k,), jnp.nan, op.dtype)
+    out = EigenResult(
+        eigenvalues=jnp.where(state.nonfinite, nan, theta[:k]),
+        eigenvectors=jax.vmap(op.unravel)(vecs[:k]),
+        residuals=res[:k],
+        error_bounds=bounds[:k],
+        num_matvecs=state.num_matvecs,
+        converged=done & ~state.nonfinite,
+        result=result,
+        warm_start=jax.vmap(op.unravel)(vecs[:nb]),
+    )
+    return _maybe_throw(out, throw)
+
+
+def sharpness(loss_fn: Callable, params: PyTree, **kwargs) -> Array:
+    """$\\lambda_1$ of the Hessian: ``top_eigenpairs(loss_fn, params, 1, **kwargs)``'s value."""
+    return top_eigenpairs(loss_fn, params, 1, **kwargs).eigenvalues[0]

@@ -1,0 +1,186 @@
+"""Hessian-vector products over PyTrees, and the flat linear operators the solvers use."""
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import lineax as lx
+import numpy as np
+import optax
+
+from .._tree import check_floating, describe, ravel
+from .._types import Array, PyTree
+
+
+def _check_scalar_loss(loss_fn: Callable, params: PyTree, batches: PyTree | None) -> None:
+    if batches is None:
+        out = jax.eval_shape(loss_fn, params)
+    else:
+        first = jax.tree.map(lambda x: jax.ShapeDtypeStruct(np.shape(x)[1:], x.dtype), batches)
+        out = jax.eval_shape(loss_fn, params, first)
+    if not isinstance(out, jax.ShapeDtypeStruct) or out.shape != ():
+        shape = getattr(out, "shape", type(out).__name__)
+        raise TypeError(
+            f"loss_fn must return a scalar, got {shape}; reduce per-example losses with "
+            "jnp.mean or jnp.sum inside loss_fn."
+        )
+
+
+def _check_batches(batches: PyTree) -> int:
+    lens = {np.shape(x)[0] if np.ndim(x) else None for x in jax.tree.leaves(batches)}
+    if not lens or None in lens or len(lens) != 1:
+        raise ValueError(
+            "batches must be a PyTree of arrays stacked along a common leading axis "
+            f"(one entry per batch); got {describe(batches)}."
+        )
+    (n,) = lens
+    if n == 0:
+        raise ValueError("batches is empty: pass at least one batch along the leading axis.")
+    return n
+
+
+class HessianOperator(eqx.Module):
+    r"""The Hessian $\nabla^2 L(\theta)$ at ``params`` as a symmetric linear operator.
+
+    Products are forward-over-reverse, ``jvp(grad(L), (params,), (v,))``. With ``batches``,
+    $L(\theta) = \sum_b \ell(\theta, \text{batch}_b)$ over the leading axis of ``batches``, in
+    a fixed order (a ``lax.scan``), so a dataset larger than one pass gives the same product
+    every time.
+
+    Attributes:
+        loss_fn: ``loss_fn(params)`` or ``loss_fn(params, batch)``, returning a scalar.
+        params: the point, any PyTree of floating arrays.
+        batches: ``None``, or a PyTree whose leaves are stacked along a leading batch axis.
+    """
+
+    loss_fn: Callable[..., Array]
+    params: PyTree
+    batches: PyTree | None = None
+
+    def mv(self, v: PyTree) -> PyTree:
+        """Return $\\nabla^2 L(\\theta)\\, v$ for a PyTree ``v`` shaped like ``params``."""
+        if self.batches is None:
+            return jax.jvp(jax.grad(self.loss_fn), (self.params,), (v,))[1]
+
+        def body(acc, batch):
+            grad_b = jax.grad(lambda p: self.loss_fn(p, batch))
+            hv = jax.jvp(grad_b, (self.params,), (v,))[1]
+            return optax.tree.add(acc, hv), None
+
+        return jax.lax.scan(body, optax.tree.zeros_like(self.params), self.batches)[0]
+
+    def loss_and_grad(self) -> tuple[Array, PyTree]:
+        """The loss and its gradient at ``params`` (summed over ``batches``)."""
+        if self.batches is None:
+            return jax.value_and_grad(self.loss_fn)(self.params)
+
+        def body(acc, batch):
+            lg = jax.value_and_grad(lambda p: self.loss_fn(p, batch))(self.params)
+            return optax.tree.add(acc, lg), None
+
+        zero = (jnp.zeros((), check_floating("params", self.params)),
+                optax.tree.zeros_like(self.params))
+        return jax.lax.scan(body, zero, self.batches)[0]
+
+    def as_matrix(self) -> Array:
+        """The dense Hessian in the flat coordinates of ``ravel_pytree(params)`` (tests only)."""
+        flat = as_flat(self)
+        return jax.vmap(flat.matvec)(jnp.eye(flat.size, dtype=flat.dtype)).T
+
+    def as_lineax(self) -> lx.AbstractLinearOperator:
+        """This operator as a ``lineax`` operator tagged symmetric (PyTree in, PyTree out)."""
+        structure = jax.eval_shape(lambda: self.params)
+        return lx.FunctionLinearOperator(self.mv, structure, tags=lx.symmetric_tag)
+
+
+def hessian_operator(
+    loss_fn: Callable[..., Array], params: PyTree, *, batches: PyTree | None = None
+) -> HessianOperator:
+    r"""The Hessian of ``loss_fn`` at ``params`` as a linear operator over PyTrees.
+
+    Args:
+        loss_fn: ``loss_fn(params) -> scalar``, or ``loss_fn(params, batch) -> scalar`` when
+            ``batches`` is given; the loss is then the *sum* over batches, so put any
+            $1/N$ normalisation inside ``loss_fn``.
+        params: the point at which to take the Hessian.
+        batches: optional PyTree stacked along a leading axis of batches.
+
+    Returns:
+        A :class:`HessianOperator`; ``op.mv(v)`` is $\nabla^2 L\, v$.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> op = hessian_operator(lambda x: 0.5 * x @ jnp.diag(jnp.array([3.0, 1.0])) @ x,
+        ...                       jnp.zeros(2))
+        >>> op.mv(jnp.array([1.0, 1.0])).tolist()
+        [3.0, 1.0]
+    """
+    if not callable(loss_fn):
+        raise TypeError(f"loss_fn must be callable, got {type(loss_fn).__name__}.")
+    check_floating("params", params)
+    if batches is not None:
+        _check_batches(batches)
+    _check_scalar_loss(loss_fn, params, batches)
+    return HessianOperator(loss_fn, params, batches)
+
+
+class FlatOperator(NamedTuple):
+    """A symmetric operator on flat vectors, with the map back to the caller's PyTree."""
+
+    matvec: Callable[[Array], Array]
+    size: int
+    dtype: Any
+    unravel: Callable[[Array], PyTree]
+    example: PyTree
+
+
+def as_flat(op: HessianOperator) -> FlatOperator:
+    """View a :class:`HessianOperator` as a matvec on flat vectors."""
+    return _flat_from_tree_matvec(op.mv, op.params)
+
+
+def _flat_from_tree_matvec(mv: Callable[[PyTree], PyTree], example: PyTree) -> FlatOperator:
+    flat, unravel = ravel(example)
+
+    def matvec(x: Array) -> Array:
+        return ravel(mv(unravel(x)))[0].astype(flat.dtype)
+
+    return FlatOperator(matvec, flat.size, flat.dtype, unravel, example)
+
+
+def operator_from(fn: Any, params: PyTree | None, *, batches: PyTree | None = None) -> FlatOperator:
+    """Normalise the three ways a caller can name an operator into a :class:`FlatOperator`.
+
+    * a :class:`HessianOperator` (``params`` may be omitted);
+    * ``loss_fn`` with ``params`` (and optionally ``batches``): the Hessian of the loss;
+    * a matvec ``fn(v) -> Hv`` with an example vector ``params``: detected because it returns
+      a tree shaped like its input rather than a scalar.
+    """
+    if isinstance(fn, HessianOperator):
+        if batches is not None:
+            raise ValueError("batches belongs to hessian_operator(...); do not pass it again.")
+        return as_flat(fn)
+    if not callable(fn):
+        raise TypeError(
+            f"expected a loss function, a matvec or a HessianOperator, got {type(fn).__name__}."
+        )
+    if params is None:
+        raise TypeError("params is required unless the first argument is a HessianOperator.")
+    check_floating("params", params)
+    if batches is not None:
+        return as_flat(hessian_operator(fn, params, batches=batches))
+    out = jax.eval_shape(fn, params)
+    if isinstance(out, jax.ShapeDtypeStruct) and out.shape == ():
+        return as_flat(hessian_operator(fn, params))  # scalar out: a loss (even for scalar params)
+    in_struct = jax.tree.structure(params)
+    out_shapes = [x.shape for x in jax.tree.leaves(out)]
+    in_shapes = [np.shape(x) for x in jax.tree.leaves(params)]
+    if jax.tree.structure(out) == in_struct and out_shapes == [tuple(s) for s in in_shapes]:
+        return _flat_from_tree_matvec(fn, params)
+    raise TypeError(
+        "the first argument must be a loss returning a scalar, or a matvec returning a PyTree "
+        f"shaped like params; it returned {jax.tree.map(lambda s: s.shape, out)} for params "
+        f"{describe(params)}."
+    )

@@ -1,0 +1,1 @@
+"""Optimizers for the Edge of Stability, as optax transformations."""

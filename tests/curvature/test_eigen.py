@@ -1,0 +1,167 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.flatten_util import ravel_pytree
+
+from eosflow.curvature import (
+    EigenRESULTS,
+    hessian_operator,
+    hutchinson_trace,
+    power_iteration,
+    spectral_density,
+    top_eigenpairs,
+)
+from tests.helpers import MatVec, dense_hessian, known_spectrum, spectra, tiny_mlp
+
+BANK = spectra()
+
+
+@pytest.mark.parametrize("name", sorted(BANK))
+@pytest.mark.parametrize("k", [1, 3])
+def test_bank_of_known_spectra(name, k, key):
+    lam = jnp.asarray(BANK[name])
+    A, _ = known_spectrum(key, lam)
+    want = jnp.sort(lam)[::-1][:k]
+    res = top_eigenpairs(MatVec(A), jnp.zeros(lam.shape[0]), k, tol=1e-6)
+    assert bool(res.converged), res.result
+    assert res.result == EigenRESULTS.successful
+    # the reported accuracy is honest: each eigenvalue within its own error bound and tol
+    err = jnp.abs(res.eigenvalues - want)
+    assert bool(jnp.all(err <= res.error_bounds + 1e-10)), (err, res.error_bounds)
+    np.testing.assert_allclose(res.eigenvalues, want, rtol=1e-6)
+    assert bool(jnp.all(res.eigenvalues > 0))  # never the -50 of "negative_dominant"
+    V = res.eigenvectors
+    np.testing.assert_allclose(
+        jnp.linalg.norm(V @ A - res.eigenvalues[:, None] * V, axis=1), res.residuals, atol=1e-9
+    )
+
+
+@pytest.mark.parametrize("name", ["near_tie", "negative_dominant", "rank_deficient"])
+def test_gap_criterion_on_resolved_spectra(name, key):
+    lam = jnp.asarray(BANK[name])
+    A, _ = known_spectrum(key, lam)
+    res = top_eigenpairs(MatVec(A), jnp.zeros(200), 2, tol=1e-6, criterion="gap")
+    resid = top_eigenpairs(MatVec(A), jnp.zeros(200), 2, tol=1e-6)
+    assert bool(res.converged)
+    err = jnp.abs(res.eigenvalues - jnp.sort(lam)[::-1][:2])
+    assert bool(jnp.all(err <= res.error_bounds + 1e-12)), (err, res.error_bounds)
+    assert int(res.num_matvecs) <= int(resid.num_matvecs)
+
+
+def test_loss_and_matvec_forms_agree(key):
+    A, _ = known_spectrum(key, BANK["near_tie"])
+    a = top_eigenpairs(MatVec(A), jnp.zeros(200), 2, tol=1e-8)
+    b = top_eigenpairs(lambda x: 0.5 * x @ A @ x, jnp.ones(200), 2, tol=1e-8)
+    c = top_eigenpairs(hessian_operator(lambda x: 0.5 * x @ A @ x, jnp.ones(200)), k=2, tol=1e-8)
+    np.testing.assert_allclose(a.eigenvalues, [10.0, 9.8], rtol=1e-8)
+    np.testing.assert_allclose(b.eigenvalues, a.eigenvalues, rtol=1e-8)
+    np.testing.assert_allclose(c.eigenvalues, a.eigenvalues, rtol=1e-8)
+
+
+@pytest.mark.parametrize("k", [1, 2, 4])
+def test_top_k_of_mlp_hessian_matches_dense_eigh(k, key):
+    loss_on, params, (x, y) = tiny_mlp(key, n_in=8, width=10, n_data=40)
+    loss = lambda p: loss_on(p, x, y, 1 / 40)
+    H = dense_hessian(loss, params)
+    evals, evecs = jnp.linalg.eigh(H)
+    res = top_eigenpairs(loss, params, k, tol=1e-8)
+    assert bool(res.converged)
+    np.testing.assert_allclose(res.eigenvalues, evals[::-1][:k], rtol=1e-7)
+    vecs = jax.vmap(lambda t: ravel_pytree(t)[0])(res.eigenvectors)
+    assert vecs.shape == (k, H.shape[0])
+    overlap = jnp.abs(jnp.sum(vecs * evecs[:, ::-1][:, :k].T, axis=1))
+    np.testing.assert_allclose(overlap, 1.0, atol=1e-6)
+
+
+def test_warm_start_after_small_perturbation_is_cheap(key):
+    loss_on, params, (x, y) = tiny_mlp(key, n_in=8, width=10, n_data=40)
+    loss = lambda p: loss_on(p, x, y, 1 / 40)
+    first = top_eigenpairs(loss, params, 1, tol=1e-4)
+    moved = jax.tree.map(lambda p: p + 1e-4 * jnp.ones_like(p), params)
+    cold = top_eigenpairs(loss, moved, 1, tol=1e-4)
+    warm = top_eigenpairs(loss, moved, 1, tol=1e-4, v0=first.warm_start)
+    assert bool(cold.converged) and bool(warm.converged)
+    np.testing.assert_allclose(warm.eigenvalues, cold.eigenvalues, rtol=1e-4)
+    # counts are deterministic: the warm start needs at most a third of the cold products
+    assert int(warm.num_matvecs) * 3 <= int(cold.num_matvecs), (warm.num_matvecs, cold.num_matvecs)
+
+
+def test_budget_exhaustion_is_reported(key):
+    A, _ = known_spectrum(key, BANK["cluster"])
+    res = top_eigenpairs(MatVec(A), jnp.zeros(200), 3, tol=1e-12, max_matvecs=5)
+    assert not bool(res.converged)
+    assert res.result == EigenRESULTS.max_matvecs_reached
+    assert int(res.num_matvecs) == 5
+
+
+def test_tiny_problem_uses_dense_path():
+    loss = lambda z: (1 + z[0] ** 2) * z[1] ** 2  # toy A: lambda1 = 2(1 + x^2) on y = 0
+    res = top_eigenpairs(loss, jnp.array([2.0, 0.0]))
+    np.testing.assert_allclose(res.eigenvalues, [10.0])
+    assert int(res.num_matvecs) == 2
+
+
+def test_nonfinite_params_raise_or_report(key):
+    loss_on, params, (x, y) = tiny_mlp(key, n_in=8, width=10, n_data=40)
+    params = dict(params, b1=params["b1"].at[0].set(jnp.nan))
+    loss = lambda p: loss_on(p, x, y, 1 / 40)
+    with pytest.raises(Exception, match="inf or nan"):
+        top_eigenpairs(loss, params).eigenvalues.block_until_ready()
+    res = top_eigenpairs(loss, params, throw=False)
+    assert res.result == EigenRESULTS.nonfinite
+    assert not bool(res.converged)
+    assert bool(jnp.all(jnp.isnan(res.eigenvalues)))
+
+
+def test_bad_arguments(key):
+    loss_on, params, (x, y) = tiny_mlp(key)
+    loss = lambda p: loss_on(p, x, y, 0.05)
+    with pytest.raises(ValueError, match="k must be"):
+        top_eigenpairs(loss, params, 0)
+    with pytest.raises(ValueError, match="exceeds the dimension"):
+        top_eigenpairs(loss, params, 10_000)
+    with pytest.raises(ValueError, match="v0 must have the same PyTree structure"):
+        top_eigenpairs(loss, params, v0=jnp.ones(51))
+    bad = dict(params, W1=jnp.ones((3, 3)))
+    with pytest.raises(ValueError, match="v0 has leaf shapes"):
+        top_eigenpairs(loss, params, v0=bad)
+    with pytest.raises(TypeError, match="loss returning a scalar, or a matvec"):
+        top_eigenpairs(lambda p: jnp.ones(2), params)
+    with pytest.raises(ValueError, match="criterion"):
+        top_eigenpairs(loss, params, criterion="magnitude")
+    with pytest.raises(ValueError, match="tol"):
+        top_eigenpairs(loss, params, tol=0.0)
+
+
+def test_power_iteration_finds_largest_magnitude(key):
+    A, _ = known_spectrum(key, BANK["negative_dominant"])
+    res = power_iteration(MatVec(A), jnp.zeros(200), rtol=1e-10)
+    np.testing.assert_allclose(res.eigenvalue, -50.0, rtol=1e-6)  # not the sharpness (10)
+
+
+def test_hutchinson_trace_is_unbiased(key):
+    loss_on, params, (x, y) = tiny_mlp(key, n_in=8, width=10, n_data=40)
+    loss = lambda p: loss_on(p, x, y, 1 / 40)
+    exact = jnp.trace(dense_hessian(loss, params))
+    res = hutchinson_trace(loss, params, num_samples=400, key=key)
+    assert abs(float(res.trace - exact)) < 4 * float(res.stderr), (res.trace, exact, res.stderr)
+    assert int(res.num_matvecs) == 400
+
+
+def test_spectral_density_moments(key):
+    lam = jnp.asarray(BANK["negative_dominant"])
+    A, _ = known_spectrum(key, lam)
+    n = lam.shape[0]
+    sd = spectral_density(MatVec(A), jnp.zeros(n), num_iters=20, num_probes=64, key=key)
+    off = A - jnp.diag(jnp.diag(A))
+    for p in (1, 2, 3):
+        Ap = jnp.linalg.matrix_power(A, p)
+        exact = jnp.trace(Ap) / n
+        # Rademacher probes: Var(z^T M z) = 2 sum_{i != j} M_ij^2, for M = A^p / n
+        offp = Ap - jnp.diag(jnp.diag(Ap))
+        sd_err = jnp.sqrt(2 * jnp.sum(offp**2)) / n / jnp.sqrt(64)
+        assert abs(float(sd.moment(p) - exact)) < 5 * float(sd_err) + 1e-12, (p, off.shape)
+    grid = jnp.linspace(-60, 20, 4001)
+    mass = jnp.sum(sd.density(grid, sigma=0.5)) * (grid[1] - grid[0])
+    np.testing.assert_allclose(mass, 1.0, rtol=1e-3)
