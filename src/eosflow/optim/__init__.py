@@ -1,1 +1,10 @@
 """Optimizers for the Edge of Stability, as optax transformations."""
+
+from ._aliases import OPTIMIZERS as OPTIMIZERS
+from ._aliases import adam as adam
+from ._aliases import momentum as momentum
+from ._aliases import nesterov as nesterov
+from ._gd import KickState as KickState
+from ._gd import gd as gd
+from ._gd import normalized_gd as normalized_gd
+from ._gd import sqrt_loss_gd as sqrt_loss_gd

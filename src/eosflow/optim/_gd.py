@@ -1,0 +1,187 @@
+r"""Plain GD, normalized GD and GD on $\sqrt{L - L^*}$ as optax transformations.
+
+All three are ``optax.GradientTransformationExtraArgs``: ``update(grads, state, params,
+**extra)`` ignores extra keyword arguments it does not use, so one training loop can pass
+``value=loss`` to every optimizer. Hyperparameters are plain arguments, so each works under
+``optax.inject_hyperparams``.
+"""
+
+from typing import NamedTuple
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import optax
+
+from .._types import Array, PyTree
+
+ScalarOrSchedule = float | Array | optax.Schedule
+
+
+def gd(lr: ScalarOrSchedule) -> optax.GradientTransformationExtraArgs:
+    r"""Gradient descent, $x_{t+1} = x_t - \eta \nabla L(x_t)$.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> opt = gd(0.1)
+        >>> u, _ = opt.update(jnp.array([1.0, -2.0]), opt.init(jnp.zeros(2)), value=3.0)
+        >>> u.tolist()
+        [-0.10000000149011612, 0.20000000298023224]
+    """
+    _check_lr(lr)
+    return optax.with_extra_args_support(optax.scale_by_learning_rate(lr))
+
+
+class KickState(NamedTuple):
+    """State of the optimizers that may land exactly on a minimiser.
+
+    Attributes:
+        num_kicks: how many steps replaced an underflowing direction by a random kick.
+        key: PRNG key (raw ``uint32[2]``) for the kicks.
+    """
+
+    num_kicks: Array
+    key: Array
+
+
+def _kick_size(dtype, kick: float | None) -> float:
+    # 1e-2 * sqrt(eps): 1.5e-10 in float64 (the paper's "about 1e-10"), 3.5e-6 in float32,
+    # where a 1e-10 kick would vanish below the parameters' rounding.
+    return kick if kick is not None else 1e-2 * float(jnp.finfo(dtype).eps) ** 0.5
+
+
+def _scaled_or_kicked(
+    grads: PyTree, scale: Array, underflow: Array, state: KickState, kick: float | None
+) -> tuple[PyTree, KickState]:
+    """``scale * grads``, or a random direction of norm ``kick`` where ``underflow``."""
+    dtype = jnp.result_type(*jax.tree.leaves(grads))
+    key, sub = jax.random.split(state.key)
+    noise = optax.tree.random_like(sub, grads)
+    noise = optax.tree.scale(_kick_size(dtype, kick) / optax.tree.norm(noise), noise)
+    safe_scale = jnp.where(underflow, 0, scale)
+    updates = jax.tree.map(
+        lambda g, z: jnp.where(underflow, z, safe_scale * g).astype(g.dtype), grads, noise
+    )
+    return updates, KickState(state.num_kicks + underflow.astype(jnp.int32), key)
+
+
+def _init_kick(seed: int):
+    def init(params):
+        del params
+        return KickState(jnp.zeros((), jnp.int32), jax.random.PRNGKey(seed))
+
+    return init
+
+
+def normalized_gd(
+    lr: float | Array,
+    *,
+    min_grad_norm: float | None = None,
+    kick: float | None = None,
+    seed: int = 0,
+) -> optax.GradientTransformationExtraArgs:
+    r"""Normalized GD, $x_{t+1} = x_t - \eta\, \nabla L(x_t)/\|\nabla L(x_t)\|$.
+
+    The effective step is $\eta_t = \eta/\|\nabla L(x_t)\|$. An iterate can land exactly on
+    the manifold of minimisers, where $\nabla L = 0$; then (when $\|\nabla L\| \le$
+    ``min_grad_norm``, default the dtype's smallest normal number) the step is a random
+    direction of norm ``kick`` (default $10^{-2}\sqrt{\epsilon}$: 1.5e-10 in float64) instead
+    of a NaN, and ``state.num_kicks`` counts it.
+
+    Args:
+        lr: $\eta$, the length of every step.
+        min_grad_norm: gradient norms at or below this are treated as zero.
+        kick: norm of the random step taken instead.
+        seed: seed of the kicks' PRNG key.
+
+    References:
+        Arora, Li & Panigrahi, *Understanding Gradient Descent on Edge of Stability in Deep
+        Learning*, ICML 2022 (arXiv 2205.09745), Sec. 4.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> opt = normalized_gd(0.5)
+        >>> u, _ = opt.update(jnp.array([3.0, 4.0]), opt.init(jnp.zeros(2)))
+        >>> u.tolist()  # -0.5 * (3, 4) / 5
+        [-0.30000001192092896, -0.4000000059604645]
+    """
+    _check_lr(lr, schedule=False)
+
+    def update(updates, state, params=None, **extra):
+        del params, extra
+        norm = optax.tree.norm(updates)
+        floor = _floor(updates, min_grad_norm)
+        underflow = ~(norm > floor)
+        return _scaled_or_kicked(updates, -lr / norm, underflow, state, kick)
+
+    return optax.GradientTransformationExtraArgs(_init_kick(seed), update)
+
+
+def sqrt_loss_gd(
+    lr: float | Array,
+    loss_min: float = 0.0,
+    *,
+    min_gap: float | None = None,
+    kick: float | None = None,
+    seed: int = 0,
+) -> optax.GradientTransformationExtraArgs:
+    r"""GD on $\sqrt{L - L^*}$: $x_{t+1} = x_t - \eta\, \nabla L(x_t) / (2\sqrt{L(x_t) - L^*})$.
+
+    Needs the current loss: ``update(grads, state, params, value=loss)``. The effective step
+    on $L$ is $\eta_t = \eta / (2\sqrt{L - L^*})$. A ``value`` below ``loss_min`` is an error
+    (raised inside ``jit`` too): $L^*$ must be a lower bound. Where $L - L^* \le$ ``min_gap``
+    (default the dtype's smallest normal number) the step is a random kick of norm ``kick``,
+    counted in ``state.num_kicks``, as in :func:`normalized_gd`.
+
+    Args:
+        lr: $\eta$.
+        loss_min: $L^*$, the minimum value of the loss (0 for interpolating models).
+
+    References:
+        Arora, Li & Panigrahi, ICML 2022 (arXiv 2205.09745), Sec. 4.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> opt = sqrt_loss_gd(0.5, loss_min=1.0)
+        >>> u, _ = opt.update(jnp.array([2.0]), opt.init(jnp.zeros(1)), value=5.0)
+        >>> u.tolist()  # -0.5 * 2 / (2 * sqrt(4))
+        [-0.25]
+    """
+    _check_lr(lr, schedule=False)
+    if callable(loss_min) or isinstance(loss_min, str):
+        raise TypeError(f"loss_min must be a number, got {type(loss_min).__name__}.")
+
+    def update(updates, state, params=None, *, value=None, **extra):
+        del params, extra
+        if value is None:
+            raise TypeError(
+                "sqrt_loss_gd needs the current loss: call "
+                "opt.update(grads, state, params, value=loss)."
+            )
+        value = jnp.asarray(value)
+        value = eqx.error_if(
+            value,
+            value < loss_min,
+            "sqrt_loss_gd: the loss is below loss_min; pass the true minimum value L* "
+            "(a lower bound of the loss) as loss_min.",
+        )
+        gap = value - loss_min
+        underflow = ~(gap > _floor(updates, min_gap))
+        scale = -lr / (2 * jnp.sqrt(jnp.where(underflow, 1, gap)))
+        return _scaled_or_kicked(updates, scale, underflow, state, kick)
+
+    return optax.GradientTransformationExtraArgs(_init_kick(seed), update)
+
+
+def _floor(tree: PyTree, value: float | None) -> Array:
+    dtype = jnp.result_type(*jax.tree.leaves(tree))
+    return jnp.asarray(jnp.finfo(dtype).tiny if value is None else value, dtype)
+
+
+def _check_lr(lr, *, schedule: bool = True) -> None:
+    if callable(lr):
+        if schedule:
+            return
+        raise TypeError("lr must be a number here (schedules change the algorithm's meaning).")
+    if isinstance(lr, int | float) and not lr > 0:
+        raise ValueError(f"lr must be positive, got {lr!r}.")

@@ -1,0 +1,105 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from eosflow.optim import gd, normalized_gd, sqrt_loss_gd
+
+TREE = {"a": jnp.array([3.0, 0.0]), "b": jnp.array([[4.0]])}  # gradient norm 5
+
+
+def _flat(t):
+    return np.concatenate([np.ravel(x) for x in jax.tree.leaves(t)])
+
+
+def test_gd_update_rule():
+    opt = gd(0.2)
+    u, _ = opt.update(TREE, opt.init(TREE), TREE, value=1.0)
+    np.testing.assert_allclose(_flat(u), -0.2 * _flat(TREE))
+
+
+def test_normalized_gd_update_rule():
+    opt = normalized_gd(0.5)
+    u, s = opt.update(TREE, opt.init(TREE))
+    np.testing.assert_allclose(_flat(u), -0.5 * _flat(TREE) / 5.0, rtol=1e-15)
+    assert int(s.num_kicks) == 0
+
+
+def test_sqrt_loss_gd_update_rule():
+    opt = sqrt_loss_gd(0.5, loss_min=0.25)
+    u, _ = opt.update(TREE, opt.init(TREE), value=2.5)
+    np.testing.assert_allclose(_flat(u), -0.5 * _flat(TREE) / (2 * 1.5), rtol=1e-15)
+
+
+@pytest.mark.parametrize("make", [lambda: normalized_gd(0.5), lambda: sqrt_loss_gd(0.5)])
+def test_zero_gradient_kicks_instead_of_nan(make):
+    opt = make()
+    zero = jax.tree.map(jnp.zeros_like, TREE)
+    u, s = jax.jit(opt.update)(zero, opt.init(zero), zero, value=0.0)
+    flat = _flat(u)
+    assert np.all(np.isfinite(flat))
+    np.testing.assert_allclose(np.linalg.norm(flat), 1e-2 * np.finfo(np.float64).eps ** 0.5)
+    assert int(s.num_kicks) == 1
+    u2, s2 = opt.update(zero, s, zero, value=0.0)
+    assert int(s2.num_kicks) == 2
+    assert not np.allclose(_flat(u2), flat, rtol=1e-3, atol=0)  # a fresh random direction
+
+
+def test_sqrt_loss_gd_needs_value():
+    opt = sqrt_loss_gd(0.1)
+    with pytest.raises(TypeError, match="needs the current loss"):
+        opt.update(TREE, opt.init(TREE), TREE)
+
+
+def test_sqrt_loss_gd_rejects_loss_below_minimum():
+    opt = sqrt_loss_gd(0.1, loss_min=1.0)
+    with pytest.raises(Exception, match="below loss_min"):
+        jax.jit(opt.update)(TREE, opt.init(TREE), TREE, value=0.5)[0]["a"].block_until_ready()
+
+
+@pytest.mark.parametrize("make", [lambda lr: gd(lr), lambda lr: normalized_gd(lr),
+                                  lambda lr: sqrt_loss_gd(lr)])
+def test_contract_no_recompile_and_extra_args_ignored(make):
+    opt = make(0.1)
+    loss = lambda p: 0.5 * sum(jnp.sum(x**2) for x in jax.tree.leaves(p)) + 1.0
+
+    @jax.jit
+    def step(p, s):
+        val, g = jax.value_and_grad(loss)(p)
+        u, s = opt.update(g, s, p, value=val, unknown_extra="ignored", another=3)
+        return optax.apply_updates(p, u), s
+
+    p, s = TREE, opt.init(TREE)
+    p, s = step(p, s)
+    p, s = step(p, s)
+    assert step._cache_size() == 1
+
+
+@pytest.mark.parametrize("factory", [gd, normalized_gd, sqrt_loss_gd])
+def test_works_under_inject_hyperparams(factory):
+    opt = optax.inject_hyperparams(factory)(lr=0.1)
+    state = opt.init(TREE)
+    u1, state = opt.update(TREE, state, TREE, value=4.0)
+    state.hyperparams["lr"] = jnp.asarray(0.3)
+    u2, _ = opt.update(TREE, state, TREE, value=4.0)
+    np.testing.assert_allclose(_flat(u2), 3 * _flat(u1), rtol=1e-12)
+    direct = factory(0.1)
+    u0, _ = direct.update(TREE, direct.init(TREE), TREE, value=4.0)
+    np.testing.assert_allclose(_flat(u1), _flat(u0), rtol=1e-15)
+
+
+def test_bad_hyperparameters():
+    with pytest.raises(ValueError, match="lr must be positive"):
+        normalized_gd(-0.1)
+    with pytest.raises(TypeError, match="lr must be a number"):
+        normalized_gd(optax.constant_schedule(0.1))
+
+
+def test_optax_momentum_methods_drop_in():
+    from eosflow.optim import OPTIMIZERS
+
+    for name in ("momentum", "nesterov", "adam"):
+        opt = OPTIMIZERS[name](0.1)
+        u, _ = opt.update(TREE, opt.init(TREE), TREE, value=1.0)
+        assert np.all(np.isfinite(_flat(u)))
