@@ -9,3 +9,7 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree
 
 from . import curvature as curvature
 from . import optim as optim
+from . import problems as problems
+from .experiments import Config as Config
+from .experiments import load_run as load_run
+from .experiments import run_experiment as run_experiment

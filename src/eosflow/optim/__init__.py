@@ -8,3 +8,5 @@ from ._gd import KickState as KickState
 from ._gd import gd as gd
 from ._gd import normalized_gd as normalized_gd
 from ._gd import sqrt_loss_gd as sqrt_loss_gd
+from ._switch import SwitchState as SwitchState
+from ._switch import switch as switch

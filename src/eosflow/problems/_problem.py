@@ -26,6 +26,8 @@ class Problem(eqx.Module):
         info: JSON-able facts recorded in the run's metadata.
         eval_fn: optional ``eval_fn(params, batch) -> dict`` of *summed* extra metrics
             (weights included), e.g. accuracy.
+        hessian_batches: optional batches (same format) on which curvature is measured,
+            when the Hessian uses a recorded subset of the data; ``None`` means ``batches``.
     """
 
     loss_fn: Callable[..., Array]
@@ -34,6 +36,12 @@ class Problem(eqx.Module):
     loss_min: float = eqx.field(static=True, default=0.0)
     info: dict[str, Any] = eqx.field(static=True, default_factory=dict)
     eval_fn: Callable[..., dict[str, Array]] | None = None
+    hessian_batches: PyTree | None = None
+
+    @property
+    def curvature_batches(self) -> PyTree | None:
+        """The batches the Hessian sums over."""
+        return self.batches if self.hessian_batches is None else self.hessian_batches
 
     def full_loss(self, params: PyTree) -> Array:
         """The loss at ``params`` summed over every batch."""

@@ -1,0 +1,534 @@
+"""The runner: steps an optimizer in compiled chunks, tracks curvature, and loses nothing.
+
+``run_experiment(config, out_dir)`` builds the problem and optimizer a :class:`Config` names
+and steps them inside ``jax.lax.scan`` over chunks of steps (no Python per step). Each step
+records the loss, the gradient norm, the effective step $\\eta_t = -\\langle u_t, g_t\\rangle /
+\\|g_t\\|^2$ (exactly $\\eta$, $\\eta/\\|g\\|$, $\\eta/(2\\sqrt{L-L^*})$ for the paper's three
+methods) and the parameter norm; every ``eig_every`` steps it adds the top eigenvalues with
+their residuals and cost (warm-started from the previous solve), $\\eta_t\\lambda_1$ and the
+alignment $\\langle \\hat g, v_1\\rangle$, $\\hat g^\\top H \\hat g/\\lambda_1$.
+
+After each chunk the rows go to an atomic file and, at checkpoint boundaries, the whole state
+(params, optimizer state, eigen-solver warm start, PRNG key, step) is saved atomically, so a
+killed run resumes from its last checkpoint and finishes bit for bit as if never stopped.
+"""
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from .. import __version__
+from ..curvature import hessian_operator, spectral_density, top_eigenpairs
+from ..optim import KickState
+from ..problems import Problem
+from . import _rundir as rd
+from ._build import build_optimizer, build_problem, initial_params
+from ._config import Config, ConfigError
+from ._progress import Progress
+
+SWEEPABLE = ("lr", "seed", "momentum", "loss_min")
+REASONS = {0: "running", 1: "diverged", 2: "diverged", 3: "goal_reached"}
+
+
+class TrainState(NamedTuple):
+    """Everything a step needs; saved whole in checkpoints."""
+
+    params: Any
+    opt_state: Any
+    eig_block: Any  # warm start of the eigen-solver (leading axis = block), or None
+    key: jax.Array  # raw uint32[2] PRNG key
+    step: jax.Array  # int32, shared by every point of a sweep
+    done: jax.Array  # bool: stopped (goal or divergence); later steps leave the state alone
+    reason: jax.Array  # int32 code, see REASONS
+    loss0: jax.Array  # the loss at step 0, for the divergence test
+
+
+@dataclass
+class RunRecord:
+    """What :func:`run_experiment` returns (the same facts are in the run directory)."""
+
+    path: Path
+    config: Config
+    status: str  # "completed", "goal_reached" or "diverged"
+    message: str
+    steps_done: int
+    params: Any
+    metrics: dict[str, np.ndarray]
+
+    @property
+    def ok(self) -> bool:
+        return self.status != "diverged"
+
+
+StepMetricsFn = Callable[[Any, dict[str, jax.Array]], dict[str, jax.Array]]
+
+
+def run_experiment(
+    config: Config,
+    out_dir: str | Path,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    problem: Problem | None = None,
+    metrics_fn: StepMetricsFn | None = None,
+    sweep: dict[str, Sequence[float]] | None = None,
+    progress: bool | None = None,
+) -> RunRecord:
+    """Run (or resume) the experiment ``config`` in the run directory ``out_dir``.
+
+    Args:
+        config: the experiment; see :class:`Config`.
+        out_dir: the run directory. An existing non-empty one is an error unless ``resume``
+            (continue from its checkpoint) or ``overwrite`` (delete it first) is given.
+        problem: use this :class:`~eosflow.problems.Problem` instead of the configured one.
+        metrics_fn: ``metrics_fn(params, row) -> dict`` of extra scalar columns, evaluated
+            inside the compiled step (``row`` holds the step's built-in metrics).
+        sweep: vmap over these fields at once, e.g. ``{"lr": [0.1, 0.2]}`` (fields from
+            ``SWEEPABLE``, equal-length lists: one point per index). Columns then carry a
+            trailing axis over the points.
+        progress: show a progress line (default: when stderr is a terminal).
+
+    Returns:
+        A :class:`RunRecord`; ``status`` is "diverged" when the loss blew up (the CLI then
+        exits non-zero), and every finished step's metrics are on disk either way.
+    """
+    out = Path(out_dir)
+    if not isinstance(config, Config):
+        raise TypeError(f"config must be an eosflow Config, got {type(config).__name__}.")
+    points = _check_sweep(sweep)
+    if config.dtype == "float64":
+        jax.config.update("jax_enable_x64", True)
+    resuming = rd.prepare(out, resume=resume, overwrite=overwrite)
+    if resuming:
+        saved = Config.from_dict(rd.read_json(out / "config.json"))
+        if saved != config:
+            diff = [k for k in config.to_dict() if saved.to_dict()[k] != config.to_dict()[k]]
+            raise ConfigError(
+                f"{diff[0]}: differs from the run being resumed ({saved.to_dict()[diff[0]]!r})"
+            )
+        saved_sweep = rd.read_json(out / "metadata.json").get("sweep")
+        if saved_sweep != (sweep and {k: list(map(float, v)) for k, v in sweep.items()}):
+            raise ConfigError("sweep: differs from the run being resumed")
+    problem = build_problem(config) if problem is None else problem
+    engine = _Engine(config, problem, sweep, points, metrics_fn)
+    state = engine.initial_state()
+    if resuming:
+        state, _ = rd.load_checkpoint(out, state)
+        state = jax.device_put(state)
+        rd.truncate_metrics(out, int(state.step))
+        status = rd.read_json(out / "status.json")
+        status.setdefault("resumed_at", []).append(int(state.step))
+    else:
+        _check_finite_params(state.params)
+        rd.write_json(out / "config.json", config.to_dict())
+        rd.write_json(out / "metadata.json", engine.metadata())
+        status = {"state": "running", "step": 0, "hvps_total": 0, "wall_seconds": 0.0}
+        rd.write_json(out / "status.json", status)
+    return engine.loop(out, state, status, progress)
+
+
+def _check_sweep(sweep) -> int | None:
+    if sweep is None:
+        return None
+    if not isinstance(sweep, dict) or not sweep:
+        raise ConfigError("sweep: give a non-empty {field: [values]} mapping")
+    lengths = set()
+    for field, values in sweep.items():
+        if field not in SWEEPABLE:
+            raise ConfigError(
+                f"{field}: cannot be swept in one compiled run (vmappable: {', '.join(SWEEPABLE)})"
+            )
+        values = list(values)
+        if not values:
+            raise ConfigError(f"{field}: the sweep grid is empty")
+        lengths.add(len(values))
+    if len(lengths) != 1:
+        raise ConfigError("sweep: every field needs the same number of values (one per point)")
+    return lengths.pop()
+
+
+def _check_finite_params(params) -> None:
+    for path, leaf in jax.tree_util.tree_leaves_with_path(params):
+        if not np.all(np.isfinite(np.asarray(leaf))):
+            where = jax.tree_util.keystr(path) or "params"
+            raise ValueError(f"params: the initial parameters contain nan or inf (at {where}).")
+
+
+class _Engine:
+    """The compiled pieces of one run (one point, or a vmapped sweep of points)."""
+
+    def __init__(self, config: Config, problem: Problem, sweep, points, metrics_fn):
+        self.config, self.problem, self.sweep, self.points = config, problem, sweep, points
+        self.metrics_fn = metrics_fn
+        c = config
+        self.eig_on = c.eig_every is not None
+        self.k = c.num_eigs
+        dim = sum(int(np.size(x)) for x in jax.tree.leaves(problem.params))
+        if self.eig_on and self.k > dim:
+            raise ConfigError(f"num_eigs: exceeds the number of parameters ({dim})")
+        self.block = c.eig_block or self.k
+        self.block = min(self.block, dim)
+        self.chunk = c.chunk_steps or (min(c.steps, 10_000) if c.is_toy else min(c.steps, 100))
+        self.ckpt_every = c.checkpoint_every or self.chunk
+        self.dtype = jnp.result_type(*jax.tree.leaves(problem.params))
+        self._chunk_fns: dict[int, Callable] = {}
+
+    # -- hyperparameters and state --------------------------------------------------------
+    def hyper(self) -> dict[str, jax.Array]:
+        c = self.config
+        base = {"lr": c.lr, "momentum": c.momentum, "loss_min": c.loss_min}
+        if self.sweep is None:
+            return {k: jnp.asarray(v, self.dtype) for k, v in base.items()}
+        out = {}
+        for k, v in base.items():
+            vals = self.sweep.get(k, [v] * self.points)
+            out[k] = jnp.asarray(np.asarray(vals, np.float64), self.dtype)
+        return out
+
+    def optimizer(self, hyper) -> optax.GradientTransformationExtraArgs:
+        c = self.config
+        if "momentum" in (self.sweep or {}) or "loss_min" in (self.sweep or {}):
+            # traced values need the constructors that take them as arrays
+            return _traced_optimizer(c, hyper)
+        return build_optimizer(c, hyper["lr"])
+
+    def initial_state(self) -> TrainState:
+        c = self.config
+        if self.sweep is not None and "seed" in self.sweep:
+            seeds = [int(s) for s in self.sweep["seed"]]
+            params = initial_params(c, self.problem, seeds)
+        elif self.sweep is not None:
+            params = jax.tree.map(lambda x: jnp.stack([x] * self.points), self.problem.params)
+        else:
+            params = self.problem.params
+        hyper = self.hyper()
+
+        def init_one(params, hyper, seed):
+            opt_state = self.optimizer(hyper).init(params)
+            key = jax.random.PRNGKey(seed)
+            eig = None
+            if self.eig_on:
+                ks = jax.random.split(jax.random.fold_in(key, 1), len(jax.tree.leaves(params)))
+                leaves, treedef = jax.tree.flatten(params)
+                eig = jax.tree.unflatten(treedef, [
+                    jax.random.normal(k, (self.block, *x.shape), x.dtype) for k, x in zip(ks, leaves)
+                ])
+            return opt_state, key, eig
+
+        if self.sweep is None:
+            opt_state, key, eig = init_one(params, hyper, c.seed)
+            batch = ()
+        else:
+            seeds = jnp.asarray(self.sweep.get("seed", [c.seed] * self.points), jnp.uint32)
+            opt_state, key, eig = jax.vmap(init_one)(params, hyper, seeds)
+            batch = (self.points,)
+        return TrainState(
+            params=params, opt_state=opt_state, eig_block=eig, key=key,
+            step=jnp.zeros((), jnp.int32), done=jnp.zeros(batch, bool),
+            reason=jnp.zeros(batch, jnp.int32), loss0=jnp.full(batch, jnp.nan, self.dtype),
+        )
+
+    # -- one step ----------------------------------------------------------------------------
+    def step_fn(self, state: TrainState, hyper) -> tuple[TrainState, dict[str, jax.Array]]:
+        c, p = self.config, self.problem
+        opt = self.optimizer(hyper)
+        params, step = state.params, state.step
+        if p.batches is None:
+            loss, grad = jax.value_and_grad(p.loss_fn)(params)
+        else:
+            loss, grad = hessian_operator(p.loss_fn, params, batches=p.batches).loss_and_grad()
+        gnorm = optax.tree.norm(grad)
+        updates, opt_state = opt.update(grad, state.opt_state, params, value=loss)
+        eff_lr = -optax.tree.vdot(updates, grad) / gnorm**2
+        row = {
+            "loss": loss,
+            "grad_norm": gnorm,
+            "eff_lr": eff_lr,
+            "param_norm": optax.tree.norm(params),
+            "update_norm": optax.tree.norm(updates),
+        }
+        kicks = [s.num_kicks for s in jax.tree.leaves(opt_state, is_leaf=_is_kick)
+                 if isinstance(s, KickState)]
+        if kicks:
+            row["num_kicks"] = sum(kicks)
+        key, sub = jax.random.split(state.key)
+        eig_block = state.eig_block
+        if self.eig_on:
+            eig_block, eig_row = jax.lax.cond(
+                step % c.eig_every == 0,
+                lambda: self._eigen(params, grad, gnorm, state.eig_block, sub),
+                lambda: (state.eig_block, self._no_eigen()),
+            )
+            row.update(eig_row)
+            row["eta_lambda"] = eff_lr * eig_row["lambda_1"]
+        if p.eval_fn is not None and c.eval_every is not None and p.batches is not None:
+            row.update(jax.lax.cond(
+                step % c.eval_every == 0, lambda: self._evaluate(params), self._no_eval
+            ))
+        if self.metrics_fn is not None:
+            extra = self.metrics_fn(params, dict(row))
+            clash = set(extra) & set(row)
+            if clash:
+                raise ValueError(f"metrics_fn returned built-in column names: {sorted(clash)}")
+            row.update({k: jnp.asarray(v) for k, v in extra.items()})
+
+        loss0 = jnp.where(step == 0, loss, state.loss0)
+        nonfinite = ~jnp.isfinite(loss)
+        exploded = (
+            loss > c.divergence_factor * loss0 if c.divergence_factor is not None else False
+        )
+        goal = loss <= c.loss_goal if c.loss_goal is not None else False
+        reason = jnp.where(nonfinite, 1, jnp.where(exploded, 2, jnp.where(goal, 3, 0)))
+        stop_now = ~state.done & (reason > 0)
+        new_params = optax.apply_updates(params, updates)
+        keep = state.done | stop_now  # a stopped run keeps the state at which it stopped
+
+        def choose(old, new):
+            return jax.tree.map(lambda o, n: jnp.where(keep, o, n), old, new)
+
+        new = TrainState(
+            params=choose(params, new_params),
+            opt_state=choose(state.opt_state, opt_state),
+            eig_block=choose(state.eig_block, eig_block),
+            key=choose(state.key, key),
+            step=step + 1,
+            done=state.done | stop_now,
+            reason=jnp.where(stop_now, reason, state.reason),
+            loss0=loss0,
+        )
+        row["valid"] = ~state.done
+        row["stop_reason"] = jnp.where(stop_now, reason, 0).astype(jnp.int32)
+        return new, row
+
+    def _eigen(self, params, grad, gnorm, block, key):
+        c, p = self.config, self.problem
+        res = top_eigenpairs(
+            p.loss_fn, params, self.k, v0=block, tol=c.eig_tol, batches=p.curvature_batches,
+            block_size=self.block, max_matvecs=c.eig_max_matvecs, key=key, throw=False,
+        )
+        lam = res.eigenvalues
+        v1 = jax.tree.map(lambda x: x[0], res.eigenvectors)
+        ghat = optax.tree.scale(1 / gnorm, grad)
+        row = {f"lambda_{i + 1}": lam[i] for i in range(self.k)}
+        row.update({f"residual_{i + 1}": res.residuals[i] for i in range(self.k)})
+        row["eig_matvecs"] = res.num_matvecs
+        row["eig_converged"] = res.converged
+        row["align_cos"] = optax.tree.vdot(ghat, v1)
+        if c.track_alignment:
+            hg = hessian_operator(p.loss_fn, params, batches=p.curvature_batches).mv(ghat)
+            row["align_rayleigh"] = optax.tree.vdot(ghat, hg) / lam[0]
+        return res.warm_start, row
+
+    def _no_eigen(self):
+        nan = jnp.asarray(jnp.nan, self.dtype)
+        row = {f"lambda_{i + 1}": nan for i in range(self.k)}
+        row.update({f"residual_{i + 1}": nan for i in range(self.k)})
+        row["eig_matvecs"] = jnp.zeros((), jnp.int32)
+        row["eig_converged"] = jnp.zeros((), bool)
+        row["align_cos"] = nan
+        if self.config.track_alignment:
+            row["align_rayleigh"] = nan
+        return row
+
+    def _evaluate(self, params):
+        p = self.problem
+        sums = jax.lax.scan(
+            lambda acc, b: (jax.tree.map(jnp.add, acc, p.eval_fn(params, b)), None),
+            jax.tree.map(lambda x: jnp.zeros((), self.dtype),
+                         jax.eval_shape(p.eval_fn, params, jax.tree.map(lambda x: x[0], p.batches))),
+            p.batches,
+        )[0]
+        return {k: v.astype(self.dtype) for k, v in sums.items()}
+
+    def _no_eval(self):
+        shapes = jax.eval_shape(self.problem.eval_fn, self.problem.params,
+                                jax.tree.map(lambda x: x[0], self.problem.batches))
+        return {k: jnp.asarray(jnp.nan, self.dtype) for k in shapes}
+
+    # -- chunks -------------------------------------------------------------------------------
+    def chunk_fn(self, n: int) -> Callable:
+        if n not in self._chunk_fns:
+            step = self.step_fn
+            if self.sweep is not None:
+                axes = TrainState(0, 0, 0, 0, None, 0, 0, 0)
+                step = jax.vmap(step, in_axes=(axes, 0), out_axes=(axes, 0))
+
+            def run(state, hyper):
+                return jax.lax.scan(lambda s, _: step(s, hyper), state, None, length=n)
+
+            self._chunk_fns[n] = jax.jit(run)
+        return self._chunk_fns[n]
+
+    def boundaries(self) -> list[int]:
+        c = self.config
+        marks = set(range(self.chunk, c.steps, self.chunk)) | {c.steps}
+        marks |= {s for s in c.density_at if 0 < s < c.steps}
+        return sorted(marks)
+
+    def metadata(self) -> dict[str, Any]:
+        c, p = self.config, self.problem
+        devices = jax.devices()
+        meta = {
+            "eosflow_version": __version__,
+            "jax_version": jax.__version__,
+            "backend": jax.default_backend(),
+            "devices": [str(d) for d in devices],
+            "device_kind": devices[0].device_kind,
+            "dtype": c.dtype,
+            "x64_enabled": bool(jax.config.jax_enable_x64),
+            "seed": c.seed,
+            "loss_convention": c.loss if not c.is_toy else "toy loss (see problem)",
+            "problem": dict(p.info),
+            "loss_min": c.loss_min,
+            "num_params": int(sum(np.size(x) for x in jax.tree.leaves(p.params))),
+            "sharpness": (
+                f"largest algebraic Hessian eigenvalue of the loss, top_eigenpairs, "
+                f"tol {c.eig_tol} (residual), block {self.block}, warm-started"
+                if self.eig_on else "not tracked"
+            ),
+            "chunk_steps": self.chunk,
+            "checkpoint_every": self.ckpt_every,
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
+        if self.sweep is not None:
+            meta["sweep"] = {k: [float(x) for x in v] for k, v in self.sweep.items()}
+        return meta
+
+    # -- the Python loop over chunks ---------------------------------------------------------------
+    def loop(self, out: Path, state: TrainState, status: dict, progress: bool | None) -> RunRecord:
+        c = self.config
+        hyper = self.hyper()
+        start = int(state.step)
+        bar = Progress(c.steps, start=start, enabled=progress, label=c.name)
+        hvps = int(status.get("hvps_total", 0))
+        wall = float(status.get("wall_seconds", 0.0))
+        message = ""
+        try:
+            if start in c.density_at:
+                self._density(out, state)
+            for end in self.boundaries():
+                begin = int(state.step)
+                if end <= begin:
+                    continue
+                t0 = time.perf_counter()
+                state, rows = self.chunk_fn(end - begin)(state, hyper)
+                rows = jax.device_get(rows)
+                wall += time.perf_counter() - t0
+                columns = self._columns(rows, begin, end)
+                if len(columns["step"]):
+                    rd.write_metrics_chunk(out, begin, columns)
+                hvps += _hvps(columns, c.track_alignment)
+                if end in c.density_at:
+                    self._density(out, state)
+                done = bool(np.all(np.asarray(state.done)))
+                if done or end % self.ckpt_every == 0 or end == c.steps:
+                    rd.save_checkpoint(out, state, {"step": int(state.step)})
+                    status.update(step=int(state.step), hvps_total=hvps, wall_seconds=wall)
+                    rd.write_json(out / "status.json", status)
+                last = _last_valid(columns)
+                bar.update(int(state.step), **last)
+                if done:
+                    break
+        finally:
+            bar.close()
+        reasons = np.atleast_1d(np.asarray(state.reason))
+        if np.any((reasons == 1) | (reasons == 2)):
+            final, message = "diverged", self._divergence_message(out)
+        elif np.all(reasons == 3):
+            final, message = "goal_reached", f"loss goal {c.loss_goal} reached"
+        else:
+            final = "completed"
+        metrics = rd.read_metrics(out)
+        valid = metrics.get("valid", np.zeros(0, bool))
+        steps_done = int(valid.sum(axis=0).max()) if valid.size else 0
+        status.update(state=final, message=message, step=int(state.step), steps_done=steps_done,
+                      hvps_total=hvps, wall_seconds=wall,
+                      finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+        rd.write_json(out / "status.json", status)
+        return RunRecord(out, c, final, message, steps_done, jax.device_get(state.params), metrics)
+
+    def _columns(self, rows: dict[str, np.ndarray], begin: int, end: int) -> dict[str, np.ndarray]:
+        """One chunk's rows as columns; a stopped single run keeps rows up to its stopping step."""
+        cols = {"step": np.arange(begin, end, dtype=np.int64)}
+        cols.update({k: np.asarray(v) for k, v in rows.items()})
+        if self.sweep is None:
+            cols = {k: v[cols["valid"]] for k, v in cols.items()}
+        return cols
+
+    def _density(self, out: Path, state: TrainState) -> None:
+        """The Hessian's spectral density at the current step (a chunk boundary)."""
+        p, step = self.problem, int(state.step)
+        params = state.params if self.sweep is None else jax.tree.map(lambda x: x[0], state.params)
+        dim = sum(int(np.size(x)) for x in jax.tree.leaves(params))
+        sd = spectral_density(p.loss_fn, params, batches=p.curvature_batches,
+                              num_iters=min(60, dim - 1), num_probes=4,
+                              key=jax.random.PRNGKey(step))
+        arrays = {"nodes": np.asarray(sd.nodes), "weights": np.asarray(sd.weights),
+                  "step": np.asarray(step), "dim": np.asarray(dim)}
+        rd.atomic_write_bytes(out / "density" / f"{step:012d}.npz", rd._npz_bytes(arrays))
+
+    def _divergence_message(self, out: Path) -> str:
+        m = rd.read_metrics(out)
+        reason = m["stop_reason"]
+        idx = np.argwhere(reason > 0)
+        if not len(idx):
+            return "diverged"
+        i = tuple(idx[0])
+        step = int(m["step"][i[0]])
+        loss = float(m["loss"][i])
+        point = f" (sweep point {i[1]})" if len(i) > 1 else ""
+        if reason[i] == 1:
+            return f"diverged at step {step}{point}: loss = {loss} is not finite"
+        first = m["loss"][0] if m["loss"].ndim == 1 else m["loss"][0, i[1]]
+        return (f"diverged at step {step}{point}: loss {loss:.4g} exceeds divergence_factor "
+                f"{self.config.divergence_factor:g} x the initial loss {float(first):.4g}")
+
+
+def _is_kick(x) -> bool:
+    return isinstance(x, KickState)
+
+
+def _hvps(columns: dict[str, np.ndarray], alignment: bool) -> int:
+    if "eig_matvecs" not in columns:
+        return 0
+    mv = columns["eig_matvecs"]
+    extra = np.sum(np.isfinite(columns["lambda_1"])) if alignment else 0
+    return int(np.sum(mv) + extra)
+
+
+def _last_valid(columns: dict[str, np.ndarray]) -> dict[str, float]:
+    def last(name):
+        if name not in columns:
+            return None
+        v = columns[name]
+        v = v if v.ndim == 1 else v[:, 0]
+        v = v[np.isfinite(v)]
+        return float(v[-1]) if len(v) else None
+
+    return {"loss": last("loss") or math.nan, "lam": last("lambda_1"), "eta_lam": last("eta_lambda")}
+
+
+def _traced_optimizer(c: Config, hyper) -> optax.GradientTransformationExtraArgs:
+    from .. import optim
+
+    lr, mom, lmin = hyper["lr"], hyper["momentum"], hyper["loss_min"]
+    table = {
+        "gd": lambda: optim.gd(lr),
+        "normalized_gd": lambda: optim.normalized_gd(lr, seed=c.seed),
+        "sqrt_loss_gd": lambda: optim.sqrt_loss_gd(lr, lmin, seed=c.seed),
+        "momentum": lambda: optim.momentum(lr, mom),
+        "nesterov": lambda: optim.nesterov(lr, mom),
+        "adam": lambda: optim.adam(lr),
+    }
+    main = table[c.optimizer]()
+    if c.warmup_steps:
+        return optim.switch(optim.gd(c.warmup_lr or lr), main, c.warmup_steps)
+    return main
