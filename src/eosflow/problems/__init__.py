@@ -1,13 +1,26 @@
 """Problems: losses over PyTrees, the data they sum over, models, and toy problems."""
 
 from ._data import Dataset as Dataset
+from ._data import gaussian_clusters as gaussian_clusters
 from ._data import load_digits as load_digits
+from ._data import one_hot as one_hot
+from ._data import select as select
+from ._data import teacher_student as teacher_student
 from ._losses import LOSSES as LOSSES
 from ._losses import per_example_loss as per_example_loss
+from ._models import ACTIVATIONS as ACTIVATIONS
+from ._models import CNN as CNN
 from ._models import MLP as MLP
+from ._models import VGG11 as VGG11
+from ._models import ResNet as ResNet
+from ._models import describe_init as describe_init
+from ._models import trainable_filter as trainable_filter
 from ._problem import Problem as Problem
 from ._problem import chunk as chunk
 from ._problem import supervised_problem as supervised_problem
+from ._readers import load_cifar10 as load_cifar10
+from ._readers import load_mnist as load_mnist
+from ._readers import read_idx as read_idx
 from ._toys import TOYS as TOYS
 from ._toys import Toy as Toy
 from ._toys import matrix_factorization as matrix_factorization

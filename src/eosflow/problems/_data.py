@@ -5,6 +5,7 @@ description of its preprocessing, so a run can record exactly which examples it 
 Nothing here downloads anything.
 """
 
+import itertools
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -26,6 +27,7 @@ class Dataset:
 
 
 def one_hot(labels: np.ndarray, num_classes: int) -> np.ndarray:
+    """``(N,)`` integer labels to ``(N, num_classes)`` float32 one-hot rows."""
     return np.eye(num_classes, dtype=np.float32)[labels]
 
 
@@ -47,7 +49,10 @@ def select(labels: np.ndarray, n: int | None, subset: str, seed: int) -> np.ndar
     quota = np.floor(counts / total * n).astype(int)
     order = np.argsort(-(counts / total * n - quota), kind="stable")
     quota[order[: n - quota.sum()]] += 1
-    picked = [rng.choice(np.flatnonzero(labels == c), q, replace=False) for c, q in zip(classes, quota)]
+    picked = [
+        rng.choice(np.flatnonzero(labels == c), q, replace=False)
+        for c, q in zip(classes, quota, strict=True)
+    ]
     return np.sort(np.concatenate(picked))
 
 
@@ -83,5 +88,120 @@ def load_digits(
         x = x - x.mean(axis=0, keepdims=True)
         x = (x / x.std()).astype(np.float32)
         info["standardize"] = "per-pixel mean removed, divided by the global std"
+        info["standardize_stats"] = f"over the {len(idx)} selected examples"
+    info["image_shape"] = [1, 8, 8]
     labels = labels_all[idx]
     return Dataset(x.astype(np.float32), one_hot(labels, 10), labels, idx, "digits", info)
+
+
+def _check_count(name: str, value, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}.")
+    return int(value)
+
+
+def teacher_student(
+    n: int = 1000,
+    d: int = 20,
+    k: int = 1,
+    *,
+    teacher_widths: tuple[int, ...] = (20,),
+    noise: float = 0.0,
+    seed: int = 0,
+) -> Dataset:
+    """Regression on the outputs of a random tanh teacher network.
+
+    Inputs $x_i \\sim \\mathcal N(0, I_d)$; the teacher is an MLP
+    ``d -> teacher_widths... -> k`` with tanh hidden layers, weights
+    $\\mathcal N(0, 1/\\text{fan in})$ and zero biases; targets are its outputs plus
+    ``noise`` times standard normal noise. Everything is drawn from ``seed``. The dataset has
+    no class labels (``labels`` is empty), so only regression losses apply.
+
+    >>> data = teacher_student(5, d=3, k=2, teacher_widths=(4,), seed=1)
+    >>> data.x.shape, data.y.shape, data.labels.shape, data.indices.tolist()
+    ((5, 3), (5, 2), (0,), [0, 1, 2, 3, 4])
+    """
+    n, d, k = _check_count("n", n), _check_count("d", d), _check_count("k", k)
+    widths = tuple(_check_count("teacher_widths", w) for w in teacher_widths)
+    if not noise >= 0:
+        raise ValueError(f"noise must be >= 0, got {noise!r}.")
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, d))
+    h = x
+    sizes = [d, *widths, k]
+    for i, (a, b) in enumerate(itertools.pairwise(sizes)):
+        h = h @ (rng.standard_normal((a, b)) / np.sqrt(a))
+        if i < len(sizes) - 2:
+            h = np.tanh(h)
+    y = h + noise * rng.standard_normal(h.shape)
+    info = {
+        "source": "synthetic teacher-student regression",
+        "x": f"i.i.d. N(0, I_{d})",
+        "teacher": f"MLP {sizes}, tanh hidden layers, weights N(0, 1/fan_in), zero biases",
+        "noise": float(noise),
+        "seed": seed,
+        "subset": "generated",
+    }
+    return Dataset(
+        x.astype(np.float32), y.astype(np.float32), np.zeros(0, np.int32), np.arange(n),
+        "teacher_student", info,
+    )
+
+
+def _cluster_means(d: int, num_classes: int, separation: float, rng) -> tuple[np.ndarray, str]:
+    if d >= num_classes - 1:
+        # Vertices of a regular simplex (pairwise distance `separation`), randomly rotated.
+        centred = np.eye(num_classes) - 1.0 / num_classes
+        basis = np.linalg.svd(centred)[2][: num_classes - 1]  # orthonormal rows spanning it
+        coords = centred @ basis.T * (separation / np.sqrt(2.0))
+        rule = f"vertices of a regular simplex, pairwise distance {separation}"
+    else:
+        # Too few dimensions for a simplex: equally spaced on a circle, neighbours `separation`.
+        angles = 2 * np.pi * np.arange(num_classes) / num_classes
+        radius = separation / (2 * np.sin(np.pi / num_classes))
+        coords = radius * np.stack([np.cos(angles), np.sin(angles)], axis=1)
+        rule = f"equally spaced on a circle, neighbouring distance {separation}"
+    q = np.linalg.qr(rng.standard_normal((d, d)))[0][:, : coords.shape[1]]
+    return coords @ q.T, rule + ", randomly rotated"
+
+
+def gaussian_clusters(
+    n: int = 1000,
+    d: int = 2,
+    num_classes: int = 3,
+    *,
+    separation: float = 3.0,
+    seed: int = 0,
+) -> Dataset:
+    """Classification of isotropic Gaussian clusters, one per class, balanced.
+
+    Class means are the vertices of a regular simplex with pairwise distance ``separation``
+    when ``d >= num_classes - 1`` (equally spaced points on a circle, neighbours
+    ``separation`` apart, otherwise), randomly rotated; each point is its class mean plus
+    $\\mathcal N(0, I_d)$ noise. Labels are ``0, 1, ..., num_classes - 1`` repeated (so the
+    classes differ in size by at most one) and shuffled; everything is drawn from ``seed``.
+
+    >>> data = gaussian_clusters(7, d=2, num_classes=3, seed=0)
+    >>> data.x.shape, data.y.shape, sorted(data.labels.tolist())
+    ((7, 2), (7, 3), [0, 0, 0, 1, 1, 2, 2])
+    """
+    n, d = _check_count("n", n), _check_count("d", d)
+    num_classes = _check_count("num_classes", num_classes, 2)
+    if not separation > 0:
+        raise ValueError(f"separation must be positive, got {separation!r}.")
+    rng = np.random.default_rng(seed)
+    means, rule = _cluster_means(d, num_classes, float(separation), rng)
+    labels = rng.permutation(np.arange(n) % num_classes).astype(np.int32)
+    x = means[labels] + rng.standard_normal((n, d))
+    info = {
+        "source": "synthetic Gaussian clusters",
+        "means": rule,
+        "noise": f"N(0, I_{d}) around each mean",
+        "num_classes": num_classes,
+        "seed": seed,
+        "subset": "generated",
+    }
+    return Dataset(
+        x.astype(np.float32), one_hot(labels, num_classes), labels, np.arange(n),
+        "gaussian_clusters", info,
+    )

@@ -58,7 +58,9 @@ def _dtype(params):
     return jnp.result_type(*jax.tree.leaves(params))
 
 
-def chunk(arrays: dict[str, np.ndarray], chunk_size: int | None) -> tuple[dict[str, np.ndarray], int]:
+def chunk(
+    arrays: dict[str, np.ndarray], chunk_size: int | None
+) -> tuple[dict[str, np.ndarray], int]:
     """Stack ``arrays`` (leading axis N) into ``(num_chunks, chunk_size, ...)`` with weights.
 
     The last chunk is padded with zero-weight rows; ``w`` is ``1/N`` on real rows, so a loss

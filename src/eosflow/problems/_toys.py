@@ -79,6 +79,18 @@ def _toy_a_flow(method: str, x0: Array, tau: Array) -> Array:
     return jnp.stack([x, jnp.zeros_like(x)], axis=-1)
 
 
+def _loss_a(z):
+    return (1 + z[0] ** 2) * z[1] ** 2
+
+
+def _lambda_a(z):
+    return 2 * (1 + z[0] ** 2)
+
+
+def _gamma_a(z):
+    return z[1:]
+
+
 def toy_a(x0=(14.7, 3.0), dtype=jnp.float64) -> Toy:
     r"""Toy A: $L(x, y) = (1 + x^2) y^2$. Γ $= \{y = 0\}$, $\lambda_1 = 2(1 + x^2)$, $v_1 = e_y$.
 
@@ -87,11 +99,11 @@ def toy_a(x0=(14.7, 3.0), dtype=jnp.float64) -> Toy:
     """
     return Toy(
         "toy_a",
-        lambda z: (1 + z[0] ** 2) * z[1] ** 2,
+        _loss_a,
         jnp.asarray(x0, dtype),
-        sharpness_on_manifold=lambda z: 2 * (1 + z[0] ** 2),
+        sharpness_on_manifold=_lambda_a,
         flow=_toy_a_flow,
-        manifold_residual=lambda z: z[1:],
+        manifold_residual=_gamma_a,
     )
 
 
@@ -109,6 +121,14 @@ def _toy_b_flow(method: str, x0: Array, tau: Array) -> Array:
     return jnp.stack([xa, jnp.zeros_like(xa), jnp.zeros_like(xa)], axis=-1)
 
 
+def _loss_b(z):
+    return 0.5 * ((1 + z[0] ** 2) * z[1] ** 2 + 0.5 * (1 + 0.2 * z[0]) * z[2] ** 2)
+
+
+def _lambda_b(z):
+    return 1 + z[0] ** 2
+
+
 def toy_b(x0=(4.0, 1.0, 1.0), dtype=jnp.float64) -> Toy:
     r"""Toy B: $L = \tfrac12[(1 + x^2) y_1^2 + \tfrac12(1 + 0.2x) y_2^2]$, for $x > -5$.
 
@@ -117,11 +137,11 @@ def toy_b(x0=(4.0, 1.0, 1.0), dtype=jnp.float64) -> Toy:
     """
     return Toy(
         "toy_b",
-        lambda z: 0.5 * ((1 + z[0] ** 2) * z[1] ** 2 + 0.5 * (1 + 0.2 * z[0]) * z[2] ** 2),
+        _loss_b,
         jnp.asarray(x0, dtype),
-        sharpness_on_manifold=lambda z: 1 + z[0] ** 2,
+        sharpness_on_manifold=_lambda_b,
         flow=_toy_b_flow,
-        manifold_residual=lambda z: z[1:],
+        manifold_residual=_gamma_a,
     )
 
 
@@ -150,12 +170,23 @@ def _toy_c_flow(method: str, x0: Array, tau: Array) -> Array:
         # monotone (g is convex enough); guard with a floor at a tiny positive value.
         g = lambda w: jnp.log(jnp.tanh(w / 2)) + jnp.cosh(w) - rhs
         dg = lambda w: 1 / jnp.sinh(w) + jnp.sinh(w)
-        w = jax.lax.fori_loop(
-            0, 200, lambda _, w: jnp.maximum(w - g(w) / dg(w), w * 1e-3), jnp.broadcast_to(au0, rhs.shape)
-        )
+        w0 = jnp.broadcast_to(au0, rhs.shape)
+        w = jax.lax.fori_loop(0, 200, lambda _, w: jnp.maximum(w - g(w) / dg(w), w * 1e-3), w0)
         u = su * w
     s = u / 2
     return jnp.stack([sign * jnp.exp(s), sign * jnp.exp(-s)], axis=-1)
+
+
+def _loss_c(z):
+    return 0.5 * (z[0] * z[1] - 1) ** 2
+
+
+def _lambda_c(z):
+    return z[0] ** 2 + z[1] ** 2
+
+
+def _gamma_c(z):
+    return z[:1] * z[1:2] - 1
 
 
 def toy_c(x0=(2.0, 0.4), dtype=jnp.float64) -> Toy:
@@ -166,11 +197,11 @@ def toy_c(x0=(2.0, 0.4), dtype=jnp.float64) -> Toy:
     """
     return Toy(
         "toy_c",
-        lambda z: 0.5 * (z[0] * z[1] - 1) ** 2,
+        _loss_c,
         jnp.asarray(x0, dtype),
-        sharpness_on_manifold=lambda z: z[0] ** 2 + z[1] ** 2,
+        sharpness_on_manifold=_lambda_c,
         flow=_toy_c_flow,
-        manifold_residual=lambda z: z[:1] * z[1:2] - 1,
+        manifold_residual=_gamma_c,
     )
 
 
@@ -193,6 +224,10 @@ def quadratic(eigenvalues=(2.0, 1.0, 0.5), x0=None, dtype=jnp.float64) -> Toy:
     )
 
 
+def _loss_product(z):
+    return 0.5 * (jnp.prod(z) - 1) ** 2
+
+
 def product(x0=(1.6, 0.9, 0.8), dtype=jnp.float64) -> Toy:
     r"""A depth-$d$ scalar network $L = \tfrac12(\prod_i x_i - 1)^2$.
 
@@ -201,7 +236,7 @@ def product(x0=(1.6, 0.9, 0.8), dtype=jnp.float64) -> Toy:
     """
     return Toy(
         "product",
-        lambda z: 0.5 * (jnp.prod(z) - 1) ** 2,
+        _loss_product,
         jnp.asarray(x0, dtype),
         sharpness_on_manifold=lambda z: jnp.sum((jnp.prod(z) / z) ** 2),
         manifold_residual=lambda z: jnp.prod(z, keepdims=True) - 1,
