@@ -1,0 +1,237 @@
+r"""The limiting flows on Γ of normalized GD and of GD on $\sqrt{L - L^*}$.
+
+Arora, Li & Panigrahi (2022), Thms 4.4 and 4.6: with $\tau = \eta^2 t$,
+
+* normalized GD: $\dfrac{dX}{d\tau} = -\tfrac14\, \partial\Phi(X)\, \nabla \log\lambda_1(X)$,
+* GD on $\sqrt{L}$: $\dfrac{dX}{d\tau} = -\tfrac18\, \partial\Phi(X)\, \nabla\lambda_1(X)$,
+
+from $X(0) = \Phi(x_0)$, where $\partial\Phi(X)$ projects onto $T_XΓ = \ker\nabla^2 L(X)$ and
+$\nabla\lambda_1 = \nabla^3 L[v_1, v_1]$. Both decrease $\lambda_1$ along Γ.
+"""
+
+from collections.abc import Callable
+
+import diffrax
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import optax
+
+from .._tree import check_floating
+from .._types import Array, PyTree
+from ._geometry import eigen_gap, sharpness_and_gradient, tangent_project
+from ._project import FlowRESULTS, _default_tols, project_solve
+
+CONSTANTS: dict[str, tuple[float, bool]] = {
+    # method: (constant c in dX/dtau = -c dPhi grad g, whether g = log lambda_1)
+    "normalized_gd": (0.25, True),
+    "sqrt_loss_gd": (0.125, False),
+}
+
+
+class LimitingFlow(eqx.Module):
+    r"""A trajectory on Γ: times ``ts`` ($\tau$), points ``xs`` (leading axis), $\lambda_1$ there.
+
+    ``ts, xs = limiting_flow(...)`` unpacks the first two.
+    """
+
+    ts: Array
+    xs: PyTree
+    sharpness: Array
+    result: FlowRESULTS
+
+    def __iter__(self):
+        return iter((self.ts, self.xs))
+
+
+def flow_field(loss_fn: Callable, x: PyTree, *, method: str, constant: float | None = None,
+               log: bool | None = None, projection: str = "dense") -> PyTree:
+    r"""The vector field $-c\,\partial\Phi(x)\nabla g(x)$ at a point ``x`` of Γ.
+
+    ``constant`` and ``log`` override the method's $c$ and whether $g = \log\lambda_1$
+    (else $g = \lambda_1$); the verification uses them for negative controls.
+    """
+    c, use_log = _method(method)
+    c = c if constant is None else constant
+    use_log = use_log if log is None else log
+    return _field(loss_fn, x, c, use_log, projection)
+
+
+def _field(loss_fn, x, c, use_log, projection):
+    """``-c dPhi grad g``; ``c`` and ``use_log`` may be traced (one compile serves all)."""
+    lam, dlam, _ = sharpness_and_gradient(loss_fn, x)
+    g = optax.tree.scale(jnp.where(use_log, 1 / lam, 1.0), dlam)
+    return optax.tree.scale(-c, tangent_project(loss_fn, x, g, method=projection))
+
+
+def _method(method: str) -> tuple[float, bool]:
+    try:
+        return CONSTANTS[method]
+    except KeyError:
+        raise ValueError(
+            f"method must be one of {sorted(CONSTANTS)}, got {method!r}."
+        ) from None
+
+
+def _start(loss_fn, x0, gap_rtol, project_kwargs):
+    start = project_solve(loss_fn, x0, **project_kwargs)
+    if start.result != FlowRESULTS.successful:
+        raise ValueError(
+            "x0: gradient flow from x0 did not reach a minimiser (|grad L| = "
+            f"{float(start.grad_norm):.3g} at t = {float(start.time):.3g}); x0 may lie outside "
+            "every basin of Γ."
+        )
+    lam1, lam2 = eigen_gap(loss_fn, start.value)
+    if not float(lam1 - lam2) > gap_rtol * abs(float(lam1)):
+        raise ValueError(
+            f"x0: the Hessian at Phi(x0) has no eigen-gap (lambda_1 = {float(lam1):.6g}, "
+            f"lambda_2 = {float(lam2):.6g}); the limiting flow needs lambda_1 > lambda_2."
+        )
+    return start.value
+
+
+def limiting_flow(
+    loss_fn: Callable[[PyTree], Array],
+    x0: PyTree,
+    *,
+    method: str,
+    t_end: float,
+    num_points: int = 101,
+    constant: float | None = None,
+    log: bool | None = None,
+    projection: str = "dense",
+    rtol: float | None = None,
+    atol: float | None = None,
+    gap_rtol: float = 1e-6,
+    project_kwargs: dict | None = None,
+) -> LimitingFlow:
+    r"""The predicted trajectory $X(\tau)$ on Γ from $\Phi(x_0)$, $\tau \in [0, t_\text{end}]$.
+
+    Integrated by diffrax (``Tsit5``, adaptive) between ``num_points`` equally spaced
+    times; each segment's end is projected back onto Γ with :func:`project` so the
+    numerical solution stays on the manifold.
+
+    Args:
+        loss_fn: $L$ on PyTrees like ``x0``.
+        x0: the optimizer's start; the flow starts at $\Phi(x_0)$.
+        method: ``"normalized_gd"`` ($c = 1/4$, $g = \log\lambda_1$) or ``"sqrt_loss_gd"``
+            ($c = 1/8$, $g = \lambda_1$).
+        t_end: end of the flow in $\tau = \eta^2 t$ (steps times $\eta^2$).
+        num_points: saved points, ``ts = linspace(0, t_end, num_points)``.
+        constant, log: override $c$ and the choice of $g$ (negative controls).
+        projection: ``"dense"`` or ``"cg"`` for $\partial\Phi$.
+        rtol, atol: integration tolerances (default 1e-10 and 1e-12 in float64).
+        gap_rtol: the start is rejected if $\lambda_1 - \lambda_2 \le$ ``gap_rtol`` $\lambda_1$.
+        project_kwargs: passed to :func:`project_solve`.
+
+    Returns:
+        A :class:`LimitingFlow`.
+
+    Raises:
+        ValueError: unknown ``method``, ``t_end <= 0``, a start outside every basin, or no
+            eigen-gap at $\Phi(x_0)$.
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> jax.config.update("jax_enable_x64", True)
+        >>> loss = lambda z: (1 + z[0] ** 2) * z[1] ** 2   # toy A: dx/dtau = -x/2 for sqrt L
+        >>> ts, xs = limiting_flow(loss, jnp.array([2.0, 0.0]), method="sqrt_loss_gd",
+        ...                        t_end=1.0, num_points=3)
+        >>> round(float(xs[-1, 0]), 6), round(2.0 * float(jnp.exp(-0.5)), 6)
+        (1.213061, 1.213061)
+    """
+    _method(method)
+    if not (isinstance(t_end, int | float) and t_end > 0):
+        raise ValueError(f"t_end must be positive, got {t_end!r}.")
+    if not isinstance(num_points, int) or num_points < 2:
+        raise ValueError(f"num_points must be an int >= 2, got {num_points!r}.")
+    dtype = check_floating("x0", x0)
+    project_kwargs = dict(project_kwargs or {})
+    X0 = _start(loss_fn, x0, gap_rtol, project_kwargs)
+    d_rtol, d_atol, _ = _default_tols(dtype)
+    controller = diffrax.PIDController(rtol=d_rtol if rtol is None else rtol,
+                                       atol=d_atol if atol is None else atol)
+    c, use_log = _method(method)
+    c = jnp.asarray(c if constant is None else constant, dtype)
+    use_log = jnp.asarray(use_log if log is None else log)
+    return _integrate(loss_fn, X0, jnp.asarray(t_end, dtype), num_points, controller, c,
+                      use_log, projection, project_kwargs)
+
+
+@eqx.filter_jit
+def _integrate(loss_fn, X0, t_end, num_points, controller, c, use_log, projection,
+               project_kwargs):
+    term = diffrax.ODETerm(lambda t, y, args: _field(loss_fn, y, c, use_log, projection))
+    ts = jnp.linspace(0.0, 1.0, num_points) * t_end
+
+    def segment(carry, t_pair):
+        y, failed = carry
+        sol = diffrax.diffeqsolve(
+            term, diffrax.Tsit5(), t_pair[0], t_pair[1], None, y,
+            stepsize_controller=controller, max_steps=100_000, throw=False,
+        )
+        y1 = jax.tree.map(lambda a: a[-1], sol.ys)
+        proj = project_solve(loss_fn, y1, **project_kwargs)
+        bad = (sol.result != diffrax.RESULTS.successful) | (
+            proj.result != FlowRESULTS.successful
+        )
+        return (proj.value, failed | bad), proj.value
+
+    pairs = jnp.stack([ts[:-1], ts[1:]], axis=1)
+    (_, failed), ys = jax.lax.scan(segment, (X0, jnp.zeros((), bool)), pairs)
+    xs = jax.tree.map(lambda a, b: jnp.concatenate([a[None], b]), X0, ys)
+    lam = jax.vmap(lambda x: sharpness_and_gradient(loss_fn, x)[0])(xs)
+    result = FlowRESULTS.where(failed, FlowRESULTS.not_converged, FlowRESULTS.successful)
+    return LimitingFlow(ts, xs, lam, result)
+
+
+def reprojection_flow(
+    loss_fn: Callable[[PyTree], Array],
+    x0: PyTree,
+    *,
+    method: str,
+    step_size: float,
+    num_steps: int,
+    gap_rtol: float = 1e-6,
+    project_kwargs: dict | None = None,
+) -> LimitingFlow:
+    r"""The scalable form of the limiting flow: descend $g$, then re-project onto Γ.
+
+    $X_{k+1} = \Phi(X_k - h\nabla g(X_k))$ with $g = \log\lambda_1$ (normalized GD) or
+    $g = \lambda_1$ (GD on √L), $h$ = ``step_size``. To first order
+    $\Phi(X - h\nabla g) = X - h\,\partial\Phi\nabla g$, so $X_k \approx X(\tau_k)$ with
+    $\tau_k = k h / c$ ($c = 1/4$ or $1/8$), with an $O(h)$ error. This is the explicit
+    "Riemannian GD on $\log\lambda_1$" the paper's authors ran on networks: it needs only
+    gradients, HVPs and a projection (e.g. many small GD steps: pass
+    ``project_kwargs=dict(solver=diffrax.Euler(), dt0=..., stepsize_controller=
+    diffrax.ConstantStepSize())``), never $\partial\Phi$ itself.
+    """
+    c, use_log = _method(method)
+    if not step_size > 0:
+        raise ValueError(f"step_size must be positive, got {step_size!r}.")
+    if not isinstance(num_steps, int) or num_steps < 1:
+        raise ValueError(f"num_steps must be a positive int, got {num_steps!r}.")
+    check_floating("x0", x0)
+    project_kwargs = dict(project_kwargs or {})
+    X0 = _start(loss_fn, x0, gap_rtol, project_kwargs)
+    dtype = jnp.result_type(*jax.tree.leaves(X0))
+    return _reproject(loss_fn, X0, jnp.asarray(step_size, dtype), num_steps,
+                      jnp.asarray(c, dtype), jnp.asarray(use_log), project_kwargs)
+
+
+@eqx.filter_jit
+def _reproject(loss_fn, X0, h, num_steps, c, use_log, project_kwargs):
+    def step(carry, _):
+        x, failed = carry
+        lam, dlam, _ = sharpness_and_gradient(loss_fn, x)
+        g = optax.tree.scale(jnp.where(use_log, 1 / lam, 1.0), dlam)
+        proj = project_solve(loss_fn, optax.tree.add_scale(x, -h, g), **project_kwargs)
+        return (proj.value, failed | (proj.result != FlowRESULTS.successful)), (proj.value, lam)
+
+    (xl, failed), (ys, lams) = jax.lax.scan(step, (X0, jnp.zeros((), bool)), None,
+                                           length=num_steps)
+    xs = jax.tree.map(lambda a, b: jnp.concatenate([a[None], b]), X0, ys)
+    lam_last = sharpness_and_gradient(loss_fn, xl)[0]
+    ts = jnp.arange(num_steps + 1) * (h / c)
+    result = FlowRESULTS.where(failed, FlowRESULTS.not_converged, FlowRESULTS.successful)
+    return LimitingFlow(ts, xs, jnp.append(lams, lam_last), result)
