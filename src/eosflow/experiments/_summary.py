@@ -1,0 +1,384 @@
+r"""Headline numbers of a saved run, as pure functions of :func:`~eosflow.experiments.load_run`.
+
+The central quantity is the *stableness* $S_t$ of step $t$: the sharpness measured in units
+of the step that the optimizer takes along it, scaled so that the Edge of Stability is
+$S_t \approx 2$ for every method:
+
+* ``gd``, ``normalized_gd``, ``sqrt_loss_gd``: $S_t = \eta_t\lambda_1(x_t)$, the run's
+  ``eta_lambda`` column, with $\eta_t$ the effective step (``eff_lr``: $\eta$,
+  $\eta/\|\nabla L\|$, $\eta/(2\sqrt{L - L^*})$).
+* ``momentum`` (heavy ball, ``optax.sgd`` convention) and ``nesterov``:
+  $S_t = 2\lambda_1/\lambda_{\rm crit}$ with $\lambda_{\rm crit} = (2 + 2\beta)/\eta$ and
+  $(2 + 2\beta)/((1 + 2\beta)\eta)$ (Cohen et al. 2021, arXiv 2103.00065, App. B).
+* ``adam``: undefined (it needs the preconditioned sharpness), so the EoS fields are None.
+* Steps of a GD warm-up (``warmup_steps``) use $S_t = \eta_t\lambda_1$ whatever follows.
+
+For plain GD $S_t$ is constant in $\eta$ and EoS means $S_t \approx 2$. For normalized GD
+and GD on $\sqrt L$ it oscillates, and the prediction (Arora, Li & Panigrahi 2022,
+arXiv 2205.09745, Thm 4.7/4.8) is the harmonic sum $1/S_t + 1/S_{t+1} \approx 1$, not
+$S_t \approx 2$. The *two-step harmonic mean* $H_t = 2/(1/S_t + 1/S_{t+1})$ covers both:
+it equals $S_t$ when $S$ is constant and is 2 exactly when the harmonic sum is 1. The EoS
+onset is the first step at which $H_t$ reaches 1.9.
+"""
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ._rundir import Run
+
+ONSET_LEVEL = 1.9
+GD_LIKE = ("gd", "momentum", "nesterov")  # a fixed step size, so a fixed threshold on lambda_1
+ADAPTIVE = ("normalized_gd", "sqrt_loss_gd")  # eta_t varies; the harmonic sum is the test
+SWEEP_SYMBOLS = {"lr": "η", "momentum": "β", "seed": "seed", "loss_min": "L*"}
+
+
+@dataclass(frozen=True)
+class Point:
+    """One trajectory of a run: the run itself, or one point of a vmapped sweep.
+
+    Attributes:
+        label: a short name for legends, e.g. ``"η = 0.05"`` for a sweep point, else the
+            run's name.
+        index: the point's index in the sweep, None for a single run.
+        config: the run's configuration with this point's swept values applied.
+        columns: the metric columns of this point (1-D), only the rows where it was still
+            running (``valid``).
+    """
+
+    label: str
+    index: int | None
+    config: dict[str, Any]
+    columns: dict[str, np.ndarray]
+
+    @property
+    def steps(self) -> np.ndarray:
+        return self.columns["step"]
+
+    def get(self, name: str) -> np.ndarray | None:
+        return self.columns.get(name)
+
+
+def points(run: Run) -> list[Point]:
+    """The trajectories of ``run``: one :class:`Point`, or one per point of a sweep (none
+    when no metrics were recorded yet)."""
+    m = run.metrics
+    if "step" not in m:
+        return []
+    sweep = run.sweep
+    name = str(run.config.get("name", run.path.name))
+    if not sweep:
+        cols = dict(m)
+        if "valid" in cols and len(cols["valid"]):
+            keep = np.asarray(cols["valid"], bool)
+            cols = {k: v[keep] for k, v in cols.items()}
+        return [Point(name, None, dict(run.config), cols)]
+    n = len(next(iter(sweep.values())))
+    out = []
+    for j in range(n):
+        values = {k: v[j] for k, v in sweep.items()}
+        cols = {k: (v if v.ndim == 1 else v[:, j]) for k, v in m.items()}
+        if "valid" in cols and len(cols["valid"]):
+            keep = np.asarray(cols["valid"], bool)
+            cols = {k: v[keep] for k, v in cols.items()}
+        config = {**run.config, **values}
+        out.append(Point(point_label(values), j, config, cols))
+    return out
+
+
+def point_label(values: dict[str, float]) -> str:
+    """``{"lr": 0.05}`` -> ``"η = 0.05"`` (several fields joined by commas)."""
+    parts = []
+    for k, v in values.items():
+        sym = SWEEP_SYMBOLS.get(k, k)
+        parts.append(f"{sym} = {int(v)}" if k == "seed" else f"{sym} = {v:g}")
+    return ", ".join(parts)
+
+
+# --- thresholds and stableness --------------------------------------------------------------
+
+
+def lambda_threshold(config: dict[str, Any]) -> float | None:
+    r"""The sharpness at which the configured optimizer turns unstable on a quadratic.
+
+    $2/\eta$ for GD, $(2 + 2\beta)/\eta$ for heavy-ball momentum, $(2 + 2\beta)/((1 +
+    2\beta)\eta)$ for Nesterov; None for normalized GD, GD on $\sqrt L$ and Adam, whose
+    effective step changes every step. A GD warm-up is ignored here (see
+    :func:`lambda_thresholds`).
+
+    Example:
+        >>> lambda_threshold({"optimizer": "gd", "lr": 0.01})
+        200.0
+    """
+    lr, opt = float(config["lr"]), config.get("optimizer", "gd")
+    beta = float(config.get("momentum", 0.9))
+    if opt == "gd":
+        return 2.0 / lr
+    if opt == "momentum":
+        return (2.0 + 2.0 * beta) / lr
+    if opt == "nesterov":
+        return (2.0 + 2.0 * beta) / ((1.0 + 2.0 * beta) * lr)
+    return None
+
+
+def lambda_thresholds(config: dict[str, Any], steps: np.ndarray) -> np.ndarray:
+    """:func:`lambda_threshold` at each of ``steps``, with ``2/warmup_lr`` during a GD
+    warm-up and NaN where no fixed threshold exists."""
+    steps = np.asarray(steps)
+    main = lambda_threshold(config)
+    out = np.full(steps.shape, np.nan if main is None else main, np.float64)
+    warm = int(config.get("warmup_steps") or 0)
+    if warm:
+        lr0 = config.get("warmup_lr") or config["lr"]
+        out[steps < warm] = 2.0 / float(lr0)
+    return out
+
+
+def stableness_name(config: dict[str, Any]) -> str:
+    """How :func:`stableness` is defined for this configuration (for tables and labels)."""
+    opt = config.get("optimizer", "gd")
+    if opt == "gd":
+        return "η·λ1"
+    if opt == "normalized_gd":
+        return "η_t·λ1, η_t = η/‖∇L‖"
+    if opt == "sqrt_loss_gd":
+        return "η_t·λ1, η_t = η/(2√(L − L*))"
+    if opt in ("momentum", "nesterov"):
+        return "2λ1/λ_crit, λ_crit = " + (
+            "(2 + 2β)/η" if opt == "momentum" else "(2 + 2β)/((1 + 2β)η)"
+        )
+    return "undefined (needs the preconditioned sharpness)"
+
+
+def stableness(point: Point) -> tuple[np.ndarray, np.ndarray] | None:
+    """``(steps, S)`` at the steps where the sharpness was measured, or None without it.
+
+    See the module docstring for the definition of $S_t$ per optimizer.
+    """
+    lam = point.get("lambda_1")
+    if lam is None:
+        return None
+    lam = np.asarray(lam, np.float64)
+    measured = np.isfinite(lam)
+    steps = point.steps[measured]
+    lam = lam[measured]
+    eta_lam = point.get("eta_lambda")
+    if eta_lam is None:
+        eff = point.get("eff_lr")
+        eta_lam = (
+            np.asarray(eff, np.float64)[measured] * lam if eff is not None
+            else np.full(lam.shape, np.nan)
+        )
+    else:
+        eta_lam = np.asarray(eta_lam, np.float64)[measured]
+    opt = point.config.get("optimizer", "gd")
+    warm = steps < int(point.config.get("warmup_steps") or 0)
+    if opt in ("gd", *ADAPTIVE):
+        s = eta_lam
+    elif opt in ("momentum", "nesterov"):
+        s = np.where(warm, eta_lam, 2.0 * lam / lambda_threshold(point.config))
+    else:
+        s = np.where(warm, eta_lam, np.nan)
+    return steps, s
+
+
+def harmonic_sums(s: np.ndarray) -> np.ndarray:
+    """$1/S_t + 1/S_{t+1}$ over successive entries of ``s`` (length ``len(s) - 1``)."""
+    s = np.asarray(s, np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return 1.0 / s[:-1] + 1.0 / s[1:]
+
+
+def two_step_harmonic_mean(s: np.ndarray) -> np.ndarray:
+    r"""$H_t = 2/(1/S_t + 1/S_{t+1})$; NaN where $S_t$ or $S_{t+1}$ is not positive and
+    finite. Length ``len(s) - 1``."""
+    s = np.asarray(s, np.float64)
+    ok = np.isfinite(s) & (s > 0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        h = 2.0 / harmonic_sums(s)
+    return np.where(ok[:-1] & ok[1:], h, np.nan)
+
+
+def eos_onset(steps: np.ndarray, s: np.ndarray, *, level: float = ONSET_LEVEL) -> int | None:
+    r"""The EoS onset step: the first recorded step $t$ with $H_t \ge$ ``level``.
+
+    ``steps`` and ``s`` are the steps where the sharpness was measured and the stableness
+    there (:func:`stableness`). $H_t = 2/(1/S_t + 1/S_{t'})$ pairs each measurement with
+    the next one, $t'$ (the next step, $t + 1$, when the sharpness is measured every step;
+    the next measurement otherwise). Pairs with a non-positive or non-finite member never
+    count. Returns $t$, the first step of the first qualifying pair, or None if no pair
+    qualifies.
+
+    Example:
+        >>> eos_onset(np.arange(5), np.array([1.0, 1.5, 1.8, 2.0, 2.0]))
+        2
+    """
+    h = two_step_harmonic_mean(s)
+    hit = np.flatnonzero(h >= level)
+    return int(np.asarray(steps)[hit[0]]) if len(hit) else None
+
+
+# --- headline numbers -------------------------------------------------------------------------
+
+
+def _num(x) -> float | int | None:
+    """A JSON-able number: Python int/float, None for NaN/inf/missing."""
+    if x is None:
+        return None
+    if isinstance(x, bool | np.bool_):
+        return bool(x)
+    if isinstance(x, int | np.integer):
+        return int(x)
+    x = float(x)
+    return x if math.isfinite(x) else None
+
+
+def _finite(x: np.ndarray | None) -> np.ndarray:
+    if x is None:
+        return np.zeros(0)
+    x = np.asarray(x, np.float64)
+    return x[np.isfinite(x)]
+
+
+def _last(x: np.ndarray | None) -> float | None:
+    f = _finite(x)
+    return float(f[-1]) if len(f) else None
+
+
+def _first(x: np.ndarray | None) -> float | None:
+    f = _finite(x)
+    return float(f[0]) if len(f) else None
+
+
+def _mean(x: np.ndarray) -> float | None:
+    f = _finite(x)
+    return float(np.mean(f)) if len(f) else None
+
+
+def point_headline(point: Point, *, level: float = ONSET_LEVEL) -> dict[str, Any]:
+    """The per-trajectory headline numbers of :func:`headline` for one :class:`Point`."""
+    cfg = point.config
+    opt = cfg.get("optimizer", "gd")
+    lam_col = point.get("lambda_1")
+    out: dict[str, Any] = {
+        "label": point.label,
+        "lr": _num(cfg.get("lr")),
+        "steps": len(point.steps),
+        "last_step": _num(point.steps[-1]) if len(point.steps) else None,
+        "loss_initial": _first(point.get("loss")),
+        "loss_final": _last(point.get("loss")),
+        "accuracy_final": _last(point.get("accuracy")),
+        "lambda_threshold": _num(lambda_threshold(cfg)),
+        "stableness": stableness_name(cfg),
+        "eos_level": level,
+        "eos_onset_step": None,
+        "lambda_initial": _first(lam_col),
+        "lambda_max": _num(np.max(_finite(lam_col))) if len(_finite(lam_col)) else None,
+        "lambda_at_onset": None,
+        "lambda_final": _last(lam_col),
+        "mean_lambda_after_onset": None,
+        "lambda_fall": None,
+        "mean_eta_lambda_after_onset": None,
+        "median_eta_lambda_after_onset": None,
+        "mean_harmonic_sum_after_onset": None,
+        "num_estimates": 0,
+        "eig_matvecs_per_estimate": None,
+        "eig_converged_fraction": None,
+    }
+    kicks = point.get("num_kicks")
+    out["num_kicks"] = int(kicks[-1]) if kicks is not None and len(kicks) else None
+    st = stableness(point)
+    if st is None:
+        return out
+    steps, s = st
+    measured = np.isfinite(np.asarray(lam_col, np.float64))
+    out["num_estimates"] = int(measured.sum())
+    mv = point.get("eig_matvecs")
+    if mv is not None and measured.any():
+        out["eig_matvecs_per_estimate"] = float(np.mean(np.asarray(mv)[measured]))
+    conv = point.get("eig_converged")
+    if conv is not None and measured.any():
+        out["eig_converged_fraction"] = float(np.mean(np.asarray(conv, bool)[measured]))
+    onset = eos_onset(steps, s, level=level)
+    if onset is None:
+        return out
+    lam = np.asarray(lam_col, np.float64)[measured]
+    after = steps >= onset
+    lam_onset = float(lam[np.searchsorted(steps, onset)])
+    lam_final = out["lambda_final"]
+    out["eos_onset_step"] = onset
+    out["lambda_at_onset"] = _num(lam_onset)
+    out["mean_lambda_after_onset"] = _mean(lam[after])
+    if lam_final is not None and lam_onset != 0:
+        out["lambda_fall"] = _num((lam_onset - lam_final) / lam_onset)
+    out["mean_eta_lambda_after_onset"] = _mean(s[after])
+    fin = _finite(s[after])
+    out["median_eta_lambda_after_onset"] = float(np.median(fin)) if len(fin) else None
+    if opt in ADAPTIVE:
+        out["mean_harmonic_sum_after_onset"] = _mean(harmonic_sums(s)[after[:-1]])
+    return out
+
+
+def headline(run: Run, *, level: float = ONSET_LEVEL) -> dict[str, Any]:
+    r"""The numbers a report quotes about ``run``, all JSON-able (None where undefined).
+
+    Run-wide: ``name``, ``optimizer``, ``lr``, ``steps_config``, ``state`` and ``message``
+    (how the run ended), ``hvps_total`` (Hessian-vector products spent on curvature),
+    ``hvps_per_estimate`` (``hvps_total`` over the number of sharpness estimates, all
+    points of a sweep together, alignment products included), ``wall_seconds`` and
+    ``seconds_per_step`` (compiled stepping time, curvature included).
+
+    Per trajectory (at the top level for a single run; a list ``points`` of dicts for a
+    sweep, with ``sweep`` holding the grid):
+
+    * ``eos_onset_step``: :func:`eos_onset` of the stableness (first step where the
+      two-step harmonic mean of $S_t$ reaches ``level`` = 1.9); None if never.
+    * ``mean_eta_lambda_after_onset``: the arithmetic mean of $S_t$ over the measured steps
+      $t \ge$ onset ($\eta\lambda_1$ for GD, $\eta_t\lambda_1$ for normalized GD / GD
+      on $\sqrt L$, see ``stableness``). For normalized GD this mean is dominated by the
+      huge $S_t$ of steps that land near a minimum (tiny gradient); the harmonic sum
+      below is the quantity the theory predicts.
+    * ``median_eta_lambda_after_onset``: the median of the same $S_t$ (robust to those).
+    * ``mean_harmonic_sum_after_onset`` (normalized GD and GD on $\sqrt L$ only): the
+      mean of $1/S_t + 1/S_{t+1}$ over the pairs that start at or after the onset
+      (theory: 1).
+    * ``lambda_initial``, ``lambda_max``, ``lambda_at_onset``, ``lambda_final`` (the
+      last measured $\lambda_1$), ``mean_lambda_after_onset``, and ``lambda_fall`` =
+      (λ_onset − λ_final)/λ_onset, the relative fall of $\lambda_1$ after the onset.
+    * ``lambda_threshold``: $2/\eta$ (GD) or its momentum analogue, None otherwise.
+    * ``loss_initial``, ``loss_final``, ``accuracy_final``, ``steps`` (recorded steps),
+      ``last_step``, ``num_estimates``, ``eig_matvecs_per_estimate``,
+      ``eig_converged_fraction``, ``num_kicks`` (normalized GD / √L GD kicks at ∇L ≈ 0).
+
+    Curvature fields are None for runs that did not track the sharpness.
+    """
+    pts = points(run)
+    per = [point_headline(p, level=level) for p in pts]
+    st = run.status
+    hvps = st.get("hvps_total")
+    estimates = sum(p["num_estimates"] for p in per)
+    wall = st.get("wall_seconds")
+    steps_run = st.get("step", max((p["steps"] for p in per), default=0))
+    out: dict[str, Any] = {
+        "name": run.config.get("name", run.path.name),
+        "optimizer": run.config.get("optimizer"),
+        "lr": _num(run.config.get("lr")),
+        "steps_config": _num(run.config.get("steps")),
+        "state": st.get("state"),
+        "message": st.get("message") or "",
+        "hvps_total": _num(hvps),
+        "hvps_per_estimate": _num(hvps / estimates) if hvps is not None and estimates else None,
+        "wall_seconds": _num(wall),
+        "seconds_per_step": _num(wall / steps_run) if wall is not None and steps_run else None,
+    }
+    if run.sweep:
+        if "lr" in run.sweep:
+            out["lr"] = None  # one per point
+        out["sweep"] = {k: [float(x) for x in v] for k, v in run.sweep.items()}
+        out["points"] = per
+    elif per:
+        per[0].pop("label")
+        out.update({k: v for k, v in per[0].items() if k != "lr"})
+    return out
