@@ -1,5 +1,7 @@
 """Curvature of a loss: Hessian-vector products, top eigenpairs, trace and spectral density."""
 
+from ._density import SpectralDensity as SpectralDensity
+from ._density import spectral_density as spectral_density
 from ._eigen import EigenResult as EigenResult
 from ._eigen import EigenRESULTS as EigenRESULTS
 from ._eigen import sharpness as sharpness
@@ -8,8 +10,6 @@ from ._lanczos import LanczosResult as LanczosResult
 from ._lanczos import lanczos as lanczos
 from ._operator import HessianOperator as HessianOperator
 from ._operator import hessian_operator as hessian_operator
-from ._density import SpectralDensity as SpectralDensity
-from ._density import spectral_density as spectral_density
 from ._power import PowerResult as PowerResult
 from ._power import power_iteration as power_iteration
 from ._trace import TraceResult as TraceResult

@@ -124,10 +124,7 @@ def top_eigenpairs(
     _validate(k, tol, op, block_size, krylov_dim, max_matvecs, min_matvecs)
     if criterion not in ("residual", "gap"):
         raise ValueError(f"criterion must be 'residual' or 'gap', got {criterion!r}.")
-    if v0 is not None:
-        V0 = _flat_block(v0, op.example)
-    else:
-        V0 = None
+    V0 = None if v0 is None else _flat_block(v0, op.example)
     b_given = 0 if V0 is None else V0.shape[0]
     b = block_size if block_size is not None else max(k, b_given)
     m = krylov_dim if krylov_dim is not None else max(20, 2 * (k + b))

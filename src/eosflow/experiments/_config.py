@@ -201,7 +201,9 @@ def _choice(name: str, value: str, choices: tuple[str, ...]) -> None:
     if value not in choices:
         close = difflib.get_close_matches(value, choices, n=1, cutoff=0.4)
         hint = f"; did you mean '{close[0]}'?" if close else ""
-        raise ConfigError(f"{name}: unknown value {value!r}{hint} (choose from {', '.join(choices)})")
+        raise ConfigError(
+            f"{name}: unknown value {value!r}{hint} (choose from {', '.join(choices)})"
+        )
 
 
 def _positive(c: Config, name: str, *, allow_none: bool = False, integer: bool = False) -> None:
@@ -212,7 +214,8 @@ def _positive(c: Config, name: str, *, allow_none: bool = False, integer: bool =
         raise ConfigError(f"{name}: required")
     if integer and (isinstance(v, bool) or not isinstance(v, int)):
         raise ConfigError(f"{name}: expected an int, got {v!r}")
-    if not (isinstance(v, int | float) and not isinstance(v, bool)) or not math.isfinite(v) or v <= 0:
+    number = isinstance(v, int | float) and not isinstance(v, bool)
+    if not number or not math.isfinite(v) or v <= 0:
         raise ConfigError(f"{name}: must be positive, got {v!r}")
 
 
@@ -261,7 +264,9 @@ def _check(c: Config) -> None:
     if any(s < 0 or s >= c.steps for s in c.density_at):
         raise ConfigError(f"density_at: steps must lie in [0, {c.steps}), got {list(c.density_at)}")
     if c.dataset in ("cifar10", "mnist") and c.problem not in TOYS and not c.data_dir:
-        raise ConfigError(f"data_dir: required for dataset '{c.dataset}' (the folder with its files)")
+        raise ConfigError(
+            f"data_dir: required for dataset '{c.dataset}' (the folder with its files)"
+        )
     if c.problem in TOYS and c.dataset not in ("none", "digits"):
         raise ConfigError(f"dataset: toy problem '{c.problem}' takes no dataset, got {c.dataset!r}")
     if c.optimizer == "sqrt_loss_gd" and c.loss_goal is not None and c.loss_goal < c.loss_min:

@@ -1,36 +1,241 @@
-"""Neural-network problems from a configuration: model, dataset, loss convention, chunking."""
+"""Neural-network problems from a configuration: model, dataset, loss convention, chunking.
+
+``build_network_problem(config)`` turns the problem half of a :class:`Config` into a
+:class:`~eosflow.problems.Problem`:
+
+* ``dataset`` (``digits``, ``cifar10``, ``mnist``, ``teacher_student``,
+  ``gaussian_clusters``) with ``num_examples``, ``subset``, ``seed``, ``data_dir`` and
+  ``num_classes``;
+* ``problem`` (``mlp``, ``cnn``, ``vgg11``, ``resnet``) with ``widths`` (MLP: hidden widths;
+  CNN: channels of each conv layer, Cohen et al.'s ``cnn-*`` is ``(32, 32)``; VGG-11: hidden
+  widths of the classifier, Cohen et al.'s is ``(512, 512)``; ResNet: channels of each stage,
+  ResNet-20 is ``(16, 32, 64)``), ``activation``, ``freeze_last_layer`` and ``dtype``,
+  initialised from ``seed``;
+* ``loss``, ``chunk_size`` (the physical batch: loss, gradient and HVPs accumulate over
+  chunks of this many examples) and ``hessian_examples`` (curvature measured on the first
+  that many training examples, each weighted ``1/hessian_examples``).
+
+Combinations that make no sense raise :class:`ConfigError` with a one-line message naming
+the field. Everything that determines the numbers is written into ``Problem.info``.
+"""
+
+import dataclasses
+import itertools
+import math
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-from ..problems import MLP, Problem, load_digits, supervised_problem
+from ..problems import (
+    CNN,
+    MLP,
+    VGG11,
+    Dataset,
+    Problem,
+    ResNet,
+    chunk,
+    describe_init,
+    gaussian_clusters,
+    load_cifar10,
+    load_digits,
+    load_mnist,
+    supervised_problem,
+    teacher_student,
+    trainable_filter,
+)
 from ._config import Config, ConfigError
 
+NETWORKS = ("mlp", "cnn", "vgg11", "resnet")
+IMAGE_MODELS = ("cnn", "vgg11", "resnet")
+IMAGE_DATASETS = ("digits", "cifar10", "mnist")
+REGRESSION_DATASETS = ("teacher_student",)
+NUM_CLASSES = {"digits": 10, "cifar10": 10, "mnist": 10}
+SYNTHETIC_SIZE = 1000  # examples drawn for a synthetic set when num_examples is unset
+DEFAULT_CLUSTERS = 3
 
-def load_dataset(config: Config):
+
+def check_network_config(config: Config) -> None:
+    """Raise :class:`ConfigError` for a model/dataset/loss combination that makes no sense."""
+    problem, dataset = config.problem, config.dataset
+    if problem not in NETWORKS:
+        raise ConfigError(f"problem: {problem!r} is not a network (choose from {NETWORKS})")
+    if dataset == "none":
+        raise ConfigError(f"dataset: problem {problem!r} needs a dataset, got 'none'")
+    if problem in IMAGE_MODELS and dataset not in IMAGE_DATASETS:
+        raise ConfigError(
+            f"problem: {problem!r} needs image data; dataset {dataset!r} is flat "
+            f"(use one of {', '.join(IMAGE_DATASETS)}, or problem 'mlp')"
+        )
+    if problem == "vgg11" and dataset != "cifar10":
+        raise ConfigError(
+            f"problem: 'vgg11' needs images of at least 32x32 (five 2x2 poolings); dataset "
+            f"{dataset!r} is smaller (use cifar10, or problem 'cnn'/'resnet')"
+        )
+    if dataset in REGRESSION_DATASETS and config.loss == "cross_entropy":
+        raise ConfigError(
+            f"loss: 'cross_entropy' needs class labels; dataset {dataset!r} is regression "
+            "(use mse, mse_nohalf or mse_mean)"
+        )
+    if config.num_classes is not None:
+        if dataset in NUM_CLASSES and config.num_classes != NUM_CLASSES[dataset]:
+            raise ConfigError(
+                f"num_classes: dataset {dataset!r} has {NUM_CLASSES[dataset]} classes, "
+                f"got {config.num_classes} (leave it unset)"
+            )
+        if dataset in REGRESSION_DATASETS:
+            raise ConfigError(
+                f"num_classes: dataset {dataset!r} is regression and has no classes "
+                "(leave it unset)"
+            )
+        if dataset == "gaussian_clusters" and config.num_classes < 2:
+            raise ConfigError(f"num_classes: needs at least 2 clusters, got {config.num_classes}")
+    if problem in ("cnn", "resnet") and not config.widths:
+        raise ConfigError(f"widths: problem {problem!r} needs at least one width, got []")
+    if problem == "resnet" and any(b < a for a, b in itertools.pairwise(config.widths)):
+        raise ConfigError(
+            f"widths: ResNet stage widths must not decrease, got {list(config.widths)}"
+        )
+    if config.hessian_examples is not None and config.num_examples is not None and (
+        config.hessian_examples > config.num_examples
+    ):
+        raise ConfigError(
+            f"hessian_examples: {config.hessian_examples} exceeds num_examples = "
+            f"{config.num_examples}"
+        )
+
+
+def load_dataset(config: Config) -> Dataset:
     """The configured dataset (host arrays), subset and standardised as configured."""
-    n, subset, seed = config.num_examples, config.subset, config.seed
-    if config.dataset == "digits":
-        return load_digits(n, subset=subset, seed=seed)
-    raise ConfigError(f"dataset: {config.dataset!r} is not available in this build")
+    n, subset, seed, name = config.num_examples, config.subset, config.seed, config.dataset
+    try:
+        if name == "digits":
+            return load_digits(n, subset=subset, seed=seed)
+        if name == "cifar10":
+            return load_cifar10(_data_dir(config), n, subset=subset, seed=seed)
+        if name == "mnist":
+            return load_mnist(_data_dir(config), n, subset=subset, seed=seed)
+        if name == "teacher_student":
+            return teacher_student(SYNTHETIC_SIZE if n is None else n, seed=seed)
+        if name == "gaussian_clusters":
+            k = DEFAULT_CLUSTERS if config.num_classes is None else config.num_classes
+            return gaussian_clusters(SYNTHETIC_SIZE if n is None else n, num_classes=k, seed=seed)
+    except FileNotFoundError as err:
+        raise ConfigError(f"data_dir: {err}") from err
+    except ValueError as err:
+        field = "num_examples" if "exceeds" in str(err) else "data_dir"
+        raise ConfigError(f"{field}: {err}") from err
+    raise ConfigError(f"dataset: {name!r} is not a dataset for network problems")
+
+
+def _data_dir(config: Config) -> str:
+    if not config.data_dir:  # Config checks this too; kept for configs built by replace()
+        raise ConfigError(f"data_dir: required for dataset {config.dataset!r}")
+    return config.data_dir
+
+
+def _image_shape(data: Dataset) -> tuple[int, ...] | None:
+    shape = data.info.get("image_shape")
+    return None if shape is None else tuple(int(s) for s in shape)
 
 
 def build_model(config: Config, in_shape: tuple[int, ...], num_outputs: int, key):
+    """The configured model for inputs of shape ``in_shape`` (``(C, H, W)`` for image models)
+    with ``num_outputs`` outputs, initialised from ``key``."""
     dtype = jnp.dtype(config.dtype)
-    if config.problem == "mlp":
-        size = 1
-        for s in in_shape:
-            size *= s
-        return MLP(size, num_outputs, config.widths, config.activation, key=key, dtype=dtype)
-    raise ConfigError(f"problem: {config.problem!r} is not available in this build")
+    problem, act, widths = config.problem, config.activation, tuple(config.widths)
+    if problem == "mlp":
+        return MLP(math.prod(in_shape), num_outputs, widths, act, key=key, dtype=dtype)
+    if problem not in IMAGE_MODELS:
+        raise ConfigError(f"problem: {problem!r} is not a network (choose from {NETWORKS})")
+    if len(in_shape) != 3 or in_shape[1] != in_shape[2]:
+        raise ConfigError(
+            f"problem: {problem!r} needs square images (C, H, W), got inputs of shape {in_shape}"
+        )
+    channels, size = in_shape[0], in_shape[1]
+    if problem == "cnn":
+        if size < 2 ** len(widths):
+            raise ConfigError(
+                f"widths: {len(widths)} conv layers pool {size}x{size} images below 1x1 "
+                f"(at most {int(math.log2(size))} layers)"
+            )
+        return CNN(channels, num_outputs, image_size=size, act=act, width=widths, key=key,
+                   dtype=dtype)
+    if problem == "vgg11":
+        if size < 32:
+            raise ConfigError(
+                f"problem: 'vgg11' needs images of at least 32x32; got {size}x{size}"
+            )
+        return VGG11(channels, num_outputs, image_size=size, act=act, pool="avg",
+                     classifier_widths=widths, key=key, dtype=dtype)
+    return ResNet(channels, num_outputs, widths=widths, act=act, key=key, dtype=dtype)
+
+
+def _batches(x: np.ndarray, y: np.ndarray, chunk_size: int | None, dtype):
+    size = x.shape[0] if chunk_size is None else min(chunk_size, x.shape[0])
+    batches, num = chunk({"x": x, "y": y}, size)
+    return {k: jnp.asarray(v, dtype) for k, v in batches.items()}, num, size
 
 
 def build_network_problem(config: Config) -> Problem:
+    """The :class:`~eosflow.problems.Problem` of a network configuration (see module doc)."""
+    check_network_config(config)
     data = load_dataset(config)
+    n = len(data)
+    hessian = config.hessian_examples
+    if hessian is not None and hessian > n:
+        raise ConfigError(f"hessian_examples: {hessian} exceeds the {n} training examples")
+    image_shape = _image_shape(data)
+    if config.problem in IMAGE_MODELS:
+        assert image_shape is not None  # check_network_config admits image datasets only
+        data = dataclasses.replace(data, x=data.x.reshape(n, *image_shape))
+    in_shape = tuple(data.x.shape[1:])
     key = jax.random.key(config.seed)
-    model = build_model(config, tuple(data.x.shape[1:]), int(data.y.shape[1]), key)
-    info = {"model": config.problem, "init_seed": config.seed, "init": "equinox default (uniform +-1/sqrt(fan_in))"}
-    return supervised_problem(
-        model, data, loss=config.loss, chunk_size=config.chunk_size,
-        dtype=jnp.dtype(config.dtype), info=info,
+    model = build_model(config, in_shape, int(data.y.shape[1]), key)
+    spec = trainable_filter(model, config.freeze_last_layer)
+    num_frozen = sum(
+        int(a.size)
+        for a, s in zip(jax.tree.leaves(model), jax.tree.leaves(spec), strict=True)
+        if not s and hasattr(a, "size")
     )
+    dtype = jnp.dtype(config.dtype)
+    chunk_size = None if config.chunk_size is None else min(config.chunk_size, n)
+    info = {
+        "model": config.problem,
+        "model_class": type(model).__name__,
+        "input_shape": list(in_shape),
+        "widths": list(config.widths),
+        "activation": config.activation,
+        "init_seed": config.seed,
+        "init": describe_init(model),
+        "freeze_last_layer": config.freeze_last_layer,
+        "num_frozen_params": num_frozen,
+        "dtype": config.dtype,
+        "standardize": data.info.get("standardize", "none"),
+        "subset_rule": data.info.get("subset", config.subset),
+        "chunking": (
+            "one pass over all examples" if chunk_size is None else
+            f"loss, gradient and HVPs summed over chunks of {chunk_size} examples (the last "
+            "padded with zero-weight rows)"
+        ),
+    }
+    changes = {}
+    if hessian is None or hessian == n:
+        info.update(hessian_examples=n, hessian_subset="all training examples")
+    else:
+        hb, num, size = _batches(data.x[:hessian], data.y[:hessian], chunk_size, dtype)
+        changes["hessian_batches"] = hb
+        info.update(
+            hessian_examples=hessian,
+            hessian_subset=f"the first {hessian} training examples, each weighted 1/{hessian}",
+            hessian_indices=data.indices[:hessian].tolist(),
+            hessian_num_chunks=num,
+            hessian_chunk_size=size,
+        )
+    problem = supervised_problem(
+        model, data, loss=config.loss, chunk_size=chunk_size, dtype=dtype, trainable=spec,
+        info=info,
+    )
+    if config.dataset in REGRESSION_DATASETS:
+        changes["eval_fn"] = None  # argmax accuracy means nothing for regression
+    return dataclasses.replace(problem, **changes) if changes else problem

@@ -161,13 +161,14 @@ def load_checkpoint(run: Path, like: Any) -> tuple[Any, dict[str, Any]]:
     ref, treedef = jax.tree.flatten(like)
     with np.load(path) as z:
         info = json.loads(bytes(z["info"]).decode())
-        leaves = [z[f"leaf_{i:05d}"] for i in range(len([k for k in z.files if k.startswith("leaf_")]))]
+        count = len([k for k in z.files if k.startswith("leaf_")])
+        leaves = [z[f"leaf_{i:05d}"] for i in range(count)]
     if len(leaves) != len(ref):
         raise RunDirError(
             f"the checkpoint in {run} has {len(leaves)} arrays, the configuration builds "
             f"{len(ref)}: it was written by a different configuration or version."
         )
-    for i, (a, r) in enumerate(zip(leaves, ref)):
+    for i, (a, r) in enumerate(zip(leaves, ref, strict=True)):
         if a.shape != np.shape(r) or a.dtype != np.asarray(r).dtype:
             raise RunDirError(
                 f"checkpoint array {i} has shape {a.shape} {a.dtype}, expected "

@@ -24,9 +24,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.flatten_util import ravel_pytree
 
 from .. import __version__
 from ..curvature import hessian_operator, spectral_density, top_eigenpairs
+from ..flows import CONSTANTS, limiting_flow
+from ..flows._diagnostics import phi_diagnostics
 from ..optim import KickState
 from ..problems import Problem
 from . import _rundir as rd
@@ -35,6 +38,7 @@ from ._config import Config, ConfigError
 from ._progress import Progress
 
 SWEEPABLE = ("lr", "seed", "momentum", "loss_min")
+MAX_PHI_COORDS = 16  # Phi(x_t) is recorded coordinate by coordinate up to this dimension
 REASONS = {0: "running", 1: "diverged", 2: "diverged", 3: "goal_reached"}
 
 
@@ -121,8 +125,10 @@ def run_experiment(
     engine = _Engine(config, problem, sweep, points, metrics_fn)
     state = engine.initial_state()
     if resuming:
-        state, _ = rd.load_checkpoint(out, state)
-        state = jax.device_put(state)
+        if (out / rd.CHECKPOINT).exists():
+            state, _ = rd.load_checkpoint(out, state)
+            state = jax.device_put(state)
+        # else: killed before its first checkpoint; the initial state is step 0
         rd.truncate_metrics(out, int(state.step))
         status = rd.read_json(out / "status.json")
         status.setdefault("resumed_at", []).append(int(state.step))
@@ -130,7 +136,9 @@ def run_experiment(
         _check_finite_params(state.params)
         rd.write_json(out / "config.json", config.to_dict())
         rd.write_json(out / "metadata.json", engine.metadata())
+        engine.write_prediction(out)
         status = {"state": "running", "step": 0, "hvps_total": 0, "wall_seconds": 0.0}
+        rd.save_checkpoint(out, state, {"step": 0})
         rd.write_json(out / "status.json", status)
     return engine.loop(out, state, status, progress)
 
@@ -219,7 +227,8 @@ class _Engine:
                 ks = jax.random.split(jax.random.fold_in(key, 1), len(jax.tree.leaves(params)))
                 leaves, treedef = jax.tree.flatten(params)
                 eig = jax.tree.unflatten(treedef, [
-                    jax.random.normal(k, (self.block, *x.shape), x.dtype) for k, x in zip(ks, leaves)
+                    jax.random.normal(k, (self.block, *x.shape), x.dtype)
+                    for k, x in zip(ks, leaves, strict=True)
                 ])
             return opt_state, key, eig
 
@@ -269,6 +278,10 @@ class _Engine:
             )
             row.update(eig_row)
             row["eta_lambda"] = eff_lr * eig_row["lambda_1"]
+        if c.phi_every is not None:
+            row.update(jax.lax.cond(
+                step % c.phi_every == 0, lambda: self._phi(params), self._no_phi
+            ))
         if p.eval_fn is not None and c.eval_every is not None and p.batches is not None:
             row.update(jax.lax.cond(
                 step % c.eval_every == 0, lambda: self._evaluate(params), self._no_eval
@@ -338,13 +351,45 @@ class _Engine:
             row["align_rayleigh"] = nan
         return row
 
+    def _phi(self, params):
+        """Phi(x_t) and the alignment diagnostics of THEORY.md (small problems)."""
+        d = phi_diagnostics(self.problem.loss_fn, params)
+        row = {k: d[k].astype(self.dtype) for k in ("phi_dist", "lambda_phi", "a_t", "theta")}
+        flat = ravel_pytree(d["phi"])[0]
+        if flat.size <= MAX_PHI_COORDS:
+            row.update({f"phi_{i}": flat[i] for i in range(flat.size)})
+        return row
+
+    def _no_phi(self):
+        shapes = jax.eval_shape(self._phi, self.problem.params)
+        return {k: jnp.full(v.shape, jnp.nan, v.dtype) for k, v in shapes.items()}
+
+    def write_prediction(self, out: Path) -> None:
+        """The limiting flow from Phi(x_0) over the run's tau = eta^2 t, as prediction.npz."""
+        c = self.config
+        if c.phi_every is None or c.optimizer not in CONSTANTS:
+            return
+        steps = c.steps - c.warmup_steps
+        lr = max(self.sweep["lr"]) if self.sweep and "lr" in self.sweep else c.lr
+        try:
+            flow = limiting_flow(self.problem.loss_fn, self.problem.params,
+                                 method=c.optimizer, t_end=lr**2 * steps, num_points=201)
+        except ValueError as err:
+            rd.write_json(out / "prediction_error.json", {"error": str(err)})
+            return
+        arrays = {"tau": np.asarray(flow.ts),
+                  "X": np.asarray(jax.vmap(lambda x: ravel_pytree(x)[0])(flow.xs)),
+                  "lambda": np.asarray(flow.sharpness), "method": np.asarray(c.optimizer)}
+        rd.atomic_write_bytes(out / "prediction.npz", rd._npz_bytes(arrays))
+
     def _evaluate(self, params):
         p = self.problem
+        first = jax.tree.map(lambda x: x[0], p.batches)
+        zeros = jax.tree.map(lambda x: jnp.zeros((), self.dtype),
+                             jax.eval_shape(p.eval_fn, params, first))
         sums = jax.lax.scan(
             lambda acc, b: (jax.tree.map(jnp.add, acc, p.eval_fn(params, b)), None),
-            jax.tree.map(lambda x: jnp.zeros((), self.dtype),
-                         jax.eval_shape(p.eval_fn, params, jax.tree.map(lambda x: x[0], p.batches))),
-            p.batches,
+            zeros, p.batches,
         )[0]
         return {k: v.astype(self.dtype) for k, v in sums.items()}
 
@@ -513,7 +558,9 @@ def _last_valid(columns: dict[str, np.ndarray]) -> dict[str, float]:
         v = v[np.isfinite(v)]
         return float(v[-1]) if len(v) else None
 
-    return {"loss": last("loss") or math.nan, "lam": last("lambda_1"), "eta_lam": last("eta_lambda")}
+    loss = last("loss")
+    return {"loss": math.nan if loss is None else loss, "lam": last("lambda_1"),
+            "eta_lam": last("eta_lambda")}
 
 
 def _traced_optimizer(c: Config, hyper) -> optax.GradientTransformationExtraArgs:

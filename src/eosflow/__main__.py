@@ -1,0 +1,5 @@
+import sys
+
+from .experiments._cli import main
+
+sys.exit(main())

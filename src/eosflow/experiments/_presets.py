@@ -1,0 +1,165 @@
+"""Named experiments: the published ones and laptop-sized versions of them.
+
+A preset is a set of overrides of :class:`Config`'s defaults with a one-line description;
+``eosflow list`` prints them and ``eosflow run PRESET --field value`` runs one with changes.
+"""
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from ._config import Config, ConfigError, unknown_field_message
+
+DEFAULT = "digits-gd"
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    description: str
+    overrides: dict[str, Any] = field(default_factory=dict)
+    cpu_minutes: float | None = None  # rough wall time on 2 CPU cores, None: needs a GPU
+
+    def config(self, **changes: Any) -> Config:
+        return Config(**{"name": self.name, **self.overrides}).replace(**changes)
+
+
+_MNIST_PAPER = dict(
+    problem="mlp", dataset="mnist", num_examples=1000, widths=(128,), activation="gelu",
+    loss="mse_nohalf", lr=0.01, warmup_lr=0.01, warmup_steps=2000, steps=122_000,
+    eig_every=100, chunk_steps=1000, eval_every=1000,
+)
+_CIFAR_VGG = dict(
+    problem="vgg11", dataset="cifar10", num_examples=5000, widths=(512, 512),
+    activation="relu", freeze_last_layer=True, loss="mse", lr=0.25, steps=20_000,
+    chunk_size=1000, eig_every=50, chunk_steps=200, eval_every=200, num_eigs=2,
+)
+_COHEN_CIFAR = dict(
+    problem="mlp", dataset="cifar10", num_examples=5000, widths=(200, 200),
+    activation="tanh", loss="mse", optimizer="gd", lr=2 / 30, steps=20_000,
+    eig_every=20, chunk_steps=500, eval_every=500,
+)
+
+PRESETS: dict[str, Preset] = {
+    p.name: p
+    for p in [
+        Preset(
+            "digits-gd",
+            "the default: full-batch GD on the digits MLP 64-200-200-10 (tanh, MSE), "
+            "progressive sharpening then lambda1 ~ 2/eta",
+            dict(lr=0.2, steps=800, eig_every=2, chunk_steps=100),
+            cpu_minutes=1,
+        ),
+        Preset(
+            "digits-gd-sweep",
+            "Cohen et al.'s design on digits: GD at eta = 2/30 .. 2/90 (use eosflow sweep --lr)",
+            dict(lr=2 / 30, steps=3000, eig_every=10, chunk_steps=500),
+            cpu_minutes=4,
+        ),
+        Preset(
+            "digits-ngd",
+            "the paper's experiment on digits: GD warm-up, then normalized GD; lambda1 falls",
+            dict(optimizer="normalized_gd", lr=0.05, warmup_steps=600, warmup_lr=0.2,
+                 steps=4000, eig_every=10, chunk_steps=200),
+            cpu_minutes=3,
+        ),
+        Preset(
+            "digits-sqrt",
+            "the paper's experiment on digits with GD on sqrt(MSE) after a GD warm-up",
+            dict(optimizer="sqrt_loss_gd", lr=0.05, warmup_steps=600, warmup_lr=0.2,
+                 steps=4000, eig_every=10, chunk_steps=200),
+            cpu_minutes=3,
+        ),
+        Preset(
+            "cohen-cifar",
+            "Cohen et al. 2021: full-batch GD, fc-tanh (200, 200) on CIFAR-10-5k, MSE, "
+            "eta = 2/30 (sweep --lr 2/30,2/50,2/70,2/90); needs --data_dir",
+            _COHEN_CIFAR,
+        ),
+        Preset(
+            "paper-mnist-ngd",
+            "Arora et al. 2022: MNIST-1k MLP 784-128-10 GELU, GD warm-up then normalized GD "
+            "at eta = 0.01; needs --data_dir",
+            dict(_MNIST_PAPER, optimizer="normalized_gd"),
+        ),
+        Preset(
+            "paper-mnist-sqrt",
+            "Arora et al. 2022: MNIST-1k MLP, GD warm-up then GD on sqrt(MSE); needs --data_dir",
+            dict(_MNIST_PAPER, optimizer="sqrt_loss_gd"),
+        ),
+        Preset(
+            "paper-cifar-vgg-ngd",
+            "Arora et al. 2022: CIFAR-10-5k VGG-11 (avg pool, no BN, frozen last layer), "
+            "normalized GD at eta = 0.25; needs --data_dir and a GPU",
+            dict(_CIFAR_VGG, optimizer="normalized_gd"),
+        ),
+        Preset(
+            "paper-cifar-vgg-sqrt",
+            "Arora et al. 2022: CIFAR-10-5k VGG-11, GD on sqrt(MSE) at eta = 0.25; needs a GPU",
+            dict(_CIFAR_VGG, optimizer="sqrt_loss_gd"),
+        ),
+        Preset(
+            "toy-a-ngd",
+            "toy A, L = (1 + x^2) y^2: normalized GD from (14.7, -3) with the flow prediction",
+            dict(problem="toy_a", dataset="none", optimizer="normalized_gd", lr=0.05,
+                 x0=(14.7, -3.0), steps=100_000, dtype="float64", phi_every=1000,
+                 chunk_steps=10_000),
+            cpu_minutes=0.5,
+        ),
+        Preset(
+            "toy-a-sqrt",
+            "toy A: GD on sqrt(L) from (14.7, 3) with the flow prediction",
+            dict(problem="toy_a", dataset="none", optimizer="sqrt_loss_gd", lr=0.01,
+                 x0=(14.7, 3.0), steps=40_000, dtype="float64", phi_every=400,
+                 chunk_steps=10_000),
+            cpu_minutes=0.5,
+        ),
+        Preset(
+            "toy-a-figure1",
+            "the paper's Figure 1: normalized GD on toy A at eta = 5 from (14.7, -3)",
+            dict(problem="toy_a", dataset="none", optimizer="normalized_gd", lr=5.0,
+                 x0=(14.7, -3.0), steps=200, dtype="float64", chunk_steps=200),
+            cpu_minutes=0.2,
+        ),
+        Preset(
+            "toy-b-ngd",
+            "toy B: normalized GD; the y2 component dies out and X(tau) is tracked",
+            dict(problem="toy_b", dataset="none", optimizer="normalized_gd", lr=0.02,
+                 steps=40_000, dtype="float64", phi_every=400, chunk_steps=10_000),
+            cpu_minutes=0.5,
+        ),
+        Preset(
+            "toy-c-sqrt",
+            "toy C, L = (ab - 1)^2 / 2: GD on sqrt(L) to the balanced point a = b",
+            dict(problem="toy_c", dataset="none", optimizer="sqrt_loss_gd", lr=0.02,
+                 steps=20_000, dtype="float64", phi_every=200, chunk_steps=10_000),
+            cpu_minutes=0.5,
+        ),
+        Preset(
+            "tiny",
+            "a seconds-long digits run for smoke tests",
+            dict(num_examples=200, widths=(16,), steps=40, lr=0.2, chunk_steps=20,
+                 eval_every=10),
+            cpu_minutes=0.1,
+        ),
+    ]
+}
+
+
+def get_preset(name: str) -> Preset:
+    try:
+        return PRESETS[name]
+    except KeyError:
+        import difflib
+
+        close = difflib.get_close_matches(name, list(PRESETS), n=1, cutoff=0.4)
+        hint = f"; did you mean '{close[0]}'?" if close else ""
+        raise ConfigError(f"unknown preset {name!r}{hint} (eosflow list shows them)") from None
+
+
+def preset_config(name: str | None, overrides: dict[str, Any]) -> Config:
+    """The configuration of preset ``name`` (default: the default experiment) with overrides."""
+    preset = get_preset(name or DEFAULT)
+    for k in overrides:
+        if k not in Config.__dataclass_fields__:
+            raise ConfigError(unknown_field_message(k))
+    return preset.config(**overrides)

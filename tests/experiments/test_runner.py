@@ -1,0 +1,201 @@
+"""The runner: records, stopping rules, sweeps, and nothing lost when a run is killed."""
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from eosflow.experiments import Config, ConfigError, RunDirError, load_run, run_experiment
+from eosflow.problems import Problem
+
+TOY = dict(problem="toy_a", dataset="none", dtype="float64", x0=(3.0, -1.0), chunk_steps=100)
+
+
+def _toy(**kw) -> Config:
+    return Config(**{"name": "toy", **TOY, **kw})
+
+
+def test_normalized_gd_record_matches_hand_computed_steps(tmp_path):
+    config = _toy(optimizer="normalized_gd", lr=0.05, steps=300)
+    record = run_experiment(config, tmp_path / "r")
+    m = record.metrics
+    assert record.status == "completed" and record.steps_done == 300
+    np.testing.assert_array_equal(m["step"], np.arange(300))
+    # replay the same steps by hand from x0: x <- x - eta g / |g|
+    loss = lambda z: (1 + z[0] ** 2) * z[1] ** 2
+
+    def step(x, _):
+        g = jax.grad(loss)(x)
+        gn = jnp.linalg.norm(g)
+        lam = jnp.linalg.eigvalsh(jax.hessian(loss)(x))[-1]
+        return x - 0.05 * g / gn, (loss(x), gn, lam)
+
+    x, (losses, gnorms, lams) = jax.lax.scan(step, jnp.array([3.0, -1.0]), None, length=300)
+    np.testing.assert_allclose(m["loss"], losses, rtol=1e-12)
+    np.testing.assert_allclose(m["grad_norm"], gnorms, rtol=1e-12)
+    np.testing.assert_allclose(m["eff_lr"], 0.05 / gnorms, rtol=1e-10)
+    np.testing.assert_allclose(m["lambda_1"], lams, rtol=1e-10)
+    np.testing.assert_allclose(np.asarray(record.params), np.asarray(x), rtol=1e-10)
+    np.testing.assert_allclose(m["eta_lambda"], m["eff_lr"] * m["lambda_1"], rtol=1e-12)
+    run = load_run(tmp_path / "r")
+    assert run.config["optimizer"] == "normalized_gd"
+    assert run.metadata["dtype"] == "float64" and run.metadata["seed"] == 0
+    assert run.status["state"] == "completed"
+
+
+def test_eig_every_and_user_metrics(tmp_path):
+    config = _toy(optimizer="gd", lr=0.01, steps=50, eig_every=5)
+
+    def extra(params, row):
+        return {"x_coord": params[0], "double_loss": 2 * row["loss"]}
+
+    m = run_experiment(config, tmp_path / "r", metrics_fn=extra).metrics
+    measured = np.isfinite(m["lambda_1"])
+    np.testing.assert_array_equal(measured, m["step"] % 5 == 0)
+    assert np.all(m["eig_matvecs"][~measured] == 0)
+    np.testing.assert_allclose(m["double_loss"], 2 * m["loss"])
+    assert np.all(np.diff(m["x_coord"]) != 0)
+
+
+def test_divergence_stops_keeps_data_and_names_the_step(tmp_path):
+    # L = x^T diag(2, 1, 0.5) x / 2 with lr 1.5: the top mode grows by |1 - 3| = 2 per step
+    config = _toy(problem="quadratic", x0=None, optimizer="gd", lr=1.5, steps=1000)
+    record = run_experiment(config, tmp_path / "r")
+    assert record.status == "diverged" and not record.ok
+    m = record.metrics
+    stop = int(np.flatnonzero(m["stop_reason"] > 0)[0])
+    assert stop == len(m["step"]) - 1  # rows up to and including the stopping step
+    assert f"step {int(m['step'][stop])}" in record.message and "loss" in record.message
+    assert load_run(tmp_path / "r").status["state"] == "diverged"
+    assert np.all(np.isfinite(np.asarray(record.params)))  # the state before the blow-up
+
+
+def test_loss_goal_stops(tmp_path):
+    config = _toy(optimizer="gd", lr=0.01, steps=5000, loss_goal=1e-3)
+    record = run_experiment(config, tmp_path / "r")
+    assert record.status == "goal_reached"
+    loss = record.metrics["loss"]
+    assert loss[-1] <= 1e-3 < loss[-2]
+
+
+def test_nan_initial_params_fail_before_any_step(tmp_path):
+    loss = lambda z: jnp.sum(z**2)
+    bad = Problem(loss, jnp.array([1.0, jnp.nan]))
+    with pytest.raises(ValueError, match="params: the initial parameters contain nan"):
+        run_experiment(_toy(steps=10), tmp_path / "r", problem=bad)
+    assert not (tmp_path / "r" / "metrics").exists()
+
+
+def test_existing_run_is_never_overwritten_silently(tmp_path):
+    config = _toy(steps=20, eig_every=None)
+    run_experiment(config, tmp_path / "r")
+    with pytest.raises(RunDirError, match="--resume .* or --overwrite"):
+        run_experiment(config, tmp_path / "r")
+    run_experiment(config, tmp_path / "r", overwrite=True)
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("mine")
+    with pytest.raises(RunDirError, match="already exists"):
+        run_experiment(config, tmp_path / "other")
+    with pytest.raises(RunDirError, match="not an eosflow run"):
+        run_experiment(config, tmp_path / "other", overwrite=True)
+    assert (tmp_path / "other" / "notes.txt").exists()
+    with pytest.raises(ConfigError, match="lr: differs"):
+        run_experiment(config.replace(lr=0.2), tmp_path / "r", resume=True)
+
+
+def test_vmapped_sweep_matches_single_runs(tmp_path):
+    lrs = [0.02, 0.05, 0.1]
+    config = _toy(optimizer="normalized_gd", steps=200, eig_every=10)
+    sweep = run_experiment(config, tmp_path / "s", sweep={"lr": lrs})
+    assert sweep.metrics["loss"].shape == (200, 3)
+    for j, lr in enumerate(lrs):
+        single = run_experiment(config.replace(lr=lr), tmp_path / f"r{j}").metrics
+        np.testing.assert_allclose(sweep.metrics["loss"][:, j], single["loss"], rtol=1e-9)
+        np.testing.assert_allclose(sweep.metrics["lambda_1"][::10, j], single["lambda_1"][::10],
+                                   rtol=1e-9)
+    assert load_run(tmp_path / "s").sweep == {"lr": lrs}
+    with pytest.raises(ConfigError, match="widths: cannot be swept"):
+        run_experiment(config, tmp_path / "bad", sweep={"widths": [1, 2]})
+
+
+def test_progress_line_only_when_asked(tmp_path, capsys):
+    run_experiment(_toy(steps=30, eig_every=None), tmp_path / "a")
+    assert capsys.readouterr().err == ""
+    run_experiment(_toy(steps=30), tmp_path / "b", progress=True)
+    err = capsys.readouterr().err
+    assert "steps/s" in err and "λ1" in err and "ηλ1" in err and "30/30" in err
+
+
+# --- crash safety ---------------------------------------------------------------------------
+
+_CHILD = textwrap.dedent(
+    """
+    import sys
+    from eosflow.experiments import Config, run_experiment
+    from tests.experiments.test_runner import KILL_CONFIG
+    c = Config(**KILL_CONFIG)
+    run_experiment(c, sys.argv[1], resume=sys.argv[2] == "1")
+    """
+)
+# small chunks so that the run spends its time in many chunk boundaries (writes, renames)
+KILL_CONFIG = dict(name="k", problem="toy_a", dataset="none", optimizer="normalized_gd",
+                   lr=0.05, x0=(3.0, -1.0), dtype="float64", steps=3000, chunk_steps=10,
+                   checkpoint_every=20, eig_every=1)
+
+
+def _max_chunk(run: Path) -> int:
+    files = sorted((run / "metrics").glob("*.npz")) if (run / "metrics").exists() else []
+    return int(files[-1].stem) if files else -1
+
+
+@pytest.mark.parametrize("kill_after", [[10, 500, 1100, 1800, 2500]])
+def test_sigkill_at_many_points_then_resume_is_bit_identical(tmp_path, kill_after):
+    run = tmp_path / "killed"
+    root = str(Path(__file__).resolve().parents[2])
+    env = dict(os.environ, JAX_PLATFORMS="cpu",
+               PYTHONPATH=os.pathsep.join([root, os.environ.get("PYTHONPATH", "")]))
+    resume = "0"
+    kills = 0
+    for target in kill_after:
+        proc = subprocess.Popen([sys.executable, "-c", _CHILD, str(run), resume], env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline = time.time() + 120
+        while proc.poll() is None and _max_chunk(run) < target and time.time() < deadline:
+            time.sleep(0.005)
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait()
+            kills += 1
+        else:
+            assert proc.returncode == 0, proc.stderr.read().decode()[-2000:]
+        resume = "1"
+    assert kills >= 5
+    final = subprocess.run([sys.executable, "-c", _CHILD, str(run), "1"], env=env,
+                           capture_output=True, timeout=300)
+    assert final.returncode == 0, final.stderr.decode()[-2000:]
+
+    c = Config(**KILL_CONFIG)
+    straight = run_experiment(c, tmp_path / "straight")
+    resumed = load_run(run)
+    np.testing.assert_array_equal(resumed.metrics["step"], np.arange(3000))  # none lost or twice
+    for k, v in straight.metrics.items():
+        np.testing.assert_array_equal(resumed.metrics[k], v, err_msg=k)
+    from eosflow.experiments._rundir import load_checkpoint
+    from eosflow.experiments._runner import _Engine
+
+    from eosflow.experiments._build import build_problem
+
+    eng = _Engine(c, build_problem(c), None, None, None)
+    a, _ = load_checkpoint(run, eng.initial_state())
+    b, _ = load_checkpoint(tmp_path / "straight", eng.initial_state())
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+    assert len(resumed.status["resumed_at"]) >= 5
