@@ -120,11 +120,34 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
+def _split_overrides(argv: list[str]) -> tuple[list[str], list[str]]:
+    """Take ``--field value`` pairs naming configuration fields out of ``argv`` before argparse
+    sees them (argparse would read a value such as ``-1`` as an option)."""
+    if not argv or argv[0] not in ("run", "sweep"):
+        return argv, []
+    rest, fields = [argv[0]], []
+    i = 1
+    while i < len(argv):
+        tok = argv[i]
+        name = tok[2:].partition("=")[0].replace("-", "_") if tok.startswith("--") else ""
+        if name in FIELDS:
+            fields.append(tok)
+            if "=" not in tok and i + 1 < len(argv) and not argv[i + 1].startswith("--"):
+                fields.append(argv[i + 1])
+                i += 1
+        else:
+            rest.append(tok)
+        i += 1
+    return rest, fields
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     try:
+        argv, fields = _split_overrides(argv)
         args, extra = parser.parse_known_args(argv)
+        extra = fields + extra
         if args.command is None:
             parser.print_help()
             return EXIT_USAGE
@@ -184,15 +207,20 @@ def _print_summary(path: Path) -> None:
 
     run = load_run(path)
     h = headline(run)
-    parts = [f"{run.config['name']}: {h.get('state')}", f"{h.get('steps')} steps"]
-    for key, fmt in (("loss_final", "loss {:.4g}"), ("lambda_final", "lambda1 {:.4g}"),
-                     ("eos_onset_step", "EoS onset step {}"),
-                     ("mean_eta_lambda_after_onset", "mean eta*lambda1 after onset {:.3f}"),
-                     ("hvps_per_estimate", "{:.2f} HVPs/estimate")):
-        v = h.get(key)
-        if v is not None:
-            parts.append(fmt.format(v))
-    print("; ".join(parts))
+    rows = [(run.config["name"], h)]
+    if h.get("points"):
+        rows = [(p.get("label", str(i)), p) for i, p in enumerate(h["points"])]
+        print(f"{run.config['name']}: {h.get('state')}, {len(rows)} sweep points")
+    for label, p in rows:
+        parts = [f"{label}: {p.get('state', h.get('state'))}", f"{p.get('steps')} steps"]
+        for key, fmt in (("loss_final", "loss {:.4g}"), ("lambda_final", "lambda1 {:.4g}"),
+                         ("eos_onset_step", "EoS onset step {}"),
+                         ("mean_eta_lambda_after_onset", "mean eta*lambda1 after onset {:.3f}"),
+                         ("hvps_per_estimate", "{:.2f} HVPs/estimate")):
+            v = p.get(key)
+            if v is not None:
+                parts.append(fmt.format(v))
+        print("; ".join(parts))
     print(f"run directory: {path}")
 
 
@@ -302,6 +330,8 @@ def _cmd_sweep(args, extra) -> int:
 
 
 def _fmt_value(v: Any) -> str:
+    if isinstance(v, tuple):
+        return "x".join(_fmt_value(x) for x in v)
     return f"{v:g}" if isinstance(v, float) else str(v).replace(" ", "")
 
 

@@ -143,7 +143,7 @@ def coerce(name: str, value: Any) -> Any:
         if typing.get_origin(base) is tuple:
             (item,) = [a for a in typing.get_args(base) if a is not Ellipsis]
             if isinstance(value, str):
-                parts = [p for p in value.replace(",", " ").split() if p]
+                parts = [p for p in value.replace(",", " ").replace("x", " ").split() if p]
             else:
                 parts = list(value)
             return tuple(_scalar(item, p) for p in parts)

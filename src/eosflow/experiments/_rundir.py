@@ -26,6 +26,8 @@ import jax
 import numpy as np
 
 METRICS = "metrics"
+_UMASK = os.umask(0)
+os.umask(_UMASK)
 CHECKPOINT = "checkpoint.npz"
 
 
@@ -38,6 +40,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the usual permissions
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()

@@ -57,7 +57,7 @@ def project_solve(
     x: PyTree,
     *,
     gtol: float | None = None,
-    t_max: float = 1e8,
+    t_max: float = 1e6,
     solver: diffrax.AbstractSolver | None = None,
     rtol: float | None = None,
     atol: float | None = None,
@@ -72,7 +72,8 @@ def project_solve(
         x: the start.
         gtol: stop when the gradient norm is at most this (default $\epsilon^{0.55}$:
             2.5e-9 in float64, 1.6e-4 in float32).
-        t_max: give up at this flow time.
+        t_max: give up at this flow time (diffrax's constant-step grid degrades beyond
+            about 1e6).
         solver: a diffrax solver; default ``Tsit5`` (explicit, adaptive); ``Kvaerno5``
             (implicit) for very stiff losses. ``diffrax.Euler()`` with ``dt0=h`` and
             ``diffrax.ConstantStepSize()`` is exactly GD with step ``h``.

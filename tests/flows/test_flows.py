@@ -1,0 +1,162 @@
+"""Flows against closed forms, convergence slopes and negative controls (THEORY.md)."""
+
+import diffrax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from eosflow.experiments._verify import _tracking, claim_quadratic, fit_slope
+from eosflow.flows import (
+    FlowRESULTS,
+    gradient_flow,
+    limiting_flow,
+    project,
+    project_solve,
+    reprojection_flow,
+    sharpness_and_gradient,
+    tangent_project,
+    tangent_projector,
+)
+from eosflow.flows._diagnostics import harmonic_sum, phi_diagnostics, stableness
+from eosflow.problems import toy_a, toy_b, toy_c
+
+
+@pytest.mark.parametrize("make", [toy_a, toy_c])
+@pytest.mark.parametrize("method", ["normalized_gd", "sqrt_loss_gd"])
+def test_limiting_flow_matches_closed_form(make, method):
+    toy = make()
+    flow = limiting_flow(toy.loss_fn, toy.x0, method=method, t_end=3.0, num_points=7)
+    assert flow.result == FlowRESULTS.successful
+    exact = toy.flow(method, flow.xs[0], flow.ts)
+    np.testing.assert_allclose(flow.xs, exact, atol=1e-6)
+    lam = jax.vmap(toy.sharpness_on_manifold)(flow.xs)
+    np.testing.assert_allclose(flow.sharpness, lam, rtol=1e-8)
+    assert np.all(np.diff(np.asarray(flow.sharpness)) < 0)  # lambda_1 falls along the flow
+    ts, xs = flow  # "returns times and points"
+    assert ts.shape == (7,) and xs.shape == (7, toy.x0.size)
+
+
+@pytest.mark.parametrize(
+    ("make", "method", "t_end"),
+    [(lambda: toy_a((14.7, -3.0)), "normalized_gd", 40.0), (toy_a, "sqrt_loss_gd", 3.0),
+     (toy_b, "normalized_gd", 6.0), (toy_b, "sqrt_loss_gd", 6.0),
+     (toy_c, "normalized_gd", 3.0), (toy_c, "sqrt_loss_gd", 3.0)],
+)
+def test_tracking_error_is_first_order_in_eta(make, method, t_end):
+    toy = make()
+    smallest = (t_end / 40_000) ** 0.5
+    etas = [4 * smallest, 2 * smallest, smallest]
+    _, errors, _ = _tracking(toy, method, etas, t_end)
+    assert fit_slope(etas, errors) >= 0.8, errors
+
+
+@pytest.mark.parametrize(("method", "wrong"), [("normalized_gd", dict(constant=0.125)),
+                                               ("normalized_gd", dict(log=False)),
+                                               ("sqrt_loss_gd", dict(log=True))])
+def test_negative_controls_fail_the_slope_check(method, wrong):
+    toy = toy_a((14.7, -3.0)) if method == "normalized_gd" else toy_a()
+    t_end = 40.0 if method == "normalized_gd" else 3.0
+    smallest = (t_end / 40_000) ** 0.5
+    etas = [4 * smallest, 2 * smallest, smallest]
+    _, errors, _ = _tracking(toy, method, etas, t_end, **wrong)
+    assert fit_slope(etas, errors) < 0.8, errors
+
+
+def test_theorem_3_1_on_random_quadratics():
+    checks = []
+    claim_quadratic(checks)
+    assert len(checks) == 8
+    assert all(c.passed for c in checks), [c.row() for c in checks if not c.passed]
+
+
+def test_reprojection_flow_converges_to_the_ode_flow():
+    toy = toy_c()
+    ode = limiting_flow(toy.loss_fn, toy.x0, method="sqrt_loss_gd", t_end=2.0, num_points=2)
+    errs = []
+    for h in (0.025, 0.0125):
+        rp = reprojection_flow(toy.loss_fn, toy.x0, method="sqrt_loss_gd", step_size=h,
+                               num_steps=round(2.0 / (8 * h)))
+        np.testing.assert_allclose(rp.ts[-1], 2.0)
+        errs.append(float(jnp.linalg.norm(rp.xs[-1] - ode.xs[-1])))
+    assert errs[1] < errs[0] < 0.05
+    assert 1.6 < errs[0] / errs[1] < 2.5  # first order in h
+
+
+def test_project_reaches_its_gradient_tolerance():
+    toy = toy_b()
+    res = project_solve(toy.loss_fn, toy.x0, gtol=1e-10)
+    assert res.result == FlowRESULTS.successful
+    assert float(jnp.linalg.norm(jax.grad(toy.loss_fn)(res.value))) <= 1e-10
+    # Euler with a constant step is exactly GD with that step ("many small GD steps")
+    gd = project(toy.loss_fn, toy.x0, solver=diffrax.Euler(), dt0=0.01,
+                 stepsize_controller=diffrax.ConstantStepSize(), gtol=1e-9, max_steps=10**6)
+
+    def body(x):
+        return x - 0.01 * jax.grad(toy.loss_fn)(x)
+
+    by_hand = jax.lax.while_loop(
+        lambda x: jnp.linalg.norm(jax.grad(toy.loss_fn)(x)) > 1e-9, body, toy.x0
+    )
+    np.testing.assert_allclose(gd, by_hand, rtol=1e-12, atol=1e-12)
+
+
+def test_gd_with_small_steps_follows_gradient_flow():
+    toy = toy_c()
+    eta, n = 1e-3, 2000
+    x = toy.x0
+    for _ in range(n):
+        x = x - eta * jax.grad(toy.loss_fn)(x)
+    ts, xs = gradient_flow(toy.loss_fn, toy.x0, eta * n, num_points=2)
+    np.testing.assert_allclose(x, xs[-1], atol=5e-3)
+
+
+def test_tangent_projection_on_toy_c():
+    toy = toy_c()
+    x = jnp.array([2.0, 0.5])  # on Γ = {ab = 1}; T_xΓ is spanned by (a, -b)
+    t = jnp.array([2.0, -0.5]) / jnp.sqrt(4.25)
+    np.testing.assert_allclose(tangent_projector(toy.loss_fn, x), jnp.outer(t, t), atol=1e-12)
+    v = jnp.array([0.3, -1.1])
+    np.testing.assert_allclose(tangent_project(toy.loss_fn, x, v), t * (t @ v), atol=1e-12)
+    np.testing.assert_allclose(tangent_project(toy.loss_fn, x, v, method="cg"), t * (t @ v),
+                               atol=1e-8)
+
+
+def test_sharpness_gradient_matches_finite_differences():
+    toy = toy_b()
+    x = jnp.array([1.3, 0.2, -0.1])
+    lam, grad, _ = sharpness_and_gradient(toy.loss_fn, x)
+    top = lambda z: jnp.linalg.eigvalsh(jax.hessian(toy.loss_fn)(z))[-1]
+    np.testing.assert_allclose(lam, top(x), rtol=1e-12)
+    h = 1e-6
+    fd = jnp.array([(top(x + h * e) - top(x - h * e)) / (2 * h) for e in jnp.eye(3)])
+    np.testing.assert_allclose(grad, fd, rtol=1e-6, atol=1e-8)
+
+
+def test_diagnostics_on_toy_a_and_a_quadratic():
+    toy = toy_a()
+    x = jnp.array([2.0, 0.01])
+    d = phi_diagnostics(toy.loss_fn, x)
+    assert bool(d["phi_ok"])
+    np.testing.assert_allclose(abs(float(d["a_t"])), 0.01, rtol=1e-3)  # v1 = e_y
+    np.testing.assert_allclose(float(d["theta"]), 0.0, atol=1e-6)
+    np.testing.assert_allclose(float(d["lambda_phi"]), toy.sharpness_on_manifold(d["phi"]),
+                               rtol=1e-8)
+    quad = lambda z: 0.5 * (3.0 * z[0] ** 2 + z[1] ** 2)  # lambda_1 = 3 everywhere
+    np.testing.assert_allclose(stableness(quad, jnp.array([1.0, 1.0]), 0.4), 1.2, rtol=1e-10)
+    np.testing.assert_allclose(harmonic_sum(jnp.array([4.0, 4 / 3, 4.0])), [1.0, 1.0])
+
+
+def test_bad_inputs_are_named():
+    toy = toy_a()
+    with pytest.raises(ValueError, match="method must be one of"):
+        limiting_flow(toy.loss_fn, toy.x0, method="gd", t_end=1.0)
+    with pytest.raises(ValueError, match="t_end must be positive"):
+        limiting_flow(toy.loss_fn, toy.x0, method="normalized_gd", t_end=0.0)
+    tie = lambda z: (1 + z[0] ** 2) * (z[1] ** 2 + z[2] ** 2)  # lambda_1 = lambda_2 on Γ
+    with pytest.raises(ValueError, match="no eigen-gap"):
+        limiting_flow(tie, jnp.array([1.0, 0.1, 0.1]), method="normalized_gd", t_end=1.0)
+    runaway = lambda z: z[1] ** 2 - z[0] ** 2  # unbounded below: no basin at all
+    with pytest.raises(ValueError, match="did not reach a minimiser"):
+        limiting_flow(runaway, jnp.array([0.5, 0.5]), method="sqrt_loss_gd", t_end=1.0)
+    assert project_solve(runaway, jnp.array([0.5, 0.5])).result != FlowRESULTS.successful
