@@ -45,12 +45,12 @@ def machine() -> dict:
 
 def print_table(title: str, header: list[str], rows: list[list]) -> None:
     cells = [[_fmt(c) for c in row] for row in rows]
-    widths = [max(len(h), *(len(r[i]) for r in cells)) for i, h in enumerate(header)]
+    widths = [max([len(h), *(len(r[i]) for r in cells)]) for i, h in enumerate(header)]
     print(f"\n{title}")
-    print("  ".join(h.ljust(w) for h, w in zip(header, widths)))
+    print("  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)))
     print("  ".join("-" * w for w in widths))
     for r in cells:
-        print("  ".join(c.ljust(w) for c, w in zip(r, widths)))
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)))
 
 
 def _fmt(c) -> str:
@@ -97,3 +97,97 @@ def gd_trajectory(problem, lr: float, warmup: int, steps: int):
         return jax.lax.scan(body, params, None, length=steps)[1]
 
     return record(advance(problem.params))
+
+
+def interleave(fns: dict[str, Callable[[], object]], *, rounds: int = 7) -> dict[str, dict]:
+    """Time several functions in alternation (A B C A B C ...), so that a change in the
+    machine's speed hits all of them alike. Each is called once first (``first_s``: compile +
+    run); returns, per name, ``median_s``, ``min_s``, ``first_s`` and the list ``times``."""
+    out = {name: {"times": []} for name in fns}
+    for name, fn in fns.items():
+        t0 = time.perf_counter()
+        jax.block_until_ready(fn())
+        out[name]["first_s"] = time.perf_counter() - t0
+    names = list(fns)
+    for r in range(rounds):
+        for name in names[r % len(names):] + names[: r % len(names)]:  # rotate the order
+            t0 = time.perf_counter()
+            jax.block_until_ready(fns[name]())
+            out[name]["times"].append(time.perf_counter() - t0)
+    for d in out.values():
+        d["median_s"] = statistics.median(d["times"])
+        d["min_s"] = min(d["times"])
+    return out
+
+
+class _ChunkClock:
+    """A stand-in for stderr that notes the time of every progress-line redraw."""
+
+    def __init__(self):
+        self.times: list[float] = []
+
+    def write(self, s: str) -> int:
+        if s.startswith("\r"):
+            self.times.append(time.perf_counter())
+        return len(s)
+
+    def flush(self) -> None:
+        pass
+
+    def isatty(self) -> bool:
+        return False
+
+
+def timed_run(config, *, problem=None, sweep=None) -> dict:
+    """Run ``run_experiment`` in a temporary directory and time its chunks from outside.
+
+    The runner redraws its progress line once per chunk, after the chunk's compute, metrics
+    file, checkpoint and status file; the gaps between redraws are the steady-state cost of a
+    chunk with all its I/O. ``step_s`` is the median gap over chunks 2.. divided by
+    ``config.chunk_steps`` (which must be set); ``compile_s`` is the first chunk's extra time
+    (setup, tracing, compilation). Returns those, every gap, the total and the record.
+    """
+    import contextlib
+    import tempfile
+
+    from eosflow.experiments import run_experiment
+
+    if config.chunk_steps is None or config.steps < 3 * config.chunk_steps:
+        raise ValueError("timed_run needs chunk_steps set and at least 3 chunks")
+    clock = _ChunkClock()
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        with contextlib.redirect_stderr(clock):
+            record = run_experiment(config, Path(tmp) / "run", problem=problem, sweep=sweep,
+                                    progress=True)
+        total = time.perf_counter() - t0
+    gaps = [b - a for a, b in zip(clock.times[:-1], clock.times[1:], strict=True)]
+    if not gaps:
+        raise RuntimeError("the runner drew no progress line; cannot time its chunks")
+    chunk = statistics.median(gaps)
+    return {
+        "step_s": chunk / config.chunk_steps,
+        "chunk_s": chunk,
+        "chunk_gaps_s": gaps,
+        "compile_s": (clock.times[0] - t0) - chunk,
+        "total_s": total,
+        "record": record,
+    }
+
+
+def fit_exponent(sizes, times) -> float:
+    """The slope of log(time) against log(size), least squares."""
+    import numpy as np
+
+    return float(np.polyfit(np.log(np.asarray(sizes, float)), np.log(np.asarray(times, float)),
+                            1)[0])
+
+
+def fmt_time(s: float) -> str:
+    """Seconds as a short human string (ns, µs, ms, s)."""
+    if s != s:  # nan
+        return "nan"
+    for unit, scale in (("s", 1.0), ("ms", 1e-3), ("µs", 1e-6), ("ns", 1e-9)):
+        if abs(s) >= scale:
+            return f"{s / scale:.3g} {unit}"
+    return f"{s / 1e-9:.3g} ns"

@@ -20,8 +20,8 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
-from _common import digits_mlp, gd_trajectory, print_table, save, timeit
 
+from _common import digits_mlp, gd_trajectory, print_table, save, timeit
 from eosflow.curvature import hessian_operator, top_eigenpairs
 
 
@@ -48,16 +48,17 @@ def main(argv=None):
     lam2_ref = np.array([float(r.eigenvalues[1]) for r in ref])
     ref_ok = np.array([bool(r.converged) for r in ref])
     v1 = [r.eigenvectors for r in ref]
+    first = lambda t: jax.tree.leaves(jax.tree.map(lambda x: x[0], t))
     turn = [
-        abs(float(sum(jnp.vdot(a, b) for a, b in zip(jax.tree.leaves(jax.tree.map(lambda x: x[0], v1[i])),
-                                                  jax.tree.leaves(jax.tree.map(lambda x: x[0], v1[i + 1]))))))
+        abs(float(sum(jnp.vdot(a, b) for a, b in zip(first(v1[i]), first(v1[i + 1]), strict=True))))
         for i in range(n - 1)
     ]
     print(
         f"trajectory: {n} steps after {args.warmup} warm-up steps at lr {args.lr}; "
         f"lambda1 {lam_ref.min():.3f}..{lam_ref.max():.3f} (2/lr = {2 / args.lr:g}); "
         f"median lambda2/lambda1 {np.median(lam2_ref / lam_ref):.4f}; "
-        f"top eigenvector turns by > 25 deg at {np.mean(np.array(turn) < np.cos(np.radians(25))):.1%} "
+        f"top eigenvector turns by > 25 deg at "
+        f"{np.mean(np.array(turn) < np.cos(np.radians(25))):.1%} "
         f"of steps; reference converged at {ref_ok.mean():.0%} of steps"
     )
 

@@ -97,7 +97,7 @@ def test_nan_initial_params_fail_before_any_step(tmp_path):
 def test_existing_run_is_never_overwritten_silently(tmp_path):
     config = _toy(steps=20, eig_every=None)
     run_experiment(config, tmp_path / "r")
-    with pytest.raises(RunDirError, match="--resume .* or --overwrite"):
+    with pytest.raises(RunDirError, match=r"--resume .* or --overwrite"):
         run_experiment(config, tmp_path / "r")
     run_experiment(config, tmp_path / "r", overwrite=True)
     (tmp_path / "other").mkdir()
@@ -188,10 +188,9 @@ def test_sigkill_at_many_points_then_resume_is_bit_identical(tmp_path, kill_afte
     np.testing.assert_array_equal(resumed.metrics["step"], np.arange(3000))  # none lost or twice
     for k, v in straight.metrics.items():
         np.testing.assert_array_equal(resumed.metrics[k], v, err_msg=k)
+    from eosflow.experiments._build import build_problem
     from eosflow.experiments._rundir import load_checkpoint
     from eosflow.experiments._runner import _Engine
-
-    from eosflow.experiments._build import build_problem
 
     eng = _Engine(c, build_problem(c), None, None, None)
     a, _ = load_checkpoint(run, eng.initial_state())
