@@ -107,7 +107,7 @@ def test_gd_with_small_steps_follows_gradient_flow():
     x = toy.x0
     for _ in range(n):
         x = x - eta * jax.grad(toy.loss_fn)(x)
-    ts, xs = gradient_flow(toy.loss_fn, toy.x0, eta * n, num_points=2)
+    _, xs = gradient_flow(toy.loss_fn, toy.x0, eta * n, num_points=2)
     np.testing.assert_allclose(x, xs[-1], atol=5e-3)
 
 
