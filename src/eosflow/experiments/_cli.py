@@ -65,6 +65,8 @@ def _common_run_flags(p: argparse.ArgumentParser) -> None:
                    help="number of processes (or JAX_NUM_PROCESSES)")
     g.add_argument("--process-id", type=int, default=None,
                    help="this process's id (or JAX_PROCESS_ID)")
+    g.add_argument("--coordinator-timeout", type=float, default=60.0,
+                   help="seconds to wait for the coordinator (default 60)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -174,7 +176,8 @@ def _distributed(args) -> bool:
     process 0 (the one that writes run directories)."""
     from ._distributed import initialize
 
-    return initialize(args.coordinator, args.num_processes, args.process_id)
+    return initialize(args.coordinator, args.num_processes, args.process_id,
+                      timeout_s=args.coordinator_timeout)
 
 
 def _cmd_run(args, extra) -> int:

@@ -46,8 +46,8 @@ PRESETS: dict[str, Preset] = {
             "digits-gd",
             "the default: full-batch GD on the digits MLP 64-200-200-10 (tanh, MSE), "
             "progressive sharpening then lambda1 ~ 2/eta",
-            dict(lr=0.2, steps=800, eig_every=2, chunk_steps=100),
-            cpu_minutes=1,
+            dict(lr=0.2, steps=400, eig_every=4, chunk_steps=100),
+            cpu_minutes=0.5,
         ),
         Preset(
             "digits-gd-sweep",

@@ -13,6 +13,7 @@ After each chunk the rows go to an atomic file and, at checkpoint boundaries, th
 killed run resumes from its last checkpoint and finishes bit for bit as if never stopped.
 """
 
+import dataclasses
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -25,6 +26,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from jax.flatten_util import ravel_pytree
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from .. import __version__
 from ..curvature import hessian_operator, spectral_density, top_eigenpairs
@@ -110,7 +113,11 @@ def run_experiment(
     points = _check_sweep(sweep)
     if config.dtype == "float64":
         jax.config.update("jax_enable_x64", True)
-    resuming = rd.prepare(out, resume=resume, overwrite=overwrite)
+    writer = jax.process_index() == 0  # in a multi-process job only process 0 writes
+    if writer:
+        resuming = rd.prepare(out, resume=resume, overwrite=overwrite)
+    else:  # the other processes read the run directory (a shared filesystem) to resume
+        resuming = resume and rd.is_run(out)
     if resuming:
         saved = Config.from_dict(rd.read_json(out / "config.json"))
         if saved != config:
@@ -124,22 +131,24 @@ def run_experiment(
     problem = build_problem(config) if problem is None else problem
     engine = _Engine(config, problem, sweep, points, metrics_fn)
     state = engine.initial_state()
+    status: dict[str, Any] = {"state": "running", "step": 0, "hvps_total": 0,
+                              "wall_seconds": 0.0}
     if resuming:
         if (out / rd.CHECKPOINT).exists():
             state, _ = rd.load_checkpoint(out, state)
-            state = jax.device_put(state)
         # else: killed before its first checkpoint; the initial state is step 0
-        rd.truncate_metrics(out, int(state.step))
+        if writer:
+            rd.truncate_metrics(out, int(state.step))
         status = rd.read_json(out / "status.json")
         status.setdefault("resumed_at", []).append(int(state.step))
     else:
         _check_finite_params(state.params)
-        rd.write_json(out / "config.json", config.to_dict())
-        rd.write_json(out / "metadata.json", engine.metadata())
-        engine.write_prediction(out)
-        status = {"state": "running", "step": 0, "hvps_total": 0, "wall_seconds": 0.0}
-        rd.save_checkpoint(out, state, {"step": 0})
-        rd.write_json(out / "status.json", status)
+        if writer:
+            rd.write_json(out / "config.json", config.to_dict())
+            rd.write_json(out / "metadata.json", engine.metadata())
+            engine.write_prediction(out)
+            rd.save_checkpoint(out, to_host(state), {"step": 0})
+            rd.write_json(out / "status.json", status)
     return engine.loop(out, state, status, progress)
 
 
@@ -187,7 +196,38 @@ class _Engine:
         self.chunk = c.chunk_steps or (min(c.steps, 10_000) if c.is_toy else min(c.steps, 100))
         self.ckpt_every = c.checkpoint_every or self.chunk
         self.dtype = jnp.result_type(*jax.tree.leaves(problem.params))
+        self.mesh = make_mesh(c.devices)
         self._chunk_fns: dict[int, Callable] = {}
+
+    # -- devices --------------------------------------------------------------------------
+    def data(self) -> tuple[Any, Any]:
+        """The data arrays, sharded along the example axis when a mesh is in use."""
+        p = self.problem
+        if self.mesh is None:
+            return p.batches, p.hessian_batches
+        return self._shard(p.batches), self._shard(p.hessian_batches)
+
+    def _shard(self, batches):
+        if batches is None:
+            return None
+        n = self.mesh.size
+        for leaf in jax.tree.leaves(batches):
+            if leaf.ndim < 2 or leaf.shape[1] % n:
+                size = leaf.shape[1] if leaf.ndim >= 2 else leaf.shape
+                raise ConfigError(
+                    f"devices: {n} devices do not divide the physical batch of {size} examples;"
+                    f" set chunk_size to a multiple of {n} (a short last chunk is padded with "
+                    "zero-weight rows, which changes nothing)"
+                )
+        sharding = NamedSharding(self.mesh, P(None, "data"))
+        return jax.tree.map(lambda x: _global_array(x, sharding), batches)
+
+    def place(self, state: TrainState) -> TrainState:
+        """Replicate the state over the mesh (parameters are small next to the data)."""
+        if self.mesh is None:
+            return jax.device_put(state)
+        rep = NamedSharding(self.mesh, P())
+        return jax.tree.map(lambda x: _global_array(x, rep), state)
 
     # -- hyperparameters and state --------------------------------------------------------
     def hyper(self) -> dict[str, jax.Array]:
@@ -246,8 +286,14 @@ class _Engine:
         )
 
     # -- one step ----------------------------------------------------------------------------
-    def step_fn(self, state: TrainState, hyper) -> tuple[TrainState, dict[str, jax.Array]]:
-        c, p = self.config, self.problem
+    def view(self, data) -> Problem:
+        """The problem with its data arrays replaced by ``data`` (traced jit arguments, so
+        the data is never baked into the compiled program as a constant)."""
+        batches, hessian = data
+        return dataclasses.replace(self.problem, batches=batches, hessian_batches=hessian)
+
+    def step_fn(self, state: TrainState, hyper, data) -> tuple[TrainState, dict[str, jax.Array]]:
+        c, p = self.config, self.view(data)
         opt = self.optimizer(hyper)
         params, step = state.params, state.step
         if p.batches is None:
@@ -273,7 +319,7 @@ class _Engine:
         if self.eig_on:
             eig_block, eig_row = jax.lax.cond(
                 step % c.eig_every == 0,
-                lambda: self._eigen(params, grad, gnorm, state.eig_block, sub),
+                lambda: self._eigen(p, params, grad, gnorm, state.eig_block, sub),
                 lambda: (state.eig_block, self._no_eigen()),
             )
             row.update(eig_row)
@@ -284,7 +330,7 @@ class _Engine:
             ))
         if p.eval_fn is not None and c.eval_every is not None and p.batches is not None:
             row.update(jax.lax.cond(
-                step % c.eval_every == 0, lambda: self._evaluate(params), self._no_eval
+                step % c.eval_every == 0, lambda: self._evaluate(p, params), self._no_eval
             ))
         if self.metrics_fn is not None:
             extra = self.metrics_fn(params, dict(row))
@@ -321,8 +367,8 @@ class _Engine:
         row["stop_reason"] = jnp.where(stop_now, reason, 0).astype(jnp.int32)
         return new, row
 
-    def _eigen(self, params, grad, gnorm, block, key):
-        c, p = self.config, self.problem
+    def _eigen(self, p, params, grad, gnorm, block, key):
+        c = self.config
         res = top_eigenpairs(
             p.loss_fn, params, self.k, v0=block, tol=c.eig_tol, batches=p.curvature_batches,
             block_size=self.block, max_matvecs=c.eig_max_matvecs, key=key, throw=False,
@@ -382,8 +428,7 @@ class _Engine:
                   "lambda": np.asarray(flow.sharpness), "method": np.asarray(c.optimizer)}
         rd.atomic_write_bytes(out / "prediction.npz", rd._npz_bytes(arrays))
 
-    def _evaluate(self, params):
-        p = self.problem
+    def _evaluate(self, p, params):
         first = jax.tree.map(lambda x: x[0], p.batches)
         zeros = jax.tree.map(lambda x: jnp.zeros((), self.dtype),
                              jax.eval_shape(p.eval_fn, params, first))
@@ -404,10 +449,10 @@ class _Engine:
             step = self.step_fn
             if self.sweep is not None:
                 axes = TrainState(0, 0, 0, 0, None, 0, 0, 0)
-                step = jax.vmap(step, in_axes=(axes, 0), out_axes=(axes, 0))
+                step = jax.vmap(step, in_axes=(axes, 0, None), out_axes=(axes, 0))
 
-            def run(state, hyper):
-                return jax.lax.scan(lambda s, _: step(s, hyper), state, None, length=n)
+            def run(state, hyper, data):
+                return jax.lax.scan(lambda s, _: step(s, hyper, data), state, None, length=n)
 
             self._chunk_fns[n] = jax.jit(run)
         return self._chunk_fns[n]
@@ -440,6 +485,11 @@ class _Engine:
                 if self.eig_on else "not tracked"
             ),
             "chunk_steps": self.chunk,
+            "mesh": None if self.mesh is None else {
+                "axes": list(self.mesh.axis_names), "shape": [int(self.mesh.size)],
+                "devices": [str(d) for d in self.mesh.devices.ravel()],
+                "processes": jax.process_count(),
+            },
             "checkpoint_every": self.ckpt_every,
             "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
@@ -450,55 +500,61 @@ class _Engine:
     # -- the Python loop over chunks ---------------------------------------------------------------
     def loop(self, out: Path, state: TrainState, status: dict, progress: bool | None) -> RunRecord:
         c = self.config
-        hyper = self.hyper()
-        start = int(state.step)
-        bar = Progress(c.steps, start=start, enabled=progress, label=c.name)
+        hyper, data = self.hyper(), self.data()
+        state = self.place(state)
+        writer = jax.process_index() == 0  # only process 0 writes the run directory
+        start = int(to_host(state.step))
+        bar = Progress(c.steps, start=start, enabled=progress if writer else False, label=c.name)
         hvps = int(status.get("hvps_total", 0))
         wall = float(status.get("wall_seconds", 0.0))
-        message = ""
+        session: list[dict[str, np.ndarray]] = []
         try:
-            if start in c.density_at:
+            if start in c.density_at and writer:
                 self._density(out, state)
             for end in self.boundaries():
-                begin = int(state.step)
+                begin = int(to_host(state.step))
                 if end <= begin:
                     continue
                 t0 = time.perf_counter()
-                state, rows = self.chunk_fn(end - begin)(state, hyper)
-                rows = jax.device_get(rows)
+                state, rows = self.chunk_fn(end - begin)(state, hyper, data)
+                rows = to_host(rows)
                 wall += time.perf_counter() - t0
                 columns = self._columns(rows, begin, end)
-                if len(columns["step"]):
-                    rd.write_metrics_chunk(out, begin, columns)
+                session.append(columns)
                 hvps += _hvps(columns, c.track_alignment)
-                if end in c.density_at:
-                    self._density(out, state)
-                done = bool(np.all(np.asarray(state.done)))
-                if done or end % self.ckpt_every == 0 or end == c.steps:
-                    rd.save_checkpoint(out, state, {"step": int(state.step)})
-                    status.update(step=int(state.step), hvps_total=hvps, wall_seconds=wall)
-                    rd.write_json(out / "status.json", status)
-                last = _last_valid(columns)
-                bar.update(int(state.step), **last)
+                done = bool(np.all(to_host(state.done)))
+                if writer:
+                    if len(columns["step"]):
+                        rd.write_metrics_chunk(out, begin, columns)
+                    if end in c.density_at:
+                        self._density(out, state)
+                    if done or end % self.ckpt_every == 0 or end == c.steps:
+                        rd.save_checkpoint(out, to_host(state), {"step": end})
+                        status.update(step=end, hvps_total=hvps, wall_seconds=wall)
+                        rd.write_json(out / "status.json", status)
+                bar.update(end, **_last_valid(columns))
                 if done:
                     break
         finally:
             bar.close()
-        reasons = np.atleast_1d(np.asarray(state.reason))
+        metrics = rd.read_metrics(out) if writer else _concat(session)
+        reasons = np.atleast_1d(to_host(state.reason))
+        message = ""
         if np.any((reasons == 1) | (reasons == 2)):
-            final, message = "diverged", self._divergence_message(out)
+            final, message = "diverged", self._divergence_message(metrics)
         elif np.all(reasons == 3):
             final, message = "goal_reached", f"loss goal {c.loss_goal} reached"
         else:
             final = "completed"
-        metrics = rd.read_metrics(out)
         valid = metrics.get("valid", np.zeros(0, bool))
         steps_done = int(valid.sum(axis=0).max()) if valid.size else 0
-        status.update(state=final, message=message, step=int(state.step), steps_done=steps_done,
-                      hvps_total=hvps, wall_seconds=wall,
-                      finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
-        rd.write_json(out / "status.json", status)
-        return RunRecord(out, c, final, message, steps_done, jax.device_get(state.params), metrics)
+        step = int(to_host(state.step))
+        if writer:
+            status.update(state=final, message=message, step=step, steps_done=steps_done,
+                          hvps_total=hvps, wall_seconds=wall,
+                          finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+            rd.write_json(out / "status.json", status)
+        return RunRecord(out, c, final, message, steps_done, to_host(state.params), metrics)
 
     def _columns(self, rows: dict[str, np.ndarray], begin: int, end: int) -> dict[str, np.ndarray]:
         """One chunk's rows as columns; a stopped single run keeps rows up to its stopping step."""
@@ -520,8 +576,7 @@ class _Engine:
                   "step": np.asarray(step), "dim": np.asarray(dim)}
         rd.atomic_write_bytes(out / "density" / f"{step:012d}.npz", rd._npz_bytes(arrays))
 
-    def _divergence_message(self, out: Path) -> str:
-        m = rd.read_metrics(out)
+    def _divergence_message(self, m: dict[str, np.ndarray]) -> str:
         reason = m["stop_reason"]
         idx = np.argwhere(reason > 0)
         if not len(idx):
@@ -535,6 +590,52 @@ class _Engine:
         first = m["loss"][0] if m["loss"].ndim == 1 else m["loss"][0, i[1]]
         return (f"diverged at step {step}{point}: loss {loss:.4g} exceeds divergence_factor "
                 f"{self.config.divergence_factor:g} x the initial loss {float(first):.4g}")
+
+
+def make_mesh(devices: int | None) -> Mesh | None:
+    """A one-axis ("data") mesh over the first ``devices`` devices of every process; ``None``
+    (no sharding) for a single-process run that did not ask for devices."""
+    if devices is None:
+        if jax.process_count() == 1:
+            return None
+        devices = jax.device_count()
+    avail = jax.devices()
+    if devices > len(avail):
+        raise ConfigError(
+            f"devices: {devices} requested, {len(avail)} available ({avail[0].platform}); on "
+            "CPU, XLA_FLAGS=--xla_force_host_platform_device_count=N makes N devices"
+        )
+    return Mesh(np.array(avail[:devices]), ("data",))
+
+
+def _global_array(x, sharding):
+    """``x`` (the same host data on every process) as an array laid out by ``sharding``; each
+    process only materialises the shards on its own devices."""
+    host = np.asarray(x)
+    return jax.make_array_from_callback(host.shape, sharding, lambda idx: host[idx])
+
+
+def _concat(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    if not parts:
+        return {}
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+
+def to_host(tree):
+    """NumPy copies of a PyTree of (possibly sharded, possibly multi-process) arrays."""
+
+    def one(x):
+        if not isinstance(x, jax.Array):
+            return np.asarray(x)
+        if x.is_fully_addressable:
+            return np.asarray(x)
+        if x.is_fully_replicated:
+            return np.asarray(x.addressable_data(0))
+        from jax.experimental import multihost_utils
+
+        return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+
+    return jax.tree.map(one, tree)
 
 
 def _is_kick(x) -> bool:
