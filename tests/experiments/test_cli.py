@@ -123,3 +123,17 @@ def test_python_dash_m_and_no_traceback_in_a_real_process(tmp_path):
     res = subprocess.run([sys.executable, "-m", "eosflow", "run", "--help"],
                          capture_output=True, text=True, timeout=120)
     assert res.returncode == 0 and "--overwrite" in res.stdout
+
+
+def test_sweep_split_across_processes_then_merged(tmp_path):
+    out = str(tmp_path)
+    for shard in ("0/2", "1/2"):  # as two processes (or hosts) would, by grid index
+        assert main(["sweep", "tiny", "--grid", "widths=4,6", "--shard", shard, "--out", out,
+                     "--no-report", *TINY]) == 0
+    root = tmp_path / "tiny-sweep"
+    assert sorted(p.name for p in root.iterdir()) == ["widths=4", "widths=6"]
+    report = tmp_path / "merged.html"
+    assert main(["report", str(root / "widths=4"), str(root / "widths=6"),
+                 "--out", str(report)]) == 0
+    html = report.read_text()
+    assert "tiny-widths=4" in html and "tiny-widths=6" in html

@@ -364,7 +364,7 @@ def _check_sweep_memory(config: Config, points: int) -> None:
 
     n = sum(int(np.size(x)) for x in jax.tree.leaves(problem.params))
     itemsize = np.dtype(config.dtype).itemsize
-    block = (config.eig_block or config.num_eigs) if config.eig_every else 0
+    block = (config.eig_block or config.num_eigs + 1) if config.eig_every else 0
     krylov = (20 + 2 * block) if config.eig_every else 0
     per_point = n * itemsize * (4 + block + krylov)  # params, grad, opt state, eig, basis
     chunk = config.chunk_steps or 100

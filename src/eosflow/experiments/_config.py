@@ -68,6 +68,7 @@ class Config:
     num_eigs: int = 1
     eig_tol: float = 1e-3
     eig_block: int | None = None
+    eig_criterion: str = "residual"
     eig_max_matvecs: int = 200
     track_alignment: bool = True
     density_at: tuple[int, ...] = ()
@@ -237,6 +238,7 @@ def _check(c: Config) -> None:
     _choice("loss", c.loss, LOSS_NAMES)
     _choice("dtype", c.dtype, DTYPES)
     _choice("subset", c.subset, ("first", "stratified"))
+    _choice("eig_criterion", c.eig_criterion, ("residual", "gap"))
     from ..problems._models import ACTIVATIONS
 
     _choice("activation", c.activation, tuple(ACTIVATIONS))

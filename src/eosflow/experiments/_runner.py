@@ -191,8 +191,9 @@ class _Engine:
         dim = sum(int(np.size(x)) for x in jax.tree.leaves(problem.params))
         if self.eig_on and self.k > dim:
             raise ConfigError(f"num_eigs: exceeds the number of parameters ({dim})")
-        self.block = c.eig_block or self.k
-        self.block = min(self.block, dim)
+        # a block one wider than k follows the top cluster: when lambda_1 and lambda_2 trade
+        # places (common at EoS, where they nearly tie) the new top is already in the block
+        self.block = min(c.eig_block or self.k + 1, dim)
         self.chunk = c.chunk_steps or (min(c.steps, 10_000) if c.is_toy else min(c.steps, 100))
         self.ckpt_every = c.checkpoint_every or self.chunk
         self.dtype = jnp.result_type(*jax.tree.leaves(problem.params))
@@ -372,6 +373,7 @@ class _Engine:
         res = top_eigenpairs(
             p.loss_fn, params, self.k, v0=block, tol=c.eig_tol, batches=p.curvature_batches,
             block_size=self.block, max_matvecs=c.eig_max_matvecs, key=key, throw=False,
+            criterion=c.eig_criterion,
         )
         lam = res.eigenvalues
         v1 = jax.tree.map(lambda x: x[0], res.eigenvectors)
@@ -481,7 +483,7 @@ class _Engine:
             "num_params": int(sum(np.size(x) for x in jax.tree.leaves(p.params))),
             "sharpness": (
                 f"largest algebraic Hessian eigenvalue of the loss, top_eigenpairs, "
-                f"tol {c.eig_tol} (residual), block {self.block}, warm-started"
+                f"tol {c.eig_tol} ({c.eig_criterion}), block {self.block}, warm-started"
                 if self.eig_on else "not tracked"
             ),
             "chunk_steps": self.chunk,
