@@ -29,18 +29,22 @@ def build_problem(config: Config) -> Problem:
     return build_network_problem(config)
 
 
-def build_optimizer(config: Config, lr: Any) -> optax.GradientTransformationExtraArgs:
-    """The configured optimizer with learning rate ``lr`` (a float, or a traced array in sweeps),
-    preceded by ``warmup_steps`` of plain GD when asked (the paper's MNIST protocol)."""
+def build_optimizer(config: Config, lr: Any, *, momentum: Any = None,
+                    loss_min: Any = None) -> optax.GradientTransformationExtraArgs:
+    """The configured optimizer with learning rate ``lr`` (a float, or a traced array in
+    sweeps; ``momentum`` and ``loss_min`` likewise override the config's), preceded by
+    ``warmup_steps`` of plain GD when asked (the paper's MNIST protocol)."""
     name = config.optimizer
-    if name in ("gd",):
+    beta = config.momentum if momentum is None else momentum
+    lmin = config.loss_min if loss_min is None else loss_min
+    if name == "gd":
         main = optim.gd(lr)
     elif name == "normalized_gd":
         main = optim.normalized_gd(lr, seed=config.seed)
     elif name == "sqrt_loss_gd":
-        main = optim.sqrt_loss_gd(lr, config.loss_min, seed=config.seed)
+        main = optim.sqrt_loss_gd(lr, lmin, seed=config.seed)
     elif name in ("momentum", "nesterov"):
-        main = optim.OPTIMIZERS[name](lr, config.momentum)
+        main = optim.OPTIMIZERS[name](lr, beta)
     elif name == "adam":
         main = optim.adam(lr)
     else:  # pragma: no cover - Config validates the name

@@ -243,11 +243,8 @@ class _Engine:
         return out
 
     def optimizer(self, hyper) -> optax.GradientTransformationExtraArgs:
-        c = self.config
-        if "momentum" in (self.sweep or {}) or "loss_min" in (self.sweep or {}):
-            # traced values need the constructors that take them as arrays
-            return _traced_optimizer(c, hyper)
-        return build_optimizer(c, hyper["lr"])
+        return build_optimizer(self.config, hyper["lr"], momentum=hyper["momentum"],
+                               loss_min=hyper["loss_min"])
 
     def initial_state(self) -> TrainState:
         c = self.config
@@ -664,21 +661,3 @@ def _last_valid(columns: dict[str, np.ndarray]) -> dict[str, float]:
     loss = last("loss")
     return {"loss": math.nan if loss is None else loss, "lam": last("lambda_1"),
             "eta_lam": last("eta_lambda")}
-
-
-def _traced_optimizer(c: Config, hyper) -> optax.GradientTransformationExtraArgs:
-    from .. import optim
-
-    lr, mom, lmin = hyper["lr"], hyper["momentum"], hyper["loss_min"]
-    table = {
-        "gd": lambda: optim.gd(lr),
-        "normalized_gd": lambda: optim.normalized_gd(lr, seed=c.seed),
-        "sqrt_loss_gd": lambda: optim.sqrt_loss_gd(lr, lmin, seed=c.seed),
-        "momentum": lambda: optim.momentum(lr, mom),
-        "nesterov": lambda: optim.nesterov(lr, mom),
-        "adam": lambda: optim.adam(lr),
-    }
-    main = table[c.optimizer]()
-    if c.warmup_steps:
-        return optim.switch(optim.gd(c.warmup_lr or lr), main, c.warmup_steps)
-    return main
