@@ -343,24 +343,30 @@ def _tracking_json(path):
 
 
 def test_verify_figure(tmp_path):
-    from eosflow.experiments._plots import plot_verify, verify_figure
+    from eosflow.experiments._plots import collapse_figure, plot_verify, verify_figure
 
     path = _tracking_json(tmp_path / "verify.json")
     fig = verify_figure(path)
     _check_readable(fig)
-    ax_e, ax_l = fig.axes
+    (ax_e,) = fig.axes
     assert "1 of 2 checks passed" in fig._suptitle.get_text()
-    (series,) = [ln for ln in ax_e.get_lines() if ln.get_label() == "toy_a, normalized_gd"]
+    (series,) = [ln for ln in ax_e.get_lines() if ln.get_label().startswith("toy_a, normal")]
     np.testing.assert_allclose(series.get_ydata(), [0.4, 0.2, 0.1])
+    assert "slope 1.00" in series.get_label()  # errors halve with eta: slope exactly 1
     assert ax_e.get_xscale() == "log" and ax_e.get_yscale() == "log"
-    (ref,) = [ln for ln in ax_e.get_lines() if "slope 1" in ln.get_label()]
+    (ref,) = [ln for ln in ax_e.get_lines() if "slope 1)" in ln.get_label()]
     ratio = np.asarray(ref.get_ydata()) / np.asarray(ref.get_xdata())
     assert ratio[0] == pytest.approx(ratio[1])  # slope exactly 1 on log-log axes
-    flow = next(ln for ln in ax_l.get_lines() if ln.get_linestyle() == "--" and len(
-        ln.get_xdata()))
-    np.testing.assert_allclose(flow.get_xdata(), np.linspace(0, 1, 5))
-    np.testing.assert_allclose(flow.get_ydata(), [1.0, 0.8, 0.65, 0.55, 0.5])
-    assert [p.name for p in plot_verify(path, formats=("png",))] == ["verify.png"]
+    fig = collapse_figure(path)
+    (ax,) = [a for a in fig.axes if a.get_visible()]
+    flow = next(ln for ln in ax.get_lines() if ln.get_linestyle() == "--")
+    np.testing.assert_allclose(flow.get_xdata(), np.linspace(0, 4, 5))
+    np.testing.assert_allclose(flow.get_ydata(), [10.0, 8.0, 6.5, 5.5, 5.0])
+    runs = [ln for ln in ax.get_lines() if ln.get_label().startswith("η =")]
+    assert len(runs) == 3
+    np.testing.assert_allclose(runs[-1].get_ydata(), [v * 1.01 for v in flow.get_ydata()])
+    names = [p.name for p in plot_verify(path, formats=("png",))]
+    assert names == ["verify.png", "verify_collapse.png"]
     assert verify_figure({"checks": [], "tracking": []}) is None
     assert plot_verify(_no_tracking(tmp_path / "v2.json")) == []
 
