@@ -1,8 +1,20 @@
+import os
+import tempfile
+
 import jax
 import pytest
 
 # Exact algebra in the tests: float64 unless a test asks for float32 explicitly.
 jax.config.update("jax_enable_x64", True)
+
+# One on-disk compilation cache for the whole session, shared with the subprocesses the
+# tests start (the CLI reads EOSFLOW_CACHE_DIR): the same programs compile many times over.
+_CACHE = os.environ.setdefault(
+    "EOSFLOW_CACHE_DIR", tempfile.mkdtemp(prefix="eosflow-test-jax-cache-")
+)
+if _CACHE.lower() not in ("off", "0", "none", ""):
+    jax.config.update("jax_compilation_cache_dir", _CACHE)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.1)
 
 
 @pytest.fixture

@@ -21,6 +21,11 @@ _FOUR_DEVICES = textwrap.dedent(
     import json, sys
     import jax, jax.numpy as jnp, numpy as np
     jax.config.update("jax_enable_x64", True)
+    import os, jax
+    cache = os.environ.get("EOSFLOW_CACHE_DIR", "off")
+    if cache.lower() not in ("off", "0", "none", ""):  # the session's compilation cache
+        jax.config.update("jax_compilation_cache_dir", cache)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.1)
     from jax.flatten_util import ravel_pytree
     from eosflow.curvature import hessian_operator, top_eigenpairs
     from eosflow.experiments import Config, ConfigError, run_experiment

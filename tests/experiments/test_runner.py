@@ -140,6 +140,11 @@ _CHILD = textwrap.dedent(
     """
     import sys
     from eosflow.experiments import Config, run_experiment
+    import os, jax
+    cache = os.environ.get("EOSFLOW_CACHE_DIR", "off")
+    if cache.lower() not in ("off", "0", "none", ""):  # the session's compilation cache
+        jax.config.update("jax_compilation_cache_dir", cache)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.1)
     from tests.experiments.test_runner import KILL_CONFIG
     c = Config(**KILL_CONFIG)
     run_experiment(c, sys.argv[1], resume=sys.argv[2] == "1")

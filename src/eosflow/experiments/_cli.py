@@ -143,9 +143,28 @@ def _split_overrides(argv: list[str]) -> tuple[list[str], list[str]]:
     return rest, fields
 
 
+def _compilation_cache() -> None:
+    """Keep compiled programs on disk between invocations (``EOSFLOW_CACHE_DIR``, default
+    ``~/.cache/eosflow/jax``; ``EOSFLOW_CACHE_DIR=off`` disables it): most of a short run's
+    time is compilation, and the same run compiles the same programs."""
+    where = os.environ.get("EOSFLOW_CACHE_DIR", os.path.join(
+        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "eosflow", "jax"))
+    if where.lower() in ("", "off", "0", "none"):
+        return
+    import jax
+
+    try:
+        os.makedirs(where, exist_ok=True)
+    except OSError:
+        return
+    jax.config.update("jax_compilation_cache_dir", where)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.1)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
+    _compilation_cache()
     try:
         argv, fields = _split_overrides(argv)
         args, extra = parser.parse_known_args(argv)
