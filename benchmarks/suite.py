@@ -1,0 +1,901 @@
+"""eosflow against the methods researchers use today, side by side, in one run (issues 3, 7).
+
+Every row is a workload with eosflow's figure, a baseline's figure measured in the same
+process (interleaved where it matters: the machine's speed swings), and their ratio. Times
+are medians of repeats after a warm-up call; compile times are reported in their own table.
+Baselines (``baselines_torch.py``): eager PyTorch, Cohen et al.'s double-backward HVP +
+SciPy ``eigsh``, power iteration with PyHessian's stopping rule, and bare JAX loops.
+
+Run from the repository root::
+
+    python benchmarks/suite.py --quick   # ~7 min on the shared 2-core VM, less when idle
+    python benchmarks/suite.py           # the full run: ~19 min there
+
+The JSON goes to ``benchmarks/results/suite.json`` (``suite_quick.json`` with ``--quick``).
+``benchmarks/README.md`` explains each row.
+"""
+
+import argparse
+import itertools
+import math
+import statistics
+import time
+from dataclasses import dataclass
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import torch
+from jax.flatten_util import ravel_pytree
+
+import baselines_torch as bt
+from _common import (
+    digits_mlp,
+    fit_exponent,
+    fmt_time,
+    gd_trajectory,
+    interleave,
+    print_table,
+    save,
+    timed_run,
+    timeit,
+)
+from eosflow.curvature import hessian_operator, top_eigenpairs
+from eosflow.experiments import Config
+from eosflow.problems import MLP, Dataset, load_digits, supervised_problem
+
+
+@dataclass(frozen=True)
+class Settings:
+    rounds: int  # interleaved rounds for the loop comparisons
+    gd_steps: int  # steps per timing of the bare and eager GD loops
+    runner_steps: int  # steps of a timed runner run on the MLP (chunks of 100)
+    hvp_rounds: int  # interleaved rounds for single HVPs and gradients
+    warmup: int  # GD steps before the EoS window
+    track: int  # steps of the EoS window (lambda1 tracked at each)
+    cohen_track: int  # steps of the window on which the Cohen-style baseline runs
+    points: int  # points of the window for the one-estimate comparison
+    estimate_repeats: int
+    toy_steps: int  # runner / bare-scan steps on toy A
+    toy_torch_steps: int
+    sweep_steps: int
+    sweep_chunk: int
+    growth_repeats: int
+    growth_eig_repeats: int
+    peak_sizes: tuple[int, ...]
+    cnn_rounds: int
+
+
+QUICK = Settings(rounds=2, gd_steps=30, runner_steps=400, hvp_rounds=7, warmup=1200, track=20,
+                 cohen_track=8, points=3, estimate_repeats=3, toy_steps=100_000,
+                 toy_torch_steps=1000, sweep_steps=2000, sweep_chunk=500, growth_repeats=3,
+                 growth_eig_repeats=1, peak_sizes=(1024, 2048), cnn_rounds=1)
+FULL = Settings(rounds=3, gd_steps=100, runner_steps=1000, hvp_rounds=15, warmup=1200,
+                track=200, cohen_track=100, points=8, estimate_repeats=5, toy_steps=300_000,
+                toy_torch_steps=3000, sweep_steps=6000, sweep_chunk=1000, growth_repeats=7,
+                growth_eig_repeats=3, peak_sizes=(1024, 2048, 4096), cnn_rounds=3)
+
+LR = 0.1  # digits MLP: 2/LR = 20, the sharpness GD settles at (Edge of Stability)
+TOY_LR, TOY_X0 = 0.1, (14.7, -3.0)
+SWEEP_LRS = np.geomspace(0.01, 1.0, 1024)
+
+
+class Report:
+    """The main table's rows, the side tables, and the JSON payload."""
+
+    def __init__(self):
+        self.rows: list[list] = []
+        self.compile: list[list] = []
+        self.accuracy: list[list] = []
+        self.growth: list[list] = []
+        self.notes: list[str] = []
+        self.payload: dict = {}
+
+    def row(self, workload, eos, base, ratio, target="", met=None):
+        flag = "" if met is None else ("yes" if met else "NO")
+        self.rows.append([workload, eos, base, _ratio(ratio), target, flag])
+        self.payload.setdefault("rows", []).append(
+            {"workload": workload, "eosflow": eos, "baseline": base, "ratio": ratio,
+             "target": target, "met": met})
+
+    def skip(self, workload, why):
+        self.rows.append([workload, "skipped", why, "", "", ""])
+        self.payload.setdefault("rows", []).append({"workload": workload, "skipped": why})
+
+
+def _ratio(r):
+    if r is None or (isinstance(r, float) and not math.isfinite(r)):
+        return "n/a"
+    return f"{r:.3g}x"
+
+
+def _per_s(s: float) -> str:
+    return f"{fmt_time(s)} ({1 / s:,.0f}/s)"
+
+
+def _rel(lam, ref):
+    return np.abs(np.asarray(lam, np.float64) - ref) / np.abs(ref)
+
+
+def _tree_index(tree, i):
+    return jax.tree.map(lambda x: x[i], tree)
+
+
+# --- the digits MLP: one GD step --------------------------------------------------------------
+
+
+def mlp_gd_step(S: Settings, ctx: dict, rep: Report) -> None:
+    prob = ctx["problem"]
+    grad = jax.grad(prob.full_loss)
+    step = jax.jit(lambda p: optax.tree.add_scale(p, -LR, grad(p)))
+    n = S.gd_steps
+
+    def bare_loop():
+        p = prob.params
+        for _ in range(n):
+            p = step(p)
+        return p
+
+    @jax.jit
+    def bare_scan(p):
+        body = lambda x, _: (optax.tree.add_scale(x, -LR, grad(x)), None)
+        return jax.lax.scan(body, p, None, length=n)[0]
+
+    model = bt.mlp_from_eqx(prob.params)
+    torch_loop = bt.gd_loop(model, bt.mse, ctx["tx"], ctx["ty"], LR)
+    config = Config(name="bench-mlp-gd", lr=LR, steps=S.runner_steps, chunk_steps=100,
+                    eig_every=None)
+    no_eval = config.replace(eval_every=None)
+    per = {"bare": [], "scan": [], "torch": [], "runner": [], "runner_no_eval": []}
+    fastest = {"bare": math.inf, "runner": math.inf, "torch": math.inf}
+    compile_s = {}
+    for r in range(S.rounds):
+        t = interleave({"bare": bare_loop, "scan": lambda: bare_scan(prob.params),
+                        "torch": lambda: torch_loop(n)}, rounds=3)
+        for k in ("bare", "scan", "torch"):
+            per[k].append(t[k]["median_s"] / n)
+        for k in ("bare", "torch"):
+            fastest[k] = min(fastest[k], t[k]["min_s"] / n)
+        if r == 0:
+            compile_s["bare jitted GD step (+ n steps)"] = t["bare"]["first_s"]
+            compile_s["bare lax.scan GD (+ n steps)"] = t["scan"]["first_s"]
+        run = timed_run(config, problem=prob)
+        per["runner"].append(run["step_s"])
+        fastest["runner"] = min(fastest["runner"], min(run["chunk_gaps_s"]) / 100)
+        per["runner_no_eval"].append(timed_run(no_eval, problem=prob)["step_s"])
+        if r == 0:
+            compile_s["runner, MLP, eig off (first chunk's extra time)"] = run["compile_s"]
+    ratio_bare = statistics.median(a / b for a, b in zip(per["runner"], per["bare"], strict=True))
+    ratio_torch = statistics.median(
+        a / b for a, b in zip(per["torch"], per["runner"], strict=True))
+    med = {k: statistics.median(v) for k, v in per.items()}
+    rep.row("MLP GD step: runner (metrics, eig off) vs bare jitted GD step",
+            fmt_time(med["runner"]), fmt_time(med["bare"]), 1 / ratio_bare,
+            "runner <= 1.1x bare (ratio >= 0.909)", ratio_bare <= 1.1)
+    rep.row("MLP GD step: runner vs bare lax.scan of GD steps", fmt_time(med["runner"]),
+            fmt_time(med["scan"]), statistics.median(
+                b / a for a, b in zip(per["runner"], per["scan"], strict=True)), "(info)")
+    rep.row("MLP GD step: runner with eval_every=None (no accuracy pass) vs bare jitted step",
+            fmt_time(med["runner_no_eval"]), fmt_time(med["bare"]), statistics.median(
+                b / a for a, b in zip(per["runner_no_eval"], per["bare"], strict=True)),
+            "(diagnosis)")
+    rep.row("MLP GD step: runner vs eager PyTorch (SGD)", fmt_time(med["runner"]),
+            fmt_time(med["torch"]), ratio_torch, ">= 2x", ratio_torch >= 2)
+    for k, v in compile_s.items():
+        rep.compile.append([k, fmt_time(v)])
+    rep.notes.append(
+        f"MLP GD step by fastest times instead of medians: runner {fmt_time(fastest['runner'])}, "
+        f"bare jitted {fmt_time(fastest['bare'])} (runner/bare "
+        f"{fastest['runner'] / fastest['bare']:.3f}), eager torch {fmt_time(fastest['torch'])} "
+        f"(torch/runner {fastest['torch'] / fastest['runner']:.2f}).")
+    rep.payload["mlp_gd_step"] = {"per_step_s": per, "median_s": med, "fastest_s": fastest,
+                                  "runner_over_bare": ratio_bare,
+                                  "torch_over_runner": ratio_torch, "compile_s": compile_s}
+    ctx["gd_step_s"] = med
+
+
+# --- the digits MLP: one HVP ------------------------------------------------------------------
+
+
+def mlp_hvp(S: Settings, ctx: dict, rep: Report) -> None:
+    prob = ctx["problem"]
+    params = ctx["eos_params"]
+    hvp = jax.jit(lambda p, v: hessian_operator(prob.loss_fn, p, batches=prob.batches).mv(v))
+    grad = jax.jit(jax.grad(prob.full_loss))
+    v = optax.tree.random_like(jax.random.key(1), params)
+    model = bt.mlp_from_eqx(params)
+    fresh = bt.TorchHessian(model, bt.mse, ctx["tx"], ctx["ty"])
+    kept = bt.TorchHessian(model, bt.mse, ctx["tx"], ctx["ty"], retain=True)
+    vt = torch.from_numpy(np.array(ravel_pytree(v)[0]))
+    check = np.asarray(ravel_pytree(hvp(params, v))[0])
+    diff = np.linalg.norm(check - fresh.mv(vt).numpy()) / np.linalg.norm(check)
+    _, lin = jax.linearize(jax.grad(lambda q: prob.full_loss(q)), params)
+    apply_lin = jax.jit(lambda f, u: f(u))
+    t = interleave({
+        "eos_hvp": lambda: hvp(params, v),
+        "jax_hvp_linearized": lambda: apply_lin(lin, v),
+        "eos_grad": lambda: grad(params),
+        "torch_hvp_fresh": lambda: fresh.mv(vt),
+        "torch_hvp_retained": lambda: kept.mv(vt),
+        "torch_grad": fresh.gradient,
+    }, rounds=S.hvp_rounds)
+    med = {k: d["median_s"] for k, d in t.items()}
+    best_torch = min(med["torch_hvp_fresh"], med["torch_hvp_retained"])
+    rep.row("MLP HVP: forward-over-reverse vs torch double backward (Cohen: fresh graph)",
+            fmt_time(med["eos_hvp"]), fmt_time(med["torch_hvp_fresh"]),
+            med["torch_hvp_fresh"] / med["eos_hvp"], "(info)")
+    rep.row("MLP HVP: vs torch double backward (PyHessian: graph kept)",
+            fmt_time(med["eos_hvp"]), fmt_time(med["torch_hvp_retained"]),
+            med["torch_hvp_retained"] / med["eos_hvp"], "(info)")
+    rep.row("MLP HVP, linearized once and reused (jax.linearize) vs torch graph kept",
+            fmt_time(med["jax_hvp_linearized"]), fmt_time(med["torch_hvp_retained"]),
+            med["torch_hvp_retained"] / med["jax_hvp_linearized"], "(diagnosis)")
+    rep.row("MLP HVP / gradient: eosflow vs torch (fresh graph)",
+            f"{med['eos_hvp'] / med['eos_grad']:.2f}",
+            f"{med['torch_hvp_fresh'] / med['torch_grad']:.2f}", None,
+            "eosflow <= 2.5 (issue 2)", med["eos_hvp"] / med["eos_grad"] <= 2.5)
+    rep.compile.append(["eosflow HVP (jit)", fmt_time(t["eos_hvp"]["first_s"])])
+    rep.compile.append(["eosflow gradient (jit)", fmt_time(t["eos_grad"]["first_s"])])
+    rep.payload["mlp_hvp"] = {"timings": t, "best_torch_hvp_s": best_torch,
+                              "eos_vs_torch_rel_diff": float(diff)}
+    rep.notes.append(f"HVP check: eosflow and torch HVPs agree to {diff:.1e} (relative).")
+    ctx["hvp_s"], ctx["grad_s"] = med["eos_hvp"], med["eos_grad"]
+    ctx["torch_hvp_s"], ctx["torch_grad_s"] = med["torch_hvp_fresh"], med["torch_grad"]
+
+
+# --- the digits MLP: lambda1 at the Edge of Stability ------------------------------------------
+
+
+def eos_window(S: Settings, ctx: dict, rep: Report) -> None:
+    """GD to the EoS, the next ``track`` iterates, and a converged reference at each."""
+    prob = ctx["problem"]
+    t0 = time.perf_counter()
+    traj = gd_trajectory(prob, LR, S.warmup, S.track)
+    jax.block_until_ready(traj)
+    ctx["traj"] = traj
+    ctx["eos_params"] = _tree_index(traj, 0)
+    t_traj = time.perf_counter() - t0
+
+    @jax.jit
+    def reference(traj, v0):
+        def body(v, p):
+            r = top_eigenpairs(prob.loss_fn, p, 3, v0=v, batches=prob.batches, tol=1e-5,
+                               max_matvecs=2000, throw=False)
+            return r.warm_start, (r.eigenvalues, r.converged, r.num_matvecs)
+
+        return jax.lax.scan(body, v0, traj)[1]
+
+    t0 = time.perf_counter()
+    lams, conv, mv = jax.device_get(reference(traj, _random_block(prob.params, 3)))
+    ctx["lam_ref"] = lams[:, 0].astype(np.float64)
+    ctx["ref_converged"] = conv
+    rep.notes.append(
+        f"EoS window: {S.track} GD steps at lr {LR} after {S.warmup} warm-up steps; reference "
+        f"lambda1 {lams[:, 0].min():.3f}..{lams[:, 0].max():.3f} (2/lr = {2 / LR:g}), median "
+        f"lambda2/lambda1 {np.median(lams[:, 1] / lams[:, 0]):.4f}; reference = warm-started "
+        f"top_eigenpairs k=3, tol 1e-5, converged at {conv.mean():.0%} of steps "
+        f"({mv.mean():.0f} HVPs/step); trajectory {t_traj:.1f} s, reference "
+        f"{time.perf_counter() - t0:.1f} s.")
+    rep.payload["eos_window"] = {"lambda_ref": lams.tolist(), "ref_converged": conv.tolist(),
+                                 "ref_matvecs": mv.tolist()}
+
+
+def _random_block(params, b, seed=7):
+    leaves, treedef = jax.tree.flatten(params)
+    keys = jax.random.split(jax.random.key(seed), len(leaves))
+    return jax.tree.unflatten(treedef, [jax.random.normal(k, (b, *x.shape), x.dtype)
+                                        for k, x in zip(keys, leaves, strict=True)])
+
+
+def lambda_once(S: Settings, ctx: dict, rep: Report) -> None:
+    """One lambda1 estimate at a few points of the window: eosflow cold and warm, Cohen-style
+    eigsh (LM and LA), power iteration; each timed at the same points and checked."""
+    prob, traj, ref = ctx["problem"], ctx["traj"], ctx["lam_ref"]
+    cold = jax.jit(lambda p: top_eigenpairs(prob.loss_fn, p, 1, batches=prob.batches, tol=1e-3))
+    warm = jax.jit(lambda p, v0: top_eigenpairs(prob.loss_fn, p, 1, v0=v0, batches=prob.batches,
+                                                tol=1e-3))
+    idx = np.linspace(1, S.track - 1, S.points).astype(int)
+    res = {m: {"s": [], "mv": [], "lam": []} for m in
+           ("eos_cold", "eos_warm", "cohen_LM", "cohen_LA", "power")}
+    first = {}
+    for i in idx:
+        p, prev = _tree_index(traj, int(i)), _tree_index(traj, int(i) - 1)
+        t0 = time.perf_counter()
+        v0 = jax.block_until_ready(cold(prev)).warm_start
+        first.setdefault("eos_cold", time.perf_counter() - t0)
+        for name, fn in (("eos_cold", lambda p=p: cold(p)),
+                         ("eos_warm", lambda p=p, v0=v0: warm(p, v0))):
+            t = timeit(fn, repeats=S.estimate_repeats)
+            out = fn()
+            first.setdefault(name, t["first_s"])
+            res[name]["s"].append(t["median_s"])
+            res[name]["mv"].append(int(out.num_matvecs))
+            res[name]["lam"].append(float(out.eigenvalues[0]))
+        model = bt.mlp_from_eqx(p)
+        for which in ("LM", "LA"):
+            h = bt.TorchHessian(model, bt.mse, ctx["tx"], ctx["ty"])
+            out = bt.cohen_sharpness(h, which=which)
+            res[f"cohen_{which}"]["s"].append(out["seconds"])
+            res[f"cohen_{which}"]["mv"].append(out["num_matvecs"])
+            res[f"cohen_{which}"]["lam"].append(float(out["eigenvalues"][0]))
+        h = bt.TorchHessian(model, bt.mse, ctx["tx"], ctx["ty"], retain=True)
+        out = bt.power_iteration(h, tol=1e-3, seed=int(i))
+        res["power"]["s"].append(out["seconds"])
+        res["power"]["mv"].append(out["num_matvecs"])
+        res["power"]["lam"].append(out["eigenvalue"])
+    summary = {}
+    labels = {"eos_cold": "eosflow top_eigenpairs, cold, tol 1e-3",
+              "eos_warm": "eosflow top_eigenpairs, warm (previous step's vector)",
+              "cohen_LM": "Cohen-style eigsh which='LM' (their default), cold",
+              "cohen_LA": "Cohen-style eigsh which='LA', cold",
+              "power": "power iteration, PyHessian rule (1e-3), cold"}
+    for name, d in res.items():
+        err = _rel(d["lam"], ref[idx])
+        summary[name] = {"median_s": statistics.median(d["s"]), "mean_matvecs": np.mean(d["mv"]),
+                         "max_rel_err": float(err.max()), "off_1e-3": int((err > 1e-3).sum()),
+                         **d}
+        rep.accuracy.append([f"once @ {len(idx)} points: {labels[name]}",
+                             fmt_time(summary[name]["median_s"]),
+                             f"{np.mean(d['mv']):.1f}", f"{err.max():.1e}",
+                             f"{int((err > 1e-3).sum())}/{len(idx)}"])
+    e_c, e_w = summary["eos_cold"], summary["eos_warm"]
+
+    def cell(s):
+        return f"{fmt_time(s['median_s'])}, {s['mean_matvecs']:.0f} HVP, err {s['max_rel_err']:.0e}"
+
+    for base in ("cohen_LM", "cohen_LA", "power"):
+        b = summary[base]
+        rep.row(f"MLP lambda1 once, cold: eosflow vs {labels[base]}", cell(e_c), cell(b),
+                b["median_s"] / e_c["median_s"], "(info)")
+    rep.row("MLP lambda1 once, warm: eosflow vs Cohen-style eigsh LA", cell(e_w),
+            cell(summary["cohen_LA"]), summary["cohen_LA"]["median_s"] / e_w["median_s"],
+            "(info)")
+    rep.compile.append(["eosflow top_eigenpairs cold (jit)", fmt_time(first["eos_cold"])])
+    rep.compile.append(["eosflow top_eigenpairs warm (jit)", fmt_time(first["eos_warm"])])
+    rep.payload["lambda_once"] = {"points": idx.tolist(), **summary}
+
+
+def lambda_tracking(S: Settings, ctx: dict, rep: Report) -> None:
+    """lambda1 at every step of the window: eosflow warm-started in one compiled scan and inside
+    the runner, against Cohen-style eigsh at every step."""
+    prob, traj, ref = ctx["problem"], ctx["traj"], ctx["lam_ref"]
+    n = S.track
+
+    def track(traj, v0):
+        def body(v, p):
+            r = top_eigenpairs(prob.loss_fn, p, 1, v0=v, batches=prob.batches, tol=1e-3)
+            return r.warm_start, (r.eigenvalues[0], r.num_matvecs, r.converged)
+
+        return jax.lax.scan(body, v0, traj)[1]
+
+    v0 = _random_block(prob.params, 1)
+    t0 = time.perf_counter()
+    compiled = jax.jit(track).lower(traj, v0).compile()
+    compile_scan = time.perf_counter() - t0
+    t = timeit(lambda: compiled(traj, v0), repeats=max(1, S.rounds - 1))
+    lam, mv, conv = jax.device_get(compiled(traj, v0))
+    err = _rel(lam, ref)
+    scan = {"s_per_estimate": t["median_s"] / n, "mean_matvecs": float(mv.mean()),
+            "max_rel_err": float(err.max()), "off_1e-3": int((err > 1e-3).sum()),
+            "converged": float(conv.mean()), "matvecs": mv.tolist(), "lam": lam.tolist()}
+    rep.accuracy.append([f"tracking {n} steps: eosflow warm, compiled scan",
+                         fmt_time(scan["s_per_estimate"]), f"{scan['mean_matvecs']:.2f}",
+                         f"{err.max():.1e}", f"{scan['off_1e-3']}/{n}"])
+    rep.compile.append(["eosflow tracking scan (AOT compile)", fmt_time(compile_scan)])
+
+    # inside the runner: the same GD from the window's first point, eig on and off
+    start = eqx.tree_at(lambda p: p.params, prob, ctx["eos_params"])
+    chunk = max(1, n // 4) if n < 400 else 100
+    steps = chunk * (n // chunk)
+    base_cfg = Config(name="bench-track", lr=LR, steps=steps, chunk_steps=chunk,
+                      eig_every=None, track_alignment=False)
+    on_cfg = base_cfg.replace(eig_every=1, eig_tol=1e-3)
+    offs, ons = [], []
+    for _ in range(max(1, S.rounds - 1)):
+        off = timed_run(base_cfg, problem=start)
+        on = timed_run(on_cfg, problem=start)
+        offs.append(off["step_s"])
+        ons.append(on["step_s"])
+    m = on["record"].metrics
+    r_lam, r_mv, r_conv = m["lambda_1"], m["eig_matvecs"], m["eig_converged"]
+    r_err = _rel(r_lam, ref[:len(r_lam)])
+    bare_loss = np.asarray(jax.vmap(prob.full_loss)(jax.tree.map(lambda x: x[:len(r_lam)],
+                                                                  traj)))
+    drift = float(np.max(np.abs(m["loss"] - bare_loss) / bare_loss))
+    runner = {"s_per_estimate": statistics.median(ons) - statistics.median(offs),
+              "step_on_s": ons, "step_off_s": offs, "mean_matvecs": float(r_mv.mean()),
+              "max_rel_err": float(r_err.max()), "off_1e-3": int((r_err > 1e-3).sum()),
+              "converged": float(r_conv.mean()), "loss_drift_vs_window": drift,
+              "compile_s": on["compile_s"], "matvecs": r_mv.tolist(), "lam": r_lam.tolist()}
+    rep.accuracy.append([f"tracking {len(r_lam)} steps: eosflow inside the runner (eig_every=1)",
+                         fmt_time(runner["s_per_estimate"]) + " (step on - off)",
+                         f"{runner['mean_matvecs']:.2f}", f"{r_err.max():.1e}*",
+                         f"{runner['off_1e-3']}/{len(r_lam)}"])
+    rep.notes.append(f"* the runner's iterates are its own; they follow the window's to "
+                     f"{drift:.1e} in loss, and its estimates are compared with the window's "
+                     f"reference.")
+    rep.compile.append(["runner, MLP, eig every step (first chunk's extra time)",
+                        fmt_time(on["compile_s"])])
+
+    # Cohen-style: cold eigsh at every step, in a Python loop
+    cohen = {}
+    model = bt.mlp_from_eqx(prob.params)
+    for which in ("LA", "LM"):
+        lam_c, mv_c, sec = [], [], []
+        for i in range(S.cohen_track):
+            _load_weights(model, _tree_index(traj, i))
+            out = bt.cohen_sharpness(bt.TorchHessian(model, bt.mse, ctx["tx"], ctx["ty"]),
+                                     which=which)
+            lam_c.append(out["eigenvalues"][0])
+            mv_c.append(out["num_matvecs"])
+            sec.append(out["seconds"])
+        e = _rel(lam_c, ref[: S.cohen_track])
+        cohen[which] = {"s_per_estimate": float(np.mean(sec)), "median_s": statistics.median(sec),
+                        "mean_matvecs": float(np.mean(mv_c)), "max_rel_err": float(e.max()),
+                        "off_1e-3": int((e > 1e-3).sum()), "lam": lam_c}
+        rep.accuracy.append([f"tracking {S.cohen_track} steps: Cohen-style eigsh {which}, cold",
+                             fmt_time(cohen[which]["s_per_estimate"]),
+                             f"{np.mean(mv_c):.1f}", f"{e.max():.1e}",
+                             f"{int((e > 1e-3).sum())}/{S.cohen_track}"])
+
+    def cell(d):
+        return f"{fmt_time(d['s_per_estimate'])}/est, err {d['max_rel_err']:.0e}"
+
+    base = cohen["LA"]
+    for label, d in (("compiled scan", scan), ("inside the runner", runner)):
+        ratio = base["s_per_estimate"] / d["s_per_estimate"]
+        accurate = d["off_1e-3"] == 0 and d["max_rel_err"] <= max(base["max_rel_err"], 1e-3)
+        rep.row(f"MLP lambda1 every step ({n} at EoS), warm, {label} vs Cohen-style eigsh LA",
+                cell(d), cell(base), ratio, ">= 20x at equal/better accuracy",
+                ratio >= 20 and accurate)
+    rep.payload["lambda_tracking"] = {"scan": scan, "runner": runner, "cohen": cohen,
+                                      "scan_compile_s": compile_scan}
+
+
+def _load_weights(model: torch.nn.Sequential, params) -> None:
+    lins = [m for m in model if isinstance(m, torch.nn.Linear)]
+    with torch.no_grad():
+        for lin, layer in zip(lins, params.layers, strict=True):
+            lin.weight.copy_(torch.from_numpy(np.array(layer.weight, np.float32)))
+            lin.bias.copy_(torch.from_numpy(np.array(layer.bias, np.float32)))
+
+
+# --- toy A ----------------------------------------------------------------------------------
+
+
+def toy_a(S: Settings, ctx: dict, rep: Report) -> None:
+    f = lambda z: (1 + z[0] ** 2) * z[1] ** 2
+    x0 = jnp.asarray(TOY_X0, jnp.float32)
+    n = S.toy_steps
+
+    def ngd(x, lr):
+        g = jax.grad(f)(x)
+        return x - lr * g / jnp.linalg.norm(g)
+
+    @jax.jit
+    def bare(x):
+        return jax.lax.scan(lambda x, _: (ngd(x, TOY_LR), None), x, None, length=n)[0]
+
+    from eosflow.optim import normalized_gd
+
+    opt = normalized_gd(TOY_LR)
+
+    @jax.jit
+    def with_optimizer(x):
+        def body(c, _):
+            x, s = c
+            loss, g = jax.value_and_grad(f)(x)
+            u, s = opt.update(g, s, x, value=loss)
+            return (x + u, s), None
+
+        return jax.lax.scan(body, (x, opt.init(x)), None, length=n // 10)[0]
+
+    torch_loop = bt.toy_a_normalized_gd_loop(TOY_X0, TOY_LR)
+    m = S.toy_torch_steps
+    config = Config(name="bench-toy-a", problem="toy_a", dataset="none",
+                    optimizer="normalized_gd", lr=TOY_LR, steps=n, chunk_steps=10_000,
+                    eig_every=None, dtype="float32", x0=TOY_X0)
+    per = {"bare": [], "torch": [], "runner": [], "optimizer": []}
+    for r in range(S.rounds):
+        t = interleave({"bare": lambda: bare(x0), "torch": lambda: torch_loop(m),
+                        "optimizer": lambda: with_optimizer(x0)}, rounds=3)
+        per["bare"].append(t["bare"]["median_s"] / n)
+        per["torch"].append(t["torch"]["median_s"] / m)
+        per["optimizer"].append(t["optimizer"]["median_s"] / (n // 10))
+        run = timed_run(config)
+        per["runner"].append(run["step_s"])
+        if r == 0:
+            rep.compile.append(["toy A bare scan (jit + run)", fmt_time(t["bare"]["first_s"])])
+            rep.compile.append(["runner, toy A (first chunk's extra time)",
+                                fmt_time(run["compile_s"])])
+    chunk_only = _engine_chunk_s(config, None, 10_000, repeats=3)
+    slow = statistics.median(a / b for a, b in zip(per["runner"], per["bare"], strict=True))
+    fast = statistics.median(a / b for a, b in zip(per["torch"], per["runner"], strict=True))
+    med = {k: statistics.median(v) for k, v in per.items()}
+    rep.row("toy A NGD step: runner (metrics, eig off) vs bare lax.scan NGD",
+            _per_s(med["runner"]), _per_s(med["bare"]), 1 / slow,
+            "runner <= 2x bare (ratio >= 0.5)", slow <= 2)
+    rep.row("toy A NGD step: runner vs eager PyTorch loop", _per_s(med["runner"]),
+            _per_s(med["torch"]), fast, ">= 1000x", fast >= 1000)
+    rep.row("toy A NGD step: bare lax.scan vs eager PyTorch loop", fmt_time(med["bare"]),
+            fmt_time(med["torch"]), statistics.median(
+                a / b for a, b in zip(per["torch"], per["bare"], strict=True)), "(info)")
+    if chunk_only is not None:
+        rep.row("toy A NGD step: the runner's compiled chunk alone (no I/O) vs bare scan",
+                fmt_time(chunk_only / 10_000), fmt_time(med["bare"]),
+                med["bare"] / (chunk_only / 10_000), "(diagnosis)")
+    rep.row("toy A NGD step: scan with eosflow.optim.normalized_gd vs bare scan",
+            fmt_time(med["optimizer"]), fmt_time(med["bare"]), statistics.median(
+                b / a for a, b in zip(per["optimizer"], per["bare"], strict=True)),
+            "(diagnosis)")
+    rep.payload["toy_a"] = {"per_step_s": per, "median_s": med, "runner_over_bare": slow,
+                            "torch_over_runner": fast}
+
+    # a sweep of 1024 learning rates, vmapped, through the runner
+    lrs = jnp.asarray(SWEEP_LRS, jnp.float32)
+    ns = S.sweep_steps
+
+    @jax.jit
+    def bare_sweep(x):
+        xs = jnp.broadcast_to(x, (lrs.size, 2))
+        step = jax.vmap(ngd)
+        return jax.lax.scan(lambda x, _: (step(x, lrs), None), xs, None, length=ns)[0]
+
+    sweep_cfg = config.replace(steps=ns, chunk_steps=S.sweep_chunk, name="bench-toy-a-sweep")
+    eos, base = [], []
+    for _ in range(S.rounds):
+        tb = timeit(lambda: bare_sweep(x0), repeats=3)
+        run = timed_run(sweep_cfg, sweep={"lr": [float(v) for v in SWEEP_LRS]})
+        base.append(tb["median_s"] / ns / lrs.size)
+        eos.append(run["step_s"] / lrs.size)
+    e, b = statistics.median(eos), statistics.median(base)
+    sweep_chunk = _engine_chunk_s(sweep_cfg, {"lr": [float(v) for v in SWEEP_LRS]},
+                                  S.sweep_chunk, repeats=3)
+    if sweep_chunk is not None:
+        c = sweep_chunk / S.sweep_chunk / lrs.size
+        rep.row("toy A sweep: the runner's compiled chunk alone (no I/O) vs bare vmapped scan",
+                fmt_time(c), fmt_time(b), b / c, "(diagnosis)")
+    rep.row("toy A sweep of 1024 lr, per step per trajectory: runner vs bare vmapped scan",
+            fmt_time(e), fmt_time(b), statistics.median(
+                y / x for x, y in zip(eos, base, strict=True)), "runner <= 0.05 µs", e <= 0.05e-6)
+    rep.compile.append(["runner, toy A sweep (first chunk's extra time)",
+                        fmt_time(run["compile_s"])])
+    rep.payload["toy_a_sweep"] = {"runner_s_per_step_traj": eos, "bare_s_per_step_traj": base}
+
+
+def _engine_chunk_s(config, sweep, n, *, repeats):
+    """Median time of the runner's compiled ``n``-step chunk alone, without its I/O.
+
+    Diagnosis only: it reaches into the runner's private ``_Engine``; returns None if that
+    has changed.
+    """
+    try:
+        from eosflow.experiments._build import build_problem
+        from eosflow.experiments._runner import _Engine
+
+        points = None if sweep is None else len(next(iter(sweep.values())))
+        engine = _Engine(config, build_problem(config), sweep, points, None)
+        state, hyper = engine.initial_state(), engine.hyper()
+        args = (state, hyper)
+        if hasattr(engine, "data"):  # newer runner: data passed as a jit argument
+            args = (engine.place(state), hyper, engine.data())
+        fn = engine.chunk_fn(n)
+        return timeit(lambda: fn(*args), repeats=repeats)["median_s"]
+    except Exception as err:  # a private API: report, do not fail the suite
+        print(f"(runner chunk diagnosis skipped: {type(err).__name__}: {err})")
+        return None
+
+
+# --- a CNN on a CIFAR-sized batch ------------------------------------------------------------
+
+
+def cnn(S: Settings, ctx: dict, rep: Report) -> None:
+    name = "CNN (2x conv32 + pool, 256 x 3x32x32, MSE)"
+    try:
+        from eosflow.problems import CNN
+    except ImportError as err:
+        why = f"eosflow.problems.CNN not importable ({err})"
+        rep.skip(f"{name}: GD step", why)
+        rep.skip(f"{name}: HVP", why)
+        return
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((256, 3, 32, 32)).astype(np.float32)
+    labels = rng.integers(0, 10, 256)
+    y = np.eye(10, dtype=np.float32)[labels]
+    data = Dataset(x, y, labels, np.arange(256), "synthetic-cifar")
+    model = CNN(3, 10, image_size=32, act="relu", width=32, key=jax.random.key(0),
+                dtype=jnp.float32)
+    prob = supervised_problem(model, data, loss="mse")
+    params = prob.params
+    grad = jax.grad(prob.full_loss)
+    step = jax.jit(lambda p: optax.tree.add_scale(p, -LR, grad(p)))
+    hvp = jax.jit(lambda p, v: hessian_operator(prob.loss_fn, p, batches=prob.batches).mv(v))
+    v = optax.tree.random_like(jax.random.key(1), params)
+    net = bt.cnn(3, 10, image_size=32, width=32, act="relu")
+    same = bt.copy_weights_in_order(params, net)
+    tx, ty = torch.from_numpy(x), torch.from_numpy(y)
+    if same:
+        out_j = np.asarray(jax.vmap(eqx.combine(params, eqx.partition(model, eqx.is_inexact_array)
+                                                [1]))(jnp.asarray(x)))
+        same = bool(np.allclose(out_j, net(tx).detach().numpy(), rtol=1e-3, atol=1e-4))
+    if not same:
+        rep.notes.append("CNN: the equinox and torch layouts differ; torch keeps its own init "
+                         "(timings are still like for like).")
+    opt = torch.optim.SGD(net.parameters(), lr=LR)
+
+    def torch_step():
+        opt.zero_grad(set_to_none=True)
+        loss = bt.mse(net(tx), ty)
+        loss.backward()
+        opt.step()
+
+    h = bt.TorchHessian(net, bt.mse, tx, ty)
+    vt = torch.randn(h.size, generator=torch.Generator().manual_seed(1))
+    # diagnosis: the same gradient without the lax.scan over (one) chunk of data
+    one = jax.tree.map(lambda a: a[0], prob.batches)
+    grad_flat = jax.jit(jax.grad(lambda p: prob.loss_fn(p, one)))
+    grad_scan = jax.jit(grad)
+    t = interleave({"eos_step": lambda: step(params), "torch_step": torch_step,
+                    "eos_hvp": lambda: hvp(params, v), "torch_hvp": lambda: h.mv(vt),
+                    "grad_scan": lambda: grad_scan(params),
+                    "grad_no_scan": lambda: grad_flat(params)},
+                   rounds=S.cnn_rounds)
+    med = {k: d["median_s"] for k, d in t.items()}
+    rep.row(f"{name}: gradient, Problem.full_loss (lax.scan over 1 chunk) vs loss_fn directly",
+            fmt_time(med["grad_scan"]), fmt_time(med["grad_no_scan"]),
+            med["grad_no_scan"] / med["grad_scan"], "(diagnosis)")
+    rep.row(f"{name}: GD step, jitted vs eager torch", fmt_time(med["eos_step"]),
+            fmt_time(med["torch_step"]), med["torch_step"] / med["eos_step"], "(info)")
+    rep.row(f"{name}: HVP, forward-over-reverse vs torch double backward",
+            fmt_time(med["eos_hvp"]), fmt_time(med["torch_hvp"]),
+            med["torch_hvp"] / med["eos_hvp"], "(info)")
+    rep.compile.append(["CNN GD step (jit)", fmt_time(t["eos_step"]["first_s"])])
+    rep.payload["cnn"] = {"timings": t, "weights_transferred": same}
+
+
+# --- cost growth ----------------------------------------------------------------------------
+
+
+def _width_for(num_params: float) -> int:
+    # 64-w-w-10: params = w^2 + 76 w + 10
+    return round((-76 + math.sqrt(76**2 + 4 * (num_params - 10))) / 2)
+
+
+def growth(S: Settings, ctx: dict, rep: Report) -> None:
+    base_n = 1797
+    base_p = ctx["num_params"]
+    digits = load_digits()
+    rng = np.random.default_rng(0)
+    cases = [("params", f, _width_for(base_p * f), base_n) for f in (1, 4, 16)]
+    cases += [("data", f, 200, base_n * f) for f in (4, 16)]
+    out = []
+    for axis, factor, width, n in cases:
+        if n == base_n:
+            data = digits
+        else:
+            x = rng.standard_normal((n, 64)).astype(np.float32)
+            labels = rng.integers(0, 10, n)
+            data = Dataset(x, np.eye(10, dtype=np.float32)[labels], labels, np.arange(n),
+                           "synthetic")
+        model = MLP(64, 10, [width, width], "tanh", key=jax.random.key(0))
+        prob = supervised_problem(model, data, loss="mse")
+        p = prob.params
+        grad = jax.jit(jax.grad(prob.full_loss))
+        hvp = jax.jit(lambda q, v, prob=prob: hessian_operator(
+            prob.loss_fn, q, batches=prob.batches).mv(v))
+        eig = jax.jit(lambda q, prob=prob: top_eigenpairs(prob.loss_fn, q, 1,
+                                                          batches=prob.batches, tol=1e-3))
+        v = optax.tree.random_like(jax.random.key(1), p)
+        t = interleave({"grad": lambda g=grad, p=p: g(p), "hvp": lambda h=hvp, p=p, v=v: h(p, v)},
+                       rounds=S.growth_repeats)
+        te = timeit(lambda e=eig, p=p: e(p), repeats=S.growth_eig_repeats)
+        res = eig(p)
+        row = {"axis": axis, "factor": factor, "width": width, "examples": n,
+               "num_params": int(sum(x.size for x in jax.tree.leaves(p))),
+               "grad_s": t["grad"]["median_s"], "hvp_s": t["hvp"]["median_s"],
+               "eig_s": te["median_s"], "eig_matvecs": int(res.num_matvecs)}
+        out.append(row)
+        rep.growth.append([axis, f"x{factor}", width, n, row["num_params"],
+                           fmt_time(row["grad_s"]), fmt_time(row["hvp_s"]),
+                           f"{row['hvp_s'] / row['grad_s']:.2f}", fmt_time(row["eig_s"]),
+                           row["eig_matvecs"]])
+    fits = {}
+    for axis, size_key in (("params", "num_params"), ("data", "examples")):
+        rows = [r for r in out if r["axis"] == axis or (r["factor"] == 1)]
+        sizes = [r[size_key] for r in rows]
+        fits[axis] = {k: fit_exponent(sizes, [r[k] for r in rows])
+                      for k in ("grad_s", "hvp_s", "eig_s")}
+        fits[axis]["eig_per_matvec_s"] = fit_exponent(
+            sizes, [r["eig_s"] / r["eig_matvecs"] for r in rows])
+        f = fits[axis]
+        rep.row(f"cost growth with {axis} (x1, x4, x16): log-log exponent of HVP vs gradient",
+                f"HVP {f['hvp_s']:.2f}, lambda1 {f['eig_s']:.2f} "
+                f"({f['eig_per_matvec_s']:.2f}/HVP)", f"gradient {f['grad_s']:.2f}",
+                None, "HVP exponent <= gradient's + 0.05", f["hvp_s"] <= f["grad_s"] + 0.05)
+    rep.payload["growth"] = {"cases": out, "exponents": fits}
+
+
+# --- physical reference ---------------------------------------------------------------------
+
+
+def mlp_flops(sizes: list[int], n: int) -> dict:
+    """Matmul FLOPs (2 per multiply-add) of one full-batch gradient and one HVP of an MLP.
+
+    Gradient: forward (W a per layer), weight gradients (delta a^T) and input gradients
+    (W^T delta, not for the data layer). HVP, forward-over-reverse: the primal forward and
+    input gradients, the tangent forward (dW a + W da; da = 0 at the data), tangent weight
+    gradients (d delta a^T + delta da^T) and tangent input gradients (dW^T delta + W^T d delta);
+    the primal weight gradients are dead code that XLA removes. Element-wise work (tanh and
+    its derivatives, the loss) adds about 1% and is left out.
+    """
+    macs = [a * b for a, b in itertools.pairwise(sizes)]
+    fwd, back_w, back_x = sum(macs), sum(macs), sum(macs[1:])
+    tangent = macs[0] + 2 * sum(macs[1:])
+    grad = fwd + back_w + back_x
+    hvp = fwd + back_x + tangent + tangent + 2 * back_x
+    return {"gradient": 2 * grad * n, "hvp": 2 * hvp * n, "forward": 2 * fwd * n}
+
+
+def _xla_flops(fn, *args) -> float | None:
+    try:
+        cost = jax.jit(fn).lower(*args).compile().cost_analysis()
+    except Exception:  # cost analysis is optional in XLA
+        return None
+    if isinstance(cost, list | tuple):
+        cost = cost[0] if cost else None
+    return float(cost["flops"]) if cost and "flops" in cost else None
+
+
+def physical(S: Settings, ctx: dict, rep: Report) -> None:
+    prob = ctx["problem"]
+    fl = mlp_flops([64, 200, 200, 10], 1797)
+    p = ctx["eos_params"]
+    v = optax.tree.random_like(jax.random.key(1), p)
+    xla_grad = _xla_flops(jax.grad(prob.full_loss), p)
+    xla_hvp = _xla_flops(lambda q, u: hessian_operator(prob.loss_fn, q,
+                                                       batches=prob.batches).mv(u), p, v)
+    peak = {}
+    for size in S.peak_sizes:
+        a = jax.random.normal(jax.random.key(0), (size, size), jnp.float32)
+        mm = jax.jit(lambda a: a @ a)
+        t = timeit(lambda mm=mm, a=a: mm(a), repeats=max(5, int(2e10 / (2 * size**3))))
+        peak[size] = 2 * size**3 / t["min_s"]
+    best = max(peak.values())
+    nominal = _nominal_peak()
+    rates = {
+        "GD step, runner": (fl["gradient"], ctx["gd_step_s"]["runner"]),
+        "GD step, eager torch": (fl["gradient"], ctx["gd_step_s"]["torch"]),
+        "gradient, jitted": (fl["gradient"], ctx["grad_s"]),
+        "HVP, eosflow": (fl["hvp"], ctx["hvp_s"]),
+        "HVP, torch double backward": (fl["hvp"], ctx["torch_hvp_s"]),
+    }
+    for what, (flops, s) in rates.items():
+        rep.row(f"MLP physical: {what}", f"{flops / s / 1e9:.1f} GFLOP/s",
+                f"peak {best / 1e9:.1f} GFLOP/s", flops / s / best, "(fraction of peak)")
+    rep.notes.append(
+        f"FLOPs (counted, matmuls): gradient {fl['gradient'] / 1e6:.0f} MFLOP, HVP "
+        f"{fl['hvp'] / 1e6:.0f} MFLOP ({fl['hvp'] / fl['gradient']:.2f}x); XLA cost analysis: "
+        f"gradient {_mflop(xla_grad)}, HVP {_mflop(xla_hvp)}. Measured peak: best of jitted "
+        f"float32 square matmuls (size: GFLOP/s, fastest of >= 5 runs, all cores) "
+        + ", ".join(f"{k}: {val / 1e9:.1f}" for k, val in peak.items())
+        + (f"; nominal {nominal / 1e9:.0f} GFLOP/s (cores x cpuinfo MHz x 32 float32 FLOP/"
+           "cycle: AVX2, two 256-bit FMA pipes)." if nominal else "."))
+    rep.payload["physical"] = {
+        "nominal_peak_flops": nominal, "flops_counted": fl, "peak_flops": peak,
+        "xla_flops": {"gradient": xla_grad, "hvp": xla_hvp},
+        "rates": {k: a / b for k, (a, b) in rates.items()},
+    }
+
+
+def _nominal_peak() -> float | None:
+    import os
+    from pathlib import Path
+
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return None
+    mhz = [float(line.split(":")[1]) for line in text.splitlines() if line.startswith("cpu MHz")]
+    if not mhz or " avx2" not in text or " fma" not in text:
+        return None
+    return (os.cpu_count() or 1) * max(mhz) * 1e6 * 32
+
+
+def _mflop(x):
+    return "n/a" if x is None else f"{x / 1e6:.0f} MFLOP"
+
+
+def calibrate_torch_threads(ctx: dict) -> dict:
+    """Give PyTorch the faster of 1 thread and one per core (interleaved HVPs and GD steps on
+    the digits MLP), so that the baseline is not slowed by a thread count that does not suit
+    a loaded machine. Returns the timings."""
+    cores = torch.get_num_threads()
+    if cores <= 1:
+        return {}
+    model = bt.mlp_from_eqx(ctx["problem"].params)
+    h = bt.TorchHessian(model, bt.mse, ctx["tx"], ctx["ty"])
+    vt = torch.randn(h.size, generator=torch.Generator().manual_seed(0))
+
+    def with_threads(n):
+        def run():
+            torch.set_num_threads(n)
+            h.mv(vt)
+            h.gradient()
+        return run
+
+    t = interleave({str(n): with_threads(n) for n in (1, cores)}, rounds=6)
+    best = min(t, key=lambda k: t[k]["median_s"])
+    torch.set_num_threads(int(best))
+    return {k: d["median_s"] for k, d in t.items()}
+
+
+# --- main -----------------------------------------------------------------------------------
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="smaller repeats and windows")
+    ap.add_argument("--torch-threads", type=int, default=None,
+                    help="PyTorch intra-op threads (default: one per core, like XLA)")
+    ap.add_argument("--only", nargs="*", default=None,
+                    help="run only these sections: gd hvp once track toy cnn growth physical")
+    args = ap.parse_args(argv)
+    S = QUICK if args.quick else FULL
+    wall0 = time.perf_counter()
+    threads = bt.configure_threads(args.torch_threads)
+    rep = Report()
+    rep.payload.update(settings=S.__dict__, threads=threads, quick=args.quick)
+    data = load_digits()
+    problem = digits_mlp()
+    ctx = {"problem": problem, "tx": torch.from_numpy(data.x), "ty": torch.from_numpy(data.y),
+           "num_params": int(sum(x.size for x in jax.tree.leaves(problem.params)))}
+    if args.torch_threads is None:
+        threads["calibration_s"] = calibrate_torch_threads(ctx)
+        threads["torch_threads"] = torch.get_num_threads()
+    print(f"threads: {threads}; settings: {'quick' if args.quick else 'full'}", flush=True)
+    want = set(args.only or ["gd", "hvp", "once", "track", "toy", "cnn", "growth", "physical"])
+    sections = [("gd", mlp_gd_step), ("window", eos_window), ("hvp", mlp_hvp),
+                ("once", lambda_once), ("track", lambda_tracking), ("toy", toy_a), ("cnn", cnn),
+                ("growth", growth), ("physical", physical)]
+    needs_window = want & {"hvp", "once", "track", "physical"}
+    for key, fn in sections:
+        if key == "window" and not needs_window:
+            continue
+        if key != "window" and key not in want:
+            continue
+        if key == "physical" and not {"gd", "hvp"} <= want:
+            continue
+        t0 = time.perf_counter()
+        fn(S, ctx, rep)
+        print(f"[{key}: {time.perf_counter() - t0:.0f} s]", flush=True)
+
+    print_table("eosflow vs baselines (ratio = baseline time / eosflow time: > 1 means "
+                "eosflow is faster)", ["workload", "eosflow", "baseline", "ratio", "target",
+                                       "met"], rep.rows)
+    if rep.accuracy:
+        print_table("lambda1 estimates on the digits MLP at EoS (errors against the reference)",
+                    ["method", "s/estimate", "HVPs", "max rel err", "off > 1e-3"],
+                    rep.accuracy)
+    if rep.growth:
+        print_table("cost growth (digits MLP 64-w-w-10; data: synthetic, width 200)",
+                    ["axis", "factor", "width", "examples", "params", "gradient", "HVP",
+                     "HVP/grad", "lambda1 (cold)", "HVPs"], rep.growth)
+    if rep.compile:
+        print_table("compile / first-call times", ["what", "time"], rep.compile)
+    print()
+    for note in rep.notes:
+        print(f"- {note}")
+    total = time.perf_counter() - wall0
+    print(f"- total wall time {total:.0f} s")
+    rep.payload["notes"] = rep.notes
+    rep.payload["wall_s"] = total
+    name = "suite_quick" if args.quick else "suite"
+    if args.only:
+        name += "_partial"  # never overwrite a complete run's JSON with a partial one
+    print(f"\nwrote {save(name, rep.payload)}")
+
+
+if __name__ == "__main__":
+    main()
