@@ -73,7 +73,7 @@ def spectral_density(
 
 @eqx.filter_jit
 def _slq(fn, params, batches, key, num_iters, num_probes):
-    op = operator_from(fn, params, batches=batches)
+    op = operator_from(fn, params, batches=batches, linearize=True)
 
     def probe(k):
         k1, k2 = jax.random.split(k)

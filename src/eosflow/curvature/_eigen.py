@@ -179,7 +179,7 @@ def _start_block(V0: Array | None, b: int, n: int, dtype, key) -> Array:
 @eqx.filter_jit
 def _dense(fn, params, batches, k: int, b: int, throw: bool) -> EigenResult:
     """Small problems: materialise the matrix with ``dim`` products and use ``eigh``."""
-    op = operator_from(fn, params, batches=batches)
+    op = operator_from(fn, params, batches=batches, linearize=True)
     H = jax.vmap(op.matvec)(jnp.eye(op.size, dtype=op.dtype))
     H = 0.5 * (H + H.T)
     finite = jnp.all(jnp.isfinite(H))
@@ -227,7 +227,7 @@ class _SolveConfig(NamedTuple):
 
 @eqx.filter_jit
 def _solve(fn, params, batches, V0: Array | None, key: PRNGKeyArray, config: _SolveConfig):
-    op = operator_from(fn, params, batches=batches)
+    op = operator_from(fn, params, batches=batches, linearize=True)
     k, b, m, keep, tol, budget, floor, gap, throw = config
     key_start, key_run = jax.random.split(key)
     state = kr.init_state(_start_block(V0, b, op.size, op.dtype, key_start), m, key_run)

@@ -59,7 +59,7 @@ def power_iteration(
 
 @eqx.filter_jit
 def _power(fn, params, batches, x0, rtol, max_iters):
-    op = operator_from(fn, params, batches=batches)
+    op = operator_from(fn, params, batches=batches, linearize=True)
 
     def body(carry):
         v, lam, _, n = carry

@@ -50,7 +50,7 @@ def hutchinson_trace(
 
 @eqx.filter_jit
 def _hutchinson(fn, params, batches, key, num_samples):
-    op = operator_from(fn, params, batches=batches)
+    op = operator_from(fn, params, batches=batches, linearize=True)
 
     def sample(_, k):
         z = jax.random.rademacher(k, (op.size,), op.dtype)

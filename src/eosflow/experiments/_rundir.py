@@ -17,7 +17,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,13 +36,20 @@ class RunDirError(ValueError):
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (temporary file, fsync, rename)."""
+    atomic_write(path, lambda f: f.write(data))
+
+
+def atomic_write(path: Path, write: Callable[[Any], Any]) -> None:
+    """Call ``write(file)`` on a temporary file beside ``path``, fsync it, rename it over
+    ``path`` and fsync the directory: a killed process leaves the old file or the new one."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the usual permissions
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -93,7 +100,7 @@ def _npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
 
 def write_metrics_chunk(run: Path, start: int, columns: dict[str, np.ndarray]) -> None:
     """Write the rows of one finished chunk (first step ``start``) as one atomic file."""
-    atomic_write_bytes(Path(run) / METRICS / f"{start:012d}.npz", _npz_bytes(columns))
+    atomic_write(Path(run) / METRICS / f"{start:012d}.npz", lambda f: np.savez(f, **columns))
 
 
 def metric_files(run: Path) -> list[tuple[int, Path]]:

@@ -31,6 +31,7 @@ from jax.sharding import PartitionSpec as P
 
 from .. import __version__
 from ..curvature import hessian_operator, spectral_density, top_eigenpairs
+from ..curvature._operator import sum_over_batches
 from ..flows import CONSTANTS, limiting_flow
 from ..flows._diagnostics import phi_diagnostics
 from ..optim import KickState
@@ -312,12 +313,12 @@ class _Engine:
                  if isinstance(s, KickState)]
         if kicks:
             row["num_kicks"] = sum(kicks)
-        key, sub = jax.random.split(state.key)
         eig_block = state.eig_block
         if self.eig_on:
             eig_block, eig_row = jax.lax.cond(
                 step % c.eig_every == 0,
-                lambda: self._eigen(p, params, grad, gnorm, state.eig_block, sub),
+                lambda: self._eigen(p, params, grad, gnorm, state.eig_block,
+                                    jax.random.fold_in(state.key, step)),
                 lambda: (state.eig_block, self._no_eigen()),
             )
             row.update(eig_row)
@@ -355,7 +356,7 @@ class _Engine:
             params=choose(params, new_params),
             opt_state=choose(state.opt_state, opt_state),
             eig_block=choose(state.eig_block, eig_block),
-            key=choose(state.key, key),
+            key=state.key,  # the run's base key; each use folds in the step
             step=step + 1,
             done=state.done | stop_now,
             reason=jnp.where(stop_now, reason, state.reason),
@@ -428,13 +429,7 @@ class _Engine:
         rd.atomic_write_bytes(out / "prediction.npz", rd._npz_bytes(arrays))
 
     def _evaluate(self, p, params):
-        first = jax.tree.map(lambda x: x[0], p.batches)
-        zeros = jax.tree.map(lambda x: jnp.zeros((), self.dtype),
-                             jax.eval_shape(p.eval_fn, params, first))
-        sums = jax.lax.scan(
-            lambda acc, b: (jax.tree.map(jnp.add, acc, p.eval_fn(params, b)), None),
-            zeros, p.batches,
-        )[0]
+        sums = sum_over_batches(lambda b: p.eval_fn(params, b), p.batches)
         return {k: v.astype(self.dtype) for k, v in sums.items()}
 
     def _no_eval(self):
@@ -455,6 +450,17 @@ class _Engine:
 
             self._chunk_fns[n] = jax.jit(run)
         return self._chunk_fns[n]
+
+    def compiled(self, n: int, state, hyper, data):
+        """The chunk of ``n`` steps compiled ahead of time; returns it with the seconds
+        spent compiling (0 when cached), so that stepping time excludes compilation."""
+        key = ("compiled", n)
+        if key in self._chunk_fns:
+            return self._chunk_fns[key], 0.0
+        t0 = time.perf_counter()
+        fn = self.chunk_fn(n).lower(state, hyper, data).compile()
+        self._chunk_fns[key] = fn
+        return fn, time.perf_counter() - t0
 
     def boundaries(self) -> list[int]:
         c = self.config
@@ -506,6 +512,7 @@ class _Engine:
         bar = Progress(c.steps, start=start, enabled=progress if writer else False, label=c.name)
         hvps = int(status.get("hvps_total", 0))
         wall = float(status.get("wall_seconds", 0.0))
+        compile_s = float(status.get("compile_seconds", 0.0))
         session: list[dict[str, np.ndarray]] = []
         try:
             if start in c.density_at and writer:
@@ -514,8 +521,10 @@ class _Engine:
                 begin = int(to_host(state.step))
                 if end <= begin:
                     continue
+                fn, seconds = self.compiled(end - begin, state, hyper, data)
+                compile_s += seconds
                 t0 = time.perf_counter()
-                state, rows = self.chunk_fn(end - begin)(state, hyper, data)
+                state, rows = fn(state, hyper, data)
                 rows = to_host(rows)
                 wall += time.perf_counter() - t0
                 columns = self._columns(rows, begin, end)
@@ -529,7 +538,8 @@ class _Engine:
                         self._density(out, state)
                     if done or end % self.ckpt_every == 0 or end == c.steps:
                         rd.save_checkpoint(out, to_host(state), {"step": end})
-                        status.update(step=end, hvps_total=hvps, wall_seconds=wall)
+                        status.update(step=end, hvps_total=hvps, wall_seconds=wall,
+                                      compile_seconds=compile_s)
                         rd.write_json(out / "status.json", status)
                 bar.update(end, **_last_valid(columns))
                 if done:
@@ -550,7 +560,7 @@ class _Engine:
         step = int(to_host(state.step))
         if writer:
             status.update(state=final, message=message, step=step, steps_done=steps_done,
-                          hvps_total=hvps, wall_seconds=wall,
+                          hvps_total=hvps, wall_seconds=wall, compile_seconds=compile_s,
                           finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
             rd.write_json(out / "status.json", status)
         return RunRecord(out, c, final, message, steps_done, to_host(state.params), metrics)

@@ -36,12 +36,15 @@ class KickState(NamedTuple):
     """State of the optimizers that may land exactly on a minimiser.
 
     Attributes:
-        num_kicks: how many steps replaced an underflowing direction by a random kick.
-        key: PRNG key (raw ``uint32[2]``) for the kicks.
+        num_kicks: how many steps replaced an underflowing direction by a kick.
+        direction: a random unit direction (a PyTree like the parameters), drawn once from
+            the seed; kick ``k`` steps along ``(-1)^k`` times it. Drawing it once keeps
+            random-number generation out of the training loop, where even an untaken branch
+            holding a PRNG call costs XLA:CPU about 0.6 µs per step.
     """
 
     num_kicks: Array
-    key: Array
+    direction: PyTree
 
 
 def _kick_size(dtype, kick: float | None) -> float:
@@ -53,22 +56,24 @@ def _kick_size(dtype, kick: float | None) -> float:
 def _scaled_or_kicked(
     grads: PyTree, scale: Array, underflow: Array, state: KickState, kick: float | None
 ) -> tuple[PyTree, KickState]:
-    """``scale * grads``, or a random direction of norm ``kick`` where ``underflow``."""
+    """``scale * grads``, or a kick of norm ``kick`` along the stored direction where
+    ``underflow`` (a select: no branch, no random numbers in the loop)."""
     dtype = jnp.result_type(*jax.tree.leaves(grads))
-    key, sub = jax.random.split(state.key)
-    noise = optax.tree.random_like(sub, grads)
-    noise = optax.tree.scale(_kick_size(dtype, kick) / optax.tree.norm(noise), noise)
-    safe_scale = jnp.where(underflow, 0, scale)
+    sign = 1 - 2 * (state.num_kicks % 2)
+    size = _kick_size(dtype, kick) * sign
+    safe = jnp.where(underflow, 0, scale)
     updates = jax.tree.map(
-        lambda g, z: jnp.where(underflow, z, safe_scale * g).astype(g.dtype), grads, noise
+        lambda g, d: jnp.where(underflow, size * d, safe * g).astype(g.dtype),
+        grads, state.direction,
     )
-    return updates, KickState(state.num_kicks + underflow.astype(jnp.int32), key)
+    return updates, state._replace(num_kicks=state.num_kicks + underflow.astype(jnp.int32))
 
 
 def _init_kick(seed: int):
     def init(params):
-        del params
-        return KickState(jnp.zeros((), jnp.int32), jax.random.PRNGKey(seed))
+        noise = optax.tree.random_like(jax.random.PRNGKey(seed), params)
+        unit = optax.tree.scale(1 / optax.tree.norm(noise), noise)
+        return KickState(jnp.zeros((), jnp.int32), unit)
 
     return init
 
@@ -84,15 +89,15 @@ def normalized_gd(
 
     The effective step is $\eta_t = \eta/\|\nabla L(x_t)\|$. An iterate can land exactly on
     the manifold of minimisers, where $\nabla L = 0$; then (when $\|\nabla L\| \le$
-    ``min_grad_norm``, default the dtype's smallest normal number) the step is a random
-    direction of norm ``kick`` (default $10^{-2}\sqrt{\epsilon}$: 1.5e-10 in float64) instead
-    of a NaN, and ``state.num_kicks`` counts it.
+    ``min_grad_norm``, default the dtype's smallest normal number) the step is a kick of norm
+    ``kick`` (default $10^{-2}\sqrt{\epsilon}$: 1.5e-10 in float64) along a random direction
+    drawn from ``seed`` at ``init``, instead of a NaN, and ``state.num_kicks`` counts it.
 
     Args:
         lr: $\eta$, the length of every step.
         min_grad_norm: gradient norms at or below this are treated as zero.
         kick: norm of the random step taken instead.
-        seed: seed of the kicks' PRNG key.
+        seed: seed of the kick direction.
 
     References:
         Arora, Li & Panigrahi, *Understanding Gradient Descent on Edge of Stability in Deep

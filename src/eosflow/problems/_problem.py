@@ -47,15 +47,9 @@ class Problem(eqx.Module):
         """The loss at ``params`` summed over every batch."""
         if self.batches is None:
             return self.loss_fn(params)
-        return jax.lax.scan(
-            lambda acc, b: (acc + self.loss_fn(params, b), None),
-            jnp.zeros((), _dtype(params)),
-            self.batches,
-        )[0]
+        from ..curvature._operator import sum_over_batches
 
-
-def _dtype(params):
-    return jnp.result_type(*jax.tree.leaves(params))
+        return sum_over_batches(lambda b: self.loss_fn(params, b), self.batches)
 
 
 def chunk(
