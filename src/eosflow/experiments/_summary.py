@@ -212,8 +212,8 @@ def eos_onset(steps: np.ndarray, s: np.ndarray, *, level: float = ONSET_LEVEL) -
     qualifies.
 
     Example:
-        >>> eos_onset(np.arange(5), np.array([1.0, 1.5, 1.8, 2.0, 2.0]))
-        2
+        >>> eos_onset(np.arange(5), np.array([1.0, 1.5, 1.8, 2.0, 2.0]))  # H_2 = 1.895
+        3
     """
     h = two_step_harmonic_mean(s)
     hit = np.flatnonzero(h >= level)

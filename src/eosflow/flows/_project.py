@@ -132,7 +132,7 @@ def project(loss_fn: Callable[[PyTree], Array], x: PyTree, **kwargs) -> PyTree:
         >>> jax.config.update("jax_enable_x64", True)
         >>> loss = lambda z: (1 + z[0] ** 2) * z[1] ** 2          # Γ = {y = 0}
         >>> phi = project(loss, jnp.array([1.0, 1e-3]))
-        >>> bool(abs(phi[1]) < 1e-10), bool(abs(phi[0] - 1.0) < 1e-5)
+        >>> bool(abs(phi[1]) < 1e-8), bool(abs(phi[0] - 1.0) < 1e-5)
         (True, True)
     """
     res = project_solve(loss_fn, x, **kwargs)
