@@ -195,7 +195,7 @@ class _Engine:
         # a block one wider than k follows the top cluster: when lambda_1 and lambda_2 trade
         # places (common at EoS, where they nearly tie) the new top is already in the block
         self.block = min(c.eig_block or self.k + 1, dim)
-        self.chunk = c.chunk_steps or (min(c.steps, 10_000) if c.is_toy else min(c.steps, 100))
+        self.chunk = c.chunk_steps or (min(c.steps, 100_000) if c.is_toy else min(c.steps, 100))
         self.ckpt_every = c.checkpoint_every or self.chunk
         self.dtype = jnp.result_type(*jax.tree.leaves(problem.params))
         self.mesh = make_mesh(c.devices)
