@@ -158,6 +158,24 @@ def sweep_run(tmp_path):
                             "message": "diverged at step 60 (sweep point 2)"})
 
 
+def flow_sweep(path: Path, lrs, warm, n, curve, scale):
+    """An lr sweep of normalized GD whose point j has lambda1 = scale[j] * curve(s) on the
+    flow's clock s = lr_j^2 (t - warm)/4 after the warm-up (lambda1 = 99 during it), measured
+    every other step."""
+    t = np.arange(n)
+    lam = np.stack([np.where(t < warm, 99.0, scale[j] * curve(lr**2 * (t - warm) / 4.0))
+                    for j, lr in enumerate(lrs)], axis=1)
+    lam[1::2] = np.nan
+    cols = {k: np.repeat(v[:, None], len(lrs), axis=1) for k, v in base_columns(n).items()
+            if k != "step"}
+    cols["step"] = t.astype(np.int64)
+    s = np.full_like(lam, 2.0)
+    cols.update(curvature_columns(s, lam, s / lam))
+    return make_run(path, cols, sweep={"lr": lrs},
+                    config={"optimizer": "normalized_gd", "lr": lrs[0], "steps": n,
+                            "warmup_steps": warm, "warmup_lr": 0.5})
+
+
 # --- toy A under normalized GD, simulated in NumPy, with its exact limiting flow -----------------
 # L(x, y) = (1 + x^2) y^2. Gradient flow conserves ln|x| + x^2/2 - y^2/2, so
 # Phi(x, y) = (X, 0) with ln X + X^2/2 = ln x + x^2/2 - y^2/2; the NGD limiting flow

@@ -88,6 +88,7 @@ def test_sweep_vmapped_and_serial(tmp_path):
         (["run", "tiny", "--num_eigs", "0"], "num_eigs: must be positive"),
         (["run", "tiny", "--eig_every", "0"], "eig_every: must be positive"),
         (["run", "tiny", "--optimizer", "normalised_gd"], "did you mean 'normalized_gd'"),
+        (["run", "tiny", "--warmup_optimizer", "sgd"], "warmup_optimizer: unknown value 'sgd'"),
         (["run", "tiny", "--dataset", "cifar10"], "data_dir: required"),
         (["run", "tiny", "--lr"], "lr: needs a value"),
         (["sweep", "tiny", "--grid", "lr="], "lr: the sweep grid is empty"),

@@ -21,6 +21,7 @@ from eosflow.experiments._plots import (
     density_figure,
     density_on_grid,
     figure_stems,
+    flow_figure,
     plot_run,
     plot_sweep,
     png_bytes,
@@ -36,6 +37,7 @@ from .conftest import (
     TOY_ETA,
     TOY_PHI_EVERY,
     base_columns,
+    flow_sweep,
     make_run,
     ngd_columns,
     toy_a_flow,
@@ -274,7 +276,7 @@ def test_compare_figure(gd_run, ngd_run, sweep_run):
 
 def test_plot_run_writes_png_and_svg(ngd_run, tmp_path):
     paths = plot_run(ngd_run)
-    assert [p.name for p in paths] == ["training.png", "training.svg"]
+    assert [p.name for p in paths] == ["training.png", "training.svg", "flow.png", "flow.svg"]
     assert all(p.parent == ngd_run / "figures" for p in paths)
     assert paths[0].read_bytes()[:8] == PNG_MAGIC
     root = ET.fromstring(paths[1].read_bytes())
@@ -286,7 +288,7 @@ def test_plot_run_writes_png_and_svg(ngd_run, tmp_path):
 
 def test_plot_run_all_figures(toy_run, sweep_run):
     names = sorted(p.name for p in plot_run(toy_run, formats=("png",)))  # PNG only: speed
-    assert names == ["prediction.png", "training.png"]
+    assert names == ["flow.png", "prediction.png", "training.png"]
     assert figure_stems(sweep_run) == ["training", "sweep"]
 
 
@@ -310,7 +312,7 @@ def test_mathtext_in_a_run_name(tmp_path):
 
 def test_plot_real_run(real_toy_run):
     paths = plot_run(real_toy_run)  # into RUN/figures: the report test reuses them
-    assert [p.name for p in paths] == ["training.png", "training.svg"]
+    assert [p.name for p in paths] == ["training.png", "training.svg", "flow.png", "flow.svg"]
     fig = cohen_panel(real_toy_run)
     assert len(fig.axes) == 4
     assert len(_data_lines(fig.axes[3])[0].get_ydata()) == 299
@@ -397,3 +399,36 @@ def test_prediction_figure_partial(tmp_path):
     fig = prediction_figure(make_run(tmp_path / "b", plain, config=cfg, prediction=pred))
     assert len(fig.axes) == 2
     np.testing.assert_allclose(fig.axes[0].get_lines()[0].get_ydata(), X)
+
+
+def test_flow_figure_on_the_flow_clock(toy_run):
+    fig = flow_figure(toy_run)
+    _check_readable(fig)
+    (ax,) = fig.axes
+    assert "η²t/4" in ax.get_xlabel()
+    m = load_run(toy_run).metrics
+    measured = np.isfinite(m["lambda_1"])
+    (run_line,) = _data_lines(ax)
+    np.testing.assert_allclose(run_line.get_xdata(), TOY_ETA**2 * m["step"][measured] / 4)
+    np.testing.assert_allclose(run_line.get_ydata(), m["lambda_1"][measured])
+    pred = np.load(toy_run / "prediction.npz")
+    (flow,) = [ln for ln in ax.get_lines() if ln.get_linestyle() == "--"]
+    np.testing.assert_allclose(flow.get_xdata(), pred["tau"] / 4)  # tau = eta^2 t
+    np.testing.assert_allclose(flow.get_ydata(), pred["lambda"])
+
+
+def test_flow_figure_of_a_sweep_quotes_the_collapse(tmp_path):
+    run = flow_sweep(tmp_path / "f", [0.2, 0.1], 10, 411, lambda s: 10.0 - s, [1.0, 1.05])
+    assert figure_stems(run) == ["training", "flow", "sweep"]
+    fig = flow_figure(run)
+    (ax,) = fig.axes
+    assert "after the warm-up" in ax.get_xlabel()
+    big, small = _data_lines(ax)
+    assert big.get_xdata()[0] == 0.0 and max(big.get_xdata()) == pytest.approx(4.0)
+    assert max(small.get_xdata()) == pytest.approx(1.0)
+    assert "5.0%" in ax.get_title() and "10.0%" in ax.get_title()  # gap and fall over s <= 1
+    _check_readable(fig)
+
+
+def test_flow_figure_absent_without_a_flow(gd_run, sweep_run):
+    assert flow_figure(gd_run) is None and flow_figure(sweep_run) is None

@@ -54,3 +54,20 @@ def test_default_experiment_meets_its_target(tmp_path):
     loss = m["loss"]
     assert loss[-1] < 0.5 * loss[0]
     assert np.sum(np.diff(loss) > 0) >= 10
+
+
+@pytest.mark.slow
+def test_digits_ngd_collapses_across_learning_rates(tmp_path):
+    """Issue 5: normalized GD on digits, after entering EoS: lambda1 falls along training, and
+    the curves of lambda1 against eta^2 t/4 for two learning rates agree within 10% (about
+    5 minutes on 2 cores: ``pytest -m slow``)."""
+    from eosflow.experiments._summary import headline
+
+    run_experiment(preset_config("digits-ngd", {}), tmp_path / "n", sweep={"lr": [0.05, 0.035]})
+    h = headline(load_run(tmp_path / "n"))
+    c = h["collapse"]
+    assert c["max_rel_diff"] < 0.10, c
+    assert c["reference_fall"] > 0.15, c  # agreement on a curve that actually moves
+    for p in h["points"]:
+        assert p["eos_onset_step"] is not None and p["lambda_fall"] > 0.15, p
+        assert abs(p["mean_harmonic_sum_after_onset"] - 1.0) < 0.1, p

@@ -148,7 +148,7 @@ def test_report_normalized_gd_shows_the_harmonic_sum(ngd_run):
     assert float(cells["mean_harmonic_sum_after_onset"]) == pytest.approx(1.0)
     assert cells["lambda_threshold"] == "—"
     imgs = [a for t, a in p.attrs if t == "img"]
-    assert len(imgs) == 1
+    assert [a["alt"] for a in imgs] == ["ngd-synthetic: training", "ngd-synthetic: flow"]
 
 
 def test_report_escapes_text(tmp_path):
@@ -214,7 +214,7 @@ def test_report_several_runs(gd_run, ngd_run, tmp_path):
     assert anchors == ["#run-1", "#run-2"]
     ids = {a.get("id") for _, a in p.attrs}
     assert {"run-1", "run-2", "comparison"} <= ids
-    assert p.counts["img"] == 3  # comparison + one training figure per run
+    assert p.counts["img"] == 4  # comparison, training (GD); training and flow (NGD)
     summary = {r[0]: r for r in p.rows if r and r[0] in ("gd-synthetic", "ngd-synthetic")}
     assert summary["gd-synthetic"][1] == str(GD_ONSET)
     assert summary["ngd-synthetic"][1] == str(NGD_ONSET)

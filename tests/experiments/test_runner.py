@@ -51,6 +51,27 @@ def test_normalized_gd_record_matches_hand_computed_steps(tmp_path):
     assert run.status["state"] == "completed"
 
 
+def test_adam_warmup_then_normalized_gd_matches_hand_computed_steps(tmp_path):
+    config = _toy(optimizer="normalized_gd", lr=0.05, steps=60, warmup_steps=20,
+                  warmup_optimizer="adam", warmup_lr=0.1, eig_every=None)
+    record = run_experiment(config, tmp_path / "r")
+    # by hand: Adam's textbook update (b1 0.9, b2 0.999, eps 1e-8) for 20 steps, then NGD
+    loss = lambda z: (1 + z[0] ** 2) * z[1] ** 2
+    x, m1, m2, losses = np.array([3.0, -1.0]), np.zeros(2), np.zeros(2), []
+    for t in range(60):
+        losses.append(float(loss(x)))
+        g = np.asarray(jax.grad(loss)(jnp.asarray(x)))
+        if t < 20:
+            m1, m2 = 0.9 * m1 + 0.1 * g, 0.999 * m2 + 0.001 * g * g
+            mh, vh = m1 / (1 - 0.9 ** (t + 1)), m2 / (1 - 0.999 ** (t + 1))
+            x = x - 0.1 * mh / (np.sqrt(vh) + 1e-8)
+        else:
+            x = x - 0.05 * g / np.linalg.norm(g)
+    np.testing.assert_allclose(record.metrics["loss"], losses, rtol=1e-10)
+    np.testing.assert_allclose(np.asarray(record.params), x, rtol=1e-10)
+    assert load_run(tmp_path / "r").config["warmup_optimizer"] == "adam"
+
+
 def test_eig_every_and_user_metrics(tmp_path):
     config = _toy(optimizer="gd", lr=0.01, steps=50, eig_every=5)
 
@@ -203,3 +224,13 @@ def test_sigkill_at_many_points_then_resume_is_bit_identical(tmp_path, kill_afte
     for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
     assert len(resumed.status["resumed_at"]) >= 5
+
+
+def test_normalized_gd_measures_sharpness_in_consecutive_pairs(tmp_path):
+    record = run_experiment(_toy(optimizer="normalized_gd", lr=0.05, steps=30, eig_every=10),
+                            tmp_path / "p")
+    measured = np.flatnonzero(np.isfinite(record.metrics["lambda_1"]))
+    np.testing.assert_array_equal(measured, [0, 1, 10, 11, 20, 21])
+    gd = run_experiment(_toy(optimizer="gd", lr=0.05, steps=30, eig_every=10), tmp_path / "g")
+    np.testing.assert_array_equal(np.flatnonzero(np.isfinite(gd.metrics["lambda_1"])),
+                                  [0, 10, 20])

@@ -9,6 +9,7 @@ import pytest
 from eosflow.experiments import load_run
 from eosflow.experiments._summary import (
     eos_onset,
+    flow_clock,
     harmonic_sums,
     headline,
     lambda_threshold,
@@ -30,6 +31,7 @@ from .conftest import (
     SWEEP_STOP,
     base_columns,
     curvature_columns,
+    flow_sweep,
     gd_columns,
     make_run,
     sweep_columns,
@@ -199,3 +201,65 @@ def test_headline_of_a_real_run(real_toy_run):
     assert h["hvps_total"] == int(np.sum(m["eig_matvecs"])) + len(s)  # solves + alignment
     first = np.flatnonzero(2 / (1 / s[:-1] + 1 / s[1:]) >= 1.9)[0]
     assert h["eos_onset_step"] == int(m["step"][first])
+
+
+def test_adam_warmup_has_no_threshold_or_stableness(tmp_path):
+    cfg = {"optimizer": "normalized_gd", "lr": 0.1, "warmup_steps": 3, "warmup_lr": 0.5,
+           "warmup_optimizer": "adam"}
+    assert np.isnan(lambda_thresholds(cfg, np.arange(5))).all()
+    n = 10
+    cols = base_columns(n)
+    s = np.full(n, 2.0)
+    cols.update(curvature_columns(s, np.full(n, 20.0), s / 20.0))
+    run = load_run(make_run(tmp_path / "a", cols, config={**cfg, "steps": n}))
+    _, st = stableness(points(run)[0])
+    assert np.isnan(st[:3]).all() and np.all(st[3:] == 2.0)
+    assert headline(run)["eos_onset_step"] == 3  # the first pair after the warm-up
+
+
+def test_flow_clock_and_collapse(tmp_path):
+    lrs, warm, n = [0.2, 0.1], 10, 411  # t - warm even at every measured step
+    curve = lambda s: 10.0 - s
+    run = load_run(flow_sweep(tmp_path / "flow", lrs, warm, n, curve, [1.0, 1.02]))
+    _, p_small = points(run)
+    s, lam = flow_clock(p_small)
+    assert s[0] == 0.0 and s[-1] == pytest.approx(0.01 * 400 / 4)
+    np.testing.assert_allclose(lam, 1.02 * (10.0 - s))
+    c = headline(run)["collapse"]
+    # the small-lr curve covers s <= 1, the big one s <= 4: compared over [0, 1]
+    assert c["clock"] == "η²t/4" and c["reference_lr"] == 0.2 and c["lrs"] == [0.2, 0.1]
+    assert c["s_common"] == pytest.approx(1.0)
+    assert c["max_rel_diff"] == pytest.approx(0.02)
+    assert c["median_rel_diff"] == pytest.approx(0.02)
+    assert c["reference_fall"] == pytest.approx(0.1)  # 10 -> 9
+    json.dumps(c, allow_nan=False)
+
+
+def test_collapse_only_for_lr_sweeps_of_flow_optimizers(sweep_run, ngd_run):
+    assert headline(load_run(sweep_run))["collapse"] is None  # GD has no limiting flow
+    assert "collapse" not in headline(load_run(ngd_run))  # a single run
+    assert flow_clock(points(load_run(sweep_run))[0]) is None
+
+
+def test_adaptive_pairs_only_consecutive_steps(tmp_path):
+    # normalized GD measured in pairs (t, t + 1) every 10 steps, as the runner does: S
+    # alternates 4, 4/3 (harmonic sum 1) within each pair; across pairs (t + 1, t + 10) the
+    # sum would be 3/4 + 1/4 ... of unrelated steps, which must not count
+    n = 100
+    cols = base_columns(n)
+    t = np.arange(n)
+    measured = t % 10 <= 1
+    s = np.where(measured, np.where(t % 2 == 0, 4.0, 4.0 / 3.0), np.nan)
+    lam = np.where(measured, 40.0, np.nan)
+    cols.update(curvature_columns(s, lam, np.full(n, 0.1)))
+    run = load_run(make_run(tmp_path / "p", cols, config={"optimizer": "normalized_gd",
+                                                          "lr": 0.1, "steps": n}))
+    steps, st = stableness(points(run)[0])
+    hs = harmonic_sums(st, steps)
+    np.testing.assert_allclose(hs[::2], 1.0)  # pairs (10k, 10k + 1)
+    assert np.isnan(hs[1::2]).all()  # pairs (10k + 1, 10k + 10)
+    h = headline(run)
+    assert h["mean_harmonic_sum_after_onset"] == pytest.approx(1.0)
+    assert h["eos_onset_step"] == 0
+    # without the steps, every successive measurement pairs (fixed-step optimizers)
+    np.testing.assert_allclose(harmonic_sums(st)[1::2], 1.0 / (4 / 3) + 1 / 4)

@@ -33,7 +33,8 @@ def build_optimizer(config: Config, lr: Any, *, momentum: Any = None,
                     loss_min: Any = None) -> optax.GradientTransformationExtraArgs:
     """The configured optimizer with learning rate ``lr`` (a float, or a traced array in
     sweeps; ``momentum`` and ``loss_min`` likewise override the config's), preceded by
-    ``warmup_steps`` of plain GD when asked (the paper's MNIST protocol)."""
+    ``warmup_steps`` of plain GD (the paper's MNIST protocol) or Adam (``warmup_optimizer``,
+    a faster way close to the minimizers) at ``warmup_lr`` when asked."""
     name = config.optimizer
     beta = config.momentum if momentum is None else momentum
     lmin = config.loss_min if loss_min is None else loss_min
@@ -50,7 +51,8 @@ def build_optimizer(config: Config, lr: Any, *, momentum: Any = None,
     else:  # pragma: no cover - Config validates the name
         raise ConfigError(f"optimizer: unknown value {name!r}")
     if config.warmup_steps:
-        first = optim.gd(config.warmup_lr if config.warmup_lr is not None else lr)
+        lr0 = config.warmup_lr if config.warmup_lr is not None else lr
+        first = optim.adam(lr0) if config.warmup_optimizer == "adam" else optim.gd(lr0)
         return optim.switch(first, main, config.warmup_steps)
     return main
 

@@ -243,6 +243,11 @@ def _print_summary(path: Path) -> None:
             if v is not None:
                 parts.append(fmt.format(v))
         print("; ".join(parts))
+    c = h.get("collapse")
+    if c:
+        print(f"lambda1 against {c['clock']} over [0, {c['s_common']:.3g}]: max relative "
+              f"difference {c['max_rel_diff']:.3g} between learning rates (median "
+              f"{c['median_rel_diff']:.3g}); lambda1 falls {100 * c['reference_fall']:.1f}% there")
     print(f"run directory: {path}")
 
 

@@ -13,6 +13,7 @@ PROBLEMS = ("mlp", "cnn", "vgg11", "resnet", "toy_a", "toy_b", "toy_c", "quadrat
             "product", "matrix_factorization")
 DATASETS = ("digits", "cifar10", "mnist", "teacher_student", "gaussian_clusters", "none")
 OPTIMIZER_NAMES = ("gd", "normalized_gd", "sqrt_loss_gd", "momentum", "nesterov", "adam")
+WARMUP_OPTIMIZERS = ("gd", "adam")
 LOSS_NAMES = ("mse", "mse_nohalf", "mse_mean", "cross_entropy")
 DTYPES = ("float32", "float64")
 TOYS = ("toy_a", "toy_b", "toy_c", "quadratic", "product", "matrix_factorization")
@@ -53,6 +54,7 @@ class Config:
     loss_min: float = 0.0
     warmup_steps: int = 0
     warmup_lr: float | None = None
+    warmup_optimizer: str = "gd"
     # run ---------------------------------------------------------------------------------
     steps: int = 1000
     seed: int = 0
@@ -235,6 +237,7 @@ def _check(c: Config) -> None:
     _choice("problem", c.problem, PROBLEMS)
     _choice("dataset", c.dataset, DATASETS)
     _choice("optimizer", c.optimizer, OPTIMIZER_NAMES)
+    _choice("warmup_optimizer", c.warmup_optimizer, WARMUP_OPTIMIZERS)
     _choice("loss", c.loss, LOSS_NAMES)
     _choice("dtype", c.dtype, DTYPES)
     _choice("subset", c.subset, ("first", "stratified"))

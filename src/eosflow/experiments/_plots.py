@@ -7,6 +7,9 @@ axes and lines) and the ``plot_*`` functions save them into ``RUN/figures/``:
   (GD, or its momentum analogue); for normalized GD and GD on $\sqrt L$ the stableness
   $S_t = \eta_t\lambda_1$ with the line at 2 and the harmonic sum $1/S_t + 1/S_{t+1}$ with
   the line at 1 (Arora, Li & Panigrahi 2022, Thm 4.7; Cohen et al. 2021, Fig. 1).
+* :func:`flow_figure` (``flow``, normalized GD and GD on $\sqrt L$): $\lambda_1$ against
+  the limiting flow's clock $s = \eta^2 t/4$ or $\eta^2 t/8$ after any warm-up, where runs
+  at different $\eta$ collapse onto one curve (as in the paper's MNIST figures).
 * :func:`prediction_figure` (``prediction``): $\Phi(x_t)$ and $\lambda_1(\Phi(x_t))$ against
   $\tau = \eta^2 t$, overlaid with the limiting flow $X(\tau)$ of ``prediction.npz``.
 * :func:`density_figure` (``density``): the Hessian's spectral density at the saved steps.
@@ -33,9 +36,13 @@ from . import _rundir as rd
 from ._summary import (
     ADAPTIVE,
     Point,
+    collapse,
     eos_onset,
+    flow_clock,
+    flow_clock_name,
     harmonic_sums,
     lambda_thresholds,
+    pairing_steps,
     point_headline,
     points,
     stableness,
@@ -57,6 +64,10 @@ CAPTIONS = {
     "coordinates of Φ(x_t) (the end of gradient flow from x_t) and λ1 at Φ(x_t), with the "
     "flow X(τ) and λ1(X(τ)) dashed; the tracking error ‖Φ(x_t) − X(τ)‖ and the distance "
     "‖x_t − Φ(x_t)‖ to the manifold of minimizers, both predicted O(η).",
+    "flow": "Sharpness λ1 against the limiting flow's own clock s = η²t/4 (normalized GD) or "
+    "η²t/8 (GD on √L), counted from the end of any warm-up: runs at different η that follow "
+    "the flow on the manifold of minimizers from the same start draw the same curve (up to "
+    "O(η)); dashed, λ1 along the predicted flow when the run computed it.",
     "density": "Spectral density of the loss Hessian at the saved steps (stochastic "
     "Lanczos quadrature, Gaussian smoothing), log scale.",
     "sweep": "Sweep summary: λ1 at the last step and its mean after the EoS onset against "
@@ -201,7 +212,8 @@ def _mark_onsets(ax, pts: Sequence[Point], colors, *, label: bool = True) -> Non
     labelled = False
     for p, color in zip(pts, colors, strict=True):
         st = stableness(p)
-        onset = eos_onset(*st) if st is not None else None
+        onset = None if st is None else eos_onset(
+            *st, consecutive=pairing_steps(p.config, st[0]) is not None)
         if onset is not None:
             ax.axvline(onset, color=color, ls=":", lw=1.0,
                        label="EoS onset" if label and not labelled else None)
@@ -341,12 +353,15 @@ def _harmonic_axes(ax, pts: Sequence[Point], colors) -> None:
         if st is None:
             continue
         steps, s = st
-        h = harmonic_sums(s)
-        allv.append(h)
-        onset = eos_onset(steps, s)
+        pair = pairing_steps(p.config, steps)
+        h = harmonic_sums(s, pair)
+        ok = np.isfinite(h)  # pairs of consecutive steps only (see pairing_steps)
+        allv.append(h[ok])
+        onset = eos_onset(steps, s, consecutive=pair is not None)
         if onset is not None:
-            after.append(h[steps[:-1] >= onset])
-        _line(ax, steps[:-1], h, color=color, lw=0.8, label=None if multi else HARMONIC)
+            after.append(h[ok & (steps[:-1] >= onset)])
+        _line(ax, steps[:-1][ok], h[ok], color=color, lw=0.8, marker="." if ok.mean() < 0.9
+              else None, ms=2, label=None if multi else HARMONIC)
     ax.axhline(1.0, color="black", ls="--", lw=1.0, label="theory: 1")
     title = "harmonic sum (Thm 4.7)"
     post = np.concatenate(after) if after else np.zeros(0)
@@ -364,6 +379,42 @@ def _harmonic_axes(ax, pts: Sequence[Point], colors) -> None:
 
 
 # --- prediction against run ----------------------------------------------------------------------
+
+
+def flow_figure(run: RunLike):
+    r"""λ1 against the flow's clock $s = \eta^2 (t - t_w)/4$ or $/8$ (:func:`flow_clock`),
+    one line per trajectory, with $\lambda_1(X)$ of ``prediction.npz`` dashed when present;
+    the title quotes :func:`collapse` for an ``lr`` sweep. None for optimizers without a
+    limiting flow (anything but normalized GD and GD on √L) or runs without λ1."""
+    run = _load(run)
+    pts = points(run)
+    curves = [(p, flow_clock(p)) for p in pts]
+    curves = [(p, fc) for p, fc in curves if fc is not None and len(fc[0])]
+    if not curves:
+        return None
+    clock = flow_clock_name(run.config)
+    with _style():
+        fig, (ax,) = _figure(1, 1, 3.6)
+        colors = _colors(len(curves))
+        for (p, (s_, lam)), color in zip(curves, colors, strict=True):
+            _line(ax, s_, lam, color=color, marker=".", ms=2, lw=0.9,
+                  label=p.label if len(curves) > 1 else r"$\lambda_1(x_t)$")
+        pred = load_prediction(run)
+        if pred is not None:
+            c = float(clock.rsplit("/", 1)[1])
+            ax.plot(np.asarray(pred["tau"]) / c, pred["lambda"], color="black", ls="--",
+                    lw=1.3, label=r"$\lambda_1(X)$, predicted flow")
+        ax.set_xlabel(f"flow time s = {clock}" + (" after the warm-up"
+                                                 if run.config.get("warmup_steps") else ""))
+        ax.set_ylabel(SHARPNESS)
+        ax.legend(loc="best")
+        col = collapse(run)
+        ax.set_title(
+            f"largest gap between learning rates {100 * col['max_rel_diff']:.1f}% for "
+            f"s ≤ {col['s_common']:.3g}, where λ1 falls {100 * col['reference_fall']:.1f}%"
+            if col else "sharpness along the limiting flow's time")
+        fig.suptitle(_title(run, f"λ1 on the flow's clock {clock}"))
+    return fig
 
 
 def load_prediction(run: RunLike) -> dict[str, Any] | None:
@@ -590,9 +641,12 @@ def _sweep_rows(runs: Sequence[rd.Run]) -> list[dict[str, Any]]:
             h = point_headline(p)
             h["config"] = p.config
             st = stableness(p)
-            s = st[1][np.isfinite(st[1])] if st is not None else np.zeros(0)
+            steps, s = st if st is not None else (np.zeros(0), np.zeros(0))
+            fin = np.isfinite(s)
+            steps, s = steps[fin], s[fin]
             h["eta_lambda_final"] = float(s[-1]) if len(s) else None
-            hs = harmonic_sums(s) if len(s) > 1 else np.zeros(0)
+            hs = harmonic_sums(s, pairing_steps(p.config, steps)) if len(s) > 1 else s[:0]
+            hs = hs[np.isfinite(hs)]
             h["harmonic_sum_final"] = float(hs[-1]) if len(hs) else None
             rows.append(h)
     return rows
@@ -721,7 +775,9 @@ def compare_figure(runs: Sequence[RunLike]):
                     ax_lam.plot(p.steps, thr, color=color, ls="--", lw=0.9)
             st = stableness(p)
             if st is not None:
-                _line(ax_s, st[0][:-1], two_step_harmonic_mean(st[1]), color=color, lw=0.9)
+                hm = two_step_harmonic_mean(st[1], pairing_steps(p.config, st[0]))
+                ok = np.isfinite(hm)
+                _line(ax_s, st[0][:-1][ok], hm[ok], color=color, lw=0.9)
         if _wants_log(np.concatenate(losses), 1.0):
             _log_y(ax_loss, np.concatenate(losses))
         ax_loss.set_ylabel("training loss")
@@ -867,6 +923,9 @@ def figure_stems(run: RunLike) -> list[str]:
     if not points(run):  # nothing recorded yet
         return []
     stems = ["training"]
+    if run.config.get("optimizer") in ADAPTIVE and any(
+            (fc := flow_clock(p)) is not None and len(fc[0]) for p in points(run)):
+        stems.append("flow")
     if has_prediction(run):
         stems.append("prediction")
     if load_densities(run):
@@ -894,7 +953,7 @@ def plot_run(run_dir: RunLike, out_dir: str | os.PathLike | None = None, *,
     """
     run = _load(run_dir)
     out = Path(out_dir) if out_dir is not None else run.path / "figures"
-    builders = {"training": cohen_panel, "prediction": prediction_figure,
+    builders = {"training": cohen_panel, "flow": flow_figure, "prediction": prediction_figure,
                 "density": density_figure, "sweep": sweep_figure}
     paths: list[Path] = []
     for stem in figure_stems(run):

@@ -262,7 +262,8 @@ def run_figures(run: rd.Run, *, regenerate: bool = False) -> list[tuple[str, byt
         try:
             _plots.plot_run(run)
         except OSError:  # a read-only run: render into memory
-            builders = {"training": _plots.cohen_panel, "prediction": _plots.prediction_figure,
+            builders = {"training": _plots.cohen_panel, "flow": _plots.flow_figure,
+                        "prediction": _plots.prediction_figure,
                         "density": _plots.density_figure, "sweep": _plots.sweep_figure}
             out = []
             for s in stems:
@@ -296,6 +297,15 @@ def _run_section(run: rd.Run, h: dict[str, Any], anchor: str, *, regenerate: boo
                      + _e(", ".join(f"{k} = {_short(v)}" for k, v in run.sweep.items()))
                      + ":</p>\n")
         parts.append(_points_table(h["points"], "point", adaptive))
+        c = h.get("collapse")
+        if c:
+            parts.append(
+                f"<p>λ1 against the flow's clock s = {_e(c['clock'])}, over the range all "
+                f"points cover (0 ≤ s ≤ {format_value(c['s_common'])}): largest relative "
+                f"difference from the η = {format_value(c['reference_lr'])} curve "
+                f"{format_value(c['max_rel_diff'])} (median "
+                f"{format_value(c['median_rel_diff'])}), while that curve falls by "
+                f"{format_value(c['reference_fall'])} (relative).</p>\n")
     else:
         parts.append(_headline_table(h, adaptive))
     verify = load_verify(run.path)

@@ -6,7 +6,9 @@ records the loss, the gradient norm, the effective step $\\eta_t = -\\langle u_t
 \\|g_t\\|^2$ (exactly $\\eta$, $\\eta/\\|g\\|$, $\\eta/(2\\sqrt{L-L^*})$ for the paper's three
 methods) and the parameter norm; every ``eig_every`` steps it adds the top eigenvalues with
 their residuals and cost (warm-started from the previous solve), $\\eta_t\\lambda_1$ and the
-alignment $\\langle \\hat g, v_1\\rangle$, $\\hat g^\\top H \\hat g/\\lambda_1$.
+alignment $\\langle \\hat g, v_1\\rangle$, $\\hat g^\\top H \\hat g/\\lambda_1$ (for
+normalized GD and GD on $\\sqrt L$ at the step after as well: the pair $S_t, S_{t+1}$ that
+Thm 4.7's harmonic sum needs).
 
 After each chunk the rows go to an atomic file and, at checkpoint boundaries, the whole state
 (params, optimizer state, eigen-solver warm start, PRNG key, step) is saved atomically, so a
@@ -316,7 +318,7 @@ class _Engine:
         eig_block = state.eig_block
         if self.eig_on:
             eig_block, eig_row = jax.lax.cond(
-                step % c.eig_every == 0,
+                self._measure_at(step),
                 lambda: self._eigen(p, params, grad, gnorm, state.eig_block,
                                     jax.random.fold_in(state.key, step)),
                 lambda: (state.eig_block, self._no_eigen()),
@@ -410,10 +412,24 @@ class _Engine:
         shapes = jax.eval_shape(self._phi, self.problem.params)
         return {k: jnp.full(v.shape, jnp.nan, v.dtype) for k, v in shapes.items()}
 
+    def _measure_at(self, step):
+        """Whether the sharpness is measured at ``step``: every ``eig_every`` steps, and for
+        normalized GD and GD on sqrt(L) also at the step after (their stableness alternates
+        from step to step, so the harmonic sum of Thm 4.7 needs S_t and S_{t+1})."""
+        every = self.config.eig_every
+        if every > 1 and self.config.optimizer in ("normalized_gd", "sqrt_loss_gd"):
+            return step % every <= 1
+        return step % every == 0
+
     def write_prediction(self, out: Path) -> None:
         """The limiting flow from Phi(x_0) over the run's tau = eta^2 t, as prediction.npz."""
         c = self.config
         if c.phi_every is None or c.optimizer not in CONSTANTS:
+            return
+        if c.warmup_steps:  # the flow would start at Phi(x) after the warm-up, not at x_0
+            rd.write_json(out / "prediction_error.json", {
+                "error": "not computed for a run with a warm-up: the limiting flow starts "
+                         "at Phi of the iterate where the warm-up ends, not at Phi(x_0)"})
             return
         steps = c.steps - c.warmup_steps
         lr = max(self.sweep["lr"]) if self.sweep and "lr" in self.sweep else c.lr

@@ -11,7 +11,8 @@ $S_t \approx 2$ for every method:
   $S_t = 2\lambda_1/\lambda_{\rm crit}$ with $\lambda_{\rm crit} = (2 + 2\beta)/\eta$ and
   $(2 + 2\beta)/((1 + 2\beta)\eta)$ (Cohen et al. 2021, arXiv 2103.00065, App. B).
 * ``adam``: undefined (it needs the preconditioned sharpness), so the EoS fields are None.
-* Steps of a GD warm-up (``warmup_steps``) use $S_t = \eta_t\lambda_1$ whatever follows.
+* Steps of a GD warm-up (``warmup_steps``) use $S_t = \eta_t\lambda_1$ whatever follows;
+  those of an Adam warm-up (``warmup_optimizer="adam"``) have none.
 
 For plain GD $S_t$ is constant in $\eta$ and EoS means $S_t \approx 2$. For normalized GD
 and GD on $\sqrt L$ it oscillates, and the prediction (Arora, Li & Panigrahi 2022,
@@ -125,14 +126,15 @@ def lambda_threshold(config: dict[str, Any]) -> float | None:
 
 def lambda_thresholds(config: dict[str, Any], steps: np.ndarray) -> np.ndarray:
     """:func:`lambda_threshold` at each of ``steps``, with ``2/warmup_lr`` during a GD
-    warm-up and NaN where no fixed threshold exists."""
+    warm-up and NaN where no fixed threshold exists (an Adam warm-up, Adam itself)."""
     steps = np.asarray(steps)
     main = lambda_threshold(config)
     out = np.full(steps.shape, np.nan if main is None else main, np.float64)
     warm = int(config.get("warmup_steps") or 0)
     if warm:
         lr0 = config.get("warmup_lr") or config["lr"]
-        out[steps < warm] = 2.0 / float(lr0)
+        gd_warmup = config.get("warmup_optimizer", "gd") == "gd"
+        out[steps < warm] = 2.0 / float(lr0) if gd_warmup else np.nan
     return out
 
 
@@ -175,6 +177,8 @@ def stableness(point: Point) -> tuple[np.ndarray, np.ndarray] | None:
         eta_lam = np.asarray(eta_lam, np.float64)[measured]
     opt = point.config.get("optimizer", "gd")
     warm = steps < int(point.config.get("warmup_steps") or 0)
+    if point.config.get("warmup_optimizer", "gd") != "gd":  # an Adam warm-up: undefined
+        eta_lam = np.where(warm, np.nan, eta_lam)
     if opt in ("gd", *ADAPTIVE):
         s = eta_lam
     elif opt in ("momentum", "nesterov"):
@@ -184,30 +188,132 @@ def stableness(point: Point) -> tuple[np.ndarray, np.ndarray] | None:
     return steps, s
 
 
-def harmonic_sums(s: np.ndarray) -> np.ndarray:
-    """$1/S_t + 1/S_{t+1}$ over successive entries of ``s`` (length ``len(s) - 1``)."""
+FLOW_CLOCK = {"normalized_gd": 4.0, "sqrt_loss_gd": 8.0}  # s = eta^2 (t - t_warmup) / this
+
+
+def flow_clock_name(config: dict[str, Any]) -> str | None:
+    """``"η²t/4"`` (normalized GD), ``"η²t/8"`` (GD on √L), None for other optimizers."""
+    c = FLOW_CLOCK.get(config.get("optimizer", "gd"))
+    return None if c is None else f"η²t/{c:g}"
+
+
+def flow_clock(point: Point) -> tuple[np.ndarray, np.ndarray] | None:
+    r"""``(s, λ1)`` at the steps where $\lambda_1$ was measured after the warm-up, on the
+    limiting flow's own clock $s = \eta^2 (t - t_w)/4$ (normalized GD) or $/8$ (GD on $\sqrt
+    L$), $t_w$ = ``warmup_steps``; None for other optimizers or without $\lambda_1$.
+
+    On this clock both limiting flows read $dX/ds = -\partial\Phi\,\nabla g$ ($g = \log
+    \lambda_1$ or $\lambda_1$; Arora, Li & Panigrahi 2022, Thm 4.4 and its √L analogue), the
+    time of the paper's figures: runs at different $\eta$ that follow the flow from the same
+    start draw the same curve, up to $O(\eta)$.
+
+    Example:
+        >>> cols = {"step": np.arange(5.0), "lambda_1": np.array([4.0, np.nan, 3.0, np.nan, 2.0])}
+        >>> s, lam = flow_clock(Point("p", None, {"optimizer": "normalized_gd", "lr": 0.2,
+        ...                                       "warmup_steps": 2}, cols))
+        >>> s.round(4).tolist(), lam.tolist()
+        ([0.0, 0.02], [3.0, 2.0])
+    """
+    c = FLOW_CLOCK.get(point.config.get("optimizer", "gd"))
+    lam = point.get("lambda_1")
+    if c is None or lam is None:
+        return None
+    lam = np.asarray(lam, np.float64)
+    t_w = int(point.config.get("warmup_steps") or 0)
+    keep = np.isfinite(lam) & (point.steps >= t_w)
+    eta = float(point.config["lr"])
+    return eta**2 * (np.asarray(point.steps, np.float64)[keep] - t_w) / c, lam[keep]
+
+
+def collapse(run: Run) -> dict[str, Any] | None:
+    r"""How well the $\lambda_1$ curves of an ``lr`` sweep of normalized GD or GD on $\sqrt L$
+    agree on the flow's clock (:func:`flow_clock`); None for other runs.
+
+    The reference is the point with the largest $\eta$. Each other point's measured
+    $\lambda_1$ is compared with the reference's (linearly interpolated in $s$) over the
+    range both cover, $0 \le s \le s_{\rm common}$:
+
+    * ``max_rel_diff`` and ``median_rel_diff``: of $|\lambda_1 - \lambda_1^{\rm ref}| /
+      \lambda_1^{\rm ref}$ over all those comparisons;
+    * ``reference_fall``: the relative fall of the reference's $\lambda_1$ over the same
+      range, $(\lambda_1^{\rm ref}(0) - \lambda_1^{\rm ref}(s_{\rm common})) /
+      \lambda_1^{\rm ref}(0)$; agreement means little when this is small;
+    * ``clock`` (e.g. ``"η²t/4"``), ``s_common``, ``reference_lr``, ``lrs``.
+    """
+    if not run.sweep or set(run.sweep) != {"lr"}:
+        return None
+    curves = []
+    for p in points(run):
+        fc = flow_clock(p)
+        if fc is None or len(fc[0]) < 2:
+            return None
+        curves.append((float(p.config["lr"]), *fc))
+    curves.sort(key=lambda c: -c[0])
+    (lr_ref, s_ref, lam_ref), others = curves[0], curves[1:]
+    s_common = min(float(c[1].max()) for c in curves)
+    if not others or s_common <= 0:
+        return None
+    rel = []
+    for _, s, lam in others:
+        m = s <= s_common
+        ref = np.interp(s[m], s_ref, lam_ref)
+        rel.append(np.abs(lam[m] - ref) / np.abs(ref))
+    rel = np.concatenate(rel)
+    lam0, lam1 = lam_ref[0], float(np.interp(s_common, s_ref, lam_ref))
+    return {
+        "clock": flow_clock_name(run.config),
+        "s_common": s_common,
+        "reference_lr": lr_ref,
+        "lrs": [c[0] for c in curves],
+        "max_rel_diff": float(rel.max()),
+        "median_rel_diff": float(np.median(rel)),
+        "reference_fall": float((lam0 - lam1) / lam0),
+    }
+
+
+def _nonconsecutive(steps: np.ndarray | None, n: int) -> np.ndarray:
+    """Mask of the ``n - 1`` successive pairs whose steps are not t, t + 1 (none if no steps)."""
+    if steps is None:
+        return np.zeros(max(n - 1, 0), bool)
+    return np.diff(np.asarray(steps)) != 1
+
+
+def harmonic_sums(s: np.ndarray, steps: np.ndarray | None = None) -> np.ndarray:
+    """$1/S_t + 1/S_{t+1}$ over successive entries of ``s`` (length ``len(s) - 1``); with
+    ``steps``, NaN for pairs that are not two consecutive steps."""
     s = np.asarray(s, np.float64)
     with np.errstate(divide="ignore", invalid="ignore"):
-        return 1.0 / s[:-1] + 1.0 / s[1:]
+        h = 1.0 / s[:-1] + 1.0 / s[1:]
+    return np.where(_nonconsecutive(steps, len(s)), np.nan, h)
 
 
-def two_step_harmonic_mean(s: np.ndarray) -> np.ndarray:
+def two_step_harmonic_mean(s: np.ndarray, steps: np.ndarray | None = None) -> np.ndarray:
     r"""$H_t = 2/(1/S_t + 1/S_{t+1})$; NaN where $S_t$ or $S_{t+1}$ is not positive and
-    finite. Length ``len(s) - 1``."""
+    finite (and, with ``steps``, where the pair is not two consecutive steps). Length
+    ``len(s) - 1``."""
     s = np.asarray(s, np.float64)
     ok = np.isfinite(s) & (s > 0)
     with np.errstate(divide="ignore", invalid="ignore"):
-        h = 2.0 / harmonic_sums(s)
+        h = 2.0 / harmonic_sums(s, steps)
     return np.where(ok[:-1] & ok[1:], h, np.nan)
 
 
-def eos_onset(steps: np.ndarray, s: np.ndarray, *, level: float = ONSET_LEVEL) -> int | None:
+def pairing_steps(config: dict[str, Any], steps: np.ndarray) -> np.ndarray | None:
+    r"""``steps`` for normalized GD and GD on √L, whose $S_t$ alternates from step to step,
+    so only consecutive steps make a pair (the runner measures $\lambda_1$ at steps $t$ and
+    $t + 1$ for them); None for fixed-step optimizers, whose successive measurements pair."""
+    return steps if config.get("optimizer", "gd") in ADAPTIVE else None
+
+
+def eos_onset(steps: np.ndarray, s: np.ndarray, *, level: float = ONSET_LEVEL,
+              consecutive: bool = False) -> int | None:
     r"""The EoS onset step: the first recorded step $t$ with $H_t \ge$ ``level``.
 
     ``steps`` and ``s`` are the steps where the sharpness was measured and the stableness
     there (:func:`stableness`). $H_t = 2/(1/S_t + 1/S_{t'})$ pairs each measurement with
     the next one, $t'$ (the next step, $t + 1$, when the sharpness is measured every step;
-    the next measurement otherwise). Pairs with a non-positive or non-finite member never
+    the next measurement otherwise; only $t' = t + 1$ with ``consecutive``, as for
+    normalized GD and GD on $\sqrt L$). Pairs with a non-positive or non-finite member never
     count. Returns $t$, the first step of the first qualifying pair, or None if no pair
     qualifies.
 
@@ -215,7 +321,7 @@ def eos_onset(steps: np.ndarray, s: np.ndarray, *, level: float = ONSET_LEVEL) -
         >>> eos_onset(np.arange(5), np.array([1.0, 1.5, 1.8, 2.0, 2.0]))  # H_2 = 1.895
         3
     """
-    h = two_step_harmonic_mean(s)
+    h = two_step_harmonic_mean(s, steps if consecutive else None)
     hit = np.flatnonzero(h >= level)
     return int(np.asarray(steps)[hit[0]]) if len(hit) else None
 
@@ -301,7 +407,8 @@ def point_headline(point: Point, *, level: float = ONSET_LEVEL) -> dict[str, Any
     conv = point.get("eig_converged")
     if conv is not None and measured.any():
         out["eig_converged_fraction"] = float(np.mean(np.asarray(conv, bool)[measured]))
-    onset = eos_onset(steps, s, level=level)
+    pair = pairing_steps(cfg, steps)
+    onset = eos_onset(steps, s, level=level, consecutive=pair is not None)
     if onset is None:
         return out
     lam = np.asarray(lam_col, np.float64)[measured]
@@ -317,7 +424,7 @@ def point_headline(point: Point, *, level: float = ONSET_LEVEL) -> dict[str, Any
     fin = _finite(s[after])
     out["median_eta_lambda_after_onset"] = float(np.median(fin)) if len(fin) else None
     if opt in ADAPTIVE:
-        out["mean_harmonic_sum_after_onset"] = _mean(harmonic_sums(s)[after[:-1]])
+        out["mean_harmonic_sum_after_onset"] = _mean(harmonic_sums(s, pair)[after[:-1]])
     return out
 
 
@@ -352,6 +459,9 @@ def headline(run: Run, *, level: float = ONSET_LEVEL) -> dict[str, Any]:
       ``last_step``, ``num_estimates``, ``eig_matvecs_per_estimate``,
       ``eig_converged_fraction``, ``num_kicks`` (normalized GD / √L GD kicks at ∇L ≈ 0).
 
+    A sweep over ``lr`` of normalized GD or GD on $\sqrt L$ also gets ``collapse``
+    (:func:`collapse`: do the λ1 curves agree on the flow's clock η²t/4 or η²t/8?).
+
     Curvature fields are None for runs that did not track the sharpness.
     """
     pts = points(run)
@@ -378,6 +488,7 @@ def headline(run: Run, *, level: float = ONSET_LEVEL) -> dict[str, Any]:
             out["lr"] = None  # one per point
         out["sweep"] = {k: [float(x) for x in v] for k, v in run.sweep.items()}
         out["points"] = per
+        out["collapse"] = collapse(run)
     elif per:
         per[0].pop("label")
         out.update({k: v for k, v in per[0].items() if k != "lr"})
