@@ -939,6 +939,13 @@ def _close(fig) -> None:
     fig.clear()
 
 
+# the builder of each figure :func:`figure_stems` can name
+BUILDERS: dict[str, Callable[[RunLike], Any]] = {
+    "training": cohen_panel, "flow": flow_figure, "prediction": prediction_figure,
+    "density": density_figure, "sweep": sweep_figure,
+}
+
+
 def plot_run(run_dir: RunLike, out_dir: str | os.PathLike | None = None, *,
              formats: Iterable[str] = FORMATS) -> list[Path]:
     """Write every figure that ``run_dir`` has data for (see :func:`figure_stems`).
@@ -953,11 +960,9 @@ def plot_run(run_dir: RunLike, out_dir: str | os.PathLike | None = None, *,
     """
     run = _load(run_dir)
     out = Path(out_dir) if out_dir is not None else run.path / "figures"
-    builders = {"training": cohen_panel, "flow": flow_figure, "prediction": prediction_figure,
-                "density": density_figure, "sweep": sweep_figure}
     paths: list[Path] = []
     for stem in figure_stems(run):
-        fig = builders[stem](run)
+        fig = BUILDERS[stem](run)
         if fig is not None:
             paths += save_figure(fig, out, stem, formats)
             _close(fig)

@@ -262,12 +262,9 @@ def run_figures(run: rd.Run, *, regenerate: bool = False) -> list[tuple[str, byt
         try:
             _plots.plot_run(run)
         except OSError:  # a read-only run: render into memory
-            builders = {"training": _plots.cohen_panel, "flow": _plots.flow_figure,
-                        "prediction": _plots.prediction_figure,
-                        "density": _plots.density_figure, "sweep": _plots.sweep_figure}
             out = []
             for s in stems:
-                fig = builders[s](run)
+                fig = _plots.BUILDERS[s](run)
                 if fig is not None:
                     out.append((s, _plots.png_bytes(fig)))
             return out
