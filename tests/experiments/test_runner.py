@@ -234,3 +234,31 @@ def test_normalized_gd_measures_sharpness_in_consecutive_pairs(tmp_path):
     gd = run_experiment(_toy(optimizer="gd", lr=0.05, steps=30, eig_every=10), tmp_path / "g")
     np.testing.assert_array_equal(np.flatnonzero(np.isfinite(gd.metrics["lambda_1"])),
                                   [0, 10, 20])
+
+
+def test_reprojection_prediction_starts_where_the_warmup_ends(tmp_path):
+    from .conftest import solve_potential, toy_a_flow
+
+    eta, warm, steps = 0.05, 50, 450
+    config = _toy(optimizer="normalized_gd", lr=eta, steps=steps, warmup_steps=warm,
+                  warmup_lr=0.02, reproject_steps=40, chunk_steps=100, eig_every=10)
+    run_experiment(config, tmp_path / "r")
+    pred = np.load(tmp_path / "r" / "prediction.npz")
+    assert str(pred["method"]) == "reprojection:normalized_gd" and "X" not in pred.files
+    np.testing.assert_allclose(pred["tau"], np.linspace(0, eta**2 * (steps - warm), 41))
+    # the oracle: GD by hand to the end of the warm-up, Phi in closed form (gradient flow on
+    # toy A conserves ln|x| + x^2/2 - y^2/2), then the closed-form NGD flow on tau
+    x, y = 3.0, -1.0
+    for _ in range(warm):
+        x, y = x - 0.02 * 2 * x * y * y, y - 0.02 * 2 * (1 + x * x) * y
+    X0 = solve_potential(np.log(x) + x * x / 2 - y * y / 2)
+    lam = 2 * (1 + toy_a_flow(X0, pred["tau"]) ** 2)
+    np.testing.assert_allclose(pred["lambda"], lam, rtol=2e-3)  # O(h) re-projection steps
+    assert pred["lambda"][-1] < 0.95 * pred["lambda"][0]  # the flow moves: lambda1 falls
+
+
+def test_reprojection_needs_a_flow_optimizer():
+    with pytest.raises(ConfigError, match="reproject_steps: the re-projection flow predicts"):
+        _toy(optimizer="gd", reproject_steps=10)
+    with pytest.raises(ConfigError, match="not both"):
+        _toy(optimizer="normalized_gd", reproject_steps=10, phi_every=5)

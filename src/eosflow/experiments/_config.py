@@ -75,6 +75,7 @@ class Config:
     track_alignment: bool = True
     density_at: tuple[int, ...] = ()
     phi_every: int | None = None
+    reproject_steps: int | None = None
 
     def __post_init__(self):
         _check(self)
@@ -250,7 +251,7 @@ def _check(c: Config) -> None:
         _positive(c, name, integer=True)
     for name in ("num_examples", "chunk_size", "hessian_examples", "chunk_steps",
                  "checkpoint_every", "eval_every", "eig_every", "eig_block", "phi_every",
-                 "devices", "num_classes"):
+                 "reproject_steps", "devices", "num_classes"):
         _positive(c, name, allow_none=True, integer=True)
     _positive(c, "warmup_lr", allow_none=True)
     _positive(c, "divergence_factor", allow_none=True)
@@ -262,6 +263,12 @@ def _check(c: Config) -> None:
         raise ConfigError(f"warmup_steps: must be >= 0, got {c.warmup_steps!r}")
     if c.warmup_steps >= c.steps:
         raise ConfigError(f"warmup_steps: must be below steps = {c.steps}, got {c.warmup_steps}")
+    if c.reproject_steps is not None and c.optimizer not in ("normalized_gd", "sqrt_loss_gd"):
+        raise ConfigError("reproject_steps: the re-projection flow predicts normalized_gd and "
+                          f"sqrt_loss_gd runs, not {c.optimizer!r}")
+    if c.reproject_steps is not None and c.phi_every is not None:
+        raise ConfigError("reproject_steps: give it or phi_every (the limiting flow from "
+                          "Phi(x_0)), not both")
     if c.eig_block is not None and c.eig_block < c.num_eigs:
         raise ConfigError(f"eig_block: must be >= num_eigs = {c.num_eigs}, got {c.eig_block}")
     if any(w <= 0 for w in c.widths):

@@ -442,7 +442,8 @@ def has_prediction(run: RunLike) -> bool:
     if run.sweep or not pts:
         return False
     p = pts[0]
-    return load_prediction(run) is not None or bool(_phi_columns(p)) or (
+    pred = load_prediction(run)  # a re-projection prediction has no X: the flow figure's
+    return (pred is not None and "X" in pred) or bool(_phi_columns(p)) or (
         "lambda_phi" in p.columns
     )
 

@@ -29,7 +29,7 @@ class Preset:
 _MNIST_PAPER = dict(
     problem="mlp", dataset="mnist", num_examples=1000, widths=(128,), activation="gelu",
     loss="mse_nohalf", lr=0.01, warmup_lr=0.01, warmup_steps=2000, steps=122_000,
-    eig_every=100, chunk_steps=1000, eval_every=1000,
+    eig_every=100, chunk_steps=1000, eval_every=1000, reproject_steps=40,
 )
 _CIFAR_VGG = dict(
     problem="vgg11", dataset="cifar10", num_examples=5000, widths=(512, 512),
@@ -85,7 +85,7 @@ PRESETS: dict[str, Preset] = {
         Preset(
             "paper-mnist-ngd",
             "Arora et al. 2022: MNIST-1k MLP 784-128-10 GELU, GD warm-up then normalized GD "
-            "at eta = 0.01; needs --data_dir",
+            "at eta = 0.01, beside the re-projection flow; needs --data_dir",
             dict(_MNIST_PAPER, optimizer="normalized_gd"),
         ),
         Preset(

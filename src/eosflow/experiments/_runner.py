@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
+import diffrax
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -34,7 +35,7 @@ from jax.sharding import PartitionSpec as P
 from .. import __version__
 from ..curvature import hessian_operator, spectral_density, top_eigenpairs
 from ..curvature._operator import sum_over_batches
-from ..flows import CONSTANTS, limiting_flow
+from ..flows import CONSTANTS, limiting_flow, reprojection_flow
 from ..flows._diagnostics import phi_diagnostics
 from ..optim import KickState
 from ..problems import Problem
@@ -422,11 +423,15 @@ class _Engine:
         return step % every == 0
 
     def write_prediction(self, out: Path) -> None:
-        """The limiting flow from Phi(x_0) over the run's tau = eta^2 t, as prediction.npz."""
+        """The limiting flow from Phi(x_0) over the run's tau = eta^2 t, as prediction.npz
+        (the re-projection flow instead with ``reproject_steps``, no warm-up)."""
         c = self.config
+        if c.reproject_steps is not None and not c.warmup_steps:
+            self.write_reprojection(out, self.problem.params, stacked=False)
         if c.phi_every is None or c.optimizer not in CONSTANTS:
             return
         if c.warmup_steps:  # the flow would start at Phi(x) after the warm-up, not at x_0
+            # (reproject_steps computes the re-projection flow from there)
             rd.write_json(out / "prediction_error.json", {
                 "error": "not computed for a run with a warm-up: the limiting flow starts "
                          "at Phi of the iterate where the warm-up ends, not at Phi(x_0)"})
@@ -442,6 +447,36 @@ class _Engine:
         arrays = {"tau": np.asarray(flow.ts),
                   "X": np.asarray(jax.vmap(lambda x: ravel_pytree(x)[0])(flow.xs)),
                   "lambda": np.asarray(flow.sharpness), "method": np.asarray(c.optimizer)}
+        rd.atomic_write_bytes(out / "prediction.npz", rd._npz_bytes(arrays))
+
+    def write_reprojection(self, out: Path, params, *, stacked: bool) -> None:
+        """The re-projection flow (``eosflow.flows.reprojection_flow``) from ``params`` (where
+        the warm-up ends; with ``stacked``, the first point of a sweep's) over the rest of the
+        run's flow time at its largest lr, in ``reproject_steps`` steps, as prediction.npz
+        (``tau``, ``lambda``, ``method``). Phi is GD with step 1/lambda1(params) until the
+        gradient norm falls to 1% of its value at ``params`` (at most 2000 steps), as in the
+        paper's experiments."""
+        c, p = self.config, self.problem
+        if stacked and self.sweep is not None:
+            params = jax.tree.map(lambda x: x[0], params)
+        loss = p.full_loss if p.batches is not None else p.loss_fn
+        lr = max(self.sweep["lr"]) if self.sweep and "lr" in self.sweep else c.lr
+        const = CONSTANTS[c.optimizer][0]
+        lam = top_eigenpairs(loss, params, 1).eigenvalues[0]
+        gnorm = float(optax.tree.norm(jax.grad(loss)(params)))
+        project = dict(solver=diffrax.Euler(), dt0=float(1.0 / lam),
+                       stepsize_controller=diffrax.ConstantStepSize(), max_steps=2000,
+                       gtol=max(0.01 * gnorm, 1e-12))
+        try:
+            flow = reprojection_flow(
+                loss, params, method=c.optimizer, num_steps=c.reproject_steps,
+                step_size=const * lr**2 * (c.steps - c.warmup_steps) / c.reproject_steps,
+                project_kwargs=project)
+        except ValueError as err:
+            rd.write_json(out / "prediction_error.json", {"error": str(err)})
+            return
+        arrays = {"tau": np.asarray(flow.ts), "lambda": np.asarray(flow.sharpness),
+                  "method": np.asarray(f"reprojection:{c.optimizer}")}
         rd.atomic_write_bytes(out / "prediction.npz", rd._npz_bytes(arrays))
 
     def _evaluate(self, p, params):
@@ -482,6 +517,8 @@ class _Engine:
         c = self.config
         marks = set(range(self.chunk, c.steps, self.chunk)) | {c.steps}
         marks |= {s for s in c.density_at if 0 < s < c.steps}
+        if c.reproject_steps is not None and c.warmup_steps:
+            marks.add(c.warmup_steps)  # the prediction starts where the warm-up ends
         return sorted(marks)
 
     def metadata(self) -> dict[str, Any]:
@@ -552,6 +589,8 @@ class _Engine:
                         rd.write_metrics_chunk(out, begin, columns)
                     if end in c.density_at:
                         self._density(out, state)
+                    if c.reproject_steps is not None and end == c.warmup_steps:
+                        self.write_reprojection(out, state.params, stacked=True)
                     if done or end % self.ckpt_every == 0 or end == c.steps:
                         rd.save_checkpoint(out, to_host(state), {"step": end})
                         status.update(step=end, hvps_total=hvps, wall_seconds=wall,
