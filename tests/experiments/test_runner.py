@@ -262,3 +262,22 @@ def test_reprojection_needs_a_flow_optimizer():
         _toy(optimizer="gd", reproject_steps=10)
     with pytest.raises(ConfigError, match="not both"):
         _toy(optimizer="normalized_gd", reproject_steps=10, phi_every=5)
+
+
+def test_a_run_written_before_a_field_existed_resumes(tmp_path):
+    import json
+
+    config = _toy(optimizer="normalized_gd", lr=0.05, steps=200, eig_every=None)
+    whole = run_experiment(config, tmp_path / "whole")
+    run_experiment(config.replace(steps=100), tmp_path / "old")
+    path = tmp_path / "old" / "config.json"
+    saved = json.loads(path.read_text())
+    del saved["reproject_steps"], saved["warmup_optimizer"]  # as an older eosflow wrote it
+    saved["steps"] = 200  # a run stopped halfway
+    path.write_text(json.dumps(saved))
+    (tmp_path / "old" / "status.json").write_text(json.dumps({"state": "running", "step": 100}))
+    record = run_experiment(config, tmp_path / "old", resume=True)
+    assert record.status == "completed"
+    np.testing.assert_array_equal(np.asarray(record.params), np.asarray(whole.params))
+    with pytest.raises(ConfigError, match="lr: differs"):  # what differs still refuses
+        run_experiment(config.replace(lr=0.1), tmp_path / "old", resume=True)

@@ -429,7 +429,7 @@ def _cmd_resume(args, extra) -> int:
     path = Path(args.run_dir)
     if not is_run(path):
         raise RunDirError(f"{path} is not an eosflow run (no config.json).")
-    config = Config.from_dict(read_json(path / "config.json"))
+    config = Config.from_dict(read_json(path / "config.json"), strict=False)
     sweep = read_json(path / "metadata.json").get("sweep")
     return _run_one(config, path, resume=True, overwrite=False, quiet=args.quiet,
                     report=not args.no_report, sweep=sweep)

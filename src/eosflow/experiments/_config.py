@@ -93,7 +93,9 @@ class Config:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], *, strict: bool = True) -> "Config":
-        """Build from a dict (a saved ``config.json``); unknown or missing keys are errors."""
+        """Build from a dict (a saved ``config.json``); unknown keys are errors, and so are
+        missing ones unless ``strict=False``, which gives them their defaults (a run written
+        before the field existed ran with the default)."""
         unknown = [k for k in data if k not in FIELDS]
         if unknown:
             raise ConfigError(unknown_field_message(unknown[0]))

@@ -123,7 +123,7 @@ def run_experiment(
     else:  # the other processes read the run directory (a shared filesystem) to resume
         resuming = resume and rd.is_run(out)
     if resuming:
-        saved = Config.from_dict(rd.read_json(out / "config.json"))
+        saved = Config.from_dict(rd.read_json(out / "config.json"), strict=False)
         if saved != config:
             diff = [k for k in config.to_dict() if saved.to_dict()[k] != config.to_dict()[k]]
             raise ConfigError(
