@@ -36,6 +36,10 @@ _CIFAR_VGG = dict(
     activation="relu", freeze_last_layer=True, loss="mse", lr=0.25, steps=20_000,
     chunk_size=1000, eig_every=50, chunk_steps=200, eval_every=200, num_eigs=2,
 )
+_DIGITS_FLOW = dict(  # the digits MLP near its minimizers (Adam), then a flow optimizer
+    lr=0.05, warmup_steps=3000, warmup_optimizer="adam", warmup_lr=1e-3, steps=6300,
+    eig_every=20, chunk_steps=500, eval_every=100,
+)
 _COHEN_CIFAR = dict(
     problem="mlp", dataset="cifar10", num_examples=5000, widths=(200, 200),
     activation="tanh", loss="mse", optimizer="gd", lr=2 / 30, steps=20_000,
@@ -63,18 +67,14 @@ PRESETS: dict[str, Preset] = {
             "the paper's experiment on digits: 3000 Adam steps (lr 1e-3, loss ~3e-4: close to "
             "the minimizers), then normalized GD at eta 0.05; lambda1 falls along the flow "
             "(eosflow sweep digits-ngd --grid lr=0.05,0.035: the curves against eta^2 t/4 agree)",
-            dict(optimizer="normalized_gd", lr=0.05, warmup_steps=3000,
-                 warmup_optimizer="adam", warmup_lr=1e-3, steps=6300, eig_every=20,
-                 chunk_steps=500, eval_every=100),
-            cpu_minutes=2,
+            dict(_DIGITS_FLOW, optimizer="normalized_gd"),
+            cpu_minutes=3,
         ),
         Preset(
             "digits-sqrt",
             "the same with GD on sqrt(MSE) after the Adam warm-up (lambda1 against eta^2 t/8)",
-            dict(optimizer="sqrt_loss_gd", lr=0.05, warmup_steps=3000,
-                 warmup_optimizer="adam", warmup_lr=1e-3, steps=6300, eig_every=20,
-                 chunk_steps=500, eval_every=100),
-            cpu_minutes=2,
+            dict(_DIGITS_FLOW, optimizer="sqrt_loss_gd"),
+            cpu_minutes=3,
         ),
         Preset(
             "cohen-cifar",

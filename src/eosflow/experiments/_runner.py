@@ -423,11 +423,8 @@ class _Engine:
         return step % every == 0
 
     def write_prediction(self, out: Path) -> None:
-        """The limiting flow from Phi(x_0) over the run's tau = eta^2 t, as prediction.npz
-        (the re-projection flow instead with ``reproject_steps``, no warm-up)."""
+        """The limiting flow from Phi(x_0) over the run's tau = eta^2 t, as prediction.npz."""
         c = self.config
-        if c.reproject_steps is not None and not c.warmup_steps:
-            self.write_reprojection(out, self.problem.params, stacked=False)
         if c.phi_every is None or c.optimizer not in CONSTANTS:
             return
         if c.warmup_steps:  # the flow would start at Phi(x) after the warm-up, not at x_0
@@ -449,15 +446,15 @@ class _Engine:
                   "lambda": np.asarray(flow.sharpness), "method": np.asarray(c.optimizer)}
         rd.atomic_write_bytes(out / "prediction.npz", rd._npz_bytes(arrays))
 
-    def write_reprojection(self, out: Path, params, *, stacked: bool) -> None:
+    def write_reprojection(self, out: Path, params, *, write: bool) -> None:
         """The re-projection flow (``eosflow.flows.reprojection_flow``) from ``params`` (where
-        the warm-up ends; with ``stacked``, the first point of a sweep's) over the rest of the
-        run's flow time at its largest lr, in ``reproject_steps`` steps, as prediction.npz
-        (``tau``, ``lambda``, ``method``). Phi is GD with step 1/lambda1(params) until the
+        the warm-up ends; a sweep's first point) over the rest of the run's flow time at its
+        largest lr, in ``reproject_steps`` steps, as prediction.npz (``tau``, ``lambda``,
+        ``method``; written when ``write``). Phi is GD with step 1/lambda1(params) until the
         gradient norm falls to 1% of its value at ``params`` (at most 2000 steps), as in the
         paper's experiments."""
         c, p = self.config, self.problem
-        if stacked and self.sweep is not None:
+        if self.sweep is not None:
             params = jax.tree.map(lambda x: x[0], params)
         loss = p.full_loss if p.batches is not None else p.loss_fn
         lr = max(self.sweep["lr"]) if self.sweep and "lr" in self.sweep else c.lr
@@ -473,11 +470,13 @@ class _Engine:
                 step_size=const * lr**2 * (c.steps - c.warmup_steps) / c.reproject_steps,
                 project_kwargs=project)
         except ValueError as err:
-            rd.write_json(out / "prediction_error.json", {"error": str(err)})
+            if write:
+                rd.write_json(out / "prediction_error.json", {"error": str(err)})
             return
         arrays = {"tau": np.asarray(flow.ts), "lambda": np.asarray(flow.sharpness),
                   "method": np.asarray(f"reprojection:{c.optimizer}")}
-        rd.atomic_write_bytes(out / "prediction.npz", rd._npz_bytes(arrays))
+        if write:
+            rd.atomic_write_bytes(out / "prediction.npz", rd._npz_bytes(arrays))
 
     def _evaluate(self, p, params):
         sums = sum_over_batches(lambda b: p.eval_fn(params, b), p.batches)
@@ -568,8 +567,7 @@ class _Engine:
         compile_s = float(status.get("compile_seconds", 0.0))
         session: list[dict[str, np.ndarray]] = []
         try:
-            if start in c.density_at and writer:
-                self._density(out, state)
+            self._at_boundary(out, state, start, writer)
             for end in self.boundaries():
                 begin = int(to_host(state.step))
                 if end <= begin:
@@ -584,13 +582,10 @@ class _Engine:
                 session.append(columns)
                 hvps += _hvps(columns, c.track_alignment)
                 done = bool(np.all(to_host(state.done)))
+                self._at_boundary(out, state, end, writer)
                 if writer:
                     if len(columns["step"]):
                         rd.write_metrics_chunk(out, begin, columns)
-                    if end in c.density_at:
-                        self._density(out, state)
-                    if c.reproject_steps is not None and end == c.warmup_steps:
-                        self.write_reprojection(out, state.params, stacked=True)
                     if done or end % self.ckpt_every == 0 or end == c.steps:
                         rd.save_checkpoint(out, to_host(state), {"step": end})
                         status.update(step=end, hvps_total=hvps, wall_seconds=wall,
@@ -628,7 +623,17 @@ class _Engine:
             cols = {k: v[cols["valid"]] for k, v in cols.items()}
         return cols
 
-    def _density(self, out: Path, state: TrainState) -> None:
+    def _at_boundary(self, out: Path, state: TrainState, step: int, write: bool) -> None:
+        """What a chunk boundary computes on every process (arrays may be sharded across
+        them) and process 0 writes: the spectral density at the ``density_at`` steps, the
+        re-projection prediction where the warm-up ends (step 0 without one)."""
+        c = self.config
+        if step in c.density_at:
+            self._density(out, state, write)
+        if c.reproject_steps is not None and step == c.warmup_steps:
+            self.write_reprojection(out, state.params, write=write)
+
+    def _density(self, out: Path, state: TrainState, write: bool) -> None:
         """The Hessian's spectral density at the current step (a chunk boundary)."""
         p, step = self.problem, int(state.step)
         params = state.params if self.sweep is None else jax.tree.map(lambda x: x[0], state.params)
@@ -638,7 +643,9 @@ class _Engine:
                               key=jax.random.PRNGKey(step))
         arrays = {"nodes": np.asarray(sd.nodes), "weights": np.asarray(sd.weights),
                   "step": np.asarray(step), "dim": np.asarray(dim)}
-        rd.atomic_write_bytes(out / "density" / f"{step:012d}.npz", rd._npz_bytes(arrays))
+        if write:
+            path = out / "density" / f"{step:012d}.npz"
+            rd.atomic_write_bytes(path, rd._npz_bytes(arrays))
 
     def _divergence_message(self, m: dict[str, np.ndarray]) -> str:
         reason = m["stop_reason"]
