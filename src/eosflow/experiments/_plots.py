@@ -35,6 +35,7 @@ import numpy as np
 from . import _rundir as rd
 from ._summary import (
     ADAPTIVE,
+    FLOW_CLOCK,
     Point,
     collapse,
     eos_onset,
@@ -401,7 +402,7 @@ def flow_figure(run: RunLike):
                   label=p.label if len(curves) > 1 else r"$\lambda_1(x_t)$")
         pred = load_prediction(run)
         if pred is not None:
-            c = float(clock.rsplit("/", 1)[1])
+            c = FLOW_CLOCK[run.config["optimizer"]]
             ax.plot(np.asarray(pred["tau"]) / c, pred["lambda"], color="black", ls="--",
                     lw=1.3, label=r"$\lambda_1(X)$, predicted flow")
         ax.set_xlabel(f"flow time s = {clock}" + (" after the warm-up"

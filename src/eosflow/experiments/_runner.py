@@ -418,9 +418,13 @@ class _Engine:
         normalized GD and GD on sqrt(L) also at the step after (their stableness alternates
         from step to step, so the harmonic sum of Thm 4.7 needs S_t and S_{t+1})."""
         every = self.config.eig_every
-        if every > 1 and self.config.optimizer in ("normalized_gd", "sqrt_loss_gd"):
+        if every > 1 and self.config.optimizer in CONSTANTS:  # the flow optimizers
             return step % every <= 1
         return step % every == 0
+
+    def _largest_lr(self) -> float:
+        """The lr whose flow time is longest: the config's, or a sweep's largest."""
+        return max(self.sweep["lr"]) if self.sweep and "lr" in self.sweep else self.config.lr
 
     def write_prediction(self, out: Path) -> None:
         """The limiting flow from Phi(x_0) over the run's tau = eta^2 t, as prediction.npz."""
@@ -434,7 +438,7 @@ class _Engine:
                          "at Phi of the iterate where the warm-up ends, not at Phi(x_0)"})
             return
         steps = c.steps - c.warmup_steps
-        lr = max(self.sweep["lr"]) if self.sweep and "lr" in self.sweep else c.lr
+        lr = self._largest_lr()
         try:
             flow = limiting_flow(self.problem.loss_fn, self.problem.params,
                                  method=c.optimizer, t_end=lr**2 * steps, num_points=201)
@@ -457,7 +461,7 @@ class _Engine:
         if self.sweep is not None:
             params = jax.tree.map(lambda x: x[0], params)
         loss = p.full_loss if p.batches is not None else p.loss_fn
-        lr = max(self.sweep["lr"]) if self.sweep and "lr" in self.sweep else c.lr
+        lr = self._largest_lr()
         const = CONSTANTS[c.optimizer][0]
         lam = top_eigenpairs(loss, params, 1).eigenvalues[0]
         gnorm = float(optax.tree.norm(jax.grad(loss)(params)))
