@@ -572,11 +572,11 @@ def _engine_chunk_s(config, sweep, n, *, repeats):
     has changed.
     """
     try:
-        from eosflow.experiments._build import build_problem
-        from eosflow.experiments._runner import _Engine
+        from eosflow.problems import build_problem
+        from eosflow.runner import Program
 
         points = None if sweep is None else len(next(iter(sweep.values())))
-        engine = _Engine(config, build_problem(config), sweep, points, None)
+        engine = Program(config, build_problem(config), sweep, points, None)
         state, hyper = engine.initial_state(), engine.hyper()
         args = (state, hyper)
         if hasattr(engine, "data"):  # newer runner: data passed as a jit argument

@@ -1,5 +1,5 @@
 import sys
 
-from .experiments._cli import main
+from .experiments import main
 
 sys.exit(main())

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from eosflow.experiments import Config
-from eosflow.experiments._rundir import atomic_write_bytes, write_json, write_metrics_chunk
+from eosflow.runner import atomic_write_bytes, write_json, write_metrics_chunk
 
 
 def _npz(arrays) -> bytes:

@@ -8,8 +8,7 @@ from html.parser import HTMLParser
 import numpy as np
 import pytest
 
-from eosflow.experiments import load_run
-from eosflow.experiments._cli import main
+from eosflow.experiments import load_run, main
 
 TINY = ["--steps", "20", "--chunk_steps", "10", "--quiet"]
 
@@ -40,7 +39,7 @@ def test_run_writes_run_dir_figure_and_report(runs):
 
 
 def test_list_shows_every_preset_on_one_line(capsys):
-    from eosflow.experiments._presets import PRESETS
+    from eosflow.experiments import PRESETS
 
     assert main(["list"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()

@@ -29,15 +29,15 @@ _FOUR_DEVICES = textwrap.dedent(
     from jax.flatten_util import ravel_pytree
     from eosflow.curvature import hessian_operator, top_eigenpairs
     from eosflow.experiments import Config, ConfigError, run_experiment
-    from eosflow.experiments._build import build_problem
-    from eosflow.experiments._runner import _Engine
+    from eosflow.problems import build_problem
+    from eosflow.runner import Program
     base = Config(**json.loads(sys.argv[2]))
     out = {"devices": jax.device_count()}
     # one loss, gradient and lambda_1 on 1 device and sharded over 4
     p = build_problem(base)
     vals = []
     for n in (1, 4):
-        eng = _Engine(base.replace(devices=n), p, None, None, None)
+        eng = Program(base.replace(devices=n), p, None, None, None)
         batches, _ = eng.data()
         params = eng.place(eng.initial_state()).params
         f = jax.jit(lambda x, b: hessian_operator(p.loss_fn, x, batches=b).loss_and_grad())
@@ -131,7 +131,7 @@ def test_unreachable_coordinator_is_a_clear_error(tmp_path):
 
 @pytest.mark.parametrize("flags", [["--num-processes", "2"], ["--process-id", "0"]])
 def test_incomplete_multiprocess_flags(flags, tmp_path, capsys):
-    from eosflow.experiments._cli import main
+    from eosflow.experiments import main
 
     assert main(["run", "tiny", "--out", str(tmp_path), *flags]) == 2
     assert "multi-process runs need" in capsys.readouterr().err

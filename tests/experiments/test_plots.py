@@ -12,8 +12,7 @@ pytest.importorskip("matplotlib")
 
 from matplotlib.figure import Figure
 
-from eosflow.experiments import load_run
-from eosflow.experiments._plots import (
+from eosflow.analysis import (
     cohen_panel,
     compare_figure,
     compare_runs,
@@ -28,6 +27,7 @@ from eosflow.experiments._plots import (
     prediction_figure,
     sweep_figure,
 )
+from eosflow.experiments import load_run
 
 from .conftest import (
     GD_LR,
@@ -319,8 +319,7 @@ def test_plot_real_run(real_toy_run):
 
 
 def test_package_imports_without_matplotlib():
-    code = ("import sys; import eosflow.experiments, eosflow.experiments._plots, "
-            "eosflow.experiments._report, eosflow.experiments._summary; "
+    code = ("import sys; import eosflow.experiments, eosflow.analysis, eosflow.runner; "
             "assert 'matplotlib' not in sys.modules, 'matplotlib imported eagerly'")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
 
@@ -338,14 +337,14 @@ def _tracking_json(path):
                       "errors": [0.4, 0.2, 0.1], "taus": taus,
                       "lambda_runs": [lam, lam, [v * 1.01 for v in lam]], "lambda_flow": lam}],
     }
-    from eosflow.experiments._rundir import write_json
+    from eosflow.runner import write_json
 
     write_json(path, data)
     return path
 
 
 def test_verify_figure(tmp_path):
-    from eosflow.experiments._plots import collapse_figure, plot_verify, verify_figure
+    from eosflow.analysis import collapse_figure, plot_verify, verify_figure
 
     path = _tracking_json(tmp_path / "verify.json")
     fig = verify_figure(path)
@@ -374,7 +373,7 @@ def test_verify_figure(tmp_path):
 
 
 def _no_tracking(path):
-    from eosflow.experiments._rundir import write_json
+    from eosflow.runner import write_json
 
     write_json(path, [{"claim": "1", "passed": True}])
     return path

@@ -3,8 +3,7 @@
 import numpy as np
 import pytest
 
-from eosflow.experiments import load_run, run_experiment
-from eosflow.experiments._presets import DEFAULT, PRESETS, preset_config
+from eosflow.experiments import DEFAULT, PRESETS, load_run, preset_config, run_experiment
 
 CPU = [name for name, p in PRESETS.items() if p.cpu_minutes is not None and name != DEFAULT]
 GPU = [name for name, p in PRESETS.items() if p.cpu_minutes is None]
@@ -61,7 +60,7 @@ def test_digits_ngd_collapses_across_learning_rates(tmp_path):
     """Issue 5: normalized GD on digits, after entering EoS: lambda1 falls along training, and
     the curves of lambda1 against eta^2 t/4 for two learning rates agree within 10% (about
     5 minutes on 2 cores: ``pytest -m slow``)."""
-    from eosflow.experiments._summary import headline
+    from eosflow.analysis import headline
 
     run_experiment(preset_config("digits-ngd", {}), tmp_path / "n", sweep={"lr": [0.05, 0.035]})
     h = headline(load_run(tmp_path / "n"))

@@ -9,9 +9,9 @@ import pytest
 
 pytest.importorskip("matplotlib")
 
+from eosflow.analysis import format_value, write_report
 from eosflow.experiments import RunDirError, load_run
-from eosflow.experiments._report import format_value, write_report
-from eosflow.experiments._rundir import write_json
+from eosflow.runner import write_json
 
 from .conftest import (
     GD_LR,

@@ -214,11 +214,10 @@ def test_sigkill_at_many_points_then_resume_is_bit_identical(tmp_path, kill_afte
     np.testing.assert_array_equal(resumed.metrics["step"], np.arange(3000))  # none lost or twice
     for k, v in straight.metrics.items():
         np.testing.assert_array_equal(resumed.metrics[k], v, err_msg=k)
-    from eosflow.experiments._build import build_problem
-    from eosflow.experiments._rundir import load_checkpoint
-    from eosflow.experiments._runner import _Engine
+    from eosflow.problems import build_problem
+    from eosflow.runner import Program, load_checkpoint
 
-    eng = _Engine(c, build_problem(c), None, None, None)
+    eng = Program(c, build_problem(c), None, None, None)
     a, _ = load_checkpoint(run, eng.initial_state())
     b, _ = load_checkpoint(tmp_path / "straight", eng.initial_state())
     for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
@@ -284,7 +283,7 @@ def test_a_run_written_before_a_field_existed_resumes(tmp_path):
 
 
 def test_density_at_chunk_boundaries(tmp_path):
-    from eosflow.experiments._presets import preset_config
+    from eosflow.experiments import preset_config
 
     config = preset_config("tiny", {"density_at": (0, 20), "eig_every": 1})
     record = run_experiment(config, tmp_path / "d")

@@ -6,8 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from eosflow.experiments import load_run
-from eosflow.experiments._summary import (
+from eosflow.analysis import (
     eos_onset,
     flow_clock,
     harmonic_sums,
@@ -18,6 +17,7 @@ from eosflow.experiments._summary import (
     stableness,
     two_step_harmonic_mean,
 )
+from eosflow.experiments import load_run
 
 from .conftest import (
     GD_LR,

@@ -6,19 +6,22 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from eosflow.experiments._verify import _tracking, claim_quadratic, fit_slope
+from eosflow.experiments import claim_quadratic, fit_slope
+from eosflow.experiments import tracking as _tracking
 from eosflow.flows import (
     FlowRESULTS,
     gradient_flow,
+    harmonic_sum,
     limiting_flow,
+    phi_diagnostics,
     project,
     project_solve,
     reprojection_flow,
     sharpness_and_gradient,
+    stableness,
     tangent_project,
     tangent_projector,
 )
-from eosflow.flows._diagnostics import harmonic_sum, phi_diagnostics, stableness
 from eosflow.problems import toy_a, toy_b, toy_c
 
 

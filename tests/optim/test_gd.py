@@ -97,9 +97,9 @@ def test_bad_hyperparameters():
 
 
 def test_optax_momentum_methods_drop_in():
-    from eosflow.optim import OPTIMIZERS
+    from eosflow.optim import METHODS
 
-    for name in ("momentum", "nesterov", "adam"):
-        opt = OPTIMIZERS[name](0.1)
+    for name in ("momentum", "nesterov", "adam", "rmsprop"):
+        opt = METHODS[name].build(0.1)
         u, _ = opt.update(TREE, opt.init(TREE), TREE, value=1.0)
         assert np.all(np.isfinite(_flat(u)))

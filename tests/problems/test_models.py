@@ -14,10 +14,10 @@ from eosflow.problems import (
     VGG11,
     Dataset,
     ResNet,
+    pool2x2,
     supervised_problem,
     trainable_filter,
 )
-from eosflow.problems._models import pool2x2
 
 
 def _num_params(model) -> int:

@@ -10,6 +10,7 @@ from ._lanczos import LanczosResult as LanczosResult
 from ._lanczos import lanczos as lanczos
 from ._operator import HessianOperator as HessianOperator
 from ._operator import hessian_operator as hessian_operator
+from ._operator import sum_over_batches as sum_over_batches
 from ._power import PowerResult as PowerResult
 from ._power import power_iteration as power_iteration
 from ._trace import TraceResult as TraceResult

@@ -1,9 +1,18 @@
 """Experiments: configurations, the runner, run directories, CLI, plots and reports."""
 
-from ._config import Config as Config
-from ._config import ConfigError as ConfigError
-from ._rundir import Run as Run
-from ._rundir import RunDirError as RunDirError
-from ._rundir import load_run as load_run
-from ._runner import RunRecord as RunRecord
-from ._runner import run_experiment as run_experiment
+from ..runner import Config as Config
+from ..runner import ConfigError as ConfigError
+from ..runner import Run as Run
+from ..runner import RunDirError as RunDirError
+from ..runner import RunRecord as RunRecord
+from ..runner import load_run as load_run
+from ..runner import run_experiment as run_experiment
+from ._cli import main as main
+from ._presets import DEFAULT as DEFAULT
+from ._presets import PRESETS as PRESETS
+from ._presets import Preset as Preset
+from ._presets import preset_config as preset_config
+from ._verify import claim_quadratic as claim_quadratic
+from ._verify import fit_slope as fit_slope
+from ._verify import run_verify as run_verify
+from ._verify import tracking as tracking

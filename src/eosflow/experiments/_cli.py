@@ -14,9 +14,18 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ._config import FIELDS, Config, ConfigError, coerce, unknown_field_message
+from ..runner import (
+    FIELDS,
+    Config,
+    ConfigError,
+    RunDirError,
+    coerce,
+    is_run,
+    load_run,
+    read_json,
+    unknown_field_message,
+)
 from ._presets import DEFAULT, PRESETS, preset_config
-from ._rundir import RunDirError, is_run, load_run, read_json
 
 EXIT_DIVERGED = 1
 EXIT_USAGE = 2
@@ -193,9 +202,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _distributed(args) -> bool:
     """Start jax.distributed if asked (flags or environment). Returns whether this is
     process 0 (the one that writes run directories)."""
-    from ._distributed import initialize
+    from ..runner import initialize_distributed
 
-    return initialize(args.coordinator, args.num_processes, args.process_id,
+    return initialize_distributed(args.coordinator, args.num_processes, args.process_id,
                       timeout_s=args.coordinator_timeout)
 
 
@@ -209,7 +218,7 @@ def _cmd_run(args, extra) -> int:
 
 def _run_one(config: Config, out: Path, *, resume: bool, overwrite: bool, quiet: bool,
              report: bool, sweep: dict | None = None) -> int:
-    from ._runner import run_experiment
+    from ..runner import run_experiment
 
     progress = False if quiet else None
     record = run_experiment(config, out, resume=resume, overwrite=overwrite, progress=progress,
@@ -225,7 +234,7 @@ def _run_one(config: Config, out: Path, *, resume: bool, overwrite: bool, quiet:
 
 
 def _print_summary(path: Path) -> None:
-    from ._summary import headline
+    from ..analysis import headline
 
     run = load_run(path)
     h = headline(run)
@@ -253,8 +262,7 @@ def _print_summary(path: Path) -> None:
 
 def _report_one(path: Path) -> None:
     try:
-        from ._plots import plot_run
-        from ._report import write_report
+        from ..analysis import plot_run, write_report
     except ImportError as err:  # pragma: no cover - matplotlib missing
         print(f"eosflow: figures skipped ({err}); pip install 'eosflow[plots]'", file=sys.stderr)
         return
@@ -305,7 +313,7 @@ def _parse_grid(items: Sequence[str]) -> dict[str, list[Any]]:
 
 
 def _cmd_sweep(args, extra) -> int:
-    from ._runner import SWEEPABLE
+    from ..runner import SWEEPABLE
 
     base = preset_config(args.preset, _overrides(extra))
     grid = _parse_grid(args.grid)
@@ -345,8 +353,7 @@ def _cmd_sweep(args, extra) -> int:
         status = max(status, code)
     if writer and not args.no_report and dirs and shard_n == 1:
         try:
-            from ._plots import plot_sweep
-            from ._report import write_report
+            from ..analysis import plot_sweep, write_report
 
             finished = [d for d in dirs if is_run(d)]
             plot_sweep(finished, root)
@@ -380,7 +387,7 @@ def _shard(spec: str | None) -> tuple[int, int]:
 
 def _check_sweep_memory(config: Config, points: int) -> None:
     """Refuse a vmapped sweep whose state would not fit in memory, before starting."""
-    from ._build import build_problem
+    from ..problems import build_problem
 
     problem = build_problem(config)
     import jax
@@ -446,7 +453,7 @@ def _runs(paths: Sequence[str]) -> list[Path]:
 
 
 def _cmd_plot(args, extra) -> int:
-    from ._plots import plot_run, plot_sweep
+    from ..analysis import plot_run, plot_sweep
 
     for path in _runs(args.run_dirs):
         figs = plot_run(path, args.out)
@@ -458,7 +465,7 @@ def _cmd_plot(args, extra) -> int:
 
 
 def _cmd_compare(args, extra) -> int:
-    from ._plots import compare_runs
+    from ..analysis import compare_runs
 
     for f in compare_runs(_runs(args.run_dirs), args.out):
         print(f)
@@ -466,7 +473,7 @@ def _cmd_compare(args, extra) -> int:
 
 
 def _cmd_report(args, extra) -> int:
-    from ._report import write_report
+    from ..analysis import write_report
 
     paths = _runs(args.run_dirs)
     if len(paths) > 1 and args.out is None:

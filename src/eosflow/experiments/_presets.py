@@ -7,7 +7,7 @@ A preset is a set of overrides of :class:`Config`'s defaults with a one-line des
 from dataclasses import dataclass, field
 from typing import Any
 
-from ._config import Config, ConfigError, unknown_field_message
+from ..runner import Config, ConfigError, unknown_field_message
 
 DEFAULT = "digits-gd"
 

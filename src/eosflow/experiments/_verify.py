@@ -19,9 +19,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..flows import limiting_flow, project_solve
-from ..flows._diagnostics import stableness
-from ..optim import gd, normalized_gd, sqrt_loss_gd
+from .. import optim
+from ..flows import limiting_flow, project_solve, stableness
+from ..optim import METHODS
 from ..problems import Toy, quadratic, toy_a, toy_b, toy_c
 
 SLOPE_MIN = 0.8
@@ -73,12 +73,19 @@ def rate_check(claim: str, quantity: str, etas, errors, *, expect_pass: bool = T
 # --- compiled simulations (one compile per loss and method; eta and lengths are traced) -----
 
 
-def _optimizer(method: str, eta):
-    if method == "normalized_gd":
-        return normalized_gd(eta)
-    if method == "sqrt_loss_gd":
-        return sqrt_loss_gd(eta)
-    return gd(eta)
+def _optimizer(name: str, eta):
+    return optim.method(name).build(eta)
+
+
+def _is_ngd(name: str) -> bool:
+    """Normalized GD's claims (g = log λ1 in its flow) rather than GD on √L's."""
+    return optim.method(name).flow_log
+
+
+# the paper's two methods and plain GD (the contrast), from the optimizer records
+GD = next(n for n, m in METHODS.items() if m.edge_label == "2/η" and m.quantity == "sharpness")
+NGD, SQRT = (next(n for n, m in METHODS.items() if m.flow_constant is not None
+                  and m.flow_log is log) for log in (True, False))
 
 
 @eqx.filter_jit
@@ -184,7 +191,7 @@ class Tracking:
     lambda_flow: list[float]
 
 
-def _tracking(toy: Toy, method: str, etas, t_end: float, num_points: int = 11,
+def tracking(toy: Toy, method: str, etas, t_end: float, num_points: int = 11,
               constant=None, log=None):
     """max_tau |Phi(x_{tau/eta^2}) - X(tau)| for each eta, and the flow and runs used."""
     flow = limiting_flow(toy.loss_fn, toy.x0, method=method, t_end=t_end,
@@ -216,13 +223,13 @@ def claim_quadratic(checks: list[Check]) -> None:
     q = quadratic(tuple(spectrum), x0=tuple(rng.normal(size=5)))
     A = jnp.diag(jnp.asarray(spectrum))
     eta, n = 0.05, 4000
-    for method, scale in (("normalized_gd", A / eta), ("sqrt_loss_gd", jnp.sqrt(2 * A) / eta)):
+    for method, scale in ((NGD, A / eta), (SQRT, jnp.sqrt(2 * A) / eta)):
         xs, _, _ = window(q.loss_fn, method, q.x0, jnp.asarray(eta), n)
         xt = xs @ scale.T
         pred = xt[:-1] - (xt[:-1] @ A.T) / jnp.linalg.norm(xt[:-1], axis=1, keepdims=True)
         dev = jnp.linalg.norm(xt[1:] - pred, axis=1) / jnp.linalg.norm(xt[1:], axis=1)
         rel = float(jnp.max(dev))
-        name = "NGD" if method == "normalized_gd" else "sqrt-L GD"
+        name = "NGD" if _is_ngd(method) else "sqrt-L GD"
         checks.append(Check("1 quadratic (Thm 3.1)", f"{name}: reduction to x~ map, max rel. dev.",
                             "0 (exact map)", rel, "<= 1e-8", rel <= 1e-8))
         tail = xt[-200:]
@@ -246,7 +253,7 @@ def claim_phase1(checks: list[Check], toy: Toy, etas) -> None:
     drifts, dists = [], []
     for eta in etas:
         n = round(20 / eta)
-        _, saved = simulate(toy.loss_fn, "normalized_gd", toy.x0, jnp.asarray(eta), n,
+        _, saved = simulate(toy.loss_fn, NGD, toy.x0, jnp.asarray(eta), n,
                             max(n // 10, 1), 11)
         phis = _phis(toy.loss_fn, saved)
         drifts.append(float(jnp.max(jnp.linalg.norm(phis - phi0, axis=1))))
@@ -274,21 +281,21 @@ def run_verify(out_dir: str | Path | None = None, *, quick: bool = False,
     claim_phase1(checks, A, [0.4, 0.2, 0.1, 0.05])
 
     plans = [  # (toy, method, t_end): the flow moves lambda_1 substantially in each
-        (A, "normalized_gd", 40.0),
-        (A, "sqrt_loss_gd", 3.0),
-        (B, "normalized_gd", 6.0),
-        (B, "sqrt_loss_gd", 6.0),
-        (C, "normalized_gd", 3.0),
-        (C, "sqrt_loss_gd", 3.0),
+        (A, NGD, 40.0),
+        (A, SQRT, 3.0),
+        (B, NGD, 6.0),
+        (B, SQRT, 6.0),
+        (C, NGD, 3.0),
+        (C, SQRT, 3.0),
     ]
     if quick:
         plans = [p for p in plans if p[0] is A]
     budget = 60_000 if quick else 200_000
     for toy, method, t_end in plans:
-        claim = "3 NGD flow (Thm 4.4)" if method == "normalized_gd" else "4 sqrt-L flow"
+        claim = "3 NGD flow (Thm 4.4)" if _is_ngd(method) else "4 sqrt-L flow"
         etas = _etas_for(budget, t_end)
         say(f"claims 3-4: tracking {toy.name} {method}, etas {', '.join(f'{e:.3g}' for e in etas)}")
-        flow, errors, lam_runs = _tracking(toy, method, etas, t_end)
+        flow, errors, lam_runs = tracking(toy, method, etas, t_end)
         checks.append(rate_check(claim, f"{toy.name}: max |Phi(x_tau/eta^2) - X(tau)|, slope",
                                  etas, errors))
         lam_flow = np.asarray(flow.sharpness)
@@ -298,11 +305,10 @@ def run_verify(out_dir: str | Path | None = None, *, quick: bool = False,
         tracking.append(Tracking(toy.name, method, etas, errors, [float(t) for t in flow.ts],
                                  lam_runs, [float(v) for v in lam_flow]))
         if toy is A:  # negative controls through the same check
-            wrong = {"normalized_gd": dict(constant=0.125), "sqrt_loss_gd": dict(log=True)}[method]
-            what = {"normalized_gd": "constant 1/8 for NGD",
-                    "sqrt_loss_gd": "log lambda1 for sqrt-L"}
-            _, werr, _ = _tracking(toy, method, etas, t_end, **wrong)
-            checks.append(rate_check(claim + " control", f"{toy.name}: {what[method]}, slope",
+            wrong = dict(constant=0.125) if _is_ngd(method) else dict(log=True)
+            what = "constant 1/8 for NGD" if _is_ngd(method) else "log lambda1 for sqrt-L"
+            _, werr, _ = tracking(toy, method, etas, t_end, **wrong)
+            checks.append(rate_check(claim + " control", f"{toy.name}: {what}, slope",
                                      etas, werr, expect_pass=False))
     # more claims appended by claim_eos / claim_gd_contrast
     claim_eos(checks, B, quick)
@@ -316,7 +322,7 @@ def run_verify(out_dir: str | Path | None = None, *, quick: bool = False,
                    "seconds": elapsed, "quick": quick}
         (out / "verify.json").write_text(json.dumps(payload, indent=2))
         try:
-            from ._plots import plot_verify
+            from ..analysis import plot_verify
         except ImportError:
             plot_verify = None
         if plot_verify is not None:
@@ -338,7 +344,7 @@ def claim_eos(checks: list[Check], toy: Toy, quick: bool) -> None:
     (in two dimensions theta_t is identically zero).
     """
     etas = [0.1, 0.05, 0.025] if quick else [0.1, 0.05, 0.025, 0.0125]
-    for method in ("normalized_gd", "sqrt_loss_gd"):
+    for method in (NGD, SQRT):
         dev_h, dev_loss, thetas, S_sqrt, smax = [], [], [], [], []
         for eta in etas:
             n = round(max(0.25 / eta**2, 40 / eta))  # past phase I (Theta(1/eta) steps)
@@ -349,7 +355,7 @@ def claim_eos(checks: list[Check], toy: Toy, quick: bool) -> None:
             r = jnp.sqrt(losses)
             two = r[:-1] + r[1:]
             thetas.append(float(jnp.mean(d["theta"])))
-            if method == "normalized_gd":
+            if _is_ngd(method):
                 S = _stableness(toy.loss_fn, xs, eta_t)
                 dev_h.append(float(jnp.mean(jnp.abs(1 / S[:-1] + 1 / S[1:] - 1))))
                 smax.append(float(jnp.min(jnp.maximum(S[:-1], S[1:]))))
@@ -358,7 +364,7 @@ def claim_eos(checks: list[Check], toy: Toy, quick: bool) -> None:
                 S_sqrt.append(float(jnp.median(_sqrt_stableness(toy.loss_fn, xs, eta))))
                 pred = eta * lam[:-1] / 2
             dev_loss.append(float(jnp.mean(jnp.abs(two / pred - 1))))
-        if method == "normalized_gd":
+        if _is_ngd(method):
             checks.append(bound_check("3 NGD flow (Thm 4.4)", f"{toy.name}: mean alignment angle "
                                       "theta_t (y2 dies out)", etas, thetas))
             checks.append(bound_check("5 NGD EoS (Thm 4.7)",
@@ -385,7 +391,7 @@ def claim_gd_contrast(checks: list[Check], toy: Toy) -> None:
     x0 = jnp.array([14.7, 3.0])
     ends = []
     for n in (20_000, 40_000):
-        x, _ = simulate(toy.loss_fn, "gd", x0, jnp.asarray(eta), n, n, 1)
+        x, _ = simulate(toy.loss_fn, GD, x0, jnp.asarray(eta), n, n, 1)
         ends.append(float(toy.sharpness_on_manifold(project_solve(toy.loss_fn, x).value)))
     stalled = abs(ends[1] - ends[0]) / ends[0]
     checks.append(Check("7 contrast with GD", "GD: lambda1(Phi) at 20k vs 40k steps, rel. change",
@@ -393,7 +399,7 @@ def claim_gd_contrast(checks: list[Check], toy: Toy) -> None:
     below = ends[1] * eta
     checks.append(Check("7 contrast with GD", "GD: eta * lambda1(Phi) at the end", "<= 2",
                         below, "<= 2", below <= 2.0))
-    x, _ = simulate(toy.loss_fn, "normalized_gd", x0, jnp.asarray(0.1), 60_000, 60_000, 1)
+    x, _ = simulate(toy.loss_fn, NGD, x0, jnp.asarray(0.1), 60_000, 60_000, 1)
     lam_ngd = float(toy.sharpness_on_manifold(project_solve(toy.loss_fn, x).value))
     checks.append(Check("7 contrast with GD", "NGD (eta 0.1, 60k steps): lambda1(Phi) / min "
                         "lambda1 on Γ", "-> 1 (min of lambda1 = 2 at x = 0)", lam_ngd / 2.0,

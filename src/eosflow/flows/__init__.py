@@ -1,5 +1,9 @@
 """Flows: Φ, gradient flow, the limiting flows on the manifold of minimisers, diagnostics."""
 
+from ._diagnostics import harmonic_sum as harmonic_sum
+from ._diagnostics import phi_diagnostics as phi_diagnostics
+from ._diagnostics import stableness as stableness
+from ._diagnostics import two_step_sqrt_loss as two_step_sqrt_loss
 from ._geometry import eigen_gap as eigen_gap
 from ._geometry import sharpness_and_gradient as sharpness_and_gradient
 from ._geometry import tangent_project as tangent_project

@@ -19,13 +19,14 @@ import optax
 
 from .._tree import check_floating
 from .._types import Array, PyTree
+from ..optim import METHODS
 from ._geometry import eigen_gap, sharpness_and_gradient, tangent_project
 from ._project import FlowRESULTS, _default_tols, project_solve
 
+# method: (constant c in dX/dtau = -c dPhi grad g, whether g = log lambda_1), from the records
 CONSTANTS: dict[str, tuple[float, bool]] = {
-    # method: (constant c in dX/dtau = -c dPhi grad g, whether g = log lambda_1)
-    "normalized_gd": (0.25, True),
-    "sqrt_loss_gd": (0.125, False),
+    name: (m.flow_constant, m.flow_log) for name, m in METHODS.items()
+    if m.flow_constant is not None
 }
 
 

@@ -1,10 +1,6 @@
-"""optax's momentum methods under eosflow's names, and a registry of optimizers by name."""
-
-from collections.abc import Callable
+"""optax's momentum and adaptive methods under eosflow's names (extra args accepted)."""
 
 import optax
-
-from ._gd import gd, normalized_gd, sqrt_loss_gd
 
 
 def momentum(lr: float, beta: float = 0.9) -> optax.GradientTransformationExtraArgs:
@@ -22,11 +18,6 @@ def adam(lr: float, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8)
     return optax.with_extra_args_support(optax.adam(lr, b1=beta1, b2=beta2, eps=eps))
 
 
-OPTIMIZERS: dict[str, Callable[..., optax.GradientTransformationExtraArgs]] = {
-    "gd": gd,
-    "normalized_gd": normalized_gd,
-    "sqrt_loss_gd": sqrt_loss_gd,
-    "momentum": momentum,
-    "nesterov": nesterov,
-    "adam": adam,
-}
+def rmsprop(lr: float, decay: float = 0.9, eps: float = 1e-8):
+    """RMSProp, ``optax.rmsprop`` (no bias correction, ε inside the square root's sum)."""
+    return optax.with_extra_args_support(optax.rmsprop(lr, decay=decay, eps=eps))

@@ -14,6 +14,7 @@ from ._models import MLP as MLP
 from ._models import VGG11 as VGG11
 from ._models import ResNet as ResNet
 from ._models import describe_init as describe_init
+from ._models import pool2x2 as pool2x2
 from ._models import trainable_filter as trainable_filter
 from ._problem import Problem as Problem
 from ._problem import chunk as chunk
@@ -29,3 +30,7 @@ from ._toys import quadratic as quadratic
 from ._toys import toy_a as toy_a
 from ._toys import toy_b as toy_b
 from ._toys import toy_c as toy_c
+from ._zoo import NETWORKS as NETWORKS
+from ._zoo import ProblemSpec as ProblemSpec
+from ._zoo import build_network_problem as build_network_problem
+from ._zoo import build_problem as build_problem

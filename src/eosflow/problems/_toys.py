@@ -14,9 +14,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._types import Array
+from ..optim import METHODS as _METHODS
 from ._problem import Problem
 
-METHODS = ("normalized_gd", "sqrt_loss_gd")
+# the methods with a limiting flow (normalized GD: g = log λ1; GD on √L: g = λ1)
+METHODS = tuple(n for n, m in _METHODS.items() if m.flow_constant is not None)
 
 
 class Toy(eqx.Module):
@@ -68,7 +70,7 @@ def _toy_a_flow(method: str, x0: Array, tau: Array) -> Array:
     _check_method(method)
     tau = jnp.asarray(tau, x0.dtype)
     a = x0[0]
-    if method == "sqrt_loss_gd":
+    if not _METHODS[method].flow_log:  # GD on √L: g = λ1
         x = a * jnp.exp(-tau / 2)
     else:
         rhs = jnp.log(a**2) + a**2 - tau
@@ -114,7 +116,7 @@ def _toy_b_flow(method: str, x0: Array, tau: Array) -> Array:
     """λ1 = 1 + x² = f/1 with L = ½ f y1² + ...: the same x-dynamics as toy A for NGD, and
     dx/dτ = −f′/8 = −x/4 for √L."""
     _check_method(method)
-    if method == "sqrt_loss_gd":
+    if not _METHODS[method].flow_log:  # GD on √L: g = λ1
         x = x0[0] * jnp.exp(-jnp.asarray(tau, x0.dtype) / 4)
         return jnp.stack([x, jnp.zeros_like(x), jnp.zeros_like(x)], axis=-1)
     xa = _toy_a_flow(method, x0[:2], tau)[..., 0]
@@ -159,7 +161,7 @@ def _toy_c_flow(method: str, x0: Array, tau: Array) -> Array:
     tau = jnp.asarray(tau, x0.dtype)
     sign = jnp.sign(x0[0])
     u0 = jnp.log(jnp.abs(x0[0] / x0[1]))
-    if method == "sqrt_loss_gd":
+    if not _METHODS[method].flow_log:  # GD on √L: g = λ1
         u = jnp.arcsinh(jnp.sinh(u0) * jnp.exp(-tau / 2))
     else:
         c0 = jnp.log(jnp.abs(jnp.tanh(u0 / 2))) + jnp.cosh(u0)

@@ -1,25 +1,10 @@
-"""The runner: steps an optimizer in compiled chunks, tracks curvature, and loses nothing.
+"""One run's compiled step and chunk: the training state, the optimizer step with its
+probes (eigen-solve, alignment, Φ, evaluation), and the ``lax.scan`` over a chunk of steps."""
 
-``run_experiment(config, out_dir)`` builds the problem and optimizer a :class:`Config` names
-and steps them inside ``jax.lax.scan`` over chunks of steps (no Python per step). Each step
-records the loss, the gradient norm, the effective step $\\eta_t = -\\langle u_t, g_t\\rangle /
-\\|g_t\\|^2$ (exactly $\\eta$, $\\eta/\\|g\\|$, $\\eta/(2\\sqrt{L-L^*})$ for the paper's three
-methods) and the parameter norm; every ``eig_every`` steps it adds the top eigenvalues with
-their residuals and cost (warm-started from the previous solve), $\\eta_t\\lambda_1$ and the
-alignment $\\langle \\hat g, v_1\\rangle$, $\\hat g^\\top H \\hat g/\\lambda_1$ (for
-normalized GD and GD on $\\sqrt L$ at the step after as well: the pair $S_t, S_{t+1}$ that
-Thm 4.7's harmonic sum needs).
-
-After each chunk the rows go to an atomic file and, at checkpoint boundaries, the whole state
-(params, optimizer state, eigen-solver warm start, PRNG key, step) is saved atomically, so a
-killed run resumes from its last checkpoint and finishes bit for bit as if never stopped.
-"""
 
 import dataclasses
-import math
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -29,20 +14,18 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from jax.flatten_util import ravel_pytree
-from jax.sharding import Mesh, NamedSharding
+from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from .. import __version__
-from ..curvature import hessian_operator, spectral_density, top_eigenpairs
-from ..curvature._operator import sum_over_batches
-from ..flows import CONSTANTS, limiting_flow, reprojection_flow
-from ..flows._diagnostics import phi_diagnostics
-from ..optim import KickState
+from ..curvature import hessian_operator, sum_over_batches, top_eigenpairs
+from ..flows import limiting_flow, phi_diagnostics, reprojection_flow
+from ..optim import KickState, method
 from ..problems import Problem
-from . import _rundir as rd
-from ._build import build_optimizer, build_problem, initial_params
+from . import _store as rd
+from ._build import build_optimizer, initial_params
 from ._config import Config, ConfigError
-from ._progress import Progress
+from ._devices import _global_array, make_mesh
 
 SWEEPABLE = ("lr", "seed", "momentum", "loss_min")
 MAX_PHI_COORDS = 16  # Phi(x_t) is recorded coordinate by coordinate up to this dimension
@@ -62,133 +45,22 @@ class TrainState(NamedTuple):
     loss0: jax.Array  # the loss at step 0, for the divergence test
 
 
-@dataclass
-class RunRecord:
-    """What :func:`run_experiment` returns (the same facts are in the run directory)."""
 
-    path: Path
-    config: Config
-    status: str  # "completed", "goal_reached" or "diverged"
-    message: str
-    steps_done: int
-    params: Any
-    metrics: dict[str, np.ndarray]
+class Program:
+    """The compiled pieces of one run (one point, or a vmapped sweep of points).
 
-    @property
-    def ok(self) -> bool:
-        return self.status != "diverged"
-
-
-StepMetricsFn = Callable[[Any, dict[str, jax.Array]], dict[str, jax.Array]]
-
-
-def run_experiment(
-    config: Config,
-    out_dir: str | Path,
-    *,
-    resume: bool = False,
-    overwrite: bool = False,
-    problem: Problem | None = None,
-    metrics_fn: StepMetricsFn | None = None,
-    sweep: dict[str, Sequence[float]] | None = None,
-    progress: bool | None = None,
-) -> RunRecord:
-    """Run (or resume) the experiment ``config`` in the run directory ``out_dir``.
-
-    Args:
-        config: the experiment; see :class:`Config`.
-        out_dir: the run directory. An existing non-empty one is an error unless ``resume``
-            (continue from its checkpoint) or ``overwrite`` (delete it first) is given.
-        problem: use this :class:`~eosflow.problems.Problem` instead of the configured one.
-        metrics_fn: ``metrics_fn(params, row) -> dict`` of extra scalar columns, evaluated
-            inside the compiled step (``row`` holds the step's built-in metrics).
-        sweep: vmap over these fields at once, e.g. ``{"lr": [0.1, 0.2]}`` (fields from
-            ``SWEEPABLE``, equal-length lists: one point per index). Columns then carry a
-            trailing axis over the points.
-        progress: show a progress line (default: when stderr is a terminal).
-
-    Returns:
-        A :class:`RunRecord`; ``status`` is "diverged" when the loss blew up (the CLI then
-        exits non-zero), and every finished step's metrics are on disk either way.
+    Built from a configuration and its problem, it gives the initial :class:`TrainState`,
+    the data (sharded when a mesh is in use), the pure step (:meth:`step_fn`) and the
+    compiled ``n``-step chunk (:meth:`chunk_fn`, cached per ``n``: the only state it keeps).
+    :func:`run_experiment` drives it; tests and benchmarks use it to time or inspect a chunk.
     """
-    out = Path(out_dir)
-    if not isinstance(config, Config):
-        raise TypeError(f"config must be an eosflow Config, got {type(config).__name__}.")
-    points = _check_sweep(sweep)
-    if config.dtype == "float64":
-        jax.config.update("jax_enable_x64", True)
-    writer = jax.process_index() == 0  # in a multi-process job only process 0 writes
-    if writer:
-        resuming = rd.prepare(out, resume=resume, overwrite=overwrite)
-    else:  # the other processes read the run directory (a shared filesystem) to resume
-        resuming = resume and rd.is_run(out)
-    if resuming:
-        saved = Config.from_dict(rd.read_json(out / "config.json"), strict=False)
-        if saved != config:
-            diff = [k for k in config.to_dict() if saved.to_dict()[k] != config.to_dict()[k]]
-            raise ConfigError(
-                f"{diff[0]}: differs from the run being resumed ({saved.to_dict()[diff[0]]!r})"
-            )
-        saved_sweep = rd.read_json(out / "metadata.json").get("sweep")
-        if saved_sweep != (sweep and {k: list(map(float, v)) for k, v in sweep.items()}):
-            raise ConfigError("sweep: differs from the run being resumed")
-    problem = build_problem(config) if problem is None else problem
-    engine = _Engine(config, problem, sweep, points, metrics_fn)
-    state = engine.initial_state()
-    status: dict[str, Any] = {"state": "running", "step": 0, "hvps_total": 0,
-                              "wall_seconds": 0.0}
-    if resuming:
-        if (out / rd.CHECKPOINT).exists():
-            state, _ = rd.load_checkpoint(out, state)
-        # else: killed before its first checkpoint; the initial state is step 0
-        if writer:
-            rd.truncate_metrics(out, int(state.step))
-        status = rd.read_json(out / "status.json")
-        status.setdefault("resumed_at", []).append(int(state.step))
-    else:
-        _check_finite_params(state.params)
-        if writer:
-            rd.write_json(out / "config.json", config.to_dict())
-            rd.write_json(out / "metadata.json", engine.metadata())
-            engine.write_prediction(out)
-            rd.save_checkpoint(out, to_host(state), {"step": 0})
-            rd.write_json(out / "status.json", status)
-    return engine.loop(out, state, status, progress)
-
-
-def _check_sweep(sweep) -> int | None:
-    if sweep is None:
-        return None
-    if not isinstance(sweep, dict) or not sweep:
-        raise ConfigError("sweep: give a non-empty {field: [values]} mapping")
-    lengths = set()
-    for field, values in sweep.items():
-        if field not in SWEEPABLE:
-            raise ConfigError(
-                f"{field}: cannot be swept in one compiled run (vmappable: {', '.join(SWEEPABLE)})"
-            )
-        values = list(values)
-        if not values:
-            raise ConfigError(f"{field}: the sweep grid is empty")
-        lengths.add(len(values))
-    if len(lengths) != 1:
-        raise ConfigError("sweep: every field needs the same number of values (one per point)")
-    return lengths.pop()
-
-
-def _check_finite_params(params) -> None:
-    for path, leaf in jax.tree_util.tree_leaves_with_path(params):
-        if not np.all(np.isfinite(np.asarray(leaf))):
-            where = jax.tree_util.keystr(path) or "params"
-            raise ValueError(f"params: the initial parameters contain nan or inf (at {where}).")
-
-
-class _Engine:
-    """The compiled pieces of one run (one point, or a vmapped sweep of points)."""
 
     def __init__(self, config: Config, problem: Problem, sweep, points, metrics_fn):
         self.config, self.problem, self.sweep, self.points = config, problem, sweep, points
         self.metrics_fn = metrics_fn
+        self.method = method(config.optimizer)
+        # L*: the configuration's when given, else the problem's own (a user problem's)
+        self.loss_min = problem.loss_min if config.loss_min is None else config.loss_min
         c = config
         self.eig_on = c.eig_every is not None
         self.k = c.num_eigs
@@ -237,7 +109,7 @@ class _Engine:
     # -- hyperparameters and state --------------------------------------------------------
     def hyper(self) -> dict[str, jax.Array]:
         c = self.config
-        base = {"lr": c.lr, "momentum": c.momentum, "loss_min": c.loss_min}
+        base = {"lr": c.lr, "momentum": c.momentum, "loss_min": self.loss_min}
         if self.sweep is None:
             return {k: jnp.asarray(v, self.dtype) for k, v in base.items()}
         out = {}
@@ -418,7 +290,7 @@ class _Engine:
         normalized GD and GD on sqrt(L) also at the step after (their stableness alternates
         from step to step, so the harmonic sum of Thm 4.7 needs S_t and S_{t+1})."""
         every = self.config.eig_every
-        if every > 1 and self.config.optimizer in CONSTANTS:  # the flow optimizers
+        if every > 1 and self.method.adaptive_step:
             return step % every <= 1
         return step % every == 0
 
@@ -429,7 +301,7 @@ class _Engine:
     def write_prediction(self, out: Path) -> None:
         """The limiting flow from Phi(x_0) over the run's tau = eta^2 t, as prediction.npz."""
         c = self.config
-        if c.phi_every is None or c.optimizer not in CONSTANTS:
+        if c.phi_every is None or self.method.flow_constant is None:
             return
         if c.warmup_steps:  # the flow would start at Phi(x) after the warm-up, not at x_0
             # (reproject_steps computes the re-projection flow from there)
@@ -462,7 +334,7 @@ class _Engine:
             params = jax.tree.map(lambda x: x[0], params)
         loss = p.full_loss if p.batches is not None else p.loss_fn
         lr = self._largest_lr()
-        const = CONSTANTS[c.optimizer][0]
+        const = self.method.flow_constant
         lam = top_eigenpairs(loss, params, 1).eigenvalues[0]
         gnorm = float(optax.tree.norm(jax.grad(loss)(params)))
         project = dict(solver=diffrax.Euler(), dt0=float(1.0 / lam),
@@ -538,7 +410,7 @@ class _Engine:
             "seed": c.seed,
             "loss_convention": c.loss if not c.is_toy else "toy loss (see problem)",
             "problem": dict(p.info),
-            "loss_min": c.loss_min,
+            "loss_min": self.loss_min,
             "num_params": int(sum(np.size(x) for x in jax.tree.leaves(p.params))),
             "sharpness": (
                 f"largest algebraic Hessian eigenvalue of the loss, top_eigenpairs, "
@@ -558,182 +430,8 @@ class _Engine:
             meta["sweep"] = {k: [float(x) for x in v] for k, v in self.sweep.items()}
         return meta
 
-    # -- the Python loop over chunks ---------------------------------------------------------------
-    def loop(self, out: Path, state: TrainState, status: dict, progress: bool | None) -> RunRecord:
-        c = self.config
-        hyper, data = self.hyper(), self.data()
-        state = self.place(state)
-        writer = jax.process_index() == 0  # only process 0 writes the run directory
-        start = int(to_host(state.step))
-        bar = Progress(c.steps, start=start, enabled=progress if writer else False, label=c.name)
-        hvps = int(status.get("hvps_total", 0))
-        wall = float(status.get("wall_seconds", 0.0))
-        compile_s = float(status.get("compile_seconds", 0.0))
-        session: list[dict[str, np.ndarray]] = []
-        try:
-            self._at_boundary(out, state, start, writer)
-            for end in self.boundaries():
-                begin = int(to_host(state.step))
-                if end <= begin:
-                    continue
-                fn, seconds = self.compiled(end - begin, state, hyper, data)
-                compile_s += seconds
-                t0 = time.perf_counter()
-                state, rows = fn(state, hyper, data)
-                rows = to_host(rows)
-                wall += time.perf_counter() - t0
-                columns = self._columns(rows, begin, end)
-                session.append(columns)
-                hvps += _hvps(columns, c.track_alignment)
-                done = bool(np.all(to_host(state.done)))
-                self._at_boundary(out, state, end, writer)
-                if writer:
-                    if len(columns["step"]):
-                        rd.write_metrics_chunk(out, begin, columns)
-                    if done or end % self.ckpt_every == 0 or end == c.steps:
-                        rd.save_checkpoint(out, to_host(state), {"step": end})
-                        status.update(step=end, hvps_total=hvps, wall_seconds=wall,
-                                      compile_seconds=compile_s)
-                        rd.write_json(out / "status.json", status)
-                bar.update(end, **_last_valid(columns))
-                if done:
-                    break
-        finally:
-            bar.close()
-        metrics = rd.read_metrics(out) if writer else _concat(session)
-        reasons = np.atleast_1d(to_host(state.reason))
-        message = ""
-        if np.any((reasons == 1) | (reasons == 2)):
-            final, message = "diverged", self._divergence_message(metrics)
-        elif np.all(reasons == 3):
-            final, message = "goal_reached", f"loss goal {c.loss_goal} reached"
-        else:
-            final = "completed"
-        valid = metrics.get("valid", np.zeros(0, bool))
-        steps_done = int(valid.sum(axis=0).max()) if valid.size else 0
-        step = int(to_host(state.step))
-        if writer:
-            status.update(state=final, message=message, step=step, steps_done=steps_done,
-                          hvps_total=hvps, wall_seconds=wall, compile_seconds=compile_s,
-                          finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
-            rd.write_json(out / "status.json", status)
-        return RunRecord(out, c, final, message, steps_done, to_host(state.params), metrics)
-
-    def _columns(self, rows: dict[str, np.ndarray], begin: int, end: int) -> dict[str, np.ndarray]:
-        """One chunk's rows as columns; a stopped single run keeps rows up to its stopping step."""
-        cols = {"step": np.arange(begin, end, dtype=np.int64)}
-        cols.update({k: np.asarray(v) for k, v in rows.items()})
-        if self.sweep is None:
-            cols = {k: v[cols["valid"]] for k, v in cols.items()}
-        return cols
-
-    def _at_boundary(self, out: Path, state: TrainState, step: int, write: bool) -> None:
-        """What a chunk boundary computes on every process (arrays may be sharded across
-        them) and process 0 writes: the spectral density at the ``density_at`` steps, the
-        re-projection prediction where the warm-up ends (step 0 without one)."""
-        c = self.config
-        if step in c.density_at:
-            self._density(out, state, write)
-        if c.reproject_steps is not None and step == c.warmup_steps:
-            self.write_reprojection(out, state.params, write=write)
-
-    def _density(self, out: Path, state: TrainState, write: bool) -> None:
-        """The Hessian's spectral density at the current step (a chunk boundary)."""
-        p, step = self.problem, int(state.step)
-        params = state.params if self.sweep is None else jax.tree.map(lambda x: x[0], state.params)
-        dim = sum(int(np.size(x)) for x in jax.tree.leaves(params))
-        sd = spectral_density(p.loss_fn, params, batches=p.curvature_batches,
-                              num_iters=min(60, dim - 1), num_probes=4,
-                              key=jax.random.PRNGKey(step))
-        arrays = {"nodes": np.asarray(sd.nodes), "weights": np.asarray(sd.weights),
-                  "step": np.asarray(step), "dim": np.asarray(dim)}
-        if write:
-            path = out / "density" / f"{step:012d}.npz"
-            rd.atomic_write_bytes(path, rd._npz_bytes(arrays))
-
-    def _divergence_message(self, m: dict[str, np.ndarray]) -> str:
-        reason = m["stop_reason"]
-        idx = np.argwhere(reason > 0)
-        if not len(idx):
-            return "diverged"
-        i = tuple(idx[0])
-        step = int(m["step"][i[0]])
-        loss = float(m["loss"][i])
-        point = f" (sweep point {i[1]})" if len(i) > 1 else ""
-        if reason[i] == 1:
-            return f"diverged at step {step}{point}: loss = {loss} is not finite"
-        first = m["loss"][0] if m["loss"].ndim == 1 else m["loss"][0, i[1]]
-        return (f"diverged at step {step}{point}: loss {loss:.4g} exceeds divergence_factor "
-                f"{self.config.divergence_factor:g} x the initial loss {float(first):.4g}")
-
-
-def make_mesh(devices: int | None) -> Mesh | None:
-    """A one-axis ("data") mesh over the first ``devices`` devices of every process; ``None``
-    (no sharding) for a single-process run that did not ask for devices."""
-    if devices is None:
-        if jax.process_count() == 1:
-            return None
-        devices = jax.device_count()
-    avail = jax.devices()
-    if devices > len(avail):
-        raise ConfigError(
-            f"devices: {devices} requested, {len(avail)} available ({avail[0].platform}); on "
-            "CPU, XLA_FLAGS=--xla_force_host_platform_device_count=N makes N devices"
-        )
-    return Mesh(np.array(avail[:devices]), ("data",))
-
-
-def _global_array(x, sharding):
-    """``x`` (the same host data on every process) as an array laid out by ``sharding``; each
-    process only materialises the shards on its own devices."""
-    host = np.asarray(x)
-    return jax.make_array_from_callback(host.shape, sharding, lambda idx: host[idx])
-
-
-def _concat(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
-    if not parts:
-        return {}
-    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-
-
-def to_host(tree):
-    """NumPy copies of a PyTree of (possibly sharded, possibly multi-process) arrays."""
-
-    def one(x):
-        if not isinstance(x, jax.Array):
-            return np.asarray(x)
-        if x.is_fully_addressable:
-            return np.asarray(x)
-        if x.is_fully_replicated:
-            return np.asarray(x.addressable_data(0))
-        from jax.experimental import multihost_utils
-
-        return np.asarray(multihost_utils.process_allgather(x, tiled=True))
-
-    return jax.tree.map(one, tree)
-
 
 def _is_kick(x) -> bool:
     return isinstance(x, KickState)
 
 
-def _hvps(columns: dict[str, np.ndarray], alignment: bool) -> int:
-    if "eig_matvecs" not in columns:
-        return 0
-    mv = columns["eig_matvecs"]
-    extra = np.sum(np.isfinite(columns["lambda_1"])) if alignment else 0
-    return int(np.sum(mv) + extra)
-
-
-def _last_valid(columns: dict[str, np.ndarray]) -> dict[str, float]:
-    def last(name):
-        if name not in columns:
-            return None
-        v = columns[name]
-        v = v if v.ndim == 1 else v[:, 0]
-        v = v[np.isfinite(v)]
-        return float(v[-1]) if len(v) else None
-
-    loss = last("loss")
-    return {"loss": math.nan if loss is None else loss, "lam": last("lambda_1"),
-            "eta_lam": last("eta_lambda")}

@@ -9,18 +9,18 @@ import typing
 from dataclasses import dataclass
 from typing import Any
 
+from .._errors import ConfigError
+from ..optim import METHODS, method
+from ..problems import ACTIVATIONS, ProblemSpec
+
 PROBLEMS = ("mlp", "cnn", "vgg11", "resnet", "toy_a", "toy_b", "toy_c", "quadratic",
             "product", "matrix_factorization")
 DATASETS = ("digits", "cifar10", "mnist", "teacher_student", "gaussian_clusters", "none")
-OPTIMIZER_NAMES = ("gd", "normalized_gd", "sqrt_loss_gd", "momentum", "nesterov", "adam")
-WARMUP_OPTIMIZERS = ("gd", "adam")
+OPTIMIZER_NAMES = tuple(METHODS)
+WARMUP_OPTIMIZERS = tuple(name for name, m in METHODS.items() if m.warmup)
 LOSS_NAMES = ("mse", "mse_nohalf", "mse_mean", "cross_entropy")
 DTYPES = ("float32", "float64")
 TOYS = ("toy_a", "toy_b", "toy_c", "quadratic", "product", "matrix_factorization")
-
-
-class ConfigError(ValueError):
-    """A bad configuration value; the message is one line that names the field."""
 
 
 @dataclass(frozen=True)
@@ -51,7 +51,7 @@ class Config:
     optimizer: str = "gd"
     lr: float = 0.1
     momentum: float = 0.9
-    loss_min: float = 0.0
+    loss_min: float | None = None
     warmup_steps: int = 0
     warmup_lr: float | None = None
     warmup_optimizer: str = "gd"
@@ -111,6 +111,13 @@ class Config:
     @property
     def is_toy(self) -> bool:
         return self.problem in TOYS
+
+    @property
+    def problem_spec(self) -> ProblemSpec:
+        """The problem half of the configuration (what :func:`eosflow.problems.build_problem`
+        needs)."""
+        return ProblemSpec(**{f.name: getattr(self, f.name)
+                              for f in dataclasses.fields(ProblemSpec)})
 
 
 FIELDS: dict[str, dataclasses.Field] = {f.name: f for f in dataclasses.fields(Config)}
@@ -245,8 +252,6 @@ def _check(c: Config) -> None:
     _choice("dtype", c.dtype, DTYPES)
     _choice("subset", c.subset, ("first", "stratified"))
     _choice("eig_criterion", c.eig_criterion, ("residual", "gap"))
-    from ..problems._models import ACTIVATIONS
-
     _choice("activation", c.activation, tuple(ACTIVATIONS))
     _positive(c, "lr")
     for name in ("steps", "num_eigs", "eig_max_matvecs"):
@@ -265,9 +270,10 @@ def _check(c: Config) -> None:
         raise ConfigError(f"warmup_steps: must be >= 0, got {c.warmup_steps!r}")
     if c.warmup_steps >= c.steps:
         raise ConfigError(f"warmup_steps: must be below steps = {c.steps}, got {c.warmup_steps}")
-    if c.reproject_steps is not None and c.optimizer not in ("normalized_gd", "sqrt_loss_gd"):
-        raise ConfigError("reproject_steps: the re-projection flow predicts normalized_gd and "
-                          f"sqrt_loss_gd runs, not {c.optimizer!r}")
+    if c.reproject_steps is not None and method(c.optimizer).flow_constant is None:
+        flows = [n for n, m in METHODS.items() if m.flow_constant is not None]
+        raise ConfigError(f"reproject_steps: the re-projection flow predicts {' and '.join(flows)}"
+                          f" runs, not {c.optimizer!r}")
     if c.reproject_steps is not None and c.phi_every is not None:
         raise ConfigError("reproject_steps: give it or phi_every (the limiting flow from "
                           "Phi(x_0)), not both")
@@ -283,7 +289,8 @@ def _check(c: Config) -> None:
         )
     if c.problem in TOYS and c.dataset not in ("none", "digits"):
         raise ConfigError(f"dataset: toy problem '{c.problem}' takes no dataset, got {c.dataset!r}")
-    if c.optimizer == "sqrt_loss_gd" and c.loss_goal is not None and c.loss_goal < c.loss_min:
+    if "loss_min" in method(c.optimizer).hyper and c.loss_goal is not None and (
+            c.loss_min is not None and c.loss_goal < c.loss_min):
         raise ConfigError(f"loss_goal: below loss_min = {c.loss_min}, got {c.loss_goal}")
     if c.chunk_steps is not None and c.checkpoint_every is not None and (
         c.checkpoint_every % c.chunk_steps

@@ -5,11 +5,15 @@ import socket
 import time
 
 import jax
+import numpy as np
+from jax.sharding import Mesh
+
+from .._errors import ConfigError
 
 ENV = ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID")
 
 
-def initialize(coordinator: str | None = None, num_processes: int | None = None,
+def initialize_distributed(coordinator: str | None = None, num_processes: int | None = None,
                process_id: int | None = None, *, timeout_s: float = 60) -> bool:
     """Join a multi-process job when asked to; return whether this is process 0.
 
@@ -82,3 +86,44 @@ def _check_coordinator(address: str, pid: int, timeout_s: float) -> None:
 def _env_int(name: str) -> int | None:
     v = os.environ.get(name)
     return None if v in (None, "") else int(v)
+
+def make_mesh(devices: int | None) -> Mesh | None:
+    """A one-axis ("data") mesh over the first ``devices`` devices of every process; ``None``
+    (no sharding) for a single-process run that did not ask for devices."""
+    if devices is None:
+        if jax.process_count() == 1:
+            return None
+        devices = jax.device_count()
+    avail = jax.devices()
+    if devices > len(avail):
+        raise ConfigError(
+            f"devices: {devices} requested, {len(avail)} available ({avail[0].platform}); on "
+            "CPU, XLA_FLAGS=--xla_force_host_platform_device_count=N makes N devices"
+        )
+    return Mesh(np.array(avail[:devices]), ("data",))
+
+
+def _global_array(x, sharding):
+    """``x`` (the same host data on every process) as an array laid out by ``sharding``; each
+    process only materialises the shards on its own devices."""
+    host = np.asarray(x)
+    return jax.make_array_from_callback(host.shape, sharding, lambda idx: host[idx])
+
+
+def to_host(tree):
+    """NumPy copies of a PyTree of (possibly sharded, possibly multi-process) arrays."""
+
+    def one(x):
+        if not isinstance(x, jax.Array):
+            return np.asarray(x)
+        if x.is_fully_addressable:
+            return np.asarray(x)
+        if x.is_fully_replicated:
+            return np.asarray(x.addressable_data(0))
+        from jax.experimental import multihost_utils
+
+        return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+
+    return jax.tree.map(one, tree)
+
+

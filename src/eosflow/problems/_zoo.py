@@ -1,7 +1,8 @@
 """Neural-network problems from a configuration: model, dataset, loss convention, chunking.
 
-``build_network_problem(config)`` turns the problem half of a :class:`Config` into a
-:class:`~eosflow.problems.Problem`:
+:class:`ProblemSpec` names a problem (which model on which data, with which loss convention);
+:func:`build_problem` turns it into a :class:`~eosflow.problems.Problem` (toys included), and
+``build_network_problem(spec)`` does the networks:
 
 * ``dataset`` (``digits``, ``cifar10``, ``mnist``, ``teacher_student``,
   ``gaussian_clusters``) with ``num_examples``, ``subset``, ``seed``, ``data_dir`` and
@@ -15,36 +16,25 @@
   chunks of this many examples) and ``hessian_examples`` (curvature measured on the first
   that many training examples, each weighted ``1/hessian_examples``).
 
-Combinations that make no sense raise :class:`ConfigError` with a one-line message naming
+Combinations that make no sense raise :class:`~eosflow.ConfigError` with a one-line message naming
 the field. Everything that determines the numbers is written into ``Problem.info``.
 """
 
 import dataclasses
 import itertools
 import math
+from dataclasses import dataclass
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..problems import (
-    CNN,
-    MLP,
-    VGG11,
-    Dataset,
-    Problem,
-    ResNet,
-    chunk,
-    describe_init,
-    gaussian_clusters,
-    load_cifar10,
-    load_digits,
-    load_mnist,
-    supervised_problem,
-    teacher_student,
-    trainable_filter,
-)
-from ._config import Config, ConfigError
+from .._errors import ConfigError
+from ._data import Dataset, gaussian_clusters, load_digits, teacher_student
+from ._models import CNN, MLP, VGG11, ResNet, describe_init, trainable_filter
+from ._problem import Problem, chunk, supervised_problem
+from ._readers import load_cifar10, load_mnist
+from ._toys import TOYS
 
 NETWORKS = ("mlp", "cnn", "vgg11", "resnet")
 IMAGE_MODELS = ("cnn", "vgg11", "resnet")
@@ -55,7 +45,58 @@ SYNTHETIC_SIZE = 1000  # examples drawn for a synthetic set when num_examples is
 DEFAULT_CLUSTERS = 3
 
 
-def check_network_config(config: Config) -> None:
+@dataclass(frozen=True)
+class ProblemSpec:
+    """Which problem: a model on a dataset with a loss convention, or a toy from ``x0``.
+
+    Every field's meaning is in :class:`eosflow.runner.Config`, which nests the same names;
+    this record is what :func:`build_problem` needs and nothing else.
+    """
+
+    problem: str = "mlp"
+    dataset: str = "digits"
+    data_dir: str | None = None
+    num_examples: int | None = None
+    subset: str = "first"
+    num_classes: int | None = None
+    widths: tuple[int, ...] = (200, 200)
+    activation: str = "tanh"
+    freeze_last_layer: bool = False
+    loss: str = "mse"
+    chunk_size: int | None = None
+    hessian_examples: int | None = None
+    x0: tuple[float, ...] | None = None
+    seed: int = 0
+    dtype: str = "float32"
+
+
+def build_problem(spec: ProblemSpec) -> Problem:
+    """The :class:`~eosflow.problems.Problem` a spec names (params drawn from ``spec.seed``).
+
+    Args:
+        spec: a :class:`ProblemSpec`, or any object with a ``problem_spec`` attribute (an
+            :class:`eosflow.runner.Config`).
+
+    Raises:
+        ConfigError: a combination that makes no sense, or ``x0`` of the wrong length.
+    """
+    if not isinstance(spec, ProblemSpec):
+        spec = spec.problem_spec
+    dtype = jnp.dtype(spec.dtype)
+    if spec.problem in TOYS:
+        toy = TOYS[spec.problem](dtype=dtype)
+        x0 = None
+        if spec.x0 is not None:
+            if len(spec.x0) != toy.x0.size:
+                raise ConfigError(
+                    f"x0: {spec.problem} needs {toy.x0.size} coordinates, got {len(spec.x0)}"
+                )
+            x0 = jnp.asarray(spec.x0, dtype)
+        return toy.problem(x0)
+    return build_network_problem(spec)
+
+
+def check_network_config(config: ProblemSpec) -> None:
     """Raise :class:`ConfigError` for a model/dataset/loss combination that makes no sense."""
     problem, dataset = config.problem, config.dataset
     if problem not in NETWORKS:
@@ -105,7 +146,7 @@ def check_network_config(config: Config) -> None:
         )
 
 
-def load_dataset(config: Config) -> Dataset:
+def load_dataset(config: ProblemSpec) -> Dataset:
     """The configured dataset (host arrays), subset and standardised as configured."""
     n, subset, seed, name = config.num_examples, config.subset, config.seed, config.dataset
     try:
@@ -128,7 +169,7 @@ def load_dataset(config: Config) -> Dataset:
     raise ConfigError(f"dataset: {name!r} is not a dataset for network problems")
 
 
-def _data_dir(config: Config) -> str:
+def _data_dir(config: ProblemSpec) -> str:
     if not config.data_dir:  # Config checks this too; kept for configs built by replace()
         raise ConfigError(f"data_dir: required for dataset {config.dataset!r}")
     return config.data_dir
@@ -139,7 +180,7 @@ def _image_shape(data: Dataset) -> tuple[int, ...] | None:
     return None if shape is None else tuple(int(s) for s in shape)
 
 
-def build_model(config: Config, in_shape: tuple[int, ...], num_outputs: int, key):
+def build_model(config: ProblemSpec, in_shape: tuple[int, ...], num_outputs: int, key):
     """The configured model for inputs of shape ``in_shape`` (``(C, H, W)`` for image models)
     with ``num_outputs`` outputs, initialised from ``key``."""
     dtype = jnp.dtype(config.dtype)
@@ -177,8 +218,10 @@ def _batches(x: np.ndarray, y: np.ndarray, chunk_size: int | None, dtype):
     return {k: jnp.asarray(v, dtype) for k, v in batches.items()}, num, size
 
 
-def build_network_problem(config: Config) -> Problem:
-    """The :class:`~eosflow.problems.Problem` of a network configuration (see module doc)."""
+def build_network_problem(config: ProblemSpec) -> Problem:
+    """The :class:`~eosflow.problems.Problem` of a network spec (see the module doc)."""
+    if not isinstance(config, ProblemSpec):
+        config = config.problem_spec
     check_network_config(config)
     data = load_dataset(config)
     n = len(data)

@@ -28,11 +28,21 @@ from typing import Any
 
 import numpy as np
 
-from ._rundir import Run
+from ..optim import Method, method
+from ..runner import Run
 
 ONSET_LEVEL = 1.9
-GD_LIKE = ("gd", "momentum", "nesterov")  # a fixed step size, so a fixed threshold on lambda_1
-ADAPTIVE = ("normalized_gd", "sqrt_loss_gd")  # eta_t varies; the harmonic sum is the test
+
+
+def method_of(config: dict[str, Any]) -> Method:
+    """The optimizer record (:class:`eosflow.optim.Method`) a saved configuration names."""
+    return method(config.get("optimizer", "gd"))
+
+
+def is_adaptive(config: dict[str, Any]) -> bool:
+    """Whether the run's step size η_t changes every step (the harmonic sum is the test)."""
+    return method_of(config).adaptive_step
+
 SWEEP_SYMBOLS = {"lr": "η", "momentum": "β", "seed": "seed", "loss_min": "L*"}
 
 
@@ -113,15 +123,10 @@ def lambda_threshold(config: dict[str, Any]) -> float | None:
         >>> lambda_threshold({"optimizer": "gd", "lr": 0.01})
         200.0
     """
-    lr, opt = float(config["lr"]), config.get("optimizer", "gd")
-    beta = float(config.get("momentum", 0.9))
-    if opt == "gd":
-        return 2.0 / lr
-    if opt == "momentum":
-        return (2.0 + 2.0 * beta) / lr
-    if opt == "nesterov":
-        return (2.0 + 2.0 * beta) / ((1.0 + 2.0 * beta) * lr)
-    return None
+    m = method_of(config)
+    if m.edge is None or m.quantity != "sharpness":
+        return None
+    return float(m.edge(float(config["lr"]), float(config.get("momentum", 0.9))))
 
 
 def lambda_thresholds(config: dict[str, Any], steps: np.ndarray) -> np.ndarray:
@@ -140,18 +145,10 @@ def lambda_thresholds(config: dict[str, Any], steps: np.ndarray) -> np.ndarray:
 
 def stableness_name(config: dict[str, Any]) -> str:
     """How :func:`stableness` is defined for this configuration (for tables and labels)."""
-    opt = config.get("optimizer", "gd")
-    if opt == "gd":
-        return "η·λ1"
-    if opt == "normalized_gd":
-        return "η_t·λ1, η_t = η/‖∇L‖"
-    if opt == "sqrt_loss_gd":
-        return "η_t·λ1, η_t = η/(2√(L − L*))"
-    if opt in ("momentum", "nesterov"):
-        return "2λ1/λ_crit, λ_crit = " + (
-            "(2 + 2β)/η" if opt == "momentum" else "(2 + 2β)/((1 + 2β)η)"
-        )
-    return "undefined (needs the preconditioned sharpness)"
+    m = method_of(config)
+    if m.quantity != "sharpness":
+        return "undefined (needs the preconditioned sharpness)"
+    return m.stableness_label
 
 
 def stableness(point: Point) -> tuple[np.ndarray, np.ndarray] | None:
@@ -175,26 +172,30 @@ def stableness(point: Point) -> tuple[np.ndarray, np.ndarray] | None:
         )
     else:
         eta_lam = np.asarray(eta_lam, np.float64)[measured]
-    opt = point.config.get("optimizer", "gd")
+    m = method_of(point.config)
     warm = steps < int(point.config.get("warmup_steps") or 0)
     if point.config.get("warmup_optimizer", "gd") != "gd":  # an Adam warm-up: undefined
         eta_lam = np.where(warm, np.nan, eta_lam)
-    if opt in ("gd", *ADAPTIVE):
-        s = eta_lam
-    elif opt in ("momentum", "nesterov"):
-        s = np.where(warm, eta_lam, 2.0 * lam / lambda_threshold(point.config))
-    else:
+    if m.quantity != "sharpness":  # needs the preconditioned sharpness
         s = np.where(warm, eta_lam, np.nan)
+    elif m.edge is None or m.name == "gd":
+        s = eta_lam
+    else:
+        s = np.where(warm, eta_lam, 2.0 * lam / lambda_threshold(point.config))
     return steps, s
 
 
-FLOW_CLOCK = {"normalized_gd": 4.0, "sqrt_loss_gd": 8.0}  # s = eta^2 (t - t_warmup) / this
+
+
+def _clock_divisor(config: dict[str, Any]) -> float | None:
+    """``d`` in the flow clock s = η²(t − t_w)/d: 1/c of the method's limiting flow."""
+    c = method_of(config).flow_constant
+    return None if c is None else 1.0 / c
 
 
 def flow_clock_name(config: dict[str, Any]) -> str | None:
     """``"η²t/4"`` (normalized GD), ``"η²t/8"`` (GD on √L), None for other optimizers."""
-    c = FLOW_CLOCK.get(config.get("optimizer", "gd"))
-    return None if c is None else f"η²t/{c:g}"
+    return method_of(config).flow_clock
 
 
 def flow_clock(point: Point) -> tuple[np.ndarray, np.ndarray] | None:
@@ -214,7 +215,7 @@ def flow_clock(point: Point) -> tuple[np.ndarray, np.ndarray] | None:
         >>> s.round(4).tolist(), lam.tolist()
         ([0.0, 0.02], [3.0, 2.0])
     """
-    c = FLOW_CLOCK.get(point.config.get("optimizer", "gd"))
+    c = _clock_divisor(point.config)
     lam = point.get("lambda_1")
     if c is None or lam is None:
         return None
@@ -302,7 +303,7 @@ def pairing_steps(config: dict[str, Any], steps: np.ndarray) -> np.ndarray | Non
     r"""``steps`` for normalized GD and GD on √L, whose $S_t$ alternates from step to step,
     so only consecutive steps make a pair (the runner measures $\lambda_1$ at steps $t$ and
     $t + 1$ for them); None for fixed-step optimizers, whose successive measurements pair."""
-    return steps if config.get("optimizer", "gd") in ADAPTIVE else None
+    return steps if is_adaptive(config) else None
 
 
 def eos_onset(steps: np.ndarray, s: np.ndarray, *, level: float = ONSET_LEVEL,
@@ -366,7 +367,6 @@ def _mean(x: np.ndarray) -> float | None:
 def point_headline(point: Point, *, level: float = ONSET_LEVEL) -> dict[str, Any]:
     """The per-trajectory headline numbers of :func:`headline` for one :class:`Point`."""
     cfg = point.config
-    opt = cfg.get("optimizer", "gd")
     lam_col = point.get("lambda_1")
     out: dict[str, Any] = {
         "label": point.label,
@@ -423,7 +423,7 @@ def point_headline(point: Point, *, level: float = ONSET_LEVEL) -> dict[str, Any
     out["mean_eta_lambda_after_onset"] = _mean(s[after])
     fin = _finite(s[after])
     out["median_eta_lambda_after_onset"] = float(np.median(fin)) if len(fin) else None
-    if opt in ADAPTIVE:
+    if is_adaptive(cfg):
         out["mean_harmonic_sum_after_onset"] = _mean(harmonic_sums(s, pair)[after[:-1]])
     return out
 

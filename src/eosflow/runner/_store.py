@@ -25,14 +25,12 @@ from typing import Any
 import jax
 import numpy as np
 
+from .._errors import RunDirError
+
 METRICS = "metrics"
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 CHECKPOINT = "checkpoint.npz"
-
-
-class RunDirError(ValueError):
-    """A directory that is not (or not yet) what the caller asked for."""
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:

@@ -1,0 +1,37 @@
+"""From a :class:`Config` to the objects the runner steps: the problem and the optimizer."""
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from .. import optim
+from ..problems import Problem, build_problem
+from ._config import Config
+
+
+def build_optimizer(config: Config, lr: Any, *, momentum: Any = None,
+                    loss_min: Any = None) -> optax.GradientTransformationExtraArgs:
+    """The configured optimizer with learning rate ``lr`` (a float, or a traced array in
+    sweeps; ``momentum`` and ``loss_min`` likewise override the config's), preceded by
+    ``warmup_steps`` of plain GD (the paper's MNIST protocol) or Adam (``warmup_optimizer``,
+    a faster way close to the minimizers) at ``warmup_lr`` when asked."""
+    beta = config.momentum if momentum is None else momentum
+    lmin = config.loss_min if loss_min is None else loss_min
+    lmin = 0.0 if lmin is None else lmin
+    main = optim.method(config.optimizer).build(lr, momentum=beta, loss_min=lmin,
+                                                seed=config.seed)
+    if config.warmup_steps:
+        lr0 = config.warmup_lr if config.warmup_lr is not None else lr
+        first = optim.method(config.warmup_optimizer).build(lr0, seed=config.seed)
+        return optim.switch(first, main, config.warmup_steps)
+    return main
+
+
+def initial_params(config: Config, problem: Problem, seeds: list[int] | None = None):
+    """``problem.params``, or one copy per seed (stacked) for a seed sweep."""
+    if seeds is None:
+        return problem.params
+    per_seed = [build_problem(config.replace(seed=s)).params for s in seeds]
+    return jax.tree.map(lambda *xs: jnp.stack(xs), *per_seed)
