@@ -1,5 +1,10 @@
-"""Curvature of a loss: Hessian-vector products, top eigenpairs, trace and spectral density."""
+"""Curvature of a loss: Hessian-vector products, top eigenpairs, trace, spectral density and
+the curvature mini-batch SGD sees (batch sharpness)."""
 
+from ._batch import BatchSharpnessResult as BatchSharpnessResult
+from ._batch import MinibatchSharpnessResult as MinibatchSharpnessResult
+from ._batch import batch_sharpness as batch_sharpness
+from ._batch import minibatch_sharpness as minibatch_sharpness
 from ._density import SpectralDensity as SpectralDensity
 from ._density import spectral_density as spectral_density
 from ._eigen import EigenResult as EigenResult

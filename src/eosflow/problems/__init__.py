@@ -1,5 +1,7 @@
 """Problems: losses over PyTrees, the data they sum over, models, and toy problems."""
 
+from ._batches import batch_indices as batch_indices
+from ._batches import random_batch_indices as random_batch_indices
 from ._data import Dataset as Dataset
 from ._data import gaussian_clusters as gaussian_clusters
 from ._data import load_digits as load_digits
