@@ -55,6 +55,8 @@ class Config:
     warmup_steps: int = 0
     warmup_lr: float | None = None
     warmup_optimizer: str = "gd"
+    batch_size: int | None = None
+    batch_replace: bool = False
     # run ---------------------------------------------------------------------------------
     steps: int = 1000
     seed: int = 0
@@ -73,6 +75,7 @@ class Config:
     eig_criterion: str = "residual"
     eig_max_matvecs: int = 200
     track_alignment: bool = True
+    batch_sharpness_batches: int = 16
     density_at: tuple[int, ...] = ()
     phi_every: int | None = None
     reproject_steps: int | None = None
@@ -258,7 +261,7 @@ def _check(c: Config) -> None:
         _positive(c, name, integer=True)
     for name in ("num_examples", "chunk_size", "hessian_examples", "chunk_steps",
                  "checkpoint_every", "eval_every", "eig_every", "eig_block", "phi_every",
-                 "reproject_steps", "devices", "num_classes"):
+                 "reproject_steps", "devices", "num_classes", "batch_size"):
         _positive(c, name, allow_none=True, integer=True)
     _positive(c, "warmup_lr", allow_none=True)
     _positive(c, "divergence_factor", allow_none=True)
@@ -277,6 +280,11 @@ def _check(c: Config) -> None:
     if c.reproject_steps is not None and c.phi_every is not None:
         raise ConfigError("reproject_steps: give it or phi_every (the limiting flow from "
                           "Phi(x_0)), not both")
+    _positive(c, "batch_sharpness_batches", integer=True)
+    if c.batch_size is not None and c.problem in TOYS:
+        raise ConfigError(f"batch_size: toy problem '{c.problem}' has no examples to sample")
+    if c.batch_size is not None and c.devices is not None:
+        raise ConfigError("batch_size: mini-batch runs are single-device (drop devices)")
     if c.eig_block is not None and c.eig_block < c.num_eigs:
         raise ConfigError(f"eig_block: must be >= num_eigs = {c.num_eigs}, got {c.eig_block}")
     if any(w <= 0 for w in c.widths):

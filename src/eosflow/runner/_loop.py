@@ -279,6 +279,8 @@ def _hvps(columns: dict[str, np.ndarray], alignment: bool) -> int:
     if "eig_matvecs" not in columns:
         return 0
     mv = columns["eig_matvecs"]
+    if "batch_sharpness_matvecs" in columns:
+        mv = mv + columns["batch_sharpness_matvecs"]
     extra = np.sum(np.isfinite(columns["lambda_1"])) if alignment else 0
     return int(np.sum(mv) + extra)
 

@@ -18,10 +18,10 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from .. import __version__
-from ..curvature import hessian_operator, sum_over_batches, top_eigenpairs
+from ..curvature import batch_sharpness, hessian_operator, sum_over_batches, top_eigenpairs
 from ..flows import limiting_flow, phi_diagnostics, reprojection_flow
 from ..optim import KickState, method
-from ..problems import Problem
+from ..problems import Problem, batch_indices, random_batch_indices
 from . import _store as rd
 from ._build import build_optimizer, initial_params
 from ._config import Config, ConfigError
@@ -75,6 +75,33 @@ class Program:
         self.dtype = jnp.result_type(*jax.tree.leaves(problem.params))
         self.mesh = make_mesh(c.devices)
         self._chunk_fns: dict[int, Callable] = {}
+        self.num_examples = self._check_minibatch()
+
+    # -- mini-batches ------------------------------------------------------------------------
+    def _check_minibatch(self) -> int | None:
+        """The number of training examples a mini-batch run samples from (None: full batch)."""
+        c, p = self.config, self.problem
+        if c.batch_size is None:
+            return None
+        if p.batches is None or not isinstance(p.batches, dict) or "w" not in p.batches:
+            raise ConfigError("batch_size: mini-batches need a supervised problem (batches "
+                              "with per-example weights 'w'); this problem has none")
+        n = int(np.sum(np.asarray(p.batches["w"]) > 0))
+        if c.batch_size > n:
+            raise ConfigError(f"batch_size: {c.batch_size} exceeds the {n} training examples")
+        return n
+
+    def _examples(self, batches):
+        """The training examples as one flat axis (``(N, ...)``, weights dropped)."""
+        n = self.num_examples
+        return {k: v.reshape(-1, *v.shape[2:])[:n] for k, v in batches.items() if k != "w"}
+
+    def _minibatch(self, flat, idx):
+        """Rows ``idx`` (shape ``(..., B)``) of the flat examples as batches whose loss is the
+        mean over the B examples (weights 1/B)."""
+        b = {k: v[idx] for k, v in flat.items()}
+        b["w"] = jnp.full(idx.shape, 1.0 / idx.shape[-1], self.dtype)
+        return b
 
     # -- devices --------------------------------------------------------------------------
     def data(self) -> tuple[Any, Any]:
@@ -170,7 +197,12 @@ class Program:
         c, p = self.config, self.view(data)
         opt = self.optimizer(hyper)
         params, step = state.params, state.step
-        if p.batches is None:
+        if self.num_examples is not None:  # SGD: the step's mini-batch, a function of the step
+            idx = batch_indices(jax.random.fold_in(state.key, 2), step, self.num_examples,
+                                c.batch_size, replace=c.batch_replace)
+            mb = self._minibatch(self._examples(p.batches), idx[None])
+            loss, grad = hessian_operator(p.loss_fn, params, batches=mb).loss_and_grad()
+        elif p.batches is None:
             loss, grad = jax.value_and_grad(p.loss_fn)(params)
         else:
             loss, grad = hessian_operator(p.loss_fn, params, batches=p.batches).loss_and_grad()
@@ -198,6 +230,12 @@ class Program:
             )
             row.update(eig_row)
             row["eta_lambda"] = eff_lr * eig_row["lambda_1"]
+            if self.num_examples is not None:
+                row.update(jax.lax.cond(
+                    self._measure_at(step),
+                    lambda: self._batch_sharpness(p, params, jax.random.fold_in(state.key, step)),
+                    self._no_batch_sharpness,
+                ))
         if c.phi_every is not None:
             row.update(jax.lax.cond(
                 step % c.phi_every == 0, lambda: self._phi(params), self._no_phi
@@ -206,6 +244,12 @@ class Program:
             row.update(jax.lax.cond(
                 step % c.eval_every == 0, lambda: self._evaluate(p, params), self._no_eval
             ))
+        if self.num_examples is not None and c.eval_every is not None:
+            # SGD's "loss" is its mini-batch's; the full training loss on the eval cadence
+            row["full_loss"] = jax.lax.cond(
+                step % c.eval_every == 0,
+                lambda: sum_over_batches(lambda b: p.loss_fn(params, b), p.batches),
+                lambda: jnp.asarray(jnp.nan, loss.dtype))
         if self.metrics_fn is not None:
             extra = self.metrics_fn(params, dict(row))
             clash = set(extra) & set(row)
@@ -260,6 +304,21 @@ class Program:
             hg = hessian_operator(p.loss_fn, params, batches=p.curvature_batches).mv(ghat)
             row["align_rayleigh"] = optax.tree.vdot(ghat, hg) / lam[0]
         return res.warm_start, row
+
+    def _batch_sharpness(self, p, params, key):
+        """Batch sharpness over ``batch_sharpness_batches`` fresh i.i.d. mini-batches."""
+        c = self.config
+        idx = random_batch_indices(jax.random.fold_in(key, 3), self.num_examples,
+                                   c.batch_size, c.batch_sharpness_batches)
+        res = batch_sharpness(p.loss_fn, params, self._minibatch(self._examples(p.batches), idx))
+        return {"batch_sharpness": res.sharpness.astype(self.dtype),
+                "batch_sharpness_se": res.stderr.astype(self.dtype),
+                "batch_sharpness_matvecs": jnp.asarray(res.num_matvecs, jnp.int32)}
+
+    def _no_batch_sharpness(self):
+        nan = jnp.asarray(jnp.nan, self.dtype)
+        return {"batch_sharpness": nan, "batch_sharpness_se": nan,
+                "batch_sharpness_matvecs": jnp.zeros((), jnp.int32)}
 
     def _no_eigen(self):
         nan = jnp.asarray(jnp.nan, self.dtype)
@@ -418,6 +477,17 @@ class Program:
                 if self.eig_on else "not tracked"
             ),
             "chunk_steps": self.chunk,
+            "minibatch": None if c.batch_size is None else {
+                "batch_size": c.batch_size, "num_examples": self.num_examples,
+                "sampling": ("with replacement, keyed by (seed, step)" if c.batch_replace else
+                             "without replacement: a fresh permutation per epoch, keyed by "
+                             "(seed, epoch); eosflow.problems.batch_indices"),
+                "loss_column": "the step's mini-batch loss; full_loss every eval_every steps",
+                "batch_sharpness": (
+                    f"mean over {c.batch_sharpness_batches} i.i.d. batches of "
+                    "g_B^T H_B g_B / |g_B|^2 (expectation of ratios; Andreyev & Beneventano, "
+                    "arXiv 2412.20553), at the eig_every steps"),
+            },
             "mesh": None if self.mesh is None else {
                 "axes": list(self.mesh.axis_names), "shape": [int(self.mesh.size)],
                 "devices": [str(d) for d in self.mesh.devices.ravel()],

@@ -1,0 +1,51 @@
+"""Mini-batch SGD in the runner: the sampling order is a function of (seed, step) alone, a
+batch of all N examples is full-batch GD, and batch sharpness is recorded beside λ1."""
+
+import numpy as np
+import pytest
+
+from eosflow.runner import Config, ConfigError, run_experiment
+
+BASE = dict(name="sgd", num_examples=48, widths=(6,), lr=0.2, steps=24, chunk_steps=12,
+            eig_every=6, eval_every=6, batch_size=16, batch_sharpness_batches=3,
+            dtype="float64")
+
+
+def _run(tmp_path, name, **changes):
+    return run_experiment(Config(**{**BASE, **changes}), tmp_path / name, progress=False)
+
+
+def test_sampling_order_is_independent_of_chunking(tmp_path):
+    a = _run(tmp_path, "a")
+    b = _run(tmp_path, "b", chunk_steps=8)
+    for k in ("loss", "full_loss", "lambda_1", "batch_sharpness"):
+        np.testing.assert_array_equal(a.metrics[k], b.metrics[k], err_msg=k)
+    other_seed = _run(tmp_path, "c", seed=1)
+    assert not np.array_equal(a.metrics["loss"], other_seed.metrics["loss"])
+
+
+def test_batch_of_every_example_is_full_batch_gd(tmp_path):
+    sgd = _run(tmp_path, "sgd", batch_size=48)
+    gd = _run(tmp_path, "gd", batch_size=None)
+    # each step's batch is a permutation of all 48 examples: the same mean loss and gradient
+    np.testing.assert_allclose(sgd.metrics["loss"], gd.metrics["loss"], rtol=1e-10)
+    np.testing.assert_allclose(sgd.metrics["full_loss"][::6], gd.metrics["loss"][::6],
+                               rtol=1e-10)
+    lam = np.isfinite(gd.metrics["lambda_1"])
+    np.testing.assert_allclose(sgd.metrics["lambda_1"][lam], gd.metrics["lambda_1"][lam],
+                               rtol=1e-6)
+    # with B = N every batch's Hessian and gradient are the full ones: batch sharpness is the
+    # full-batch Rayleigh quotient of the gradient, at most lambda_1
+    bs = sgd.metrics["batch_sharpness"][lam]
+    rayleigh = sgd.metrics["align_rayleigh"][lam] * sgd.metrics["lambda_1"][lam]
+    np.testing.assert_allclose(bs, rayleigh, rtol=1e-8)
+    np.testing.assert_allclose(sgd.metrics["batch_sharpness_se"][lam], 0.0, atol=1e-8)
+
+
+def test_minibatch_bad_input(tmp_path):
+    with pytest.raises(ConfigError, match="batch_size: 100 exceeds the 48"):
+        _run(tmp_path, "x", batch_size=100)
+    with pytest.raises(ConfigError, match="batch_size"):
+        Config(problem="toy_a", dataset="none", batch_size=4)
+    with pytest.raises(ConfigError, match="batch_size"):
+        Config(batch_size=0)
