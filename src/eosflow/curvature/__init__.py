@@ -1,6 +1,7 @@
 """Curvature of a loss: Hessian-vector products, top eigenpairs, trace and spectral density."""
 
 from ._density import SpectralDensity as SpectralDensity
+from ._density import smoothing_width as smoothing_width
 from ._density import spectral_density as spectral_density
 from ._eigen import EigenResult as EigenResult
 from ._eigen import EigenRESULTS as EigenRESULTS
@@ -12,5 +13,6 @@ from ._operator import HessianOperator as HessianOperator
 from ._operator import hessian_operator as hessian_operator
 from ._power import PowerResult as PowerResult
 from ._power import power_iteration as power_iteration
+from ._results import RESULTS as RESULTS
 from ._trace import TraceResult as TraceResult
 from ._trace import hutchinson_trace as hutchinson_trace
