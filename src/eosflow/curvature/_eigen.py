@@ -86,8 +86,11 @@ def top_eigenpairs(
     block, and multiplies every start vector before it may stop, so a start with no
     component along the top eigenvector (``v0 = ones`` on a loss whose sharpest direction is
     ``(1, -1)``, or the old ``eigenvectors[0]`` after lambda_1 and lambda_2 trade places)
-    cannot certify a lower eigenvalue as the top, except with the probability that a random
-    vector misses it. A zero vector in ``v0`` is replaced by a random one. The start block
+    is not stuck below the top: the fresh direction's Krylov space sees it. This is not a
+    proof: a start that is an *exact* eigenvector of a lower eigenvalue has zero residual at
+    once and still stops there when the fresh direction's Rayleigh quotient is below it, so
+    pass back the whole ``warm_start`` (it carries the next eigenvectors too), not
+    ``eigenvectors[0]``. A zero vector in ``v0`` is replaced by a random one. The start block
     has the same shape with and without ``v0`` (when ``v0`` has at most ``k`` vectors), so
     a cold and a warm call compile once. A good first vector converges after
     ``block_size + 1`` products.
