@@ -67,7 +67,7 @@ def smoothing_width(nodes: Array, grid: Array | None = None) -> Array:
 
     Example:
         >>> import jax.numpy as jnp
-        >>> float(smoothing_width(jnp.full((2, 5), 3.0)))  # a point mass at 3
+        >>> round(float(smoothing_width(jnp.full((2, 5), 3.0))), 6)  # a point mass at 3
         0.003
     """
     nodes = jnp.asarray(nodes)
