@@ -37,3 +37,33 @@ def test_sharpness_recipe_runs_and_tracks_lambda1(capsys):
     np.testing.assert_allclose(lams, 3.0, rtol=1e-3)
     etas = np.array([float(r[3]) for r in rows])
     np.testing.assert_allclose(etas, 0.3, rtol=1e-3)
+
+
+def test_sharpness_recipe_finds_a_top_direction_orthogonal_to_its_first_start(capsys):
+    """The recipe's first warm start is ones; here lambda_1 = 20 lies along (1, -1, 0, ...),
+    exactly orthogonal to it (cleverhans-lab/cleverhans#1012). Oracle: dense eigh at every
+    iterate, the iterates rebuilt by the same SGD steps."""
+    import jax
+    from jax.flatten_util import ravel_pytree
+
+    (recipe,) = [b for b in _python_blocks() if "def train" in b]
+    namespace: dict = {}
+    exec(recipe, namespace)
+    d = jnp.asarray(np.random.default_rng(8).uniform(0.0, 5.0, 58))
+
+    def loss_fn(p):
+        quad = 5.0 * (p["a"][0] - p["a"][1]) ** 2 + 0.5 * jnp.sum(d * p["y"] ** 2)
+        return quad + 0.25 * jnp.sum(p["y"] ** 4)
+
+    params = {"a": jnp.array([0.3, -0.2]), "y": jnp.full(58, 0.5)}
+    lr, steps = 0.05, 4
+    namespace["train"](loss_fn, params, steps=steps, lr=lr)
+    rows = [line.split() for line in capsys.readouterr().out.strip().splitlines()]
+    got = np.array([float(r[2]) for r in rows])
+    want = []
+    p = params
+    for _ in range(steps):
+        flat, unravel = ravel_pytree(p)
+        want.append(jnp.linalg.eigvalsh(jax.hessian(lambda z: loss_fn(unravel(z)))(flat))[-1])
+        p = jax.tree.map(lambda x, g: x - lr * g, p, jax.grad(loss_fn)(p))
+    np.testing.assert_allclose(got, np.array(want), atol=1e-3)

@@ -60,14 +60,39 @@ def leading_block(name: str, tree: PyTree, like: PyTree) -> int | None:
 
 
 def check_floating(name: str, tree: PyTree) -> jnp.dtype:
-    """Return the common floating dtype of ``tree``; raise ``TypeError`` if there is none."""
-    leaves = jax.tree.leaves(tree)
+    """Check that every leaf of ``tree`` is a real floating-point array; return their dtype.
+
+    The rule is strict: every leaf is differentiated, so a leaf that is not real floating
+    point (an ``int32`` step counter, a ``bool`` mask, a complex array) is refused by name
+    rather than silently excluded. ``None`` leaves are not leaves (JAX skips them).
+
+    Returns:
+        The common floating dtype of the leaves (``jnp.result_type`` of them all).
+
+    Raises:
+        ValueError: ``tree`` has no array leaves.
+        TypeError: a leaf is not a real floating-point array; the message names its path.
+    """
+    leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
     if not leaves:
         raise ValueError(f"{name} has no array leaves; pass a PyTree of floating-point arrays.")
-    dtype = jnp.result_type(*leaves)
-    if not jnp.issubdtype(dtype, jnp.floating):
-        raise TypeError(
-            f"{name} must hold floating-point arrays, got dtype {dtype}; cast with "
-            "jax.tree.map(lambda x: x.astype(jnp.float32), params)."
-        )
-    return dtype
+    for path, leaf in leaves:
+        dtype = jnp.result_type(leaf)
+        if not jnp.issubdtype(dtype, jnp.floating):
+            where = f"{name}{jax.tree_util.keystr(path)}"
+            raise TypeError(
+                f"{where} has dtype {dtype}, but every leaf of {name} must be a real "
+                "floating-point array (each leaf is differentiated); keep non-differentiable "
+                f"state out of {name} (close over it in loss_fn) or cast it with "
+                ".astype(jnp.float32)."
+            )
+    return jnp.result_type(*[leaf for _, leaf in leaves])
+
+
+def compute_dtype(dtype) -> jnp.dtype:
+    """The dtype the Krylov recurrences run in: ``dtype``, or float32 for half precision.
+
+    float16 and bfloat16 carry 3 and 2 decimal digits, too few to orthogonalise a basis, and
+    ``eigh`` does not support them; the products themselves stay in the caller's dtype.
+    """
+    return jnp.promote_types(dtype, jnp.float32)

@@ -103,3 +103,49 @@ def test_optax_momentum_methods_drop_in():
         opt = METHODS[name].build(0.1)
         u, _ = opt.update(TREE, opt.init(TREE), TREE, value=1.0)
         assert np.all(np.isfinite(_flat(u)))
+
+
+# --- issue 12: the norm of normalized GD at every scale, nan not hidden, hyperparameters ---
+
+
+@pytest.mark.parametrize("value", [1e-30, 1.0, 3e19])
+def test_normalized_gd_step_has_length_lr_at_extreme_scales(value):
+    opt = normalized_gd(0.1)
+    g = {"w": jnp.full(3, value, jnp.float32), "b": jnp.array([value, -2 * value], jnp.float32)}
+    u, st = opt.update(g, opt.init(g))
+    gf = np.concatenate([np.asarray(x, np.float64) for x in jax.tree.leaves(g)])
+    uf = np.concatenate([np.asarray(x, np.float64) for x in jax.tree.leaves(u)])
+    # closed form: -lr * g / ||g||, computed in float64 from the float32 entries
+    np.testing.assert_allclose(uf, -0.1 * gf / np.linalg.norm(gf), rtol=1e-6)
+    assert int(st.num_kicks) == 0
+
+
+@pytest.mark.parametrize("make", ["normalized_gd", "sqrt_loss_gd"])
+def test_nan_gradient_is_not_hidden_by_a_kick(make):
+    opt = normalized_gd(0.1) if make == "normalized_gd" else sqrt_loss_gd(0.1)
+    g = jnp.array([1.0, jnp.nan, 0.0])
+    u, st = opt.update(g, opt.init(g), value=1.0)
+    assert bool(jnp.isnan(u[1])) and int(st.num_kicks) == 0  # the nan reaches the update
+    if make == "sqrt_loss_gd":
+        u, st = opt.update(jnp.ones(3), opt.init(g), value=jnp.nan)
+        assert bool(jnp.all(jnp.isnan(u))) and int(st.num_kicks) == 0
+
+
+@pytest.mark.parametrize("make", [gd, normalized_gd, sqrt_loss_gd])
+@pytest.mark.parametrize("lr", [float("inf"), float("nan"), 0.0, -1.0])
+def test_bad_lr_is_refused_before_tracing(make, lr):
+    with pytest.raises(ValueError, match="lr must be"):
+        make(lr)
+
+
+def test_other_hyperparameters_are_validated():
+    with pytest.raises(ValueError, match="kick must be positive"):
+        normalized_gd(0.1, kick=0.0)
+    with pytest.raises(ValueError, match="min_grad_norm must be finite"):
+        normalized_gd(0.1, min_grad_norm=float("inf"))
+    with pytest.raises(ValueError, match="loss_min must be finite"):
+        sqrt_loss_gd(0.1, loss_min=float("-inf"))
+    with pytest.raises(TypeError, match="lr must be a number"):
+        gd("0.1")
+    with pytest.raises(TypeError, match="seed must be an int"):
+        normalized_gd(0.1, seed=1.5)

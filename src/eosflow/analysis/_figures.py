@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from .. import runner as rd
+from ..curvature import smoothing_width
 from ._style import (
     FORMATS,
     HARMONIC,
@@ -406,7 +407,8 @@ def density_on_grid(nodes: np.ndarray, weights: np.ndarray, grid: np.ndarray,
 def density_figure(run: RunLike, *, num_grid: int = 1000, sigma: float | None = None):
     """The Hessian's spectral density at each saved step, log y.
 
-    ``sigma`` (default 1% of the span of all nodes) is shared by every step so that the
+    ``sigma`` (default :func:`eosflow.curvature.smoothing_width` of all nodes and the grid,
+    as for ``SpectralDensity.density``) is shared by every step so that the
     curves compare. A dashed line marks the GD threshold 2/η where one exists.
 
     Returns:
@@ -419,8 +421,8 @@ def density_figure(run: RunLike, *, num_grid: int = 1000, sigma: float | None = 
     allnodes = np.concatenate([np.asarray(d["nodes"], np.float64).ravel() for d in dens])
     lo, hi = float(allnodes.min()), float(allnodes.max())
     span = hi - lo if hi > lo else max(abs(hi), 1.0)
-    sigma = 0.01 * span if sigma is None else float(sigma)
     grid = np.linspace(lo - 0.05 * span, hi + 0.05 * span, num_grid)
+    sigma = float(smoothing_width(allnodes, grid)) if sigma is None else float(sigma)
     pts = points(run)
     with _style():
         fig, (ax,) = _figure(1, 1, 3.8)

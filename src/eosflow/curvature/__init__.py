@@ -6,6 +6,7 @@ from ._batch import MinibatchSharpnessResult as MinibatchSharpnessResult
 from ._batch import batch_sharpness as batch_sharpness
 from ._batch import minibatch_sharpness as minibatch_sharpness
 from ._density import SpectralDensity as SpectralDensity
+from ._density import smoothing_width as smoothing_width
 from ._density import spectral_density as spectral_density
 from ._eigen import EigenResult as EigenResult
 from ._eigen import EigenRESULTS as EigenRESULTS
@@ -18,5 +19,6 @@ from ._operator import hessian_operator as hessian_operator
 from ._operator import sum_over_batches as sum_over_batches
 from ._power import PowerResult as PowerResult
 from ._power import power_iteration as power_iteration
+from ._results import RESULTS as RESULTS
 from ._trace import TraceResult as TraceResult
 from ._trace import hutchinson_trace as hutchinson_trace

@@ -11,14 +11,9 @@ from .._tree import leading_block, ravel
 from .._types import Array, Bool, Float, Int, PRNGKeyArray, PyTree
 from . import _lanczos as kr
 from ._operator import FlatOperator, operator_from
+from ._results import RESULTS, finish, nan_where, nonfinite
 
-
-class EigenRESULTS(eqx.Enumeration):
-    """Why :func:`top_eigenpairs` stopped."""
-
-    successful = "every wanted eigenpair met its tolerance"
-    max_matvecs_reached = "the matvec budget ran out before every eigenpair met its tolerance"
-    nonfinite = "a Hessian-vector product was inf or nan (check params and the loss)"
+EigenRESULTS = RESULTS  # the codes are shared by every curvature estimator
 
 
 class EigenResult(eqx.Module):
@@ -73,9 +68,12 @@ def top_eigenpairs(
 
     Restarted block Lanczos (Krylov–Schur with full reorthogonalisation) on Hessian-vector
     products. After every product the Ritz pairs are checked; the solve stops as soon as each
-    of the top ``k`` satisfies $\|Hv_i - \lambda_i v_i\| \le$ ``tol``$\cdot|\lambda_i|$ (then
-    an eigenvalue lies within ``tol`` relative of each reported one), or when
-    ``max_matvecs`` is spent. With ``criterion="gap"`` the test is on the quadratic
+    of the top ``k`` satisfies $\|Hv_i - \theta_i v_i\| \le$ ``tol``$\cdot s_i$ with
+    $s_i = \max(|\theta_i|,\ $``tol``$\cdot\|H\|)$, $\|H\|$ estimated by the largest
+    $|\theta|$ seen (then an eigenvalue lies within ``tol`` relative of each reported one,
+    or, for one within ``tol``$\cdot\|H\|$ of 0, within ``tol``$^2\|H\|$; the test is
+    invariant under scaling the loss and is met at $\lambda = 0$), or when ``max_matvecs``
+    is spent. With ``criterion="gap"`` the test is on the quadratic
     cluster-gap estimate $\sum_{l\le p}\|r_l\|^2/\delta_p$ instead (see
     :func:`eosflow.curvature._lanczos.error_bounds`): much cheaper along a trajectory, but an
     estimate, optimistic for a cluster the Krylov space has not resolved.
@@ -84,34 +82,55 @@ def top_eigenpairs(
     reported as the sharpness (SciPy's ``eigsh`` default ``which='LM'`` does that).
 
     Warm start: pass the previous result's ``warm_start`` (or ``eigenvectors``) as ``v0``.
-    The block is multiplied vector by vector, so a good first vector converges after one or
-    two products, while the rest of the block catches the top eigenvalues trading places.
+    The solver always appends one fresh random direction (from ``key``) to the caller's
+    block, and multiplies every start vector before it may stop, so a start with no
+    component along the top eigenvector (``v0 = ones`` on a loss whose sharpest direction is
+    ``(1, -1)``, or the old ``eigenvectors[0]`` after lambda_1 and lambda_2 trade places)
+    is not stuck below the top: the fresh direction's Krylov space sees it. This is not a
+    proof: a start that is an *exact* eigenvector of a lower eigenvalue has zero residual at
+    once and still stops there when the fresh direction's Rayleigh quotient is below it, so
+    pass back the whole ``warm_start`` (it carries the next eigenvectors too), not
+    ``eigenvectors[0]``. A zero vector in ``v0`` is replaced by a random one. The start block
+    has the same shape with and without ``v0`` (when ``v0`` has at most ``k`` vectors), so
+    a cold and a warm call compile once. A good first vector converges after
+    ``block_size + 1`` products.
 
     Args:
         loss_fn: ``loss_fn(params)`` (or ``loss_fn(params, batch)`` with ``batches``); or a
             matvec ``v -> Hv`` with an example vector as ``params``; or a
             :class:`~eosflow.curvature.HessianOperator`.
-        params: the point (a PyTree of floating arrays).
+        params: the point: a PyTree whose leaves are all real floating-point arrays (a leaf
+            that is not, an ``int32`` step counter say, is refused by name: close over it
+            in ``loss_fn`` instead). float16 and bfloat16 params are differentiated in their
+            own dtype and the Krylov recurrence and small eigenproblem run in float32.
         k: how many eigenpairs, ``1 <= k <= dim``.
         v0: start vector(s): a PyTree like ``params``, optionally with a leading block axis.
         tol: relative accuracy of each eigenvalue.
         batches: optional batches (leading axis) summed by the Hessian.
-        block_size: start-block size; default ``max(k, number of vectors in v0)`` with a
-            warm start, ``k + 1`` without: one vector more than asked for keeps a cold solve
-            from stopping on lambda_2 when lambda_1 nearly ties with it (measured on the digits
-            MLP at EoS, lambda_2/lambda_1 = 0.987: 2 of 100 cold single-vector solves stopped
-            1.3% low; none with the wider block).
+        block_size: how many start vectors come from ``v0`` (padded with random ones) and
+            how many ``warm_start`` returns; default ``max(k, number of vectors in v0)``. The
+            solver adds one fresh random vector, so it multiplies ``block_size + 1``: one
+            vector more than asked for also keeps a cold solve from stopping on lambda_2
+            when lambda_1 nearly ties with it (measured on the digits MLP at EoS,
+            lambda_2/lambda_1 = 0.987: 2 of 100 cold single-vector solves stopped 1.3% low;
+            none with the wider block).
         krylov_dim: products between restarts; default ``max(30, 2(k + block_size) + 10)``.
         max_matvecs: budget; default ``max(300, 10 * krylov_dim)``.
-        min_matvecs: products before convergence may be declared; default ``block_size``
-            when ``v0`` is given (so the whole warm block is examined), else ``k``.
+        min_matvecs: products before convergence may be declared; default
+            ``block_size + 1`` (every start vector, the fresh one included, is examined).
         criterion: ``"residual"`` (a bound) or ``"gap"`` (an estimate); see above.
         key: PRNG key for the random start and breakdowns; default ``jax.random.key(0)``.
         throw: raise if a product is non-finite (otherwise ``result`` says so and the
-            eigenvalues are nan).
+            eigenvalues are nan). A zero Hessian is not an error: its eigenvalues are 0.
 
     Returns:
         An :class:`EigenResult`.
+
+    Raises:
+        ValueError: a bad ``k``, ``tol``, size or budget, or ``v0`` not shaped like
+            ``params`` (all before tracing).
+        TypeError: ``loss_fn`` neither a scalar loss nor a matvec, or a leaf of ``params``
+            not real floating point (named by its path).
 
     References:
         Stewart, *A Krylov–Schur algorithm for large eigenproblems*, SIMAX 23 (2001).
@@ -130,16 +149,16 @@ def top_eigenpairs(
         raise ValueError(f"criterion must be 'residual' or 'gap', got {criterion!r}.")
     V0 = None if v0 is None else _flat_block(v0, op.example)
     b_given = 0 if V0 is None else V0.shape[0]
-    b = block_size if block_size is not None else (max(k, b_given) if b_given else k + 1)
-    m = krylov_dim if krylov_dim is not None else max(30, 2 * (k + b) + 10)
+    b = block_size if block_size is not None else max(k, b_given)
+    m = krylov_dim if krylov_dim is not None else max(30, 2 * (k + b + 1) + 10)
     key = jax.random.key(0) if key is None else key
-    if m + b >= op.size:
+    if m + b + 1 >= op.size:
         return _dense(loss_fn, params, batches, k, b, throw)
     budget = max_matvecs if max_matvecs is not None else max(300, 10 * m)
-    floor = min_matvecs if min_matvecs is not None else (b if V0 is not None else k)
-    keep = min(m - 1, max(k + b, m // 2))
+    floor = min_matvecs if min_matvecs is not None else b + 1
+    keep = min(m - 1, max(k + b + 1, m // 2))
     config = _SolveConfig(k, b, m, keep, float(tol), budget, floor, criterion == "gap", throw)
-    return _solve(loss_fn, params, batches, V0, key, config)
+    return _solve(loss_fn, params, batches, _carried_block(V0, b, op), key, config)
 
 
 def _validate(k, tol, op: FlatOperator, block_size, krylov_dim, max_matvecs, min_matvecs):
@@ -166,14 +185,38 @@ def _validate(k, tol, op: FlatOperator, block_size, krylov_dim, max_matvecs, min
         )
 
 
-def _start_block(V0: Array | None, b: int, n: int, dtype, key) -> Array:
-    fill = jax.random.normal(key, (b, n), dtype)
+def _carried_block(V0: Array | None, b: int, op: FlatOperator) -> Array:
+    """The ``b`` start vectors taken from the caller, zero rows where there are none.
+
+    A zero row becomes a random direction in :func:`kr.init_state`, so a cold start is the
+    all-zero block: the same shape, dtype and trace as a warm one.
+    """
+    out = jnp.zeros((b, op.size), op.dtype)
     if V0 is None:
-        return fill
-    V0 = V0.astype(dtype)
-    if V0.shape[0] >= b:
-        return V0[:b]
-    return jnp.concatenate([V0, fill[V0.shape[0] :]])
+        return out
+    rows = min(b, V0.shape[0])
+    return out.at[:rows].set(V0[:rows].astype(op.dtype))
+
+
+def _start_block(carried: Array, key: PRNGKeyArray) -> Array:
+    """``carried`` and one fresh random direction after it, the row that no warm start can
+    make blind to the top eigenvector."""
+    fresh = jax.random.normal(key, (1, carried.shape[1]), carried.dtype)
+    return jnp.concatenate([carried, fresh])
+
+
+def converged_mask(theta: Array, bounds: Array, j: Array, k: int, tol: float) -> Array:
+    r"""Which of the top ``k`` Ritz values meet ``bounds <= tol * max(|theta|, tol * ||H||)``.
+
+    $\|H\|$ is estimated by the largest $|\theta|$ among the ``j`` active Ritz values (a
+    lower bound, so the test is never looser than meant). The test is homogeneous in $H$
+    (scaling the loss by any $c > 0$ changes nothing but the units) and holds at
+    $\lambda = 0$, where a purely relative test can never be met.
+    """
+    active = jnp.arange(theta.shape[0]) < j
+    norm = jnp.max(jnp.where(active, jnp.abs(theta), 0))
+    scale = jnp.maximum(jnp.abs(theta[:k]), tol * norm)
+    return bounds[:k] <= tol * scale
 
 
 @eqx.filter_jit
@@ -182,40 +225,26 @@ def _dense(fn, params, batches, k: int, b: int, throw: bool) -> EigenResult:
     op = operator_from(fn, params, batches=batches, linearize=True)
     H = jax.vmap(op.matvec)(jnp.eye(op.size, dtype=op.dtype))
     H = 0.5 * (H + H.T)
-    finite = jnp.all(jnp.isfinite(H))
-    evals, evecs = jnp.linalg.eigh(jnp.where(finite, H, 0))
+    bad = nonfinite(H)
+    evals, evecs = jnp.linalg.eigh(jnp.where(bad, 0, H))
     evals, evecs = evals[::-1], evecs[:, ::-1]
-    nan = jnp.full((k,), jnp.nan, op.dtype)
-    result = EigenRESULTS.where(finite, EigenRESULTS.successful, EigenRESULTS.nonfinite)
+    result = RESULTS.where(bad, RESULTS.nonfinite, RESULTS.successful)
     out = EigenResult(
-        eigenvalues=jnp.where(finite, evals[:k], nan),
+        eigenvalues=finish("top_eigenpairs", result, nan_where(bad, evals[:k]), throw),
         eigenvectors=jax.vmap(op.unravel)(evecs[:, :k].T),
         residuals=jnp.zeros((k,), op.dtype),
         error_bounds=jnp.zeros((k,), op.dtype),
         num_matvecs=jnp.asarray(op.size, jnp.int32),
-        converged=finite,
+        converged=~bad,
         result=result,
         warm_start=jax.vmap(op.unravel)(evecs[:, : min(b, op.size)].T),
     )
-    return _maybe_throw(out, throw)
-
-
-def _maybe_throw(out: EigenResult, throw: bool) -> EigenResult:
-    if not throw:
-        return out
-    bad = out.result == EigenRESULTS.nonfinite
-    values = eqx.error_if(
-        out.eigenvalues,
-        bad,
-        "top_eigenpairs: a Hessian-vector product was inf or nan; check params for nan and "
-        "the loss for overflow (pass throw=False to get a result code instead).",
-    )
-    return eqx.tree_at(lambda r: r.eigenvalues, out, values)
+    return out
 
 
 class _SolveConfig(NamedTuple):
     k: int  # wanted eigenpairs
-    b: int  # block size
+    b: int  # vectors carried from v0 (the Krylov block is b + 1: one fresh)
     m: int  # products between restarts
     keep: int  # Ritz vectors kept at a restart
     tol: float
@@ -226,16 +255,17 @@ class _SolveConfig(NamedTuple):
 
 
 @eqx.filter_jit
-def _solve(fn, params, batches, V0: Array | None, key: PRNGKeyArray, config: _SolveConfig):
+def _solve(fn, params, batches, carried: Array, key: PRNGKeyArray, config: _SolveConfig):
     op = operator_from(fn, params, batches=batches, linearize=True)
     k, b, m, keep, tol, budget, floor, gap, throw = config
+    nb = b + 1  # the Krylov block: the carried vectors and one fresh direction
     key_start, key_run = jax.random.split(key)
-    state = kr.init_state(_start_block(V0, b, op.size, op.dtype, key_start), m, key_run)
+    state = kr.init_state(_start_block(carried, key_start), m, key_run)
 
     def check(state):
-        theta, Y, res = kr.ritz(state, b)
+        theta, Y, res = kr.ritz(state, nb)
         bounds = kr.error_bounds(theta, res, state.j, gap=gap)
-        ok = bounds[:k] <= tol * jnp.abs(theta[:k])
+        ok = converged_mask(theta, bounds, state.j, k, tol)
         return theta, Y, res, bounds, (state.j >= k) & jnp.all(ok)
 
     def cond(carry):
@@ -244,36 +274,35 @@ def _solve(fn, params, batches, V0: Array | None, key: PRNGKeyArray, config: _So
 
     def body(carry):
         state, _ = carry
-        state = kr.extend(state, op.matvec, b)
+        state = kr.extend(state, op.matvec, nb)
         theta, Y, _, _, ok = check(state)
         done = ok & (state.num_matvecs >= floor)
         full = ~done & (state.j == m)
         state = jax.lax.cond(
-            full, lambda s: kr.restart(s, Y, theta, keep, b), lambda s: s, state
+            full, lambda s: kr.restart(s, Y, theta, keep, nb), lambda s: s, state
         )
         return state, done
 
     state, done = jax.lax.while_loop(cond, body, (state, jnp.zeros((), bool)))
     theta, Y, res, bounds, _ = check(state)
-    nb = min(b, m)
-    vecs = Y[:, : max(k, nb)].T @ state.V[:m]
-    result = EigenRESULTS.where(
-        state.nonfinite,
-        EigenRESULTS.nonfinite,
-        EigenRESULTS.where(done, EigenRESULTS.successful, EigenRESULTS.max_matvecs_reached),
+    nw = min(b, m)
+    vecs = Y[:, : max(k, nw)].T @ state.V[:m]
+    bad = state.nonfinite
+    result = RESULTS.where(
+        bad,
+        RESULTS.nonfinite,
+        RESULTS.where(done, RESULTS.successful, RESULTS.max_matvecs_reached),
     )
-    nan = jnp.full((k,), jnp.nan, op.dtype)
-    out = EigenResult(
-        eigenvalues=jnp.where(state.nonfinite, nan, theta[:k]),
+    return EigenResult(
+        eigenvalues=finish("top_eigenpairs", result, nan_where(bad, theta[:k]), throw),
         eigenvectors=jax.vmap(op.unravel)(vecs[:k]),
         residuals=res[:k],
         error_bounds=bounds[:k],
         num_matvecs=state.num_matvecs,
-        converged=done & ~state.nonfinite,
+        converged=done & ~bad,
         result=result,
-        warm_start=jax.vmap(op.unravel)(vecs[:nb]),
+        warm_start=jax.vmap(op.unravel)(vecs[:nw]),
     )
-    return _maybe_throw(out, throw)
 
 
 def sharpness(loss_fn: Callable, params: PyTree, **kwargs) -> Array:

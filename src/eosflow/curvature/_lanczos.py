@@ -24,6 +24,8 @@ import jax.numpy as jnp
 
 from .._tree import ravel
 from .._types import Array, Float, Int, PRNGKeyArray, PyTree
+from ._operator import flat_operator
+from ._results import RESULTS, finish, nan_where
 
 
 class KrylovState(NamedTuple):
@@ -156,6 +158,7 @@ class LanczosResult(eqx.Module):
     residuals: Float[Array, " m"]
     num_matvecs: Int[Array, ""]
     tridiagonal: Float[Array, "m m"]  # the projected matrix, in basis order (q_0 = v0)
+    result: RESULTS
 
 
 def lanczos(
@@ -164,6 +167,7 @@ def lanczos(
     num_iters: int,
     *,
     key: PRNGKeyArray | None = None,
+    throw: bool = True,
 ) -> LanczosResult:
     r"""``num_iters`` steps of Lanczos with full reorthogonalisation.
 
@@ -177,11 +181,18 @@ def lanczos(
         v0: the start vector; need not be normalised.
         num_iters: number of products with ``A``; static, at most ``dim - 1``.
         key: used only if the space becomes invariant early (then continued randomly).
+        throw: raise if a product is inf or nan; with ``False`` the result says so
+            (``result == RESULTS.nonfinite``) and the Ritz values are nan.
 
     Returns:
         A :class:`LanczosResult`. ``tridiagonal`` is the projected matrix in basis order; its
         eigenvectors' first components give the Gauss quadrature weights of
-        :func:`spectral_density`.
+        :func:`spectral_density`. Half-precision ``v0`` runs the recurrence in float32; the
+        Ritz vectors come back in ``v0``'s dtype.
+
+    Raises:
+        ValueError: ``num_iters`` is not a positive int below the dimension.
+        TypeError: a leaf of ``v0`` is not a real floating-point array.
 
     Example:
         >>> import jax.numpy as jnp
@@ -192,21 +203,21 @@ def lanczos(
     """
     if not isinstance(num_iters, int) or isinstance(num_iters, bool) or num_iters < 1:
         raise ValueError(f"num_iters must be a positive int, got {num_iters!r}.")
-    flat0, unravel = ravel(v0)
-    n = flat0.size
+    op = flat_operator(matvec, v0)
+    n = op.size
     if num_iters + 1 > n:
         raise ValueError(
             f"num_iters = {num_iters} needs dimension > {num_iters}, got {n}; use "
             f"num_iters <= {n - 1}, or materialise the matrix and call eigh."
         )
     key = jax.random.key(0) if key is None else key
-
-    def flat_mv(x):
-        return ravel(matvec(unravel(x)))[0].astype(flat0.dtype)
-
+    flat0 = ravel(v0)[0].astype(op.dtype)
     state = init_state(flat0[None], num_iters, key)
-    state = jax.lax.fori_loop(0, num_iters, lambda _, s: extend(s, flat_mv, 1), state)
+    state = jax.lax.fori_loop(0, num_iters, lambda _, s: extend(s, op.matvec, 1), state)
     theta, Y, res = ritz(state, 1)
-    vectors = jax.vmap(unravel)(Y.T @ state.V[:num_iters])
+    vectors = jax.vmap(op.unravel)(Y.T @ state.V[:num_iters])
     S = state.T[:num_iters, :num_iters]
-    return LanczosResult(theta, vectors, res, state.num_matvecs, 0.5 * (S + S.T))
+    result = RESULTS.where(state.nonfinite, RESULTS.nonfinite, RESULTS.successful)
+    theta = finish("lanczos", result, nan_where(state.nonfinite, theta), throw)
+    return LanczosResult(theta, vectors, res, state.num_matvecs, 0.5 * (S + S.T), result)
+

@@ -11,7 +11,7 @@ import numpy as np
 import optax
 
 from .._tree import check_floating as check_floating
-from .._tree import describe, ravel
+from .._tree import compute_dtype, describe, ravel
 from .._types import Array, PyTree
 
 
@@ -136,7 +136,12 @@ def hessian_operator(
 
 
 class FlatOperator(NamedTuple):
-    """A symmetric operator on flat vectors, with the map back to the caller's PyTree."""
+    """A symmetric operator on flat vectors, with the map back to the caller's PyTree.
+
+    ``dtype`` is the dtype the solvers compute in (float32 for half-precision params, see
+    :func:`eosflow._tree.compute_dtype`); ``matvec`` takes and returns it, and ``unravel``
+    casts back to the params' own dtype.
+    """
 
     matvec: Callable[[Array], Array]
     size: int
@@ -167,12 +172,22 @@ def as_flat(op: HessianOperator, *, linearize: bool = False) -> FlatOperator:
 
 
 def _flat_from_tree_matvec(mv: Callable[[PyTree], PyTree], example: PyTree) -> FlatOperator:
-    flat, unravel = ravel(example)
+    flat, unravel_flat = ravel(example)
+    dtype = compute_dtype(flat.dtype)
+
+    def unravel(x: Array) -> PyTree:
+        return unravel_flat(x.astype(flat.dtype))
 
     def matvec(x: Array) -> Array:
-        return ravel(mv(unravel(x)))[0].astype(flat.dtype)
+        return ravel(mv(unravel(x)))[0].astype(dtype)
 
-    return FlatOperator(matvec, flat.size, flat.dtype, unravel, example)
+    return FlatOperator(matvec, flat.size, dtype, unravel, example)
+
+
+def flat_operator(matvec: Callable[[PyTree], PyTree], example: PyTree) -> FlatOperator:
+    """A matvec on PyTrees shaped like ``example`` as a :class:`FlatOperator`."""
+    check_floating("v0", example)
+    return _flat_from_tree_matvec(matvec, example)
 
 
 def operator_from(fn: Any, params: PyTree | None, *, batches: PyTree | None = None,

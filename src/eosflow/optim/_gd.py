@@ -11,6 +11,7 @@ from typing import NamedTuple
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from .._types import Array, PyTree
@@ -20,6 +21,13 @@ ScalarOrSchedule = float | Array | optax.Schedule
 
 def gd(lr: ScalarOrSchedule) -> optax.GradientTransformationExtraArgs:
     r"""Gradient descent, $x_{t+1} = x_t - \eta \nabla L(x_t)$.
+
+    Args:
+        lr: $\eta$: a finite positive number, or an optax schedule ``step -> lr``.
+
+    Raises:
+        ValueError: ``lr`` is not finite and positive (before tracing).
+        TypeError: ``lr`` is neither a number nor a schedule.
 
     Example:
         >>> import jax.numpy as jnp
@@ -87,17 +95,29 @@ def normalized_gd(
 ) -> optax.GradientTransformationExtraArgs:
     r"""Normalized GD, $x_{t+1} = x_t - \eta\, \nabla L(x_t)/\|\nabla L(x_t)\|$.
 
-    The effective step is $\eta_t = \eta/\|\nabla L(x_t)\|$. An iterate can land exactly on
-    the manifold of minimisers, where $\nabla L = 0$; then (when $\|\nabla L\| \le$
-    ``min_grad_norm``, default the dtype's smallest normal number) the step is a kick of norm
-    ``kick`` (default $10^{-2}\sqrt{\epsilon}$: 1.5e-10 in float64) along a random direction
-    drawn from ``seed`` at ``init``, instead of a NaN, and ``state.num_kicks`` counts it.
+    The effective step is $\eta_t = \eta/\|\nabla L(x_t)\|$. The norm is taken after
+    dividing by the largest entry $\|g\|_\infty$, $g/\|g\| = \hat g/\|\hat g\|$ with
+    $\hat g = g/\|g\|_\infty$, so it neither underflows nor overflows: any nonzero finite
+    gradient (entries of 1e-30 or 3e19 in float32) gives a step of length exactly $\eta$
+    along $-g$. An iterate can land exactly on the manifold of minimisers, where
+    $\nabla L = 0$; then (when $\|\nabla L\| \le$ ``min_grad_norm``, default the dtype's
+    smallest normal number) the step is a kick of norm ``kick`` (default
+    $10^{-2}\sqrt{\epsilon}$: 1.5e-10 in float64) along a random direction drawn from
+    ``seed`` at ``init``, instead of a NaN, and ``state.num_kicks`` counts it. A gradient
+    with an inf or nan entry is *not* kicked: the update is nan, so the training loop sees
+    the failure (the runner stops with a reason) rather than a silent random step.
 
     Args:
-        lr: $\eta$, the length of every step.
-        min_grad_norm: gradient norms at or below this are treated as zero.
-        kick: norm of the random step taken instead.
-        seed: seed of the kick direction.
+        lr: $\eta$, the length of every step: a finite positive number (or a traced array
+            under ``optax.inject_hyperparams``).
+        min_grad_norm: gradient norms at or below this are treated as zero; finite, >= 0.
+        kick: norm of the random step taken instead; finite, > 0.
+        seed: seed of the kick direction (an int).
+
+    Raises:
+        ValueError: a hyperparameter that is not finite and positive (``lr = inf`` say),
+            before tracing.
+        TypeError: ``lr`` is a schedule, or a hyperparameter is not a number.
 
     References:
         Arora, Li & Panigrahi, *Understanding Gradient Descent on Edge of Stability in Deep
@@ -111,15 +131,29 @@ def normalized_gd(
         [-0.3, -0.4]
     """
     _check_lr(lr, schedule=False)
+    _check_kick_args(min_grad_norm, "min_grad_norm", kick, seed)
 
     def update(updates, state, params=None, **extra):
         del params, extra
-        norm = optax.tree.norm(updates)
+        big = _max_abs(updates)
+        safe_big = jnp.where(big > 0, big, 1)  # inf or nan pass through: they give nan
+        unit = optax.tree.scale(1 / safe_big, updates)
+        norm = optax.tree.norm(unit)  # in [1, sqrt(size)] when big is finite and nonzero
         floor = _floor(updates, min_grad_norm)
-        underflow = ~(norm > floor)
-        return _scaled_or_kicked(updates, -lr / norm, underflow, state, kick)
+        # ||g|| = big * norm <= floor, without forming the product (it may overflow);
+        # false for nan, so a nan gradient is not hidden by a kick
+        underflow = big <= floor / norm
+        underflow = underflow | (big == 0)
+        return _scaled_or_kicked(unit, -lr / norm, underflow, state, kick)
 
     return optax.GradientTransformationExtraArgs(_init_kick(seed), update)
+
+
+def _max_abs(tree: PyTree) -> Array:
+    """The largest ``|entry|`` over every leaf (nan if any entry is nan)."""
+    leaves = jax.tree.leaves(tree)
+    dtype = jnp.result_type(*leaves)
+    return jnp.max(jnp.stack([jnp.max(jnp.abs(x)).astype(dtype) for x in leaves]))
 
 
 def sqrt_loss_gd(
@@ -136,11 +170,21 @@ def sqrt_loss_gd(
     on $L$ is $\eta_t = \eta / (2\sqrt{L - L^*})$. A ``value`` below ``loss_min`` is an error
     (raised inside ``jit`` too): $L^*$ must be a lower bound. Where $L - L^* \le$ ``min_gap``
     (default the dtype's smallest normal number) the step is a random kick of norm ``kick``,
-    counted in ``state.num_kicks``, as in :func:`normalized_gd`.
+    counted in ``state.num_kicks``, as in :func:`normalized_gd`; a nan ``value`` or gradient
+    gives a nan update, never a kick.
 
     Args:
-        lr: $\eta$.
-        loss_min: $L^*$, the minimum value of the loss (0 for interpolating models).
+        lr: $\eta$: a finite positive number (or a traced array under
+            ``optax.inject_hyperparams``).
+        loss_min: $L^*$, the minimum value of the loss (0 for interpolating models); finite.
+        min_gap: gaps at or below this are treated as zero; finite, >= 0.
+        kick: norm of the random step taken instead; finite, > 0.
+        seed: seed of the kick direction (an int).
+
+    Raises:
+        ValueError: ``lr`` not finite and positive, ``loss_min`` not finite, or a bad
+            ``min_gap``/``kick`` (before tracing).
+        TypeError: ``lr`` is a schedule, or a hyperparameter is not a number.
 
     References:
         Arora, Li & Panigrahi, ICML 2022 (arXiv 2205.09745), Sec. 4.
@@ -153,8 +197,8 @@ def sqrt_loss_gd(
         [-0.25]
     """
     _check_lr(lr, schedule=False)
-    if callable(loss_min) or isinstance(loss_min, str):
-        raise TypeError(f"loss_min must be a number, got {type(loss_min).__name__}.")
+    _check_number("loss_min", loss_min, lo=None)
+    _check_kick_args(min_gap, "min_gap", kick, seed)
 
     def update(updates, state, params=None, *, value=None, **extra):
         del params, extra
@@ -171,7 +215,7 @@ def sqrt_loss_gd(
             "(a lower bound of the loss) as loss_min.",
         )
         gap = value - loss_min
-        underflow = ~(gap > _floor(updates, min_gap))
+        underflow = gap <= _floor(updates, min_gap)  # false for nan: no kick hides it
         scale = -lr / (2 * jnp.sqrt(jnp.where(underflow, 1, gap)))
         return _scaled_or_kicked(updates, scale, underflow, state, kick)
 
@@ -183,10 +227,47 @@ def _floor(tree: PyTree, value: float | None) -> Array:
     return jnp.asarray(jnp.finfo(dtype).tiny if value is None else value, dtype)
 
 
+def _is_traced(value) -> bool:
+    return isinstance(value, jax.core.Tracer)
+
+
+def _check_number(name: str, value, *, lo: str | None, optional: bool = False) -> None:
+    """Refuse, before tracing, a hyperparameter that is not a finite number (with ``lo``:
+    ``"positive"`` > 0, ``"nonnegative"`` >= 0). Traced values (``inject_hyperparams``)
+    pass: they can only be checked inside the computation."""
+    if value is None and optional:
+        return
+    if _is_traced(value):
+        return
+    if isinstance(value, bool) or callable(value) or isinstance(value, str):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__} {value!r}.")
+    try:
+        arr = np.asarray(value)
+    except Exception as err:  # an object numpy cannot read
+        raise TypeError(f"{name} must be a number, got {type(value).__name__}.") from err
+    if arr.shape != () or not np.issubdtype(arr.dtype, np.number):
+        raise TypeError(f"{name} must be a scalar number, got {value!r}.")
+    x = float(arr)
+    if not np.isfinite(x):
+        raise ValueError(f"{name} must be finite, got {value!r}.")
+    if lo == "positive" and not x > 0:
+        raise ValueError(f"{name} must be positive, got {value!r}.")
+    if lo == "nonnegative" and not x >= 0:
+        raise ValueError(f"{name} must be >= 0, got {value!r}.")
+
+
+def _check_kick_args(floor, floor_name: str, kick, seed) -> None:
+    _check_number(floor_name, floor, lo="nonnegative", optional=True)
+    _check_number("kick", kick, lo="positive", optional=True)
+    if _is_traced(seed):
+        return
+    if isinstance(seed, bool) or not np.issubdtype(np.asarray(seed).dtype, np.integer):
+        raise TypeError(f"seed must be an int, got {type(seed).__name__} {seed!r}.")
+
+
 def _check_lr(lr, *, schedule: bool = True) -> None:
     if callable(lr):
         if schedule:
             return
         raise TypeError("lr must be a number here (schedules change the algorithm's meaning).")
-    if isinstance(lr, int | float) and not lr > 0:
-        raise ValueError(f"lr must be positive, got {lr!r}.")
+    _check_number("lr", lr, lo="positive")

@@ -1,0 +1,178 @@
+"""Issue 12: each kind of way a curvature estimator can be wrong by default, with an oracle."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from eosflow.curvature import (
+    RESULTS,
+    hutchinson_trace,
+    lanczos,
+    power_iteration,
+    smoothing_width,
+    spectral_density,
+    top_eigenpairs,
+)
+from tests.helpers import MatVec, dense_hessian, known_spectrum
+
+# --- 1. a warm start never hides the top -----------------------------------------------------
+
+
+def _orthogonal_top_problem():
+    """lambda_1 = 20 along (1, -1, 0, ...), exactly orthogonal to ones; the rest in [0, 5]."""
+    d = jnp.asarray(np.random.default_rng(8).uniform(0.0, 5.0, 58))
+    params = {"a": jnp.array([0.3, -0.2]), "y": jnp.zeros(58)}
+    loss = lambda p: 5.0 * (p["a"][0] - p["a"][1]) ** 2 + 0.5 * jnp.sum(d * p["y"] ** 2)
+    return loss, params
+
+
+@pytest.mark.parametrize("fill", [jnp.ones, jnp.zeros])
+def test_warm_start_orthogonal_to_top_still_finds_it(fill):
+    loss, params = _orthogonal_top_problem()
+    want = float(jnp.linalg.eigvalsh(dense_hessian(loss, params))[-1])
+    v0 = jax.tree.map(lambda p: fill((1, *p.shape)), params)
+    res = top_eigenpairs(loss, params, v0=v0)
+    assert bool(res.converged)
+    np.testing.assert_allclose(res.eigenvalues[0], want, rtol=1e-3)
+
+
+def test_cold_and_warm_solves_share_one_compilation():
+    loss, params = _orthogonal_top_problem()
+    from eosflow.curvature import _eigen
+
+    top_eigenpairs(loss, params)  # compile once
+    before = _eigen._solve._cached._cache_size()
+    v0 = jax.tree.map(lambda p: jnp.ones((1, *p.shape)), params)
+    top_eigenpairs(loss, params, v0=v0)
+    assert _eigen._solve._cached._cache_size() == before
+
+
+# --- 2. stopping tests relative to the spectrum's scale ---------------------------------------
+
+
+@pytest.mark.parametrize("scale", [1e-8, 1.0, 1e8])
+def test_top_eigenpairs_and_power_iteration_at_every_scale(scale, key):
+    lam = np.concatenate([[10.0, 6.0], np.linspace(-3.0, 5.0, 58)])
+    A, _ = known_spectrum(key, lam * scale)
+    res = top_eigenpairs(MatVec(A), jnp.zeros(60), 2, tol=1e-6)
+    assert bool(res.converged)
+    np.testing.assert_allclose(res.eigenvalues, [10.0 * scale, 6.0 * scale], rtol=1e-6)
+    pw = power_iteration(MatVec(A), jnp.zeros(60), rtol=1e-8, max_iters=2000)
+    assert bool(pw.converged)
+    np.testing.assert_allclose(pw.eigenvalue, 10.0 * scale, rtol=1e-4)
+
+
+@pytest.mark.parametrize("scale", [1e-8, 1.0, 1e8])
+def test_zero_top_eigenvalue_converges_at_every_scale(scale, key):
+    # negative semidefinite, lambda_1 = 0 (x5): tol * |lambda| can never be met there
+    lam = np.concatenate([np.zeros(5), -np.arange(1.0, 46.0)]) * scale
+    A, _ = known_spectrum(key, lam)
+    res = top_eigenpairs(MatVec(A), jnp.zeros(50), 1)
+    assert bool(res.converged), res.result
+    # tol = 1e-3 relative to max(|lambda|, tol * ||H||): within tol^2 ||H|| of 0
+    assert abs(float(res.eigenvalues[0])) <= 1e-6 * 45 * scale
+
+
+def test_zero_hessian_gives_zero_everywhere():
+    loss = lambda x: 0.0 * jnp.sum(x**2)
+    x = jnp.ones(50)
+    res = top_eigenpairs(loss, x, 2)
+    assert bool(res.converged)
+    np.testing.assert_array_equal(res.eigenvalues, [0.0, 0.0])
+    pw = power_iteration(loss, x)
+    assert float(pw.eigenvalue) == 0.0 and bool(pw.converged)
+    tr = hutchinson_trace(loss, x, num_samples=4)
+    assert float(tr.trace) == 0.0 and float(tr.stderr) == 0.0
+    lz = lanczos(lambda v: 0.0 * v, x, 5)
+    np.testing.assert_array_equal(lz.ritz_values, 0.0)
+    sd = spectral_density(loss, x, num_iters=5, num_probes=2)
+    np.testing.assert_array_equal(sd.nodes, 0.0)
+    grid = jnp.linspace(-1.0, 1.0, 401)
+    mass = jnp.trapezoid(sd.density(grid), grid)
+    np.testing.assert_allclose(mass, 1.0, rtol=1e-6)  # not 4e9
+
+
+# --- 3. smoothing width with a floor -----------------------------------------------------------
+
+
+def test_density_of_scaled_identity_has_mass_one():
+    loss = lambda x: 1.5 * jnp.sum(x**2)  # Hessian 3 I: a point mass at 3
+    sd = spectral_density(loss, jnp.zeros(64), num_iters=10, num_probes=2)
+    np.testing.assert_allclose(sd.nodes, 3.0, rtol=1e-12)
+    for grid in (jnp.linspace(2.0, 4.0, 400), jnp.linspace(2.0, 4.0, 40)):
+        mass = jnp.trapezoid(sd.density(grid), grid)
+        np.testing.assert_allclose(mass, 1.0, rtol=1e-4)
+
+
+def test_smoothing_width_scales_with_the_spectrum():
+    nodes = jnp.array([[1.0, 2.0, 5.0]])
+    for c in (1e-8, 1.0, 1e8):
+        np.testing.assert_allclose(smoothing_width(c * nodes), 0.04 * c, rtol=1e-12)
+    np.testing.assert_allclose(smoothing_width(jnp.full(4, -7.0)), 7e-3, rtol=1e-12)
+    grid = jnp.linspace(0.0, 10.0, 11)
+    assert float(smoothing_width(nodes, grid)) == 1.0  # the grid spacing wins
+    assert float(smoothing_width(jnp.zeros(3))) == 1.0  # no scale at all
+
+
+# --- 4. one non-finite check for every estimator ----------------------------------------------
+
+
+def _nan_hvp_problem():
+    params = {"w": jnp.linspace(-1.0, 1.0, 21), "b": jnp.zeros(3)}
+    # the Hessian of ||b||^2 written as norm(b)**2 is nan at b = 0 (jax-ml/jax#5262)
+    loss = lambda p: jnp.sum(p["w"] ** 2) + jnp.linalg.norm(p["b"]) ** 2
+    return loss, params
+
+
+ESTIMATORS = {
+    "top_eigenpairs": (lambda f, p, **kw: top_eigenpairs(f, p, 1, **kw), "eigenvalues"),
+    "power_iteration": (lambda f, p, **kw: power_iteration(f, p, **kw), "eigenvalue"),
+    "hutchinson_trace": (lambda f, p, **kw: hutchinson_trace(f, p, num_samples=4, **kw), "trace"),
+    "spectral_density": (
+        lambda f, p, **kw: spectral_density(f, p, num_iters=5, num_probes=2, **kw), "nodes"
+    ),
+    "lanczos": (
+        lambda f, p, **kw: lanczos(lambda v: jax.jvp(jax.grad(f), (p,), (v,))[1], p, 5, **kw),
+        "ritz_values",
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(ESTIMATORS))
+def test_nonfinite_products_raise_or_report(name):
+    loss, params = _nan_hvp_problem()
+    run, field = ESTIMATORS[name]
+    with pytest.raises(Exception, match=f"{name}: a Hessian-vector product was inf or nan"):
+        jax.block_until_ready(getattr(run(loss, params), field))
+    out = run(loss, params, throw=False)
+    assert out.result == RESULTS.nonfinite
+    assert bool(jnp.all(jnp.isnan(getattr(out, field))))  # never a finite, wrong number
+
+
+# --- 5. params validated before tracing; half precision computed in float32 --------------------
+
+
+def test_non_floating_leaf_is_refused_by_name():
+    params = {"w": jnp.ones(40), "step": jnp.array(3, jnp.int32)}
+    loss = lambda p: jnp.sum(p["w"] ** 2) * (p["step"] > 0)
+    for fn in (top_eigenpairs, power_iteration, hutchinson_trace, spectral_density):
+        with pytest.raises(TypeError, match=r"params\['step'\] has dtype int32.*close over it"):
+            fn(loss, params)
+
+
+@pytest.mark.parametrize("dtype", [jnp.float16, jnp.bfloat16])
+def test_half_precision_params_match_dense_oracle(dtype, key):
+    A, _ = known_spectrum(key, np.concatenate([[6.0, 5.0], np.linspace(-1.0, 3.0, 58)]))
+    A = A.astype(dtype)
+    params = {"w": jnp.zeros(60, dtype)}
+    loss = lambda p: 0.5 * p["w"] @ A @ p["w"]
+    want = np.linalg.eigvalsh(np.asarray(A, np.float64))[::-1][:2]
+    res = top_eigenpairs(loss, params, 2, tol=1e-2)
+    assert res.eigenvalues.dtype == jnp.float32  # a float16 sharpness overflows above 65504
+    assert res.eigenvectors["w"].dtype == dtype
+    # the products are rounded to the params' dtype: 8 bits of mantissa for bfloat16
+    rtol = 1e-2 if dtype == jnp.float16 else 5e-2
+    np.testing.assert_allclose(res.eigenvalues, want, rtol=rtol)
+    tr = hutchinson_trace(loss, params, num_samples=8)
+    assert np.isfinite(float(tr.trace))
