@@ -123,6 +123,10 @@ def _sharpness_axes(ax, pts: Sequence[Point], colors, *, multi: bool) -> None:
                     break
                 _line(ax, p.steps, lam_i, color=color, alpha=0.45, lw=0.8,
                       label=rf"$\lambda_{i}$")
+        bs = p.get("batch_sharpness")  # mini-batch runs: the quantity that sits at 2/eta
+        if bs is not None and np.isfinite(np.asarray(bs, np.float64)).any():
+            _line(ax, p.steps, bs, color=color, ls="-.", marker=".", ms=3,
+                  label=None if multi else "batch sharpness")
         thr = lambda_thresholds(p.config, p.steps)
         if np.isfinite(thr).any():
             ax.plot(p.steps, thr, color=color if multi else "black", ls="--", lw=1.0,
@@ -136,6 +140,9 @@ def _sharpness_axes(ax, pts: Sequence[Point], colors, *, multi: bool) -> None:
 
         _mark_onsets(ax, pts, colors, label=False)
         handles = [Line2D([], [], color="0.3", label=r"$\lambda_1$")]
+        if any(p.get("batch_sharpness") is not None for p in pts):
+            handles.append(Line2D([], [], color="0.3", ls="-.", marker=".",
+                                  label="batch sharpness"))
         if drew_thr:
             handles.append(Line2D([], [], color="0.3", ls="--",
                                   label=_threshold_label(pts[0].config)))

@@ -142,6 +142,15 @@ PRESETS: dict[str, Preset] = {
             cpu_minutes=0.5,
         ),
         Preset(
+            "digits-sgd",
+            "mini-batch SGD (B = 64) on the digits MLP at the default eta: batch sharpness "
+            "(Andreyev & Beneventano) beside the full-batch lambda1; compare batch sizes with "
+            "`eosflow sweep digits-sgd --grid batch_size=64,256`",
+            dict(lr=0.2, steps=3000, batch_size=64, eig_every=50, chunk_steps=500,
+                 eval_every=50, batch_sharpness_batches=16),
+            cpu_minutes=3,
+        ),
+        Preset(
             "tiny",
             "a seconds-long digits run for smoke tests",
             dict(num_examples=200, widths=(16,), steps=40, lr=0.2, chunk_steps=20,

@@ -47,7 +47,7 @@ class Problem(eqx.Module):
         """The loss at ``params`` summed over every batch."""
         if self.batches is None:
             return self.loss_fn(params)
-        from ..curvature._operator import sum_over_batches
+        from ..curvature import sum_over_batches
 
         return sum_over_batches(lambda b: self.loss_fn(params, b), self.batches)
 
