@@ -91,8 +91,14 @@ def cohen_panel(run: RunLike):
         ax_loss, ax_lam = axes[0], axes[1]
         losses = np.concatenate([np.asarray(p.get("loss"), np.float64).ravel() for p in pts])
         for p, color in zip(pts, colors, strict=True):
-            _line(ax_loss, p.steps, p.get("loss"), color=color,
-                  label=p.label if multi else "training loss")
+            full = p.get("full_loss")  # mini-batch runs: "loss" is the step's batch loss
+            _line(ax_loss, p.steps, p.get("loss"), color=color, alpha=0.5 if full is not None
+                  else 1.0, label=p.label if multi else (
+                      "mini-batch loss" if full is not None else "training loss"))
+            if full is not None:
+                keep = np.isfinite(np.asarray(full, np.float64))
+                ax_loss.plot(p.steps[keep], np.asarray(full)[keep], color=color, marker="o",
+                             ms=3, lw=1.2, label=None if multi else "full-batch loss")
         if _wants_log(losses, 1.0):
             _log_y(ax_loss, losses)
         ax_loss.set_xlabel("step t")

@@ -165,7 +165,8 @@ def _title(run: rd.Run, what: str) -> str:
         eta = f"η ∈ [{min(sweep['lr']):g}, {max(sweep['lr']):g}]"
     else:
         eta = f"η = {float(c.get('lr', math.nan)):g}"
-    return f"{_text(name)}: {what} ({opt}, {eta})"
+    batch = f", B = {c['batch_size']}" if c.get("batch_size") else ""
+    return f"{_text(name)}: {what} ({opt}, {eta}{batch})"
 
 
 def _threshold_label(config: dict[str, Any]) -> str:
