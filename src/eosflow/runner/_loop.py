@@ -196,7 +196,8 @@ def _start(config: Config, out: Path, resuming: bool, writer: bool, notes: list[
             rd.write_json(out / "config.json", config.to_dict())
             if not (out / "prediction_error.json").exists() and _has_limiting_flow(engine):
                 engine.write_prediction(out)  # its flow time grows with the run
-            _say(out, notes, f"extending from {saved_steps} to {config.steps} steps "
+            verb = "extending" if config.steps > saved_steps else "shortening"
+            _say(out, notes, f"{verb} from {saved_steps} to {config.steps} steps "
                  f"(continuing at step {reached})")
     else:
         _check_finite_params(state.params)
