@@ -15,40 +15,53 @@ After each chunk the rows go to an atomic file and, at checkpoint boundaries, th
 killed run resumes from its last checkpoint and finishes bit for bit as if never stopped.
 """
 
+import logging
 import math
+import signal
+import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import jax
 import numpy as np
 
+from .._errors import RunDirError
 from ..curvature import spectral_density
 from ..problems import Problem, build_problem
 from . import _store as rd
 from ._config import Config, ConfigError
 from ._devices import to_host
 from ._progress import Progress
-from ._step import SWEEPABLE, Program, TrainState
+from ._step import DIVERGENCE_FLOOR, SWEEPABLE, Program, TrainState
 
 
 @dataclass
 class RunRecord:
-    """What :func:`run_experiment` returns (the same facts are in the run directory)."""
+    """What :func:`run_experiment` returns (the same facts are in the run directory).
+
+    ``status`` is one of "completed", "goal_reached", "diverged" (the loss blew up;
+    ``message`` gives the step), "failed" (an error inside the compiled loop, e.g. a loss
+    below L* for GD on sqrt(L); ``message`` says which) or "interrupted" (SIGINT or SIGTERM:
+    ``signal`` is its number; the run directory is left resumable). ``notes`` are the
+    one-line remarks about the run directory (a lock taken over, a restart from step 0, an
+    extension, a repair), also printed on stderr."""
 
     path: Path
     config: Config
-    status: str  # "completed", "goal_reached" or "diverged"
+    status: str
     message: str
     steps_done: int
     params: Any
     metrics: dict[str, np.ndarray]
+    signal: int | None = None
+    notes: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
-        return self.status != "diverged"
+        return self.status in ("completed", "goal_reached")
 
 
 StepMetricsFn = Callable[[Any, dict[str, jax.Array]], dict[str, jax.Array]]
@@ -71,6 +84,12 @@ def run_experiment(
         config: the experiment; see :class:`Config`.
         out_dir: the run directory. An existing non-empty one is an error unless ``resume``
             (continue from its checkpoint) or ``overwrite`` (delete it first) is given.
+            It is claimed first (``RUN/.lock``): a second process on it is refused.
+        resume: continue the run in ``out_dir``. Every field must equal the saved one but
+            ``steps``, which may grow: ``config.replace(steps=N)`` extends a finished or
+            stopped run to ``N`` steps, exactly as one run of ``N`` steps. A run stopped
+            before its first checkpoint starts again from step 0 (``notes`` says so); files
+            that disagree with each other are refused naming the file.
         problem: use this :class:`~eosflow.problems.Problem` instead of the configured one.
         metrics_fn: ``metrics_fn(params, row) -> dict`` of extra scalar columns, evaluated
             inside the compiled step (``row`` holds the step's built-in metrics).
@@ -80,8 +99,9 @@ def run_experiment(
         progress: show a progress line (default: when stderr is a terminal).
 
     Returns:
-        A :class:`RunRecord`; ``status`` is "diverged" when the loss blew up (the CLI then
-        exits non-zero), and every finished step's metrics are on disk either way.
+        A :class:`RunRecord`; every finished step's metrics are on disk whatever its
+        ``status``. SIGINT and SIGTERM end the run at the next chunk boundary with status
+        "interrupted" (a second signal stops at once, still resumable).
     """
     out = Path(out_dir)
     if not isinstance(config, Config):
@@ -90,44 +110,202 @@ def run_experiment(
     if config.dtype == "float64":
         jax.config.update("jax_enable_x64", True)
     writer = jax.process_index() == 0  # in a multi-process job only process 0 writes
+    lock = None
     if writer:
-        resuming = rd.prepare(out, resume=resume, overwrite=overwrite)
+        resuming, lock = rd.prepare(out, resume=resume, overwrite=overwrite)
     else:  # the other processes read the run directory (a shared filesystem) to resume
         resuming = resume and rd.is_run(out)
+    try:
+        notes = list(lock.notes) if lock else []
+        for n in notes:
+            rd.note(f"{out}: {n}")
+        return _start(config, out, resuming, writer, notes, problem=problem,
+                      metrics_fn=metrics_fn, sweep=sweep, points=points, progress=progress)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _start(config: Config, out: Path, resuming: bool, writer: bool, notes: list[str], *,
+           problem, metrics_fn, sweep, points, progress) -> RunRecord:
     problem = build_problem(config) if problem is None else problem
     if config.loss_min is None:  # L* defaults to the problem's own; recorded resolved
         config = config.replace(loss_min=float(problem.loss_min))
+    data = rd.data_hash(problem.batches, problem.hessian_batches)
+    sweep_json = sweep and {k: list(map(float, v)) for k, v in sweep.items()}
+    saved_steps = None
     if resuming:
-        saved = Config.from_dict(rd.read_json(out / "config.json"), strict=False)
-        if saved != config:
-            diff = [k for k in config.to_dict() if saved.to_dict()[k] != config.to_dict()[k]]
-            raise ConfigError(
-                f"{diff[0]}: differs from the run being resumed ({saved.to_dict()[diff[0]]!r})"
-            )
-        saved_sweep = rd.read_json(out / "metadata.json").get("sweep")
-        if saved_sweep != (sweep and {k: list(map(float, v)) for k, v in sweep.items()}):
-            raise ConfigError("sweep: differs from the run being resumed")
+        saved = _saved_config(out)
+        _check_same(config, saved, "the run being resumed")
+        saved_steps = saved.steps
+        if not (out / rd.CHECKPOINT).exists():
+            if rd.metric_files(out):
+                raise RunDirError(f"{out / rd.CHECKPOINT} is missing but {out / rd.METRICS} "
+                                  "has rows: the run cannot be continued exactly; start it "
+                                  "again with --overwrite.")
+            # killed during its start, before the step-0 checkpoint: nothing to keep
+            resuming = False
+            _say(out, notes, "stopped before its first checkpoint: starting again from step 0")
+            if writer:
+                rd.clear(out)
     engine = Program(config, problem, sweep, points, metrics_fn)
     state = engine.initial_state()
     status: dict[str, Any] = {"state": "running", "step": 0, "hvps_total": 0,
                               "wall_seconds": 0.0}
     if resuming:
-        if (out / rd.CHECKPOINT).exists():
-            state, _ = rd.load_checkpoint(out, state)
-        # else: killed before its first checkpoint; the initial state is step 0
+        meta = _read(out / "metadata.json")
+        if meta.get("sweep") != sweep_json:
+            raise ConfigError("sweep: differs from the run being resumed")
+        info = rd.checkpoint_info(out) or {}
+        _check_checkpoint(out, info, saved, data)
+        reached = int(info.get("step", 0))
+        state, _ = rd.load_checkpoint(out, state)
+        if int(np.asarray(state.step)) != reached:
+            raise RunDirError(f"{out / rd.CHECKPOINT}: its info says step {reached}, its state "
+                              f"step {int(np.asarray(state.step))}; start again with --overwrite.")
+        end = rd.check_metrics(out)  # no gap, no overlap, or refused naming the file
+        stopped = bool(np.all(np.asarray(state.done)))
+        # a checkpoint from before eosflow 0.2 has no metrics_end: a stopped run's rows end
+        # at its stopping step, a running one's at the checkpoint
+        need = int(info.get("metrics_end", min(end, reached) if stopped else reached))
+        if end < need:
+            raise RunDirError(
+                f"{out / rd.CHECKPOINT} is at step {reached} but the metrics in "
+                f"{out / rd.METRICS} end at step {end}: the checkpoint does not belong to these "
+                "metrics; start the run again with --overwrite.")
+        if config.steps < reached:
+            raise ConfigError(f"steps: {config.steps} is below the step the run has reached "
+                              f"({reached}); give at least {reached}")
         if writer:
-            rd.truncate_metrics(out, int(state.step))
-        status = rd.read_json(out / "status.json")
-        status.setdefault("resumed_at", []).append(int(state.step))
+            if end > need:
+                _say(out, notes, f"dropped the metric rows after step {need - 1} (written "
+                     "after the last checkpoint; they are recomputed exactly)")
+            rd.truncate_metrics(out, need)
+        status = _read(out / "status.json") if (out / "status.json").exists() else status
+        status.update(state="running", step=reached)
+        status.setdefault("resumed_at", []).append(reached)
+        done = np.atleast_1d(np.asarray(state.done))
+        if np.all(done):  # it had stopped (diverged or reached its goal): say so, keep it
+            return _already_stopped(engine, out, state, status, writer, notes)
+        if writer and config.steps != saved_steps:
+            ext = {"from_steps": saved_steps, "to_steps": config.steps, "at_step": reached,
+                   "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+            meta.setdefault("extensions", []).append(ext)
+            status.setdefault("extensions", []).append(ext)
+            rd.write_json(out / "metadata.json", meta)
+            rd.write_json(out / "config.json", config.to_dict())
+            if not (out / "prediction_error.json").exists() and _has_limiting_flow(engine):
+                engine.write_prediction(out)  # its flow time grows with the run
+            verb = "extending" if config.steps > saved_steps else "shortening"
+            _say(out, notes, f"{verb} from {saved_steps} to {config.steps} steps "
+                 f"(continuing at step {reached})")
     else:
         _check_finite_params(state.params)
         if writer:
             rd.write_json(out / "config.json", config.to_dict())
             rd.write_json(out / "metadata.json", engine.metadata())
             engine.write_prediction(out)
-            rd.save_checkpoint(out, to_host(state), {"step": 0})
+            rd.save_checkpoint(out, to_host(state), _ckpt_info(engine, data, 0, 0, state))
             rd.write_json(out / "status.json", status)
-    return _loop(engine, out, state, status, progress)
+    return _loop(engine, out, state, status, progress, data, notes)
+
+
+def _has_limiting_flow(engine: Program) -> bool:
+    return engine.config.phi_every is not None and engine.config.reproject_steps is None
+
+
+def _say(out: Path, notes: list[str], message: str) -> None:
+    notes.append(message)
+    rd.note(f"{out}: {message}")
+
+
+def _read(path: Path) -> dict:
+    if not path.exists():
+        raise RunDirError(f"{path} is missing; the run cannot be continued exactly: start it "
+                          "again with --overwrite.")
+    try:
+        return rd.read_json(path)
+    except ValueError as err:
+        raise RunDirError(f"{path} is not valid JSON ({str(err).splitlines()[0]}); restore it "
+                          "or start the run again with --overwrite.") from None
+
+
+def _saved_config(out: Path) -> Config:
+    raw = _read(out / "config.json")
+    try:
+        return Config.from_dict(raw, strict=False)
+    except ConfigError as err:
+        raise RunDirError(f"{out / 'config.json'}: {err}") from None
+
+
+def _check_same(config: Config, saved: Config, what: str) -> None:
+    """Every field but ``steps`` must equal the saved one."""
+    a, b = config.to_dict(), saved.to_dict()
+    diff = [k for k in rd.config_diff(a, b) if k != "steps"]
+    if diff:
+        k = diff[0]
+        raise ConfigError(f"{k}: differs from {what} ({_get(b, k)!r}; only steps may change)")
+
+
+def _get(d: dict, dotted: str):
+    for part in dotted.split("."):
+        d = d.get(part) if isinstance(d, dict) else None
+    return d
+
+
+def _check_checkpoint(out: Path, info: dict, saved: Config, data: str) -> None:
+    """The checkpoint must come from this configuration (all fields but ``steps``) and data."""
+    if "config" in info:
+        then = Config.from_dict(info["config"], strict=False).to_dict()
+        now = saved.to_dict()
+        diff = [k for k in rd.config_diff(now, then) if k != "steps"]
+        if diff:
+            k = diff[0]
+            raise RunDirError(
+                f"{out / 'config.json'}: {k} is {_get(now, k)!r} but {rd.CHECKPOINT} was "
+                f"written with {k} = {_get(then, k)!r}; restore config.json or start again "
+                "with --overwrite.")
+    if "data" in info and info["data"] != data:
+        raise RunDirError(
+            f"{out / rd.CHECKPOINT} was written with other data (hash {info['data']}, now "
+            f"{data}): the data subset or its files changed; restore them or start again "
+            "with --overwrite.")
+
+
+def _ckpt_info(prog: Program, data: str, step: int, metrics_end: int,
+               state: TrainState) -> dict[str, Any]:
+    return {"step": step, "metrics_end": metrics_end, "data": data,
+            "config": {k: v for k, v in prog.config.to_dict().items() if k != "steps"},
+            "done": bool(np.all(np.asarray(to_host(state.done))))}
+
+
+def _already_stopped(prog: Program, out: Path, state: TrainState, status: dict, writer: bool,
+                     notes: list[str]) -> RunRecord:
+    """A resumed run that had already diverged or reached its goal: nothing to compute."""
+    metrics = rd.read_metrics(out)
+    final, message = _final(prog, state, metrics)
+    msg = f"the run had already stopped ({message}); nothing to resume"
+    _say(out, notes, msg)
+    valid = metrics.get("valid", np.zeros(0, bool))
+    steps_done = int(valid.sum(axis=0).max()) if valid.size else 0
+    if writer:
+        status["resumed_at"].pop()
+        status.update(state=final, message=message, step=int(np.asarray(state.step)),
+                      steps_done=steps_done)
+        if final == "diverged":
+            status["diverged_at"] = _stop_step(metrics)
+        rd.write_json(out / "status.json", status)
+    return RunRecord(out, prog.config, final, message, steps_done, to_host(state.params),
+                     metrics, notes=notes)
+
+
+def _final(prog: Program, state: TrainState, metrics: dict) -> tuple[str, str]:
+    reasons = np.atleast_1d(to_host(state.reason))
+    if np.any((reasons == 1) | (reasons == 2)):
+        return "diverged", _divergence_message(prog, metrics)
+    if np.all(reasons == 3):
+        return "goal_reached", f"loss goal {prog.config.loss_goal} reached"
+    return "completed", ""
 
 
 def _check_sweep(sweep) -> int | None:
@@ -136,14 +314,14 @@ def _check_sweep(sweep) -> int | None:
     if not isinstance(sweep, dict) or not sweep:
         raise ConfigError("sweep: give a non-empty {field: [values]} mapping")
     lengths = set()
-    for field, values in sweep.items():
-        if field not in SWEEPABLE:
+    for name, values in sweep.items():
+        if name not in SWEEPABLE:
             raise ConfigError(
-                f"{field}: cannot be swept in one compiled run (vmappable: {', '.join(SWEEPABLE)})"
+                f"{name}: cannot be swept in one compiled run (vmappable: {', '.join(SWEEPABLE)})"
             )
         values = list(values)
         if not values:
-            raise ConfigError(f"{field}: the sweep grid is empty")
+            raise ConfigError(f"{name}: the sweep grid is empty")
         lengths.add(len(values))
     if len(lengths) != 1:
         raise ConfigError("sweep: every field needs the same number of values (one per point)")
@@ -158,8 +336,44 @@ def _check_finite_params(params) -> None:
 
 
 
+class _Signals:
+    """SIGINT and SIGTERM set a flag the loop reads at chunk boundaries (the main thread
+    only); a second signal raises KeyboardInterrupt at once."""
+
+    def __init__(self):
+        self.received: int | None = None
+        self.old: dict[int, Any] = {}
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for s in (signal.SIGINT, signal.SIGTERM):
+                self.old[s] = signal.signal(s, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        if self.received is not None:
+            raise KeyboardInterrupt
+        self.received = signum
+
+    def __exit__(self, *exc):
+        for s, h in self.old.items():
+            signal.signal(s, h)
+        return False
+
+
+def _error_message(err: BaseException) -> str:
+    """The one line that says what went wrong inside the compiled loop (an error raised
+    with ``equinox.error_if`` comes wrapped in several lines of callback traceback)."""
+    text = str(err)
+    for line in text.splitlines():
+        if "RuntimeError: " in line and "Traceback" not in line:
+            return line.split("RuntimeError: ", 1)[1].strip()
+    lines = [x.strip() for x in text.splitlines() if x.strip()]
+    return lines[0] if lines else type(err).__name__
+
+
 def _loop(prog: Program, out: Path, state: TrainState, status: dict,
-          progress: bool | None) -> RunRecord:
+          progress: bool | None, data_id: str, notes: list[str]) -> RunRecord:
     c = prog.config
     hyper, data = prog.hyper(), prog.data()
     state = prog.place(state)
@@ -170,45 +384,80 @@ def _loop(prog: Program, out: Path, state: TrainState, status: dict,
     wall = float(status.get("wall_seconds", 0.0))
     compile_s = float(status.get("compile_seconds", 0.0))
     session: list[dict[str, np.ndarray]] = []
+    written = rd.check_metrics(out) if writer else 0  # the end of the rows on disk
+    stopped: tuple[str, str] | None = None  # ("failed" | "interrupted", message)
+    sig = _Signals()
+    quiet = logging.getLogger("jax._src.callback")  # it logs a traceback of a failed check
+    level = quiet.level
+
+    saved_at = [start]
+
+    def checkpoint(st, step):
+        saved_at[0] = step
+        rd.save_checkpoint(out, to_host(st), _ckpt_info(prog, data_id, step, written, st))
+        status.update(step=step, hvps_total=hvps, wall_seconds=wall, compile_seconds=compile_s)
+
     try:
-        _at_boundary(prog, out, state, start, writer)
-        for end in prog.boundaries():
-            begin = int(to_host(state.step))
-            if end <= begin:
-                continue
-            fn, seconds = prog.compiled(end - begin, state, hyper, data)
-            compile_s += seconds
-            t0 = time.perf_counter()
-            state, rows = fn(state, hyper, data)
-            rows = to_host(rows)
-            wall += time.perf_counter() - t0
-            columns = _columns(prog, rows, begin, end)
-            session.append(columns)
-            hvps += _hvps(columns, c.track_alignment)
-            done = bool(np.all(to_host(state.done)))
-            _at_boundary(prog, out, state, end, writer)
-            if writer:
-                if len(columns["step"]):
-                    rd.write_metrics_chunk(out, begin, columns)
-                if done or end % prog.ckpt_every == 0 or end == c.steps:
-                    rd.save_checkpoint(out, to_host(state), {"step": end})
-                    status.update(step=end, hvps_total=hvps, wall_seconds=wall,
-                                  compile_seconds=compile_s)
+        quiet.setLevel(logging.CRITICAL)
+        with sig:
+            try:
+                _at_boundary(prog, out, state, start, writer)
+                for end in prog.boundaries():
+                    begin = int(to_host(state.step))
+                    if end <= begin:
+                        continue
+                    if sig.received is not None:
+                        break
+                    fn, seconds = prog.compiled(end - begin, state, hyper, data)
+                    compile_s += seconds
+                    if sig.received is not None:
+                        break
+                    t0 = time.perf_counter()
+                    try:
+                        new_state, rows = fn(state, hyper, data)
+                        rows = to_host(rows)
+                    except Exception as err:  # raised inside the compiled chunk
+                        stopped = ("failed", f"failed in steps {begin}..{end - 1}: "
+                                   f"{_error_message(err)}")
+                        break
+                    state = new_state
+                    wall += time.perf_counter() - t0
+                    columns = _columns(prog, rows, begin, end)
+                    session.append(columns)
+                    hvps += _hvps(columns, c.track_alignment)
+                    done = bool(np.all(to_host(state.done)))
+                    _at_boundary(prog, out, state, end, writer)
+                    if writer:
+                        if len(columns["step"]):
+                            rd.write_metrics_chunk(out, begin, columns)
+                            written = int(columns["step"][-1]) + 1
+                        if (done or end % prog.ckpt_every == 0 or end == c.steps
+                                or sig.received is not None):
+                            checkpoint(state, end)
+                            rd.write_json(out / "status.json", status)
+                    bar.update(end, **_last_valid(columns))
+                    if done:
+                        break
+            except KeyboardInterrupt:  # a second signal: the files are resumable as they are
+                if writer:
+                    status.update(state="interrupted", message="interrupted (second signal)")
                     rd.write_json(out / "status.json", status)
-            bar.update(end, **_last_valid(columns))
-            if done:
-                break
+                raise
+            if stopped is None and sig.received is not None:
+                name = signal.Signals(sig.received).name
+                stopped = ("interrupted", f"interrupted by {name} at step "
+                           f"{int(to_host(state.step))}; resume with `eosflow resume {out}`")
+            if stopped is not None and writer and saved_at[0] != int(to_host(state.step)):
+                # the state at the last boundary is exact: keep it, so nothing is lost
+                checkpoint(state, int(to_host(state.step)))
     finally:
+        quiet.setLevel(level)
         bar.close()
     metrics = rd.read_metrics(out) if writer else _concat(session)
-    reasons = np.atleast_1d(to_host(state.reason))
-    message = ""
-    if np.any((reasons == 1) | (reasons == 2)):
-        final, message = "diverged", _divergence_message(prog, metrics)
-    elif np.all(reasons == 3):
-        final, message = "goal_reached", f"loss goal {c.loss_goal} reached"
+    if stopped is not None:
+        final, message = stopped
     else:
-        final = "completed"
+        final, message = _final(prog, state, metrics)
     valid = metrics.get("valid", np.zeros(0, bool))
     steps_done = int(valid.sum(axis=0).max()) if valid.size else 0
     step = int(to_host(state.step))
@@ -216,8 +465,17 @@ def _loop(prog: Program, out: Path, state: TrainState, status: dict,
         status.update(state=final, message=message, step=step, steps_done=steps_done,
                       hvps_total=hvps, wall_seconds=wall, compile_seconds=compile_s,
                       finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+        if final == "diverged":
+            status["diverged_at"] = _stop_step(metrics)
         rd.write_json(out / "status.json", status)
-    return RunRecord(out, c, final, message, steps_done, to_host(state.params), metrics)
+    return RunRecord(out, c, final, message, steps_done, to_host(state.params), metrics,
+                     signal=sig.received if final == "interrupted" else None, notes=notes)
+
+
+def _stop_step(m: dict[str, np.ndarray]) -> int | None:
+    idx = np.argwhere(m.get("stop_reason", np.zeros(0)) > 0)
+    return int(m["step"][idx[0][0]]) if len(idx) else None
+
 
 def _columns(prog: Program, rows: dict[str, np.ndarray], begin: int,
              end: int) -> dict[str, np.ndarray]:
@@ -263,9 +521,11 @@ def _divergence_message(prog: Program, m: dict[str, np.ndarray]) -> str:
     point = f" (sweep point {i[1]})" if len(i) > 1 else ""
     if reason[i] == 1:
         return f"diverged at step {step}{point}: loss = {loss} is not finite"
-    first = m["loss"][0] if m["loss"].ndim == 1 else m["loss"][0, i[1]]
+    first = float(m["loss"][0] if m["loss"].ndim == 1 else m["loss"][0, i[1]])
+    base = (f"the initial loss {first:.4g}" if first >= DIVERGENCE_FLOOR else
+            f"the floor {DIVERGENCE_FLOOR:g} (the initial loss is {first:.4g})")
     return (f"diverged at step {step}{point}: loss {loss:.4g} exceeds divergence_factor "
-            f"{prog.config.divergence_factor:g} x the initial loss {float(first):.4g}")
+            f"{prog.config.divergence_factor:g} x {base}")
 
 
 

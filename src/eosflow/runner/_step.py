@@ -29,6 +29,8 @@ from ._devices import _global_array, make_mesh
 
 SWEEPABLE = ("lr", "seed", "momentum", "loss_min")
 MAX_PHI_COORDS = 16  # Phi(x_t) is recorded coordinate by coordinate up to this dimension
+# the divergence test compares the loss with divergence_factor * max(initial loss, this)
+DIVERGENCE_FLOOR = 1e-3
 REASONS = {0: "running", 1: "diverged", 2: "diverged", 3: "goal_reached"}
 
 
@@ -259,8 +261,11 @@ class Program:
 
         loss0 = jnp.where(step == 0, loss, state.loss0)
         nonfinite = ~jnp.isfinite(loss)
+        # the floor keeps a run that starts at (or next to) a minimum, where the initial
+        # loss is 0 or 1e-20, from "diverging" at the first rounding-level rise
         exploded = (
-            loss > c.divergence_factor * loss0 if c.divergence_factor is not None else False
+            loss > c.divergence_factor * jnp.maximum(loss0, DIVERGENCE_FLOOR)
+            if c.divergence_factor is not None else False
         )
         goal = loss <= c.loss_goal if c.loss_goal is not None else False
         reason = jnp.where(nonfinite, 1, jnp.where(exploded, 2, jnp.where(goal, 3, 0)))

@@ -8,15 +8,27 @@ Layout::
     RUN/metrics/*.npz      one file per finished chunk of steps, named by its first step
     RUN/checkpoint.npz     params, optimizer state, eigen-solver warm start, key, step
     RUN/figures/, RUN/report.html
+    RUN/.lock              the process that holds the run (pid, host); removed when it ends
 
 Every file is written to a temporary name, flushed, fsynced and renamed, so a killed
-process leaves either the old file or the new one, never half of one.
+process leaves either the old file or the new one, never half of one; leftover temporary
+files (``.NAME.*.tmp``) are removed when the run is next claimed.
+
+A run is claimed before anything is written (:func:`claim`): a second process on the same
+folder is refused, and a lock left by a dead process on this host is taken over. Resuming
+checks that the files agree with each other (:func:`check_metrics`, :func:`checkpoint_info`)
+and refuses, naming the file and what differs, whatever cannot be continued exactly.
 """
 
+import hashlib
 import json
 import os
 import shutil
+import socket
+import sys
 import tempfile
+import time
+import zipfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +43,24 @@ METRICS = "metrics"
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 CHECKPOINT = "checkpoint.npz"
+LOCK = ".lock"
+TMP_SUFFIX = ".tmp"
+
+# Test hook: with EOSFLOW_TEST_EXIT_AT_WRITE=N the process exits (status 137, like a kill -9)
+# at the N-th write point (counted from 1): before the rename of the N-th atomic write when
+# EOSFLOW_TEST_EXIT_PHASE=temp (a temporary file is left behind), after it otherwise.
+_writes = 0
+
+
+def _write_point(phase: str) -> None:
+    global _writes
+    at = os.environ.get("EOSFLOW_TEST_EXIT_AT_WRITE")
+    if not at:
+        return
+    if phase == os.environ.get("EOSFLOW_TEST_EXIT_PHASE", "renamed"):
+        _writes += 1
+        if _writes == int(at):
+            os._exit(137)
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -50,12 +80,14 @@ def atomic_write(path: Path, write: Callable[[Any], Any]) -> None:
             write(f)
             f.flush()
             os.fsync(f.fileno())
+        _write_point("temp")
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
     _fsync_dir(path.parent)
+    _write_point("renamed")
 
 
 def _fsync_dir(path: Path) -> None:
@@ -116,8 +148,11 @@ def read_metrics(run: Path) -> dict[str, np.ndarray]:
     """All metric rows in step order, one NumPy array per column."""
     parts: list[dict[str, np.ndarray]] = []
     for _, p in metric_files(run):
-        with np.load(p) as z:
-            parts.append({k: z[k] for k in z.files})
+        try:
+            with np.load(p) as z:
+                parts.append({k: z[k] for k in z.files})
+        except _DAMAGE as err:
+            raise RunDirError(_damaged(p, err)) from None
     if not parts:
         return {}
     names = list(parts[0])
@@ -161,16 +196,41 @@ def save_checkpoint(run: Path, state: Any, info: dict[str, Any]) -> None:
     atomic_write_bytes(Path(run) / CHECKPOINT, _npz_bytes(arrays))
 
 
+_DAMAGE = (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile)
+
+
+def checkpoint_info(run: Path) -> dict[str, Any] | None:
+    """The ``info`` saved beside a checkpoint's arrays (step, configuration, data hash, ...),
+    or None when there is no checkpoint. A damaged file is a :class:`RunDirError`."""
+    path = Path(run) / CHECKPOINT
+    if not path.exists():
+        return None
+    try:
+        with np.load(path) as z:
+            return json.loads(bytes(z["info"]).decode())
+    except _DAMAGE as err:
+        raise RunDirError(_damaged(path, err)) from None
+
+
+def _damaged(path: Path, err: BaseException) -> str:
+    why = str(err).splitlines()[0] if str(err) else "empty or truncated"
+    return (f"{path} is damaged ({type(err).__name__}: {why}); the run cannot be continued "
+            "exactly: start it again with --overwrite.")
+
+
 def load_checkpoint(run: Path, like: Any) -> tuple[Any, dict[str, Any]]:
     """Load a checkpoint into the structure of ``like``; check every leaf's shape and dtype."""
     path = Path(run) / CHECKPOINT
     if not path.exists():
         raise RunDirError(f"{run} has no checkpoint to resume from.")
+    info = checkpoint_info(run)
     ref, treedef = jax.tree.flatten(like)
-    with np.load(path) as z:
-        info = json.loads(bytes(z["info"]).decode())
-        count = len([k for k in z.files if k.startswith("leaf_")])
-        leaves = [z[f"leaf_{i:05d}"] for i in range(count)]
+    try:
+        with np.load(path) as z:
+            count = len([k for k in z.files if k.startswith("leaf_")])
+            leaves = [z[f"leaf_{i:05d}"] for i in range(count)]
+    except _DAMAGE as err:
+        raise RunDirError(_damaged(path, err)) from None
     if len(leaves) != len(ref):
         raise RunDirError(
             f"the checkpoint in {run} has {len(leaves)} arrays, the configuration builds "
@@ -185,6 +245,180 @@ def load_checkpoint(run: Path, like: Any) -> tuple[Any, dict[str, Any]]:
     return jax.tree.unflatten(treedef, leaves), info
 
 
+def data_hash(*trees: Any) -> str:
+    """A short hash of the data arrays (shapes, dtypes and bytes): which examples a run saw."""
+    h = hashlib.blake2b(digest_size=16)
+    for tree in trees:
+        for leaf in jax.tree.leaves(tree):
+            a = np.ascontiguousarray(np.asarray(leaf))
+            h.update(f"{a.shape}{a.dtype}".encode())
+            h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def config_diff(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> list[str]:
+    """Names (dotted for nested dicts) of the fields where ``a`` and ``b`` differ."""
+    out = []
+    for k in sorted(set(a) | set(b), key=str):
+        x, y = a.get(k), b.get(k)
+        if isinstance(x, dict) and isinstance(y, dict):
+            out += config_diff(x, y, f"{prefix}{k}.")
+        elif _norm(x) != _norm(y):
+            out.append(f"{prefix}{k}")
+    return out
+
+
+def _norm(x):
+    return json.loads(json.dumps(x, default=_json_default))
+
+
+# --- integrity -------------------------------------------------------------------------------
+
+
+def check_metrics(run: Path) -> int:
+    """Check that the metric files cover steps 0, 1, ... with no gap and no overlap; return
+    the end of the covered range (the first step not recorded). A file that cannot be read,
+    a gap or an overlap is a :class:`RunDirError` naming the file."""
+    run = Path(run)
+    end = 0
+    for start, p in metric_files(run):
+        try:
+            with np.load(p) as z:
+                steps = np.asarray(z["step"])
+        except _DAMAGE as err:
+            raise RunDirError(_damaged(p, err)) from None
+        if len(steps) and (steps[0] != start or np.any(np.diff(steps) != 1)):
+            raise RunDirError(f"{p}: its steps are not {start}, {start + 1}, ... (the file was "
+                              "edited or renamed); start the run again with --overwrite.")
+        if start > end:
+            raise RunDirError(
+                f"{run / METRICS}: steps {end}..{start - 1} are missing (the file before "
+                f"{p.name} was deleted); the run cannot be continued exactly: start it again "
+                "with --overwrite."
+            )
+        if start < end:
+            raise RunDirError(
+                f"{p} starts at step {start}, inside the previous file (which ends at step "
+                f"{end - 1}): overlapping metrics; start the run again with --overwrite."
+            )
+        end = start + len(steps)
+    return end
+
+
+def remove_temporaries(run: Path) -> list[Path]:
+    """Delete the temporary files an interrupted atomic write left (``.NAME.*.tmp``)."""
+    run = Path(run)
+    gone = []
+    for folder in (run, run / METRICS, run / "density"):
+        if folder.is_dir():
+            for p in folder.glob(f".*{TMP_SUFFIX}"):
+                p.unlink(missing_ok=True)
+                gone.append(p)
+    return gone
+
+
+# --- the lock ----------------------------------------------------------------------------------
+
+
+@dataclass
+class Lock:
+    """A claim on a run directory (``RUN/.lock`` holds the pid and host)."""
+
+    path: Path
+    notes: list[str] = field(default_factory=list)
+
+    def release(self) -> None:
+        try:
+            held = json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            return
+        if held.get("pid") == os.getpid() and held.get("host") == socket.gethostname():
+            self.path.unlink(missing_ok=True)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, someone else's
+        return True
+    return True
+
+
+def _create_lock(path: Path) -> bool:
+    try:
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666 & ~_UMASK)
+    except FileExistsError:
+        return False
+    with os.fdopen(fd, "w") as f:
+        json.dump({"pid": os.getpid(), "host": socket.gethostname(),
+                   "since": time.strftime("%Y-%m-%dT%H:%M:%S%z")}, f)
+        f.flush()
+        os.fsync(f.fileno())
+    return True
+
+
+def _read_lock(path: Path) -> dict[str, Any] | None:
+    """The lock's contents; None when it is gone, {} when unreadable (half-written)."""
+    try:
+        held = json.loads(path.read_text() or "{}")
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError):
+        return {}
+    return held if isinstance(held, dict) else {}
+
+
+def claim(run: Path) -> Lock:
+    """Claim the run directory ``run`` (created if needed) for this process.
+
+    The lock file is created exclusively; if another live process holds it this is a
+    :class:`RunDirError` ("in use by process N on HOST"). A lock left by a process that no
+    longer runs on this host is taken over, with a note saying so.
+    """
+    run = Path(run)
+    if run.exists() and not run.is_dir():
+        raise RunDirError(f"{run} exists and is not a directory; choose another --out.")
+    try:
+        run.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise RunDirError(f"{run}: cannot create the run directory ({err.strerror}).") from None
+    lock = Lock(run / LOCK)
+    here = socket.gethostname()
+    for _ in range(5):
+        if _create_lock(lock.path):
+            return lock
+        held = _read_lock(lock.path)
+        if held is None:
+            continue  # released meanwhile
+        pid, host = held.get("pid"), held.get("host")
+        if isinstance(pid, int) and host == here and not _pid_alive(pid):
+            # stale: take it over under a second exclusive file, so that two processes
+            # cannot both do so (each re-reads the lock under the guard)
+            guard = run / (LOCK + ".takeover")
+            if not _create_lock(guard):
+                time.sleep(0.05)
+                continue
+            try:
+                if _read_lock(lock.path) == held:
+                    lock.path.unlink(missing_ok=True)
+                    if _create_lock(lock.path):
+                        lock.notes.append(f"took over the lock of process {pid} on {host}, "
+                                          "which no longer runs")
+                        return lock
+            finally:
+                guard.unlink(missing_ok=True)
+            continue
+        if not held:  # being written by its owner right now
+            time.sleep(0.05)
+            continue
+        raise RunDirError(f"{run} is in use by process {pid} on {host} (lock {lock.path}); wait "
+                          "for it to end, or choose another --out.")
+    raise RunDirError(f"{run}: could not claim the lock {lock.path}; if no process uses the run, "
+                      "delete the lock and try again.")
+
+
 # --- the run as a whole --------------------------------------------------------------------
 
 
@@ -192,37 +426,98 @@ def is_run(path: Path) -> bool:
     return (Path(path) / "config.json").is_file()
 
 
-def prepare(path: Path, *, resume: bool, overwrite: bool) -> bool:
-    """Create ``path`` for a new run, or check it can be resumed. Returns whether resuming.
+def _entries(path: Path) -> list[Path]:
+    return [p for p in path.iterdir() if p.name not in (LOCK, LOCK + ".takeover")]
+
+
+def _remove(p: Path) -> None:
+    if p.is_dir() and not p.is_symlink():
+        shutil.rmtree(p)
+    else:
+        p.unlink()
+
+
+def prepare(path: Path, *, resume: bool, overwrite: bool) -> tuple[bool, Lock]:
+    """Claim ``path`` and make it ready for a new run, or check it can be resumed.
+    Returns (whether resuming, the lock to release when the run ends).
 
     A non-empty directory is never overwritten silently and never prompts: without
-    ``resume`` or ``overwrite`` it is an error that says which flag to pass.
+    ``resume`` or ``overwrite`` it is an error that says which flag to pass. A directory
+    holding nothing but a lock and temporary files (a run killed before it wrote its
+    configuration) counts as empty.
     """
     path = Path(path)
     if resume and overwrite:
         raise RunDirError("pass either resume or overwrite, not both.")
-    exists = path.exists() and any(path.iterdir()) if path.is_dir() else path.exists()
     if path.exists() and not path.is_dir():
-        raise RunDirError(f"{path} exists and is not a directory.")
-    if exists:
-        if resume:
-            if not is_run(path):
-                raise RunDirError(f"{path} is not an eosflow run (no config.json); cannot resume.")
-            return True
-        if overwrite:
-            if not is_run(path):
-                raise RunDirError(
-                    f"{path} is not an eosflow run; refusing to delete it. Choose another --out."
-                )
-            shutil.rmtree(path)
-        else:
-            raise RunDirError(
-                f"{path} already exists; pass --resume to continue it or --overwrite to replace it."
-            )
-    elif resume:
+        raise RunDirError(f"{path} exists and is not a directory; choose another --out.")
+    if resume and not path.exists():
         raise RunDirError(f"{path} does not exist; nothing to resume.")
-    path.mkdir(parents=True, exist_ok=True)
-    return False
+    lock = claim(path)
+    try:
+        if remove_temporaries(path):
+            lock.notes.append("removed temporary files left by an interrupted write")
+        if _entries(path):
+            if resume:
+                if not is_run(path):
+                    raise RunDirError(
+                        f"{path} is not an eosflow run (no config.json); cannot resume.")
+                return True, lock
+            if overwrite:
+                if not is_run(path):
+                    raise RunDirError(f"{path} is not an eosflow run; refusing to delete it. "
+                                      "Choose another --out.")
+                clear(path)
+            else:
+                raise RunDirError(f"{path} already exists; pass --resume to continue it or "
+                                  "--overwrite to replace it.")
+        elif resume:
+            lock.notes.append("nothing had been saved yet: starting from step 0")
+        return False, lock
+    except BaseException:
+        lock.release()
+        raise
+
+
+def clear(path: Path) -> None:
+    """Remove everything in a claimed run directory but the lock (a restart from step 0)."""
+    for p in _entries(Path(path)):
+        _remove(p)
+
+
+def note(message: str) -> None:
+    """One line on stderr about the run directory (a takeover, a restart, a repair)."""
+    print(f"eosflow: {message}", file=sys.stderr)
+
+
+def check_status(path: Path, config: dict[str, Any], status: dict[str, Any]) -> list[str]:
+    """What the files say against what ``status.json`` claims, for a run the runner wrote
+    (one with a checkpoint): the metrics must run from step 0 without gap or overlap, and a
+    finished run's metrics and checkpoint must reach the end it claims."""
+    path = Path(path)
+    try:
+        end = check_metrics(path)
+        info = checkpoint_info(path)
+    except RunDirError as err:
+        return [str(err)]
+    if info is None:
+        return []
+    problems = []
+    state, ckpt = status.get("state"), int(info.get("step", 0))
+    if "metrics_end" in info and end < info["metrics_end"]:
+        problems.append(f"{path / METRICS} ends at step {end}, before the checkpoint's "
+                        f"{info['metrics_end']}")
+    if state == "completed":
+        steps = config.get("steps")
+        if isinstance(steps, int) and (end < steps or ckpt < steps):
+            problems.append(f"{path / 'status.json'} says completed, but the metrics end at "
+                            f"step {end} and {CHECKPOINT} is at step {ckpt} of {steps}")
+    if state in ("completed", "goal_reached", "diverged") and "step" in status and (
+        int(status["step"]) != ckpt
+    ):
+        problems.append(f"{path / 'status.json'} says step {status['step']}, {CHECKPOINT} is "
+                        f"at step {ckpt}")
+    return problems
 
 
 @dataclass
@@ -275,10 +570,24 @@ def load_run(path: str | os.PathLike) -> Run:
     if not is_run(path):
         raise RunDirError(f"{path} is not an eosflow run (no config.json).")
     meta_p, status_p = path / "metadata.json", path / "status.json"
+    config = _read_json_file(path / "config.json")
+    status = _read_json_file(status_p) if status_p.exists() else {}
+    problems = check_status(path, config, status)
+    if problems:  # never show a state the files contradict
+        status = {**status, "state": "damaged", "claimed_state": status.get("state"),
+                  "message": "; ".join(problems)}
     return Run(
         path=path,
-        config=read_json(path / "config.json"),
-        metadata=read_json(meta_p) if meta_p.exists() else {},
-        status=read_json(status_p) if status_p.exists() else {},
+        config=config,
+        metadata=_read_json_file(meta_p) if meta_p.exists() else {},
+        status=status,
         metrics=read_metrics(path),
     )
+
+
+def _read_json_file(path: Path) -> Any:
+    try:
+        return read_json(path)
+    except (OSError, ValueError) as err:
+        raise RunDirError(f"{path} cannot be read ({type(err).__name__}: "
+                          f"{str(err).splitlines()[0]}).") from None
