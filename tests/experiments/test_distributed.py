@@ -38,7 +38,7 @@ _FOUR_DEVICES = textwrap.dedent(
     vals = []
     for n in (1, 4):
         eng = Program(base.replace(devices=n), p, None, None, None)
-        batches, _ = eng.data()
+        batches, _, _ = eng.data()
         params = eng.place(eng.initial_state()).params
         f = jax.jit(lambda x, b: hessian_operator(p.loss_fn, x, batches=b).loss_and_grad())
         loss, grad = f(params, batches)

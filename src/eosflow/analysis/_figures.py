@@ -95,6 +95,11 @@ def cohen_panel(run: RunLike):
             _line(ax_loss, p.steps, p.get("loss"), color=color, alpha=0.5 if full is not None
                   else 1.0, label=p.label if multi else (
                       "mini-batch loss" if full is not None else "training loss"))
+            test = p.get("test_loss")
+            if test is not None:
+                keep = np.isfinite(np.asarray(test, np.float64))
+                ax_loss.plot(p.steps[keep], np.asarray(test)[keep], color=color, ls="--",
+                             marker="s", ms=2.5, lw=1.0, label=None if multi else "held-out loss")
             if full is not None:
                 keep = np.isfinite(np.asarray(full, np.float64))
                 ax_loss.plot(p.steps[keep], np.asarray(full)[keep], color=color, marker="o",
@@ -102,7 +107,7 @@ def cohen_panel(run: RunLike):
         if _wants_log(losses, 1.0):
             _log_y(ax_loss, losses)
         ax_loss.set_xlabel("step t")
-        ax_loss.set_ylabel(r"training loss $L(x_t)$")
+        ax_loss.set_ylabel(r"loss $L(x_t)$")
         ax_loss.set_title("loss")
         ax_loss.legend(loc="best")
 

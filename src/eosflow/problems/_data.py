@@ -56,6 +56,16 @@ def select(labels: np.ndarray, n: int | None, subset: str, seed: int) -> np.ndar
     return np.sort(np.concatenate(picked))
 
 
+def held_out(total: int, exclude: np.ndarray, n: int | None) -> np.ndarray:
+    """The first ``n`` rows of ``range(total)`` not in ``exclude`` (all of them for None): a
+    held-out set disjoint from the training rows ``exclude``, in source order."""
+    rest = np.setdiff1d(np.arange(total), np.asarray(exclude, np.int64))
+    if n is not None and n > len(rest):
+        raise ValueError(f"test_examples = {n} exceeds the {len(rest)} examples left after "
+                         "the training subset")
+    return rest if n is None else rest[:n]
+
+
 def standardize(x: np.ndarray, axis: tuple[int, ...]) -> tuple[np.ndarray, dict]:
     """Centre by the mean over ``axis`` and divide by the std over ``axis`` (Cohen et al.)."""
     mean = x.mean(axis=axis, keepdims=True)
@@ -65,12 +75,15 @@ def standardize(x: np.ndarray, axis: tuple[int, ...]) -> tuple[np.ndarray, dict]
 
 
 def load_digits(
-    n: int | None = None, *, subset: str = "first", seed: int = 0, standardize_inputs: bool = True
+    n: int | None = None, *, subset: str = "first", seed: int = 0, standardize_inputs: bool = True,
+    exclude: np.ndarray | None = None,
 ) -> Dataset:
     """scikit-learn's 8x8 digits (1797 examples, 10 classes), bundled with scikit-learn.
 
     Inputs are centred per pixel and scaled by the global standard deviation (pixels that are
-    always zero stay zero).
+    always zero stay zero), statistics over the selected rows. With ``exclude`` (the rows of a
+    training set) the result is a held-out set: the first ``n`` other rows, standardised with
+    the statistics of the ``exclude`` rows (the training set's).
     """
     try:
         from sklearn.datasets import load_digits as _sk_digits
@@ -81,14 +94,20 @@ def load_digits(
     raw = _sk_digits()
     x_all = raw.data.astype(np.float64)
     labels_all = raw.target.astype(np.int32)
-    idx = select(labels_all, n, subset, seed)
+    if exclude is None:
+        idx = stats_rows = select(labels_all, n, subset, seed)
+        info = {"source": "sklearn.datasets.load_digits", "subset": subset, "seed": seed}
+    else:
+        idx, stats_rows = held_out(len(labels_all), exclude, n), np.asarray(exclude)
+        info = {"source": "sklearn.datasets.load_digits",
+                "subset": "held out: the first rows not in the training subset"}
     x = x_all[idx]
-    info = {"source": "sklearn.datasets.load_digits", "subset": subset, "seed": seed}
     if standardize_inputs:
-        x = x - x.mean(axis=0, keepdims=True)
-        x = (x / x.std()).astype(np.float32)
+        ref = x_all[stats_rows]
+        mean = ref.mean(axis=0, keepdims=True)
+        x = ((x - mean) / (ref - mean).std()).astype(np.float32)
         info["standardize"] = "per-pixel mean removed, divided by the global std"
-        info["standardize_stats"] = f"over the {len(idx)} selected examples"
+        info["standardize_stats"] = f"over the {len(stats_rows)} training examples"
     info["image_shape"] = [1, 8, 8]
     labels = labels_all[idx]
     return Dataset(x.astype(np.float32), one_hot(labels, 10), labels, idx, "digits", info)

@@ -28,6 +28,8 @@ class Problem(eqx.Module):
             (weights included), e.g. accuracy.
         hessian_batches: optional batches (same format) on which curvature is measured,
             when the Hessian uses a recorded subset of the data; ``None`` means ``batches``.
+        test_batches: optional held-out batches (same format, weights ``1/N_test``): the
+            runner records the loss and ``eval_fn`` metrics on them as ``test_*`` columns.
     """
 
     loss_fn: Callable[..., Array]
@@ -37,6 +39,7 @@ class Problem(eqx.Module):
     info: dict[str, Any] = eqx.field(static=True, default_factory=dict)
     eval_fn: Callable[..., dict[str, Array]] | None = None
     hessian_batches: PyTree | None = None
+    test_batches: PyTree | None = None
 
     @property
     def curvature_batches(self) -> PyTree | None:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._data import Dataset, one_hot, select
+from ._data import Dataset, held_out, one_hot, select
 
 CIFAR10_TRAIN_FILES = tuple(f"data_batch_{i}" for i in range(1, 6))
 CIFAR10_TEST_FILES = ("test_batch",)
@@ -136,6 +136,7 @@ def load_cifar10(
     subset: str = "first",
     seed: int = 0,
     standardize: bool = True,
+    exclude: np.ndarray | None = None,
 ) -> Dataset:
     """CIFAR-10 from the python-pickle batches in ``path`` (or its ``cifar-10-batches-py``).
 
@@ -155,6 +156,8 @@ def load_cifar10(
             class-balanced random draw from ``seed``); see :func:`select`.
         seed: the stratified draw's seed.
         standardize: apply the standardisation above.
+        exclude: the rows of a training set: return the first ``n`` other rows instead (a
+            held-out set from the same files; the statistics are the training set's).
 
     Raises:
         FileNotFoundError: the folder or one of the six batch files is missing.
@@ -167,14 +170,15 @@ def load_cifar10(
     folder = _cifar_dir(path)
     files = CIFAR10_TRAIN_FILES if split == "train" else CIFAR10_TEST_FILES
     images, labels_all = _read_cifar(folder, files)
-    idx = select(labels_all, n, subset, seed)
+    idx = (select(labels_all, n, subset, seed) if exclude is None
+           else held_out(len(labels_all), exclude, n))
     x = images[idx].astype(np.float64) / 255.0
     info = {
         "source": "CIFAR-10 python batches",
         "path": str(folder),
         "files": list(files),
         "split": split,
-        "subset": subset,
+        "subset": subset if exclude is None else "held out: the first rows not in exclude",
         "seed": seed,
         "image_shape": [3, 32, 32],
         "classes": list(CIFAR10_CLASSES),
@@ -293,6 +297,7 @@ def load_mnist(
     subset: str = "first",
     seed: int = 0,
     standardize: bool = True,
+    exclude: np.ndarray | None = None,
 ) -> Dataset:
     """MNIST from the idx files in ``path`` (each optionally gzipped).
 
@@ -312,6 +317,8 @@ def load_mnist(
         subset: ``"first"`` or ``"stratified"`` (class-balanced draw from ``seed``).
         seed: the stratified draw's seed.
         standardize: apply the standardisation above; otherwise only divide by 255.
+        exclude: the rows of a training set: return the first ``n`` other rows instead (a
+            held-out set from the same files; the statistics are the training set's).
 
     Raises:
         FileNotFoundError: the folder or one of the files is missing.
@@ -319,14 +326,15 @@ def load_mnist(
     """
     _check_split(split)
     images, labels_all, files = _read_mnist(path, split)
-    idx = select(labels_all, n, subset, seed)
+    idx = (select(labels_all, n, subset, seed) if exclude is None
+           else held_out(len(labels_all), exclude, n))
     x = images[idx].astype(np.float64) / 255.0
     info = {
         "source": "MNIST idx files",
         "files": [Path(f).name for f in files],
         "path": str(Path(files[0]).parent),
         "split": split,
-        "subset": subset,
+        "subset": subset if exclude is None else "held out: the first rows not in exclude",
         "seed": seed,
         "image_shape": [1, *images.shape[2:]],
     }

@@ -65,6 +65,7 @@ class ProblemSpec:
     loss: str = "mse"
     chunk_size: int | None = None
     hessian_examples: int | None = None
+    test_examples: int | None = None
     x0: tuple[float, ...] | None = None
     seed: int = 0
     dtype: str = "float32"
@@ -146,16 +147,23 @@ def check_network_config(config: ProblemSpec) -> None:
         )
 
 
-def load_dataset(config: ProblemSpec) -> Dataset:
-    """The configured dataset (host arrays), subset and standardised as configured."""
+def load_dataset(config: ProblemSpec, *, exclude: np.ndarray | None = None) -> Dataset:
+    """The configured dataset (host arrays), subset and standardised as configured; with
+    ``exclude`` (the training rows) the held-out set of ``test_examples`` other rows of the
+    same files, standardised with the training statistics."""
     n, subset, seed, name = config.num_examples, config.subset, config.seed, config.dataset
+    if exclude is not None:
+        n = config.test_examples
+        if name not in IMAGE_DATASETS:
+            raise ConfigError(f"test_examples: a held-out set is drawn from {IMAGE_DATASETS}, "
+                              f"not {name!r}")
     try:
         if name == "digits":
-            return load_digits(n, subset=subset, seed=seed)
+            return load_digits(n, subset=subset, seed=seed, exclude=exclude)
         if name == "cifar10":
-            return load_cifar10(_data_dir(config), n, subset=subset, seed=seed)
+            return load_cifar10(_data_dir(config), n, subset=subset, seed=seed, exclude=exclude)
         if name == "mnist":
-            return load_mnist(_data_dir(config), n, subset=subset, seed=seed)
+            return load_mnist(_data_dir(config), n, subset=subset, seed=seed, exclude=exclude)
         if name == "teacher_student":
             return teacher_student(SYNTHETIC_SIZE if n is None else n, seed=seed)
         if name == "gaussian_clusters":
@@ -164,7 +172,9 @@ def load_dataset(config: ProblemSpec) -> Dataset:
     except FileNotFoundError as err:
         raise ConfigError(f"data_dir: {err}") from err
     except ValueError as err:
-        field = "num_examples" if "exceeds" in str(err) else "data_dir"
+        field = "data_dir"
+        if "exceeds" in str(err):
+            field = "test_examples" if exclude is not None else "num_examples"
         raise ConfigError(f"{field}: {err}") from err
     raise ConfigError(f"dataset: {name!r} is not a dataset for network problems")
 
@@ -229,9 +239,12 @@ def build_network_problem(config: ProblemSpec) -> Problem:
     if hessian is not None and hessian > n:
         raise ConfigError(f"hessian_examples: {hessian} exceeds the {n} training examples")
     image_shape = _image_shape(data)
+    test = None if config.test_examples is None else load_dataset(config, exclude=data.indices)
     if config.problem in IMAGE_MODELS:
         assert image_shape is not None  # check_network_config admits image datasets only
         data = dataclasses.replace(data, x=data.x.reshape(n, *image_shape))
+        if test is not None:
+            test = dataclasses.replace(test, x=test.x.reshape(len(test), *image_shape))
     in_shape = tuple(data.x.shape[1:])
     key = jax.random.key(config.seed)
     model = build_model(config, in_shape, int(data.y.shape[1]), key)
@@ -275,6 +288,12 @@ def build_network_problem(config: ProblemSpec) -> Problem:
             hessian_num_chunks=num,
             hessian_chunk_size=size,
         )
+    if test is not None:
+        tb, num, size = _batches(test.x, test.y, chunk_size, dtype)
+        changes["test_batches"] = tb
+        info.update(test_examples=len(test), test_subset=test.info.get("subset"),
+                    test_indices=test.indices.tolist(), test_num_chunks=num,
+                    test_chunk_size=size)
     problem = supervised_problem(
         model, data, loss=config.loss, chunk_size=chunk_size, dtype=dtype, trainable=spec,
         info=info,

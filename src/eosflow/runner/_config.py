@@ -46,6 +46,7 @@ class Config:
     loss: str = "mse"
     chunk_size: int | None = None
     hessian_examples: int | None = None
+    test_examples: int | None = None
     x0: tuple[float, ...] | None = None
     # optimizer -------------------------------------------------------------------------
     optimizer: str = "gd"
@@ -261,7 +262,8 @@ def _check(c: Config) -> None:
         _positive(c, name, integer=True)
     for name in ("num_examples", "chunk_size", "hessian_examples", "chunk_steps",
                  "checkpoint_every", "eval_every", "eig_every", "eig_block", "phi_every",
-                 "reproject_steps", "devices", "num_classes", "batch_size"):
+                 "reproject_steps", "devices", "num_classes", "batch_size",
+                 "test_examples"):
         _positive(c, name, allow_none=True, integer=True)
     _positive(c, "warmup_lr", allow_none=True)
     _positive(c, "divergence_factor", allow_none=True)

@@ -106,12 +106,13 @@ class Program:
         return b
 
     # -- devices --------------------------------------------------------------------------
-    def data(self) -> tuple[Any, Any]:
-        """The data arrays, sharded along the example axis when a mesh is in use."""
+    def data(self) -> tuple[Any, Any, Any]:
+        """The data arrays (training, Hessian subset, held-out), sharded along the example
+        axis when a mesh is in use."""
         p = self.problem
         if self.mesh is None:
-            return p.batches, p.hessian_batches
-        return self._shard(p.batches), self._shard(p.hessian_batches)
+            return p.batches, p.hessian_batches, p.test_batches
+        return tuple(self._shard(b) for b in (p.batches, p.hessian_batches, p.test_batches))
 
     def _shard(self, batches):
         if batches is None:
@@ -192,8 +193,9 @@ class Program:
     def view(self, data) -> Problem:
         """The problem with its data arrays replaced by ``data`` (traced jit arguments, so
         the data is never baked into the compiled program as a constant)."""
-        batches, hessian = data
-        return dataclasses.replace(self.problem, batches=batches, hessian_batches=hessian)
+        batches, hessian, test = data
+        return dataclasses.replace(self.problem, batches=batches, hessian_batches=hessian,
+                                   test_batches=test)
 
     def step_fn(self, state: TrainState, hyper, data) -> tuple[TrainState, dict[str, jax.Array]]:
         c, p = self.config, self.view(data)
@@ -246,6 +248,9 @@ class Program:
             row.update(jax.lax.cond(
                 step % c.eval_every == 0, lambda: self._evaluate(p, params), self._no_eval
             ))
+        if p.test_batches is not None and c.eval_every is not None:
+            row.update(jax.lax.cond(
+                step % c.eval_every == 0, lambda: self._test(p, params), self._no_test))
         if self.num_examples is not None and c.eval_every is not None:
             # SGD's "loss" is its mini-batch's; the full training loss on the eval cadence
             row["full_loss"] = jax.lax.cond(
@@ -421,6 +426,18 @@ class Program:
     def _evaluate(self, p, params):
         sums = sum_over_batches(lambda b: p.eval_fn(params, b), p.batches)
         return {k: v.astype(self.dtype) for k, v in sums.items()}
+
+    def _test(self, p, params):
+        """Loss and ``eval_fn`` metrics on the held-out batches (``test_*`` columns)."""
+        out = {"test_loss": sum_over_batches(lambda b: p.loss_fn(params, b), p.test_batches)}
+        if p.eval_fn is not None:
+            sums = sum_over_batches(lambda b: p.eval_fn(params, b), p.test_batches)
+            out.update({f"test_{k}": v for k, v in sums.items()})
+        return {k: v.astype(self.dtype) for k, v in out.items()}
+
+    def _no_test(self):
+        shapes = jax.eval_shape(lambda x: self._test(self.problem, x), self.problem.params)
+        return {k: jnp.full(v.shape, jnp.nan, v.dtype) for k, v in shapes.items()}
 
     def _no_eval(self):
         shapes = jax.eval_shape(self.problem.eval_fn, self.problem.params,
