@@ -197,3 +197,18 @@ def test_prediction_start_rule():
     H = jnp.diag(jnp.array([4.0, 1.0, 0.0]))
     x = jnp.array([0.003, 0.0, 5.0])
     np.testing.assert_allclose(distance_estimate(jnp.linalg.norm(H @ x), 4.0), 0.003)
+
+
+@pytest.mark.parametrize("loss", ["mse", "mse_nohalf", "mse_mean", "cross_entropy"])
+def test_problem_residual_matches_its_loss(loss):
+    from eosflow.problems import MLP, gaussian_clusters, supervised_problem
+
+    data = gaussian_clusters(10, 3, 3, seed=1)
+    model = MLP(3, 3, [5], "gelu", key=jax.random.key(0))
+    problem = supervised_problem(model, data, loss=loss, chunk_size=4)  # 3 chunks, one padded
+    if loss == "cross_entropy":
+        assert problem.full_residual is None
+        return
+    r = problem.full_residual(problem.params)
+    np.testing.assert_allclose(0.5 * jnp.sum(r**2), problem.full_loss(problem.params),
+                               rtol=1e-5)

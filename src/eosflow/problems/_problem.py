@@ -28,7 +28,8 @@ class Problem(eqx.Module):
             (weights included), e.g. accuracy.
         hessian_batches: optional batches (same format) on which curvature is measured,
             when the Hessian uses a recorded subset of the data; ``None`` means ``batches``.
-        residual_fn: optional ``residual_fn(params, batch)`` with
+        residual_fn: optional ``residual_fn(params, batch)`` (``residual_fn(params)`` without
+            batches) with
             ``loss_fn(params, batch) = 0.5 * |residual_fn(params, batch)|^2`` (squared-error
             losses); it lets :func:`eosflow.flows.project_solve` finish with Gauss–Newton.
     """
