@@ -15,7 +15,11 @@ from ._limiting import limiting_flow as limiting_flow
 from ._limiting import reprojection_flow as reprojection_flow
 from ._project import FlowRESULTS as FlowRESULTS
 from ._project import GradientFlowSolution as GradientFlowSolution
+from ._project import ProjectionError as ProjectionError
 from ._project import ProjectResult as ProjectResult
 from ._project import gradient_flow as gradient_flow
 from ._project import project as project
 from ._project import project_solve as project_solve
+from ._start import distance_estimate as distance_estimate
+from ._start import phase_one_distance as phase_one_distance
+from ._start import prediction_start as prediction_start

@@ -38,9 +38,9 @@ def phi_diagnostics(loss_fn: Callable[[PyTree], Array], x: PyTree,
 
     Returns a dict with ``phi`` (a PyTree like ``x``), ``phi_dist``, ``lambda_phi``,
     ``a_t``, ``theta`` (radians, in $[0, \pi/2]$; the sign of $v_1$ is arbitrary) and
-    ``phi_ok`` (whether the projection converged).
+    ``phi_ok`` (whether the projection converged; it never raises: ``throw=False``).
     """
-    proj = project_solve(loss_fn, x, **project_kwargs)
+    proj = project_solve(loss_fn, x, **{"throw": False, **project_kwargs})
     phi = proj.value
     lam, v1 = _top(loss_fn, phi)
     d = optax.tree.sub(x, phi)

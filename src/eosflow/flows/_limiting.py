@@ -15,13 +15,14 @@ import diffrax
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from .._tree import check_floating
 from .._types import Array, PyTree
 from ..optim import METHODS
 from ._geometry import eigen_gap, sharpness_and_gradient, tangent_project
-from ._project import FlowRESULTS, _default_tols, project_solve
+from ._project import FlowRESULTS, _default_tols, _is_traced, project_solve
 
 # method: (constant c in dX/dtau = -c dPhi grad g, whether g = log lambda_1), from the records
 CONSTANTS: dict[str, tuple[float, bool]] = {
@@ -33,7 +34,17 @@ CONSTANTS: dict[str, tuple[float, bool]] = {
 class LimitingFlow(eqx.Module):
     r"""A trajectory on Γ: times ``ts`` ($\tau$), points ``xs`` (leading axis), $\lambda_1$ there.
 
-    ``ts, xs = limiting_flow(...)`` unpacks the first two.
+    ``ts, xs = limiting_flow(...)`` unpacks the first two. ``tau``, ``lambda_1``, ``status``,
+    ``reason`` and :meth:`columns` are the prediction as a runner stores it.
+
+    Attributes:
+        ts: $\tau = \eta^2 t$ from the prediction's start.
+        xs: the points (a PyTree with a leading axis).
+        sharpness: $\lambda_1(\nabla^2 L)$ at ``xs``.
+        result: a :class:`FlowRESULTS` for the whole trajectory.
+        grad_norms: $\|\nabla L\|$ at ``xs`` (the distance from Γ: the integrator's drift,
+            or how close each re-projection got).
+        reason: ``None`` on success, else why the prediction failed (first failure).
     """
 
     ts: Array
@@ -41,9 +52,39 @@ class LimitingFlow(eqx.Module):
     sharpness: Array
     result: FlowRESULTS
     grad_norms: Array | None = None  # |grad L| at the saved points: the distance from Γ
+    reason: str | None = eqx.field(static=True, default=None)
 
     def __iter__(self):
         return iter((self.ts, self.xs))
+
+    @property
+    def tau(self) -> Array:
+        return self.ts
+
+    @property
+    def lambda_1(self) -> Array:
+        return self.sharpness
+
+    @property
+    def status(self) -> str:
+        """``"ok"`` or ``"failed"``."""
+        return "ok" if self.reason is None else "failed"
+
+    def columns(self) -> dict[str, np.ndarray]:
+        """The prediction as columns of equal length: ``tau``, ``lambda_1`` and
+        ``grad_norm`` (NaN where not computed); check :attr:`status` / :attr:`reason` first."""
+        n = int(np.shape(self.ts)[0])
+        g = np.full(n, np.nan) if self.grad_norms is None else np.asarray(self.grad_norms)
+        return {"tau": np.asarray(self.ts), "lambda_1": np.asarray(self.sharpness),
+                "grad_norm": g}
+
+
+def _failed(x0, reason: str) -> LimitingFlow:
+    """A one-point trajectory at ``x0`` carrying the reason it could not start."""
+    dtype = jnp.result_type(*jax.tree.leaves(x0))
+    nan = jnp.full((1,), jnp.nan, dtype)
+    return LimitingFlow(jnp.zeros((1,), dtype), jax.tree.map(lambda a: a[None], x0), nan,
+                        FlowRESULTS.not_converged, nan, reason)
 
 
 def flow_field(loss_fn: Callable, x: PyTree, *, method: str, constant: float | None = None,
@@ -75,21 +116,26 @@ def _method(method: str) -> tuple[float, bool]:
         ) from None
 
 
-def _start(loss_fn, x0, gap_rtol, project_kwargs):
-    start = project_solve(loss_fn, x0, **project_kwargs)
+def _start(loss_fn, x0, gap_rtol, project_kwargs, residual_fn=None):
+    """``(Phi(x0), None)`` or ``(None, reason)``."""
+    kwargs = dict(project_kwargs, throw=False)
+    if residual_fn is not None:
+        kwargs["residual_fn"] = residual_fn
+    start = project_solve(loss_fn, x0, **kwargs)
     if start.result != FlowRESULTS.successful:
-        raise ValueError(
-            "x0: gradient flow from x0 did not reach a minimiser (|grad L| = "
-            f"{float(start.grad_norm):.3g} at t = {float(start.time):.3g}); x0 may lie outside "
-            "every basin of Γ."
+        return None, (
+            "x0: the projection from x0 did not reach a minimiser (|grad L| = "
+            f"{float(start.grad_norm):.3g} at t = {float(start.time):.3g}; {start.summary()}); "
+            "x0 may lie outside every basin of Γ, or the projection needs residual_fn / a "
+            "larger budget."
         )
     lam1, lam2 = eigen_gap(loss_fn, start.value)
     if not float(lam1 - lam2) > gap_rtol * abs(float(lam1)):
-        raise ValueError(
+        return None, (
             f"x0: the Hessian at Phi(x0) has no eigen-gap (lambda_1 = {float(lam1):.6g}, "
             f"lambda_2 = {float(lam2):.6g}); the limiting flow needs lambda_1 > lambda_2."
         )
-    return start.value
+    return start.value, None
 
 
 def limiting_flow(
@@ -106,7 +152,9 @@ def limiting_flow(
     atol: float | None = None,
     gap_rtol: float = 1e-6,
     restoring: float = 1.0,
+    residual_fn: Callable[[PyTree], Array] | None = None,
     project_kwargs: dict | None = None,
+    throw: bool = True,
 ) -> LimitingFlow:
     r"""The predicted trajectory $X(\tau)$ on Γ from $\Phi(x_0)$, $\tau \in [0, t_\text{end}]$.
 
@@ -127,14 +175,18 @@ def limiting_flow(
         rtol, atol: integration tolerances (default 1e-10 and 1e-12 in float64).
         gap_rtol: the start is rejected if $\lambda_1 - \lambda_2 \le$ ``gap_rtol`` $\lambda_1$.
         restoring: $\kappa$, the rate of the restoring term (0 switches it off).
+        residual_fn: $r$ with $L = \tfrac12\|r\|^2$, for $\Phi(x_0)$ on networks (see
+            :func:`project_solve`).
         project_kwargs: passed to :func:`project_solve` for $\Phi(x_0)$.
+        throw: raise on a failed start; with ``False`` return a failed :class:`LimitingFlow`
+            whose ``reason`` says why (``status == "failed"``).
 
     Returns:
         A :class:`LimitingFlow`.
 
     Raises:
-        ValueError: unknown ``method``, ``t_end <= 0``, a start outside every basin, or no
-            eigen-gap at $\Phi(x_0)$.
+        ValueError: unknown ``method``, ``t_end <= 0``, and (with ``throw``) a start whose
+            projection fails or no eigen-gap at $\Phi(x_0)$.
 
     Example:
         >>> import jax, jax.numpy as jnp
@@ -152,15 +204,26 @@ def limiting_flow(
         raise ValueError(f"num_points must be an int >= 2, got {num_points!r}.")
     dtype = check_floating("x0", x0)
     project_kwargs = dict(project_kwargs or {})
-    X0 = _start(loss_fn, x0, gap_rtol, project_kwargs)
+    X0, reason = _start(loss_fn, x0, gap_rtol, project_kwargs, residual_fn)
+    if reason is not None:
+        if throw:
+            raise ValueError(reason)
+        return _failed(x0, reason)
     d_rtol, d_atol, _ = _default_tols(dtype)
     controller = diffrax.PIDController(rtol=d_rtol if rtol is None else rtol,
                                        atol=d_atol if atol is None else atol)
     c, use_log = _method(method)
     c = jnp.asarray(c if constant is None else constant, dtype)
     use_log = jnp.asarray(use_log if log is None else log)
-    return _integrate(loss_fn, X0, jnp.asarray(t_end, dtype), num_points, controller, c,
+    flow = _integrate(loss_fn, X0, jnp.asarray(t_end, dtype), num_points, controller, c,
                       use_log, projection, jnp.asarray(restoring, dtype))
+    if _is_traced(flow.ts) or flow.result == FlowRESULTS.successful:
+        return flow
+    reason = ("the limiting-flow ODE failed (step budget, or a non-finite field): "
+              f"|grad L| along it up to {float(jnp.nanmax(flow.grad_norms)):.3g}")
+    if throw:
+        raise ValueError(reason)
+    return LimitingFlow(flow.ts, flow.xs, flow.sharpness, flow.result, flow.grad_norms, reason)
 
 
 @eqx.filter_jit
@@ -195,7 +258,9 @@ def reprojection_flow(
     step_size: float,
     num_steps: int,
     gap_rtol: float = 1e-6,
+    residual_fn: Callable[[PyTree], Array] | None = None,
     project_kwargs: dict | None = None,
+    throw: bool = True,
 ) -> LimitingFlow:
     r"""The scalable form of the limiting flow: descend $g$, then re-project onto Γ.
 
@@ -204,9 +269,26 @@ def reprojection_flow(
     $\Phi(X - h\nabla g) = X - h\,\partial\Phi\nabla g$, so $X_k \approx X(\tau_k)$ with
     $\tau_k = k h / c$ ($c = 1/4$ or $1/8$), with an $O(h)$ error. This is the explicit
     "Riemannian GD on $\log\lambda_1$" the paper's authors ran on networks: it needs only
-    gradients, HVPs and a projection (e.g. many small GD steps: pass
-    ``project_kwargs=dict(solver=diffrax.Euler(), dt0=..., stepsize_controller=
-    diffrax.ConstantStepSize())``), never $\partial\Phi$ itself.
+    gradients, HVPs and a projection, never $\partial\Phi$ itself.
+
+    Each $\Phi$ is :func:`project_solve` (``project_kwargs``; ``residual_fn`` for networks
+    on MSE, where it finishes with Gauss–Newton). Each step starts $O(h)$ from Γ, so a
+    Gauss–Newton projection is $O(h^2)$ from the exact $\Phi$ per step, $O(h)$ over the
+    $O(1/h)$ steps: the same order as the scheme's own error.
+
+    Args:
+        loss_fn, x0, method: as for :func:`limiting_flow`; the flow starts at $\Phi(x_0)$.
+        step_size: $h$.
+        num_steps: outer steps; ``ts`` has ``num_steps + 1`` points.
+        gap_rtol: the start is rejected without an eigen-gap.
+        residual_fn: $r$ with $L = \tfrac12\|r\|^2$ (see :func:`project_solve`).
+        project_kwargs: options of :func:`project_solve` for every projection.
+        throw: raise ``ValueError`` with the reason when the start or any projection fails;
+            with ``False`` the result's ``status`` is ``"failed"`` and ``reason`` says at
+            which step and with what $\|\nabla L\|$.
+
+    Returns:
+        A :class:`LimitingFlow`; ``grad_norms`` holds $\|\nabla L\|$ at each projected point.
     """
     c, use_log = _method(method)
     if not step_size > 0:
@@ -215,25 +297,44 @@ def reprojection_flow(
         raise ValueError(f"num_steps must be a positive int, got {num_steps!r}.")
     check_floating("x0", x0)
     project_kwargs = dict(project_kwargs or {})
-    X0 = _start(loss_fn, x0, gap_rtol, project_kwargs)
+    X0, reason = _start(loss_fn, x0, gap_rtol, project_kwargs, residual_fn)
+    if reason is not None:
+        if throw:
+            raise ValueError(reason)
+        return _failed(x0, reason)
+    if residual_fn is not None:
+        project_kwargs["residual_fn"] = residual_fn
+    project_kwargs["throw"] = False
     dtype = jnp.result_type(*jax.tree.leaves(X0))
-    return _reproject(loss_fn, X0, jnp.asarray(step_size, dtype), num_steps,
-                      jnp.asarray(c, dtype), jnp.asarray(use_log), project_kwargs)
+    flow, ok = _reproject(loss_fn, X0, jnp.asarray(step_size, dtype), num_steps,
+                          jnp.asarray(c, dtype), jnp.asarray(use_log), project_kwargs)
+    if _is_traced(ok) or bool(jnp.all(ok)):
+        return flow
+    k = int(jnp.argmin(ok))
+    reason = (f"re-projection step {k + 1} of {num_steps} (tau = {float(flow.ts[k + 1]):.4g}): "
+              f"Phi did not converge, |grad L| = {float(flow.grad_norms[k + 1]):.3g} after the "
+              f"projection (start of that step: {float(flow.grad_norms[k]):.3g})")
+    if throw:
+        raise ValueError(reason)
+    return LimitingFlow(flow.ts, flow.xs, flow.sharpness, flow.result, flow.grad_norms, reason)
 
 
 @eqx.filter_jit
 def _reproject(loss_fn, X0, h, num_steps, c, use_log, project_kwargs):
-    def step(carry, _):
-        x, failed = carry
+    grad = jax.grad(loss_fn)
+
+    def step(x, _):
         lam, dlam, _ = sharpness_and_gradient(loss_fn, x)
         g = optax.tree.scale(jnp.where(use_log, 1 / lam, 1.0), dlam)
         proj = project_solve(loss_fn, optax.tree.add_scale(x, -h, g), **project_kwargs)
-        return (proj.value, failed | (proj.result != FlowRESULTS.successful)), (proj.value, lam)
+        ok = proj.result == FlowRESULTS.successful
+        return proj.value, (proj.value, lam, proj.grad_norm, ok)
 
-    (xl, failed), (ys, lams) = jax.lax.scan(step, (X0, jnp.zeros((), bool)), None,
-                                           length=num_steps)
+    xl, (ys, lams, gnorms, ok) = jax.lax.scan(step, X0, None, length=num_steps)
     xs = jax.tree.map(lambda a, b: jnp.concatenate([a[None], b]), X0, ys)
     lam_last = sharpness_and_gradient(loss_fn, xl)[0]
     ts = jnp.arange(num_steps + 1) * (h / c)
-    result = FlowRESULTS.where(failed, FlowRESULTS.not_converged, FlowRESULTS.successful)
-    return LimitingFlow(ts, xs, jnp.append(lams, lam_last), result)
+    g0 = optax.tree.norm(grad(X0))
+    result = FlowRESULTS.where(jnp.all(ok), FlowRESULTS.successful, FlowRESULTS.not_converged)
+    flow = LimitingFlow(ts, xs, jnp.append(lams, lam_last), result, jnp.append(g0, gnorms))
+    return flow, ok

@@ -54,6 +54,23 @@ _FNS: dict[str, Callable[[Array, Array], Array]] = {
 }
 
 
+_SQUARED: dict[str, Callable[[int], float]] = {
+    # per-example loss = c * sum_k (f_k - y_k)^2, c as a function of the number of outputs
+    "mse": lambda k: 0.5,
+    "mse_nohalf": lambda k: 1.0,
+    "mse_mean": lambda k: 1.0 / k,
+}
+
+
+def squared_error_weight(name: str, num_outputs: int) -> float | None:
+    """``c`` with per-example loss ``c * sum_k (f_k - y_k)^2`` for the MSE conventions, so
+    that a mean over n examples is ``0.5 * |r|^2`` with ``r = sqrt(2 c / n) (f - y)``;
+    ``None`` for losses without that structure (cross-entropy)."""
+    per_example_loss(name)
+    fn = _SQUARED.get(name)
+    return None if fn is None else fn(num_outputs)
+
+
 def per_example_loss(name: str) -> Callable[[Array, Array], Array]:
     """The per-example loss ``(pred, target) -> (N,)`` of convention ``name`` (see module doc)."""
     try:

@@ -10,7 +10,7 @@ import numpy as np
 
 from .._types import Array, PyTree
 from ._data import Dataset
-from ._losses import per_example_loss
+from ._losses import per_example_loss, squared_error_weight
 
 
 class Problem(eqx.Module):
@@ -30,6 +30,10 @@ class Problem(eqx.Module):
             when the Hessian uses a recorded subset of the data; ``None`` means ``batches``.
         test_batches: optional held-out batches (same format, weights ``1/N_test``): the
             runner records the loss and ``eval_fn`` metrics on them as ``test_*`` columns.
+        residual_fn: optional ``residual_fn(params, batch)`` (``residual_fn(params)`` without
+            batches) with
+            ``loss_fn(params, batch) = 0.5 * |residual_fn(params, batch)|^2`` (squared-error
+            losses); it lets :func:`eosflow.flows.project_solve` finish with Gauss–Newton.
     """
 
     loss_fn: Callable[..., Array]
@@ -40,6 +44,7 @@ class Problem(eqx.Module):
     eval_fn: Callable[..., dict[str, Array]] | None = None
     hessian_batches: PyTree | None = None
     test_batches: PyTree | None = None
+    residual_fn: Callable[..., Array] | None = None
 
     @property
     def curvature_batches(self) -> PyTree | None:
@@ -53,6 +58,16 @@ class Problem(eqx.Module):
         from ..curvature import sum_over_batches
 
         return sum_over_batches(lambda b: self.loss_fn(params, b), self.batches)
+
+    @property
+    def full_residual(self) -> Callable[[PyTree], Array] | None:
+        """``params -> r`` with ``full_loss = 0.5 * |r|^2`` over every batch (stacked along
+        the batches' leading axis), or ``None`` when the loss has no residual form."""
+        if self.residual_fn is None:
+            return None
+        if self.batches is None:
+            return self.residual_fn
+        return lambda params: jax.lax.map(lambda b: self.residual_fn(params, b), self.batches)
 
 
 def chunk(
@@ -112,6 +127,13 @@ def supervised_problem(
         out = jax.vmap(eqx.combine(p, static))(batch["x"])
         return jnp.sum(batch["w"] * per_example(out, batch["y"]))
 
+    weight = squared_error_weight(loss, int(np.prod(data.y.shape[1:])))
+
+    def residual_fn(p, batch):
+        out = jax.vmap(eqx.combine(p, static))(batch["x"])
+        scale = jnp.sqrt(2 * weight * batch["w"]).reshape(-1, *(1,) * (out.ndim - 1))
+        return scale * (out - batch["y"])
+
     def eval_fn(p, batch):
         out = jax.vmap(eqx.combine(p, static))(batch["x"])
         correct = jnp.argmax(out, -1) == jnp.argmax(batch["y"], -1)
@@ -128,4 +150,5 @@ def supervised_problem(
         "num_params": int(sum(x.size for x in jax.tree.leaves(params))),
         **(info or {}),
     }
-    return Problem(loss_fn, params, batches, 0.0, meta, eval_fn)
+    return Problem(loss_fn, params, batches, 0.0, meta, eval_fn,
+                   residual_fn=None if weight is None else residual_fn)
