@@ -227,8 +227,14 @@ assert sorted(_listed) == sorted(FIELDS) and len(_listed) == len(FIELDS), "SECTI
 assert set(FIELD_DOCS) == set(FIELDS), "every Config field needs a docstring"
 
 
+_ALIASES = {"learning_rate": "lr", "eta": "lr", "step_size": "lr", "beta": "momentum",
+            "iterations": "steps", "num_steps": "steps", "width": "widths",
+            "hidden": "widths", "model": "problem", "data": "dataset", "precision": "dtype"}
+
+
 def unknown_field_message(name: str) -> str:
-    close = difflib.get_close_matches(name, list(FIELDS), n=1, cutoff=0.5)
+    close = ([_ALIASES[name]] if name in _ALIASES
+             else difflib.get_close_matches(name, list(FIELDS), n=1, cutoff=0.5))
     hint = f"; did you mean '{close[0]}'?" if close else f"; fields are: {', '.join(FIELDS)}"
     return f"{name}: unknown field{hint}"
 
@@ -294,6 +300,8 @@ def coerce(name: str, value: Any) -> Any:
         if typing.get_origin(base) is Literal:
             return _choice(name, value, typing.get_args(base))
         return _scalar(base, value)
+    except ConfigError:
+        raise
     except _Refused as err:
         raise ConfigError(f"{name}: {err} in {value!r}") from None
     except (TypeError, ValueError) as err:
