@@ -143,6 +143,11 @@ def test_overrides_take_the_presets_values_as_defaults():
     assert (c.steps, c.chunk_steps, c.name) == (400, 100, "digits-gd")  # the preset's
     assert parse(["run", "--eig-every=3"]).config.eig_every == 3  # tyro's spelling too
     assert parse(["run", "tiny"]).config == preset_config("tiny", {})
+    inv = parse(["verify", "--quick"])
+    assert inv.command == "verify" and inv.args.quick and inv.args.out == "runs/verify"
+    inv = parse(["resume", "some/run", "--steps", "800", "--no-report"])
+    assert (inv.args.run_dir, inv.args.steps, inv.args.no_report) == ("some/run", 800, True)
+    assert parse(["report", "a", "b", "--out", "r.html"]).args.run_dirs == ("a", "b")
     inv = parse(["sweep", "tiny", "--grid", "lr=2/30,2/50", "--grid", "seed=0,1"])
     assert inv.grid == {"lr": [2 / 30, 2 / 50], "seed": [0, 1]}
 

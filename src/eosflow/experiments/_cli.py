@@ -232,7 +232,7 @@ def parse(argv: Sequence[str]) -> Invocation:
         defaults = {"run_dir": positional[0]}
     elif names == {"run_dirs"} and positional:
         defaults = {"run_dirs": tuple(positional)}
-    elif "-h" in flags or "--help" in flags:
+    elif not positional and (not names or "-h" in flags or "--help" in flags):
         defaults = {}
     else:
         raise UsageError(f"eosflow {command}: unexpected arguments {' '.join(positional)!r}"
