@@ -1,6 +1,7 @@
 """The command line end to end on tiny presets, and its answers to bad input."""
 
 import json
+import re
 import subprocess
 import sys
 from html.parser import HTMLParser
@@ -8,7 +9,15 @@ from html.parser import HTMLParser
 import numpy as np
 import pytest
 
-from eosflow.experiments import load_run, main
+from eosflow.experiments import (
+    format_value,
+    load_run,
+    main,
+    parse,
+    preset_config,
+    preset_values,
+)
+from eosflow.runner import FIELD_DOCS, FIELDS
 
 TINY = ["--steps", "20", "--chunk_steps", "10", "--quiet"]
 
@@ -81,23 +90,134 @@ def test_sweep_vmapped_and_serial(tmp_path):
     ("argv", "needle"),
     [
         (["run", "tiny-gd"], "did you mean 'tiny'"),
-        (["run", "tiny", "--learning_rate", "0.1"], "learning_rate: unknown field; did you mean"),
+        (["run", "tiny", "--learning_rate", "0.1"], "unknown field; did you mean 'lr'"),
+        (["run", "tiny", "--eig_evry", "2"], "eig_evry: unknown field; did you mean 'eig_every'"),
         (["run", "tiny", "--lr", "abc"], "lr: expected float"),
+        (["run", "tiny", "--lr", "1/0"], "lr: division by zero"),
+        (["run", "tiny", "--lr", "__import__('os')"], "lr: expected float"),
+        (["run", "tiny", "--lr", "1e400"], "lr: not a finite number"),
+        (["run", "tiny", "--lr", "nan"], "lr: expected float"),
         (["run", "tiny", "--lr", "-0.1"], "lr: must be positive"),
+        (["run", "tiny", "--lr=-1/10"], "lr: must be positive"),
+        (["run", "tiny", "--steps", "1e12"], "steps: must be below 2**31"),
+        (["run", "tiny", "--steps", "2.5"], "steps: expected int"),
+        (["run", "tiny", "--widths", ""], "widths: must be one or more positive widths"),
+        (["run", "tiny", "--widths", "200,-1"], "widths: must be one or more positive"),
+        (["run", "tiny", "--seed", "-1"], "seed: must be >= 0"),
         (["run", "tiny", "--num_eigs", "0"], "num_eigs: must be positive"),
         (["run", "tiny", "--eig_every", "0"], "eig_every: must be positive"),
+        (["run", "tiny", "--eig-every", "-4"], "eig_every: must be positive"),
+        (["run", "tiny", "--momentum", "1"], "momentum: must be in [0, 1)"),
         (["run", "tiny", "--optimizer", "normalised_gd"], "did you mean 'normalized_gd'"),
         (["run", "tiny", "--warmup_optimizer", "sgd"], "warmup_optimizer: unknown value 'sgd'"),
+        (["run", "tiny", "--dtype", "float16"], "dtype: unknown value 'float16'"),
+        (["run", "tiny", "--track_alignment", "maybe"], "track_alignment: expected bool"),
         (["run", "tiny", "--dataset", "cifar10"], "data_dir: required"),
         (["run", "tiny", "--lr"], "lr: needs a value"),
+        (["run", "tiny", "--quiet=yes"], "--quiet: takes no value"),
+        (["run", "tiny", "tiny"], "takes one preset"),
         (["sweep", "tiny", "--grid", "lr="], "lr: the sweep grid is empty"),
         (["sweep", "tiny", "--grid", "lr=0.1,-1"], "lr: must be positive"),
+        (["sweep", "tiny", "--grid", "lr=2/0"], "lr: division by zero"),
+        (["sweep", "tiny", "--lr", "0.1,0.2"], "lr: expected float"),
+        (["sweep", "tiny"], "sweep needs at least one --grid"),
+        (["resume", "/nonexistent-run", "--steps", "0"], "steps: must be positive"),
+        (["list", "--fields", "nope"], "unknown preset 'nope'"),
+        (["frobnicate"], "unknown command 'frobnicate'"),
         (["plot", "/nonexistent-run"], "is not an eosflow run"),
     ],
 )
 def test_bad_input_is_one_line_with_exit_2(argv, needle, capsys, tmp_path):
-    assert main([*argv, *([] if argv[0] == "plot" else ["--out", str(tmp_path)])]) == 2
-    assert needle in _err_line(capsys)
+    out = ["--out", str(tmp_path)] if argv[0] in ("run", "sweep") else []
+    assert main([*argv, *out]) == 2
+    line = _err_line(capsys)
+    assert needle in line, line
+
+
+def test_overrides_take_the_presets_values_as_defaults():
+    inv = parse(["run", "digits-gd", "--eig_every", "8", "--widths", "64,32", "--lr", "2/30",
+                 "--track_alignment", "false", "--loss_min", "none", "--x0", "1,-2"])
+    c = inv.config
+    assert (c.eig_every, c.widths, c.track_alignment, c.loss_min) == (8, (64, 32), False, None)
+    assert c.lr == 2 / 30 and c.x0 == (1.0, -2.0)
+    assert (c.steps, c.chunk_steps, c.name) == (400, 100, "digits-gd")  # the preset's
+    assert parse(["run", "--eig-every=3"]).config.eig_every == 3  # tyro's spelling too
+    assert parse(["run", "tiny"]).config == preset_config("tiny", {})
+    inv = parse(["verify", "--quick"])
+    assert inv.command == "verify" and inv.args.quick and inv.args.out == "runs/verify"
+    inv = parse(["resume", "some/run", "--steps", "800", "--no-report"])
+    assert (inv.args.run_dir, inv.args.steps, inv.args.no_report) == ("some/run", 800, True)
+    assert parse(["report", "a", "b", "--out", "r.html"]).args.run_dirs == ("a", "b")
+    inv = parse(["sweep", "tiny", "--grid", "lr=2/30,2/50", "--grid", "seed=0,1"])
+    assert inv.grid == {"lr": [2 / 30, 2 / 50], "seed": [0, 1]}
+
+
+@pytest.mark.parametrize("preset", ["digits-gd", "toy-a-ngd"])
+def test_run_help_shows_every_field_with_its_meaning_and_the_presets_value(
+        preset, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "120")  # one column (tyro uses two when wide)
+    assert main(["run", preset, "--help"]) == 0
+    out = capsys.readouterr().out
+    text = " ".join(" ".join(ln.strip(" │╭╮╰╯─").split()) for ln in out.splitlines())
+    flag = "|".join(FIELDS)
+    blocks = {b.split()[0][2:]: b for b in re.split(rf" (?=--(?:{flag}) )", text)
+              if b.startswith("--")}
+    values = preset_values(preset)
+    for name in FIELDS:
+        assert FIELD_DOCS[name] in blocks[name], (name, blocks[name])
+        assert f"(default: {format_value(values[name])})" in blocks[name], (name, blocks[name])
+    assert "{gd,normalized_gd,sqrt_loss_gd" in out and "--overwrite" in out
+
+
+def test_list_fields_shows_the_presets_values_types_and_meanings(capsys):
+    assert main(["list", "--fields", "digits-gd"]) == 0
+    out = capsys.readouterr().out
+    lr = next(ln for ln in out.splitlines() if ln.strip().startswith("--lr "))
+    assert lr.split()[1] == "0.2" and "float" in lr and "learning rate" in lr
+    steps = next(ln for ln in out.splitlines() if ln.strip().startswith("--steps "))
+    assert steps.split()[1] == "400"
+    for name in FIELDS:
+        assert FIELD_DOCS[name] in out, name
+    assert main(["list", "--fields"]) == 0  # the default preset
+    assert "digits-gd" in capsys.readouterr().out
+
+
+def test_an_exception_that_is_not_a_user_error_keeps_its_traceback(monkeypatch, tmp_path):
+    from eosflow.experiments import _commands
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("a bug inside")
+
+    monkeypatch.setattr(_commands, "run_one", broken)
+    with pytest.raises(RuntimeError, match="a bug inside"):
+        main(["run", "tiny", "--out", str(tmp_path)])
+
+    def bad_value(*args, **kwargs):  # a ValueError from JAX is a bug too, not a usage error
+        raise ValueError("Incompatible shapes for broadcasting")
+
+    monkeypatch.setattr(_commands, "run_one", bad_value)
+    with pytest.raises(ValueError, match="Incompatible shapes"):
+        main(["run", "tiny", "--out", str(tmp_path)])
+
+
+def test_resume_passes_steps_to_the_runner(monkeypatch, runs):
+    from eosflow.experiments import _commands
+
+    seen = {}
+    monkeypatch.setattr(_commands, "run_one",
+                        lambda config, path, **kw: seen.update(config=config, kw=kw) or 0)
+    assert main(["resume", str(runs / "tiny"), "--steps", "30", "--quiet"]) == 0
+    assert seen["config"].steps == 30 and seen["kw"]["resume"] is True
+
+
+def test_list_does_not_load_the_numerical_stack_beyond_what_eosflow_imports():
+    code = ("import sys, time; t = time.perf_counter(); from eosflow.experiments import main; "
+            "main(['list']); print(f'{time.perf_counter() - t:.2f}'); "
+            "print('matplotlib' in sys.modules, 'eosflow.analysis' in sys.modules)")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip().splitlines()[-1] == "False False"
 
 
 def test_existing_run_dir_needs_resume_or_overwrite(runs, capsys):
@@ -106,9 +226,9 @@ def test_existing_run_dir_needs_resume_or_overwrite(runs, capsys):
 
 
 def test_too_large_sweep_is_refused_before_starting(tmp_path, capsys, monkeypatch):
-    from eosflow.experiments import _cli
+    from eosflow.experiments import _commands
 
-    monkeypatch.setattr(_cli, "_available_memory", lambda: 10_000_000)
+    monkeypatch.setattr(_commands, "_available_memory", lambda: 10_000_000)
     grid = ",".join(str(0.01 * (i + 1)) for i in range(64))
     assert main(["sweep", "tiny", "--grid", f"lr={grid}", "--out", str(tmp_path), *TINY]) == 2
     assert "more than half" in _err_line(capsys)
@@ -122,7 +242,7 @@ def test_python_dash_m_and_no_traceback_in_a_real_process(tmp_path):
     assert res.stderr.strip() == "eosflow: error: lr: must be positive, got -1.0"
     res = subprocess.run([sys.executable, "-m", "eosflow", "run", "--help"],
                          capture_output=True, text=True, timeout=120)
-    assert res.returncode == 0 and "--overwrite" in res.stdout
+    assert res.returncode == 0 and "--overwrite" in res.stdout and "--eig_every" in res.stdout
 
 
 def test_sweep_split_across_processes_then_merged(tmp_path):

@@ -1,9 +1,42 @@
 """Every CPU preset runs (at reduced size), and the default experiment meets its target."""
 
+import re
+import shlex
+
 import numpy as np
 import pytest
 
-from eosflow.experiments import DEFAULT, PRESETS, load_run, preset_config, run_experiment
+from eosflow.experiments import (
+    DEFAULT,
+    PRESETS,
+    load_run,
+    parse,
+    preset_config,
+    run_experiment,
+)
+
+# every command a preset description shows, in backticks
+SHOWN = [(name, cmd) for name, p in PRESETS.items()
+         for cmd in re.findall(r"`(eosflow [^`]*)`", p.description)]
+
+
+def test_descriptions_show_commands_only_in_backticks():
+    assert len(SHOWN) >= 4
+    for name, p in PRESETS.items():
+        bare = re.sub(r"`[^`]*`", "", p.description)
+        assert "eosflow " not in bare and "--" not in bare.replace("needs --data_dir", ""), name
+
+
+@pytest.mark.parametrize(("name", "command"), SHOWN)
+def test_every_command_a_description_shows_parses(name, command):
+    """Parsed and validated exactly as ``eosflow`` would before running it (the runs
+    themselves are the presets' own tests)."""
+    argv = shlex.split(command)[1:]
+    inv = parse(argv)
+    assert inv.command in ("run", "sweep")
+    assert argv[1] in PRESETS and inv.config.name == argv[1]
+    if inv.command == "sweep":
+        assert inv.grid and all(len(v) >= 2 for v in inv.grid.values())
 
 CPU = [name for name, p in PRESETS.items() if p.cpu_minutes is not None and name != DEFAULT]
 GPU = [name for name, p in PRESETS.items() if p.cpu_minutes is None]

@@ -8,10 +8,13 @@ from ..runner import RunRecord as RunRecord
 from ..runner import load_run as load_run
 from ..runner import run_experiment as run_experiment
 from ._cli import main as main
+from ._cli import parse as parse
+from ._commands import format_value as format_value
 from ._presets import DEFAULT as DEFAULT
 from ._presets import PRESETS as PRESETS
 from ._presets import Preset as Preset
 from ._presets import preset_config as preset_config
+from ._presets import preset_values as preset_values
 from ._verify import claim_quadratic as claim_quadratic
 from ._verify import fit_slope as fit_slope
 from ._verify import run_verify as run_verify

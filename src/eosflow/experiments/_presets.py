@@ -58,7 +58,8 @@ PRESETS: dict[str, Preset] = {
         ),
         Preset(
             "digits-gd-sweep",
-            "Cohen et al.'s design on digits: GD at eta = 2/30 .. 2/90 (use eosflow sweep --lr)",
+            "Cohen et al.'s design on digits: GD at eta = 2/30 .. 2/90 "
+            "(`eosflow sweep digits-gd-sweep --grid lr=2/30,2/50,2/70,2/90`)",
             dict(lr=2 / 30, steps=3000, eig_every=10, chunk_steps=500),
             cpu_minutes=4,
         ),
@@ -66,7 +67,8 @@ PRESETS: dict[str, Preset] = {
             "digits-ngd",
             "the paper's experiment on digits: 3000 Adam steps (lr 1e-3, loss ~3e-4: close to "
             "the minimizers), then normalized GD at eta 0.05; lambda1 falls along the flow "
-            "(eosflow sweep digits-ngd --grid lr=0.05,0.035: the curves against eta^2 t/4 agree)",
+            "(`eosflow sweep digits-ngd --grid lr=0.05,0.035`: the curves against eta^2 t/4 "
+            "agree)",
             dict(_DIGITS_FLOW, optimizer="normalized_gd"),
             cpu_minutes=3,
         ),
@@ -79,13 +81,15 @@ PRESETS: dict[str, Preset] = {
         Preset(
             "cohen-cifar",
             "Cohen et al. 2021: full-batch GD, fc-tanh (200, 200) on CIFAR-10-5k, MSE, "
-            "eta = 2/30 (sweep --lr 2/30,2/50,2/70,2/90); needs --data_dir",
+            "eta = 2/30 "
+            "(`eosflow sweep cohen-cifar --data_dir DIR --grid lr=2/30,2/50,2/70,2/90`)",
             _COHEN_CIFAR,
         ),
         Preset(
             "paper-mnist-ngd",
             "Arora et al. 2022: MNIST-1k MLP 784-128-10 GELU, GD warm-up then normalized GD "
-            "at eta = 0.01, beside the re-projection flow; needs --data_dir",
+            "at eta = 0.01, beside the re-projection flow "
+            "(`eosflow run paper-mnist-ngd --data_dir DIR`)",
             dict(_MNIST_PAPER, optimizer="normalized_gd"),
         ),
         Preset(
@@ -170,6 +174,14 @@ def get_preset(name: str) -> Preset:
         close = difflib.get_close_matches(name, list(PRESETS), n=1, cutoff=0.4)
         hint = f"; did you mean '{close[0]}'?" if close else ""
         raise ConfigError(f"unknown preset {name!r}{hint} (eosflow list shows them)") from None
+
+
+def preset_values(name: str) -> dict[str, Any]:
+    """Every field's value in preset ``name``, unvalidated (a preset that needs ``data_dir``
+    shows ``None`` there)."""
+    preset = get_preset(name)
+    defaults = {f: getattr(Config(), f) for f in Config.__dataclass_fields__}
+    return {**defaults, "name": preset.name, **preset.overrides}
 
 
 def preset_config(name: str | None, overrides: dict[str, Any]) -> Config:

@@ -266,8 +266,15 @@ def claim_phase1(checks: list[Check], toy: Toy, etas) -> None:
 
 def run_verify(out_dir: str | Path | None = None, *, quick: bool = False,
                log: Callable[[str], None] | None = None) -> list[Check]:
-    """Run every check; write ``verify.json`` and the figures into ``out_dir`` if given."""
-    jax.config.update("jax_enable_x64", True)
+    """Run every check; write ``verify.json`` and the figures into ``out_dir`` if given.
+
+    The checks run in float64, scoped to this call (``jax.enable_x64``).
+    """
+    with jax.enable_x64(True):
+        return _run_verify(out_dir, quick=quick, log=log)
+
+
+def _run_verify(out_dir, *, quick, log) -> list[Check]:
     say = log or (lambda s: None)
     t0 = time.perf_counter()
     checks: list[Check] = []

@@ -7,9 +7,13 @@ from .._errors import ConfigError as ConfigError
 from .._errors import RunDirError as RunDirError
 from ._build import build_optimizer as build_optimizer
 from ._build import initial_params as initial_params
+from ._config import FIELD_DOCS as FIELD_DOCS
 from ._config import FIELDS as FIELDS
+from ._config import SECTIONS as SECTIONS
 from ._config import Config as Config
+from ._config import choices as choices
 from ._config import coerce as coerce
+from ._config import type_name as type_name
 from ._config import unknown_field_message as unknown_field_message
 from ._devices import initialize_distributed as initialize_distributed
 from ._loop import RunRecord as RunRecord

@@ -1,13 +1,26 @@
-"""The experiment configuration: one frozen dataclass, validated once, JSON round-trippable."""
+"""The experiment configuration: one frozen dataclass, documented field by field, validated
+once, JSON round-trippable.
 
+Every field carries a one-line docstring under it (what ``tyro`` and ``eosflow list --fields``
+show) and the fields with a fixed set of values are ``Literal`` types built from the tuples
+below, so each set of names is spelled once. The fields stay flat: their names are the
+command-line flags (``--lr``, ``--eig_every``) and the keys of every ``config.json`` written so
+far; :data:`SECTIONS` groups them (problem, optimizer, run, curvature) for help and listings.
+"""
+
+import ast
 import dataclasses
 import difflib
+import inspect
+import itertools
 import json
 import math
+import operator
+import textwrap
 import types
 import typing
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from .._errors import ConfigError
 from ..optim import METHODS, method
@@ -15,71 +28,134 @@ from ..problems import ACTIVATIONS, ProblemSpec
 
 PROBLEMS = ("mlp", "cnn", "vgg11", "resnet", "toy_a", "toy_b", "toy_c", "quadratic",
             "product", "matrix_factorization")
+TOYS = ("toy_a", "toy_b", "toy_c", "quadratic", "product", "matrix_factorization")
 DATASETS = ("digits", "cifar10", "mnist", "teacher_student", "gaussian_clusters", "none")
 OPTIMIZER_NAMES = tuple(METHODS)
 WARMUP_OPTIMIZERS = tuple(name for name, m in METHODS.items() if m.warmup)
 LOSS_NAMES = ("mse", "mse_nohalf", "mse_mean", "cross_entropy")
 DTYPES = ("float32", "float64")
-TOYS = ("toy_a", "toy_b", "toy_c", "quadratic", "product", "matrix_factorization")
+SUBSETS = ("first", "stratified")
+EIG_CRITERIA = ("residual", "gap")
+ACTIVATION_NAMES = tuple(ACTIVATIONS)
+
+# Literal[tuple] is Literal[*tuple]: the choices above are the only spelling of the names.
+ProblemName = Literal[PROBLEMS]  # type: ignore[valid-type]
+DatasetName = Literal[DATASETS]  # type: ignore[valid-type]
+OptimizerName = Literal[OPTIMIZER_NAMES]  # type: ignore[valid-type]
+WarmupOptimizerName = Literal[WARMUP_OPTIMIZERS]  # type: ignore[valid-type]
+LossName = Literal[LOSS_NAMES]  # type: ignore[valid-type]
+DtypeName = Literal[DTYPES]  # type: ignore[valid-type]
+SubsetName = Literal[SUBSETS]  # type: ignore[valid-type]
+EigCriterion = Literal[EIG_CRITERIA]  # type: ignore[valid-type]
+ActivationName = Literal[ACTIVATION_NAMES]  # type: ignore[valid-type]
+
+MAX_INT = 2**31  # counts and cadences live in int32 arrays and static loop bounds
 
 
 @dataclass(frozen=True)
 class Config:
-    """Everything that determines a run. Unset optional fields mean "off" or "the default".
+    """Everything that determines a run. ``None`` in an optional field means "off" or "the
+    default" as its line says.
 
-    Fields are grouped: the problem (model and data), the optimizer, the run's length and
-    records, and the curvature probe. ``eosflow run PRESET --field value`` overrides any of
-    them; ``eosflow list`` shows the presets.
+    Sections (:data:`SECTIONS`): the problem (model, data, loss), the optimizer, the run (its
+    length, precision and records) and the curvature probe. ``eosflow run PRESET --field
+    value`` overrides any field; ``eosflow list --fields PRESET`` shows them all.
     """
 
+    # run: its name -----------------------------------------------------------------------
     name: str = "digits-gd"
-    # problem ---------------------------------------------------------------------------
-    problem: str = "mlp"
-    dataset: str = "digits"
+    """the run's name: its directory under --out (a plain name, no '/')"""
+    # problem -----------------------------------------------------------------------------
+    problem: ProblemName = "mlp"
+    """the model (mlp, cnn, vgg11, resnet) or a toy loss of the paper (toy_a, toy_b, ...)"""
+    dataset: DatasetName = "digits"
+    """the training data ('none' for the toy losses)"""
     data_dir: str | None = None
+    """folder with the dataset's files (needed for cifar10 and mnist)"""
     num_examples: int | None = None
-    subset: str = "first"
+    """training examples used (None: the dataset's default size)"""
+    subset: SubsetName = "first"
+    """which examples: the first num_examples, or a class-stratified draw"""
     num_classes: int | None = None
+    """outputs of the model (None: the dataset's number of classes)"""
     widths: tuple[int, ...] = (200, 200)
-    activation: str = "tanh"
+    """hidden widths, e.g. 200,200 (channels for the convolutional nets)"""
+    activation: ActivationName = "tanh"
+    """the hidden activation"""
     freeze_last_layer: bool = False
-    loss: str = "mse"
+    """keep the output layer at its initialization"""
+    loss: LossName = "mse"
+    """the loss convention: mse = 0.5 |f - y|^2 summed over outputs, mean over examples"""
     chunk_size: int | None = None
+    """examples per physical batch: loss, gradients and HVPs accumulate over chunks (None: one)"""
     hessian_examples: int | None = None
+    """measure curvature on the first this many training examples (None: all)"""
     test_examples: int | None = None
+    """held-out examples evaluated every eval_every steps: rows of the same files that are
+    not in the training subset (None: none)"""
     x0: tuple[float, ...] | None = None
-    # optimizer -------------------------------------------------------------------------
-    optimizer: str = "gd"
+    """a toy problem's starting point, e.g. 14.7,-3 (None: the toy's own)"""
+    # optimizer ---------------------------------------------------------------------------
+    optimizer: OptimizerName = "gd"
+    """the optimizer (see eosflow.optim.METHODS)"""
     lr: float = 0.1
+    """the learning rate eta (an expression such as 2/30 is allowed)"""
     momentum: float = 0.9
+    """beta of momentum and nesterov, beta1 of adam (other optimizers ignore it); in [0, 1)"""
     loss_min: float | None = None
+    """L*, the minimum loss GD on sqrt(L - L*) aims at, in loss units (None: the problem's)"""
     warmup_steps: int = 0
+    """steps of warmup_optimizer before the optimizer takes over (0: none)"""
     warmup_lr: float | None = None
-    warmup_optimizer: str = "gd"
+    """the warm-up's learning rate (None: lr)"""
+    warmup_optimizer: WarmupOptimizerName = "gd"
+    """the optimizer of the warm-up steps"""
     batch_size: int | None = None
+    """mini-batch size B: SGD on batches drawn by (seed, step) (None: full batch)"""
     batch_replace: bool = False
+    """draw each mini-batch with replacement (else a fresh permutation per epoch)"""
     # run ---------------------------------------------------------------------------------
     steps: int = 1000
+    """optimizer steps in all, the warm-up included"""
     seed: int = 0
-    dtype: str = "float32"
+    """PRNG seed: initialization, data subset and eigen-solver start"""
+    dtype: DtypeName = "float32"
+    """floating-point precision of parameters and data"""
     chunk_steps: int | None = None
+    """steps per compiled chunk between writes to disk (None: 100, or 100000 for toys)"""
     checkpoint_every: int | None = None
+    """steps between checkpoints, a multiple of chunk_steps (None: every chunk)"""
     loss_goal: float | None = None
+    """stop when the loss reaches this value, in loss units (None: never)"""
     divergence_factor: float | None = 1e3
+    """stop as diverged when the loss exceeds this multiple of the first loss (None: never)"""
     eval_every: int | None = 10
+    """steps between accuracy evaluations (None: never)"""
     devices: int | None = None
+    """shard the data over this many devices (None: one device)"""
     # curvature ---------------------------------------------------------------------------
     eig_every: int | None = 1
+    """steps between top-eigenvalue solves (None: no curvature probe)"""
     num_eigs: int = 1
+    """how many top Hessian eigenvalues to track"""
     eig_tol: float = 1e-3
+    """the eigen-solver's relative tolerance, in (0, 1)"""
     eig_block: int | None = None
-    eig_criterion: str = "residual"
+    """the eigen-solver's block size, at least num_eigs (None: num_eigs + 1)"""
+    eig_criterion: EigCriterion = "residual"
+    """when an eigenpair counts as converged: its residual, or the spectral gap"""
     eig_max_matvecs: int = 200
+    """most Hessian-vector products per eigen-solve"""
     track_alignment: bool = True
+    """record how the gradient and the update align with the top eigenvector"""
     batch_sharpness_batches: int = 16
+    """i.i.d. mini-batches averaged by each batch-sharpness estimate (mini-batch runs)"""
     density_at: tuple[int, ...] = ()
+    """steps at which to estimate the Hessian's spectral density, e.g. 0,500"""
     phi_every: int | None = None
+    """steps between computing Phi(x), the end of gradient flow from x (None: never)"""
     reproject_steps: int | None = None
+    """steps of the re-projection flow predicting the run after the warm-up (None: none)"""
 
     def __post_init__(self):
         _check(self)
@@ -128,8 +204,48 @@ FIELDS: dict[str, dataclasses.Field] = {f.name: f for f in dataclasses.fields(Co
 _HINTS = typing.get_type_hints(Config)
 
 
+def _field_docs(cls: type) -> dict[str, str]:
+    """The docstring under each field of ``cls`` (the form tyro reads for ``--help``)."""
+    body = ast.parse(textwrap.dedent(inspect.getsource(cls))).body[0].body
+    docs = {}
+    for stmt, nxt in itertools.pairwise(body):
+        if (isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name)
+                and isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant)):
+            docs[stmt.target.id] = " ".join(str(nxt.value.value).split())
+    return docs
+
+
+FIELD_DOCS: dict[str, str] = _field_docs(Config)
+
+SECTIONS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "problem": ("which model, which data, which loss", (
+        "problem", "dataset", "data_dir", "num_examples", "subset", "num_classes", "widths",
+        "activation", "freeze_last_layer", "loss", "chunk_size", "hessian_examples",
+        "test_examples", "x0")),
+    "optimizer": ("the optimizer, its hyperparameters and an optional warm-up", (
+        "optimizer", "lr", "momentum", "loss_min", "warmup_steps", "warmup_lr",
+        "warmup_optimizer", "batch_size", "batch_replace")),
+    "run": ("length, precision, devices and what is recorded when", (
+        "name", "steps", "seed", "dtype", "chunk_steps", "checkpoint_every", "loss_goal",
+        "divergence_factor", "eval_every", "devices")),
+    "curvature": ("the Hessian probe: eigenvalues, alignment, density, Phi and flows", (
+        "eig_every", "num_eigs", "eig_tol", "eig_block", "eig_criterion", "eig_max_matvecs",
+        "track_alignment", "batch_sharpness_batches", "density_at", "phi_every",
+        "reproject_steps")),
+}
+_listed = [name for _, names in SECTIONS.values() for name in names]
+assert sorted(_listed) == sorted(FIELDS) and len(_listed) == len(FIELDS), "SECTIONS vs fields"
+assert set(FIELD_DOCS) == set(FIELDS), "every Config field needs a docstring"
+
+
+_ALIASES = {"learning_rate": "lr", "eta": "lr", "step_size": "lr", "beta": "momentum",
+            "iterations": "steps", "num_steps": "steps", "width": "widths",
+            "hidden": "widths", "model": "problem", "data": "dataset", "precision": "dtype"}
+
+
 def unknown_field_message(name: str) -> str:
-    close = difflib.get_close_matches(name, list(FIELDS), n=1, cutoff=0.5)
+    close = ([_ALIASES[name]] if name in _ALIASES
+             else difflib.get_close_matches(name, list(FIELDS), n=1, cutoff=0.5))
     hint = f"; did you mean '{close[0]}'?" if close else f"; fields are: {', '.join(FIELDS)}"
     return f"{name}: unknown field{hint}"
 
@@ -138,15 +254,43 @@ def _jsonable(v):
     return list(v) if isinstance(v, tuple) else v
 
 
-def _base_types(hint) -> tuple[type, ...]:
+def _base_types(hint) -> tuple[Any, ...]:
     if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
         return tuple(t for t in typing.get_args(hint) if t is not type(None))
     return (hint,)
 
 
+def choices(name: str) -> tuple[str, ...] | None:
+    """The allowed values of field ``name`` if it has a fixed set (a ``Literal``), else None."""
+    (base,) = _base_types(_HINTS[name])[:1]
+    return typing.get_args(base) if typing.get_origin(base) is Literal else None
+
+
+def type_name(name: str) -> str:
+    """Field ``name``'s type as the help shows it: ``float``, ``int or none``,
+    ``a list of int``, ``{gd,normalized_gd,...}``."""
+    hint = _HINTS[name]
+    names = []
+    for t in _base_types(hint):
+        if typing.get_origin(t) is tuple:
+            names.append(f"a list of {typing.get_args(t)[0].__name__}")
+        elif typing.get_origin(t) is Literal:
+            names.append("{" + ",".join(typing.get_args(t)) + "}")
+        else:
+            names.append(t.__name__)
+    if type(None) in typing.get_args(hint):
+        names.append("none")
+    return " or ".join(names)
+
+
 def coerce(name: str, value: Any) -> Any:
     """Turn ``value`` (a string from the command line, or a JSON value) into field ``name``'s
-    type; raise :class:`ConfigError` naming the field when it cannot."""
+    type; raise :class:`ConfigError` naming the field when it cannot.
+
+    Strings: ``none`` for an optional field, ``true``/``false`` for a flag, ``200,200`` (or
+    ``200x200``) for a list, and numbers as arithmetic (``2/30``, ``1e-3``; only numbers and
+    ``+ - * / ( )``).
+    """
     if name not in FIELDS:
         raise ConfigError(unknown_field_message(name))
     hint = _HINTS[name]
@@ -164,9 +308,52 @@ def coerce(name: str, value: Any) -> Any:
             else:
                 parts = list(value)
             return tuple(_scalar(item, p) for p in parts)
+        if typing.get_origin(base) is Literal:
+            return _choice(name, value, typing.get_args(base))
         return _scalar(base, value)
+    except ConfigError:
+        raise
+    except _Refused as err:
+        raise ConfigError(f"{name}: {err} in {value!r}") from None
     except (TypeError, ValueError) as err:
-        raise ConfigError(f"{name}: expected {_type_name(hint)}, got {value!r}") from err
+        raise ConfigError(f"{name}: expected {type_name(name)}, got {value!r}") from err
+
+
+class _Refused(Exception):
+    """An arithmetic expression that parses but has no finite value."""
+
+
+_OPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul,
+        ast.Div: operator.truediv, ast.USub: operator.neg, ast.UAdd: operator.pos}
+
+
+def arithmetic(text: str) -> float:
+    """The value of ``text``: numbers, ``+ - * /`` and parentheses, nothing else.
+
+    >>> arithmetic("2/30") == 2 / 30, arithmetic("-(1 + 1e-3) * 2")
+    (True, -2.002)
+    """
+
+    def value(node: ast.AST) -> float:
+        if isinstance(node, ast.Constant) and type(node.value) in (int, float):
+            return float(node.value)
+        if isinstance(node, ast.UnaryOp) and type(node.op) in _OPS:
+            return _OPS[type(node.op)](value(node.operand))
+        if isinstance(node, ast.BinOp) and type(node.op) in _OPS:
+            left, right = value(node.left), value(node.right)
+            if isinstance(node.op, ast.Div) and right == 0:
+                raise _Refused("division by zero")
+            return _OPS[type(node.op)](left, right)
+        raise ValueError(text)
+
+    try:
+        tree = ast.parse(text.strip(), mode="eval")
+    except SyntaxError:
+        raise ValueError(text) from None
+    result = value(tree.body)
+    if not math.isfinite(result):
+        raise _Refused("not a finite number")
+    return result
 
 
 def _scalar(t: type, value: Any):
@@ -183,7 +370,7 @@ def _scalar(t: type, value: Any):
         if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
             raise ValueError(value)
         if isinstance(value, str):
-            f = float(value)
+            f = arithmetic(value)
             if not f.is_integer():
                 raise ValueError(value)
             return int(f)
@@ -191,10 +378,7 @@ def _scalar(t: type, value: Any):
     if t is float:
         if isinstance(value, bool):
             raise ValueError(value)
-        if isinstance(value, str) and "/" in value:  # "2/30" is a natural way to write lr
-            a, b = value.split("/")
-            return float(a) / float(b)
-        return float(value)
+        return arithmetic(value) if isinstance(value, str) else float(value)
     if t is str:
         if not isinstance(value, str):
             raise ValueError(value)
@@ -202,25 +386,14 @@ def _scalar(t: type, value: Any):
     raise TypeError(t)
 
 
-def _type_name(hint) -> str:
-    names = []
-    for t in _base_types(hint):
-        if typing.get_origin(t) is tuple:
-            names.append(f"a list of {typing.get_args(t)[0].__name__}")
-        else:
-            names.append(t.__name__)
-    if type(None) in typing.get_args(hint):
-        names.append("none")
-    return " or ".join(names)
-
-
-def _choice(name: str, value: str, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        close = difflib.get_close_matches(value, choices, n=1, cutoff=0.4)
+def _choice(name: str, value: Any, options: tuple[str, ...]) -> str:
+    if not isinstance(value, str) or value not in options:
+        close = difflib.get_close_matches(str(value), options, n=1, cutoff=0.4)
         hint = f"; did you mean '{close[0]}'?" if close else ""
         raise ConfigError(
-            f"{name}: unknown value {value!r}{hint} (choose from {', '.join(choices)})"
+            f"{name}: unknown value {value!r}{hint} (choose from {', '.join(options)})"
         )
+    return value
 
 
 def _positive(c: Config, name: str, *, allow_none: bool = False, integer: bool = False) -> None:
@@ -237,26 +410,23 @@ def _positive(c: Config, name: str, *, allow_none: bool = False, integer: bool =
 
 
 def _check(c: Config) -> None:
+    """Every check of a configuration, the cross-field ones included: the one place."""
     for name, hint in _HINTS.items():  # types first, so later checks can trust them
         v = getattr(c, name)
         if v is None and type(None) in typing.get_args(hint):
             continue
         coerced = coerce(name, v)
         if coerced != v and not (isinstance(v, list) and tuple(v) == coerced):
-            raise ConfigError(f"{name}: expected {_type_name(hint)}, got {v!r}")
+            raise ConfigError(f"{name}: expected {type_name(name)}, got {v!r}")
         if isinstance(v, list):
             object.__setattr__(c, name, tuple(v))
+        for x in coerced if isinstance(coerced, tuple) else (coerced,):
+            if isinstance(x, int) and not isinstance(x, bool) and abs(x) >= MAX_INT:
+                raise ConfigError(f"{name}: must be below 2**31, got {v!r}")
+            if isinstance(x, float) and not math.isfinite(x):
+                raise ConfigError(f"{name}: must be finite, got {v!r}")
     if not c.name or "/" in c.name or c.name.startswith("."):
         raise ConfigError(f"name: must be a plain directory name, got {c.name!r}")
-    _choice("problem", c.problem, PROBLEMS)
-    _choice("dataset", c.dataset, DATASETS)
-    _choice("optimizer", c.optimizer, OPTIMIZER_NAMES)
-    _choice("warmup_optimizer", c.warmup_optimizer, WARMUP_OPTIMIZERS)
-    _choice("loss", c.loss, LOSS_NAMES)
-    _choice("dtype", c.dtype, DTYPES)
-    _choice("subset", c.subset, ("first", "stratified"))
-    _choice("eig_criterion", c.eig_criterion, ("residual", "gap"))
-    _choice("activation", c.activation, tuple(ACTIVATIONS))
     _positive(c, "lr")
     for name in ("steps", "num_eigs", "eig_max_matvecs"):
         _positive(c, name, integer=True)
@@ -271,6 +441,8 @@ def _check(c: Config) -> None:
         raise ConfigError(f"eig_tol: must be in (0, 1), got {c.eig_tol!r}")
     if not 0 <= c.momentum < 1:
         raise ConfigError(f"momentum: must be in [0, 1), got {c.momentum!r}")
+    if c.seed < 0:
+        raise ConfigError(f"seed: must be >= 0, got {c.seed!r}")
     if c.warmup_steps < 0:
         raise ConfigError(f"warmup_steps: must be >= 0, got {c.warmup_steps!r}")
     if c.warmup_steps >= c.steps:
@@ -289,8 +461,8 @@ def _check(c: Config) -> None:
         raise ConfigError("batch_size: mini-batch runs are single-device (drop devices)")
     if c.eig_block is not None and c.eig_block < c.num_eigs:
         raise ConfigError(f"eig_block: must be >= num_eigs = {c.num_eigs}, got {c.eig_block}")
-    if any(w <= 0 for w in c.widths):
-        raise ConfigError(f"widths: must be positive, got {list(c.widths)}")
+    if not c.widths or any(w <= 0 for w in c.widths):
+        raise ConfigError(f"widths: must be one or more positive widths, got {list(c.widths)}")
     if any(s < 0 or s >= c.steps for s in c.density_at):
         raise ConfigError(f"density_at: steps must lie in [0, {c.steps}), got {list(c.density_at)}")
     if c.dataset in ("cifar10", "mnist") and c.problem not in TOYS and not c.data_dir:

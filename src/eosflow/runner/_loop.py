@@ -15,6 +15,8 @@ After each chunk the rows go to an atomic file and, at checkpoint boundaries, th
 killed run resumes from its last checkpoint and finishes bit for bit as if never stopped.
 """
 
+import contextlib
+import functools
 import logging
 import math
 import signal
@@ -67,6 +69,20 @@ class RunRecord:
 StepMetricsFn = Callable[[Any, dict[str, jax.Array]], dict[str, jax.Array]]
 
 
+def _x64_for_float64(fn):
+    """Run ``fn(config, ...)`` with 64-bit types when ``config.dtype`` is float64, scoped to
+    the call (``jax.enable_x64``) rather than switched on for the rest of the process."""
+
+    @functools.wraps(fn)
+    def scoped(config, *args, **kwargs):
+        wide = getattr(config, "dtype", None) == "float64"
+        with jax.enable_x64(True) if wide else contextlib.nullcontext():
+            return fn(config, *args, **kwargs)
+
+    return scoped
+
+
+@_x64_for_float64
 def run_experiment(
     config: Config,
     out_dir: str | Path,
@@ -107,8 +123,6 @@ def run_experiment(
     if not isinstance(config, Config):
         raise TypeError(f"config must be an eosflow Config, got {type(config).__name__}.")
     points = _check_sweep(sweep)
-    if config.dtype == "float64":
-        jax.config.update("jax_enable_x64", True)
     writer = jax.process_index() == 0  # in a multi-process job only process 0 writes
     lock = None
     if writer:
