@@ -13,6 +13,7 @@ import difflib
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Annotated, Any
 
 import tyro
@@ -297,6 +298,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for name, (_, text) in COMMANDS.items():
             print(f"  {name:<8} {text}")
         return 0 if argv else EXIT_USAGE
+    inv = None
     try:
         inv = parse(argv)
         if inv.command == "list":
@@ -318,9 +320,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (UsageError, EosflowError) as err:
         print(f"eosflow: error: {str(err).splitlines()[0]}", file=sys.stderr)
         return EXIT_USAGE
-    except KeyboardInterrupt:
-        print("\neosflow: interrupted; resume with `eosflow resume RUN_DIR`", file=sys.stderr)
+    except KeyboardInterrupt:  # a second Ctrl-C: the runner stopped at once, still resumable
+        where = _run_dir(inv)
+        print(f"\neosflow: interrupted; resume with `eosflow resume {where}`" if where else
+              "\neosflow: interrupted", file=sys.stderr)
         return 130
+
+
+def _run_dir(inv) -> str | None:
+    """The run directory an invocation writes (for the interrupt message), if one."""
+    if inv is None:
+        return None
+    if inv.command == "run":
+        return str(Path(inv.args.out) / inv.config.name)
+    if inv.command == "resume":
+        return str(inv.args.run_dir)
+    return None
 
 
 __all__ = ["PRESETS", "Invocation", "main", "parse"]

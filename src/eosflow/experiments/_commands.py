@@ -81,6 +81,13 @@ def run_one(config: Config, out: Path, *, resume: bool, overwrite: bool, quiet: 
     progress = False if quiet else None
     record = run_experiment(config, out, resume=resume, overwrite=overwrite, progress=progress,
                             sweep=sweep)
+    if record.status == "interrupted":  # resumable; no summary of a partial run
+        print(f"eosflow: {record.message}", file=sys.stderr)
+        return 128 + (record.signal or 2)
+    if record.status == "failed":
+        print(f"eosflow: {record.message} (all finished steps are saved in {out})",
+              file=sys.stderr)
+        return EXIT_DIVERGED
     _print_summary(record.path)
     if report:
         _report_one(record.path)
@@ -159,7 +166,7 @@ def sweep(args, base: Config, grid: dict[str, list[Any]]) -> int:
         dirs.append(out)
         config = base.replace(name=f"{base.name}-{label}".replace("/", "_"), **pt)
         if is_run(out) and read_json(out / "status.json").get("state") in (
-            "completed", "goal_reached", "diverged"
+            "completed", "goal_reached", "diverged"  # not "interrupted", "damaged", "failed"
         ) and not args.overwrite:
             print(f"{label}: already finished, skipped")
             continue
