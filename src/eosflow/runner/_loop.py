@@ -30,7 +30,7 @@ from ..problems import Problem, build_problem
 from . import _store as rd
 from ._config import Config, ConfigError
 from ._devices import to_host
-from ._progress import Progress
+from ._progress import DEFAULT_INTERVAL, Progress
 from ._step import SWEEPABLE, Program, TrainState
 
 
@@ -64,6 +64,7 @@ def run_experiment(
     metrics_fn: StepMetricsFn | None = None,
     sweep: dict[str, Sequence[float]] | None = None,
     progress: bool | None = None,
+    progress_interval: float = DEFAULT_INTERVAL,
 ) -> RunRecord:
     """Run (or resume) the experiment ``config`` in the run directory ``out_dir``.
 
@@ -77,7 +78,13 @@ def run_experiment(
         sweep: vmap over these fields at once, e.g. ``{"lr": [0.1, 0.2]}`` (fields from
             ``SWEEPABLE``, equal-length lists: one point per index). Columns then carry a
             trailing axis over the points.
-        progress: show a progress line (default: when stderr is a terminal).
+        progress: ``False`` silences the progress report. Otherwise (the default) stderr
+            shows a bar on a terminal, and elsewhere (a file, a pipe) one plain line every
+            ``progress_interval`` seconds; both say when a chunk compiles and how long it
+            took, and give the rate and ETA without compilation, the loss, and lambda_1 and
+            the stableness at the last measurement. A host callback every ~1/20 chunk
+            (on a measurement step) reports from inside long chunks.
+        progress_interval: seconds between plain progress lines on a non-terminal.
 
     Returns:
         A :class:`RunRecord`; ``status`` is "diverged" when the loss blew up (the CLI then
@@ -127,7 +134,7 @@ def run_experiment(
             engine.write_prediction(out)
             rd.save_checkpoint(out, to_host(state), {"step": 0})
             rd.write_json(out / "status.json", status)
-    return _loop(engine, out, state, status, progress)
+    return _loop(engine, out, state, status, progress, progress_interval)
 
 
 def _check_sweep(sweep) -> int | None:
@@ -159,13 +166,15 @@ def _check_finite_params(params) -> None:
 
 
 def _loop(prog: Program, out: Path, state: TrainState, status: dict,
-          progress: bool | None) -> RunRecord:
+          progress: bool | None, progress_interval: float = DEFAULT_INTERVAL) -> RunRecord:
     c = prog.config
     hyper, data = prog.hyper(), prog.data()
     state = prog.place(state)
     writer = jax.process_index() == 0  # only process 0 writes the run directory
     start = int(to_host(state.step))
-    bar = Progress(c.steps, start=start, enabled=progress if writer else False, label=c.name)
+    bar = Progress(c.steps, start=start, enabled=progress if writer else False, label=c.name,
+                   interval=progress_interval, stableness=_stableness(prog))
+    prog.on_progress = None if progress is False else bar.heartbeat  # same program everywhere
     hvps = int(status.get("hvps_total", 0))
     wall = float(status.get("wall_seconds", 0.0))
     compile_s = float(status.get("compile_seconds", 0.0))
@@ -176,7 +185,10 @@ def _loop(prog: Program, out: Path, state: TrainState, status: dict,
             begin = int(to_host(state.step))
             if end <= begin:
                 continue
+            if not prog.is_compiled(end - begin):
+                bar.compiling(end - begin)
             fn, seconds = prog.compiled(end - begin, state, hyper, data)
+            bar.compiled(seconds)
             compile_s += seconds
             t0 = time.perf_counter()
             state, rows = fn(state, hyper, data)
@@ -285,15 +297,24 @@ def _hvps(columns: dict[str, np.ndarray], alignment: bool) -> int:
     return int(np.sum(mv) + extra)
 
 
-def _last_valid(columns: dict[str, np.ndarray]) -> dict[str, float]:
-    def last(name):
-        if name not in columns:
-            return None
-        v = columns[name]
-        v = v if v.ndim == 1 else v[:, 0]
-        v = v[np.isfinite(v)]
-        return float(v[-1]) if len(v) else None
+def _last_valid(columns: dict[str, np.ndarray]) -> dict[str, float | None]:
+    """The last finite loss, and lambda_1 with the effective step of its row (point 0)."""
+    def col(name):
+        v = columns.get(name)
+        return None if v is None else (v if v.ndim == 1 else v[:, 0])
 
-    loss = last("loss")
-    return {"loss": math.nan if loss is None else loss, "lam": last("lambda_1"),
-            "eta_lam": last("eta_lambda")}
+    loss = col("loss")
+    loss = loss[np.isfinite(loss)] if loss is not None else np.zeros(0)
+    out = {"loss": float(loss[-1]) if len(loss) else math.nan, "lam": None, "eff_lr": None}
+    lam = col("lambda_1")
+    if lam is not None and np.isfinite(lam).any():
+        i = np.flatnonzero(np.isfinite(lam))[-1]
+        out["lam"], out["eff_lr"] = float(lam[i]), float(col("eff_lr")[i])
+    return out
+
+
+def _stableness(prog: Program):
+    """``(lam, eff_lr) -> S`` for the progress line, with its short label."""
+    m, c = prog.method, prog.config
+    label = "ηλ1" if m.edge is None or m.name == "gd" else "S"
+    return (lambda lam, eff_lr: m.stableness(lam, eff_lr, c.lr, c.momentum)), label
