@@ -76,7 +76,7 @@ def curvature_columns(s: np.ndarray, lam: np.ndarray, eff_lr: np.ndarray) -> dic
         "lambda_1": lam,
         "residual_1": np.full(n, 1e-4),
         "eig_matvecs": np.where(np.isfinite(lam), 3, 0).astype(np.int32),
-        "eig_converged": np.isfinite(lam),
+        "eig_converged": np.where(np.isfinite(lam), 1.0, np.nan),
         "eta_lambda": s,
         "align_cos": np.full(n, 0.99),
         "align_rayleigh": np.full(n, 0.98),

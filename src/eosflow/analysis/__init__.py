@@ -21,6 +21,7 @@ from ._style import png_bytes as png_bytes
 from ._style import save_figure as save_figure
 from ._summary import Point as Point
 from ._summary import collapse as collapse
+from ._summary import converged_rows as converged_rows
 from ._summary import eos_onset as eos_onset
 from ._summary import flow_clock as flow_clock
 from ._summary import harmonic_sums as harmonic_sums

@@ -302,7 +302,8 @@ class Program:
         row = {f"lambda_{i + 1}": lam[i] for i in range(self.k)}
         row.update({f"residual_{i + 1}": res.residuals[i] for i in range(self.k)})
         row["eig_matvecs"] = res.num_matvecs
-        row["eig_converged"] = res.converged
+        # 1.0 / 0.0 where a solve ran, nan ("no measurement") on rows without one
+        row["eig_converged"] = res.converged.astype(self.dtype)
         row["align_cos"] = optax.tree.vdot(ghat, v1)
         if c.track_alignment:
             hg = hessian_operator(p.loss_fn, params, batches=p.curvature_batches).mv(ghat)
@@ -329,7 +330,7 @@ class Program:
         row = {f"lambda_{i + 1}": nan for i in range(self.k)}
         row.update({f"residual_{i + 1}": nan for i in range(self.k)})
         row["eig_matvecs"] = jnp.zeros((), jnp.int32)
-        row["eig_converged"] = jnp.zeros((), bool)
+        row["eig_converged"] = nan  # no solve at this step: no measurement, not "False"
         row["align_cos"] = nan
         if self.config.track_alignment:
             row["align_rayleigh"] = nan
