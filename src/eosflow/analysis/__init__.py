@@ -4,6 +4,8 @@ Everything here is a pure function of a run directory; only this subpackage impo
 matplotlib, and only inside the figure functions.
 """
 
+from ._export import export_run as export_run
+from ._export import run_table as run_table
 from ._figures import BUILDERS as BUILDERS
 from ._figures import cohen_panel as cohen_panel
 from ._figures import density_figure as density_figure

@@ -19,6 +19,7 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from dataclasses import field as dc_field
 from pathlib import Path
 from typing import Any
 
@@ -30,11 +31,12 @@ from ..problems import Problem, build_problem
 from . import _store as rd
 from ._config import Config, ConfigError
 from ._devices import to_host
+from ._loggers import Logger
 from ._progress import DEFAULT_INTERVAL, Progress
 from ._step import SWEEPABLE, Program, TrainState
 
 
-@dataclass
+@dataclass(repr=False)
 class RunRecord:
     """What :func:`run_experiment` returns (the same facts are in the run directory)."""
 
@@ -45,10 +47,19 @@ class RunRecord:
     steps_done: int
     params: Any
     metrics: dict[str, np.ndarray]
+    figures: list[Path] = dc_field(default_factory=list)  # with figures=True
+    report: Path | None = None  # with figures=True
 
     @property
     def ok(self) -> bool:
         return self.status != "diverged"
+
+    def __repr__(self) -> str:  # no arrays: a record prints on one line
+        extra = f", message={self.message!r}" if self.message else ""
+        extra += f", report={str(self.report)!r}" if self.report else ""
+        return (f"RunRecord(path={str(self.path)!r}, name={self.config.name!r}, "
+                f"status={self.status!r}, steps_done={self.steps_done}, "
+                f"columns={len(self.metrics)}{extra})")
 
 
 StepMetricsFn = Callable[[Any, dict[str, jax.Array]], dict[str, jax.Array]]
@@ -65,6 +76,8 @@ def run_experiment(
     sweep: dict[str, Sequence[float]] | None = None,
     progress: bool | None = None,
     progress_interval: float = DEFAULT_INTERVAL,
+    loggers: Sequence[Logger] = (),
+    figures: bool = False,
 ) -> RunRecord:
     """Run (or resume) the experiment ``config`` in the run directory ``out_dir``.
 
@@ -85,6 +98,11 @@ def run_experiment(
             the stableness at the last measurement. A host callback every ~1/20 chunk
             (on a measurement step) reports from inside long chunks.
         progress_interval: seconds between plain progress lines on a non-terminal.
+        loggers: objects with ``log_rows(columns, start_step)`` and ``close()``
+            (:class:`~eosflow.runner.Logger`; e.g. ``TensorBoardLogger``, ``WandbLogger``),
+            given each finished chunk's rows after they are on disk; closed at the end.
+        figures: also draw the run's figures (``RUN/figures``) and write ``RUN/report.html``,
+            as the command line does (needs matplotlib: ``pip install 'eosflow[plots]'``).
 
     Returns:
         A :class:`RunRecord`; ``status`` is "diverged" when the loss blew up (the CLI then
@@ -94,6 +112,11 @@ def run_experiment(
     if not isinstance(config, Config):
         raise TypeError(f"config must be an eosflow Config, got {type(config).__name__}.")
     points = _check_sweep(sweep)
+    loggers = list(loggers)
+    for i, lg in enumerate(loggers):
+        if not isinstance(lg, Logger):
+            raise TypeError(f"loggers[{i}]: {type(lg).__name__} has no log_rows(columns, "
+                            "start_step) and close(); see eosflow.runner.Logger")
     if config.dtype == "float64":
         jax.config.update("jax_enable_x64", True)
     writer = jax.process_index() == 0  # in a multi-process job only process 0 writes
@@ -134,7 +157,14 @@ def run_experiment(
             engine.write_prediction(out)
             rd.save_checkpoint(out, to_host(state), {"step": 0})
             rd.write_json(out / "status.json", status)
-    return _loop(engine, out, state, status, progress, progress_interval)
+    record = _loop(engine, out, state, status, progress, progress_interval, loggers)
+    if figures and writer:
+        # the one call up the layers (runner -> analysis), made only when asked
+        from ..analysis import plot_run, write_report
+
+        record.figures = [p for p in plot_run(out) if p.suffix == ".png"]
+        record.report = write_report([out])
+    return record
 
 
 def _check_sweep(sweep) -> int | None:
@@ -166,7 +196,8 @@ def _check_finite_params(params) -> None:
 
 
 def _loop(prog: Program, out: Path, state: TrainState, status: dict,
-          progress: bool | None, progress_interval: float = DEFAULT_INTERVAL) -> RunRecord:
+          progress: bool | None, progress_interval: float = DEFAULT_INTERVAL,
+          loggers: Sequence[Logger] = ()) -> RunRecord:
     c = prog.config
     hyper, data = prog.hyper(), prog.data()
     state = prog.place(state)
@@ -202,6 +233,8 @@ def _loop(prog: Program, out: Path, state: TrainState, status: dict,
             if writer:
                 if len(columns["step"]):
                     rd.write_metrics_chunk(out, begin, columns)
+                    for lg in loggers:
+                        lg.log_rows(columns, begin)
                 if done or end % prog.ckpt_every == 0 or end == c.steps:
                     rd.save_checkpoint(out, to_host(state), {"step": end})
                     status.update(step=end, hvps_total=hvps, wall_seconds=wall,
@@ -212,6 +245,8 @@ def _loop(prog: Program, out: Path, state: TrainState, status: dict,
                 break
     finally:
         bar.close()
+        for lg in loggers if writer else ():
+            lg.close()
     metrics = rd.read_metrics(out) if writer else _concat(session)
     reasons = np.atleast_1d(to_host(state.reason))
     message = ""
