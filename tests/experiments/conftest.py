@@ -179,7 +179,7 @@ def flow_sweep(path: Path, lrs, warm, n, curve, scale):
 # --- toy A under normalized GD, simulated in NumPy, with its exact limiting flow -----------------
 # L(x, y) = (1 + x^2) y^2. Gradient flow conserves ln|x| + x^2/2 - y^2/2, so
 # Phi(x, y) = (X, 0) with ln X + X^2/2 = ln x + x^2/2 - y^2/2; the NGD limiting flow
-# dX/dtau = -X/(2(1 + X^2)) conserves ln X + X^2/2 + tau/2 (THEORY.md, toy A).
+# dX/dtau = -X/(2(1 + X^2)) conserves ln X + X^2/2 + tau/2 (docs/theory.md, "Toy problems", A).
 
 
 def solve_potential(c: float) -> float:

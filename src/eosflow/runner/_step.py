@@ -337,7 +337,8 @@ class Program:
         return row
 
     def _phi(self, params):
-        """Phi(x_t) and the alignment diagnostics of THEORY.md (small problems)."""
+        """Phi(x_t) and the alignment diagnostics of docs/theory.md, "Numerical signatures"
+        (small problems)."""
         d = phi_diagnostics(self.problem.loss_fn, params)
         row = {k: d[k].astype(self.dtype) for k in ("phi_dist", "lambda_phi", "a_t", "theta")}
         flat = ravel_pytree(d["phi"])[0]
