@@ -76,7 +76,7 @@ def curvature_columns(s: np.ndarray, lam: np.ndarray, eff_lr: np.ndarray) -> dic
         "lambda_1": lam,
         "residual_1": np.full(n, 1e-4),
         "eig_matvecs": np.where(np.isfinite(lam), 3, 0).astype(np.int32),
-        "eig_converged": np.isfinite(lam),
+        "eig_converged": np.where(np.isfinite(lam), 1.0, np.nan),
         "eta_lambda": s,
         "align_cos": np.full(n, 0.99),
         "align_rayleigh": np.full(n, 0.98),
@@ -179,7 +179,7 @@ def flow_sweep(path: Path, lrs, warm, n, curve, scale):
 # --- toy A under normalized GD, simulated in NumPy, with its exact limiting flow -----------------
 # L(x, y) = (1 + x^2) y^2. Gradient flow conserves ln|x| + x^2/2 - y^2/2, so
 # Phi(x, y) = (X, 0) with ln X + X^2/2 = ln x + x^2/2 - y^2/2; the NGD limiting flow
-# dX/dtau = -X/(2(1 + X^2)) conserves ln X + X^2/2 + tau/2 (THEORY.md, toy A).
+# dX/dtau = -X/(2(1 + X^2)) conserves ln X + X^2/2 + tau/2 (docs/theory.md, "Toy problems", A).
 
 
 def solve_potential(c: float) -> float:

@@ -147,12 +147,14 @@ def test_vmapped_sweep_matches_single_runs(tmp_path):
         run_experiment(config, tmp_path / "bad", sweep={"widths": [1, 2]})
 
 
-def test_progress_line_only_when_asked(tmp_path, capsys):
-    run_experiment(_toy(steps=30, eig_every=None), tmp_path / "a")
+def test_progress_off_is_silent_and_on_a_file_is_plain_lines(tmp_path, capsys):
+    run_experiment(_toy(steps=30, eig_every=None), tmp_path / "a", progress=False)
     assert capsys.readouterr().err == ""
-    run_experiment(_toy(steps=30), tmp_path / "b", progress=True)
+    run_experiment(_toy(steps=30), tmp_path / "b")  # stderr is not a terminal here
     err = capsys.readouterr().err
+    assert "toy: compiling the 30-step chunk..." in err and "compiled in" in err
     assert "steps/s" in err and "λ1" in err and "ηλ1" in err and "30/30" in err
+    assert "\r" not in err
 
 
 # --- crash safety ---------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Flows against closed forms, convergence slopes and negative controls (THEORY.md)."""
+"""Flows against closed forms, convergence slopes and negative controls (docs/theory.md)."""
 
 import diffrax
 import jax

@@ -4,6 +4,8 @@ Everything here is a pure function of a run directory; only this subpackage impo
 matplotlib, and only inside the figure functions.
 """
 
+from ._export import export_run as export_run
+from ._export import run_table as run_table
 from ._figures import BUILDERS as BUILDERS
 from ._figures import cohen_panel as cohen_panel
 from ._figures import density_figure as density_figure
@@ -21,6 +23,7 @@ from ._style import png_bytes as png_bytes
 from ._style import save_figure as save_figure
 from ._summary import Point as Point
 from ._summary import collapse as collapse
+from ._summary import converged_rows as converged_rows
 from ._summary import eos_onset as eos_onset
 from ._summary import flow_clock as flow_clock
 from ._summary import harmonic_sums as harmonic_sums

@@ -404,9 +404,9 @@ def point_headline(point: Point, *, level: float = ONSET_LEVEL) -> dict[str, Any
     mv = point.get("eig_matvecs")
     if mv is not None and measured.any():
         out["eig_matvecs_per_estimate"] = float(np.mean(np.asarray(mv)[measured]))
-    conv = point.get("eig_converged")
-    if conv is not None and measured.any():
-        out["eig_converged_fraction"] = float(np.mean(np.asarray(conv, bool)[measured]))
+    solved = converged_rows(point.get("eig_converged"), lam_col)
+    if solved is not None and len(solved):
+        out["eig_converged_fraction"] = float(np.mean(solved))
     pair = pairing_steps(cfg, steps)
     onset = eos_onset(steps, s, level=level, consecutive=pair is not None)
     if onset is None:
@@ -493,3 +493,21 @@ def headline(run: Run, *, level: float = ONSET_LEVEL) -> dict[str, Any]:
         per[0].pop("label")
         out.update({k: v for k, v in per[0].items() if k != "lr"})
     return out
+
+
+def converged_rows(conv: Any, lam: Any = None) -> np.ndarray | None:
+    """Whether each eigen-solve converged, over the rows where one ran.
+
+    ``eig_converged`` is 1.0 or 0.0 on a row with a solve and nan ("no measurement") on a
+    row without. Older runs stored a boolean column with False on rows without a solve;
+    there the solved rows are those where ``lam`` (lambda_1) is finite.
+    """
+    if conv is None:
+        return None
+    conv = np.asarray(conv)
+    if conv.dtype == bool:
+        if lam is None:
+            return conv
+        return conv[np.isfinite(np.asarray(lam, np.float64))]
+    conv = np.asarray(conv, np.float64)
+    return conv[np.isfinite(conv)] > 0.5

@@ -1,4 +1,5 @@
-"""``eosflow verify``: the claims of THEORY.md reproduced numerically on toy problems.
+"""``eosflow verify``: the claims of docs/theory.md ("Claims") reproduced numerically on toy
+problems.
 
 Every claim becomes one or more rows — claim, quantity, prediction, measured value,
 tolerance, PASS/FAIL — computed in float64 from runs of eosflow's own optimizers and flows.

@@ -1,4 +1,4 @@
-r"""Diagnostics of a run against the theory (THEORY.md, "Numerical signatures").
+r"""Diagnostics of a run against the theory (docs/theory.md, "Numerical signatures").
 
 For an iterate $x_t$ with $\Phi_t = \Phi(x_t)$ and $(\lambda_1, v_1)$ the top eigenpair of
 $\nabla^2 L(\Phi_t)$:

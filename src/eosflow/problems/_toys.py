@@ -3,7 +3,8 @@ r"""Toy losses with a known manifold of minimisers Γ, and closed forms where th
 Each toy is a :class:`Toy`: the loss over a flat vector, a default start ``x0``, $L^*$, and
 what theory says about it — a map onto Γ for tests, $\lambda_1$ on Γ, and (for A, B and C)
 the limiting flows of normalized GD and GD on $\sqrt L$ in closed form, on the time scale
-$\tau = \eta^2 t$ of Arora, Li & Panigrahi (2022). THEORY.md lists them.
+$\tau = \eta^2 t$ of Arora, Li & Panigrahi (2022); docs/theory.md, "Toy problems", lists
+them.
 """
 
 from collections.abc import Callable

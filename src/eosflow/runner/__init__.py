@@ -16,6 +16,9 @@ from ._config import coerce as coerce
 from ._config import type_name as type_name
 from ._config import unknown_field_message as unknown_field_message
 from ._devices import initialize_distributed as initialize_distributed
+from ._loggers import Logger as Logger
+from ._loggers import TensorBoardLogger as TensorBoardLogger
+from ._loggers import WandbLogger as WandbLogger
 from ._loop import RunRecord as RunRecord
 from ._loop import run_experiment as run_experiment
 from ._step import SWEEPABLE as SWEEPABLE

@@ -36,11 +36,12 @@ from ..problems import Problem, build_problem
 from . import _store as rd
 from ._config import Config, ConfigError
 from ._devices import to_host
-from ._progress import Progress
+from ._loggers import Logger
+from ._progress import DEFAULT_INTERVAL, Progress
 from ._step import DIVERGENCE_FLOOR, SWEEPABLE, Program, TrainState
 
 
-@dataclass
+@dataclass(repr=False)
 class RunRecord:
     """What :func:`run_experiment` returns (the same facts are in the run directory).
 
@@ -60,10 +61,19 @@ class RunRecord:
     metrics: dict[str, np.ndarray]
     signal: int | None = None
     notes: list[str] = field(default_factory=list)
+    figures: list[Path] = field(default_factory=list)  # with figures=True
+    report: Path | None = None  # with figures=True
 
     @property
     def ok(self) -> bool:
         return self.status in ("completed", "goal_reached")
+
+    def __repr__(self) -> str:  # no arrays: a record prints on one line
+        extra = f", message={self.message!r}" if self.message else ""
+        extra += f", report={str(self.report)!r}" if self.report else ""
+        return (f"RunRecord(path={str(self.path)!r}, name={self.config.name!r}, "
+                f"status={self.status!r}, steps_done={self.steps_done}, "
+                f"columns={len(self.metrics)}{extra})")
 
 
 StepMetricsFn = Callable[[Any, dict[str, jax.Array]], dict[str, jax.Array]]
@@ -93,6 +103,9 @@ def run_experiment(
     metrics_fn: StepMetricsFn | None = None,
     sweep: dict[str, Sequence[float]] | None = None,
     progress: bool | None = None,
+    progress_interval: float = DEFAULT_INTERVAL,
+    loggers: Sequence[Logger] = (),
+    figures: bool = False,
 ) -> RunRecord:
     """Run (or resume) the experiment ``config`` in the run directory ``out_dir``.
 
@@ -112,7 +125,18 @@ def run_experiment(
         sweep: vmap over these fields at once, e.g. ``{"lr": [0.1, 0.2]}`` (fields from
             ``SWEEPABLE``, equal-length lists: one point per index). Columns then carry a
             trailing axis over the points.
-        progress: show a progress line (default: when stderr is a terminal).
+        progress: ``False`` silences the progress report. Otherwise (the default) stderr
+            shows a bar on a terminal, and elsewhere (a file, a pipe) one plain line every
+            ``progress_interval`` seconds; both say when a chunk compiles and how long it
+            took, and give the rate and ETA without compilation, the loss, and lambda_1 and
+            the stableness at the last measurement. A host callback every ~1/20 chunk
+            (on a measurement step) reports from inside long chunks.
+        progress_interval: seconds between plain progress lines on a non-terminal.
+        loggers: objects with ``log_rows(columns, start_step)`` and ``close()``
+            (:class:`~eosflow.runner.Logger`; e.g. ``TensorBoardLogger``, ``WandbLogger``),
+            given each finished chunk's rows after they are on disk; closed at the end.
+        figures: also draw the run's figures (``RUN/figures``) and write ``RUN/report.html``,
+            as the command line does (needs matplotlib: ``pip install 'eosflow[plots]'``).
 
     Returns:
         A :class:`RunRecord`; every finished step's metrics are on disk whatever its
@@ -123,6 +147,11 @@ def run_experiment(
     if not isinstance(config, Config):
         raise TypeError(f"config must be an eosflow Config, got {type(config).__name__}.")
     points = _check_sweep(sweep)
+    loggers = list(loggers)
+    for i, lg in enumerate(loggers):
+        if not isinstance(lg, Logger):
+            raise TypeError(f"loggers[{i}]: {type(lg).__name__} has no log_rows(columns, "
+                            "start_step) and close(); see eosflow.runner.Logger")
     writer = jax.process_index() == 0  # in a multi-process job only process 0 writes
     lock = None
     if writer:
@@ -134,14 +163,16 @@ def run_experiment(
         for n in notes:
             rd.note(f"{out}: {n}")
         return _start(config, out, resuming, writer, notes, problem=problem,
-                      metrics_fn=metrics_fn, sweep=sweep, points=points, progress=progress)
+                      metrics_fn=metrics_fn, sweep=sweep, points=points, progress=progress,
+                      progress_interval=progress_interval, loggers=loggers, figures=figures)
     finally:
         if lock is not None:
             lock.release()
 
 
 def _start(config: Config, out: Path, resuming: bool, writer: bool, notes: list[str], *,
-           problem, metrics_fn, sweep, points, progress) -> RunRecord:
+           problem, metrics_fn, sweep, points, progress, progress_interval=DEFAULT_INTERVAL,
+           loggers=(), figures=False) -> RunRecord:
     problem = build_problem(config) if problem is None else problem
     if config.loss_min is None:  # L* defaults to the problem's own; recorded resolved
         config = config.replace(loss_min=float(problem.loss_min))
@@ -221,7 +252,15 @@ def _start(config: Config, out: Path, resuming: bool, writer: bool, notes: list[
             engine.write_prediction(out)
             rd.save_checkpoint(out, to_host(state), _ckpt_info(engine, data, 0, 0, state))
             rd.write_json(out / "status.json", status)
-    return _loop(engine, out, state, status, progress, data, notes)
+    record = _loop(engine, out, state, status, progress, data, notes, progress_interval,
+                   loggers)
+    if figures and writer and record.status not in ("interrupted", "failed"):
+        # the one call up the layers (runner -> analysis), made only when asked
+        from ..analysis import plot_run, write_report
+
+        record.figures = [p for p in plot_run(out) if p.suffix == ".png"]
+        record.report = write_report([out])
+    return record
 
 
 def _has_limiting_flow(engine: Program) -> bool:
@@ -387,13 +426,17 @@ def _error_message(err: BaseException) -> str:
 
 
 def _loop(prog: Program, out: Path, state: TrainState, status: dict,
-          progress: bool | None, data_id: str, notes: list[str]) -> RunRecord:
+          progress: bool | None, data_id: str, notes: list[str],
+          progress_interval: float = DEFAULT_INTERVAL,
+          loggers: Sequence[Logger] = ()) -> RunRecord:
     c = prog.config
     hyper, data = prog.hyper(), prog.data()
     state = prog.place(state)
     writer = jax.process_index() == 0  # only process 0 writes the run directory
     start = int(to_host(state.step))
-    bar = Progress(c.steps, start=start, enabled=progress if writer else False, label=c.name)
+    bar = Progress(c.steps, start=start, enabled=progress if writer else False, label=c.name,
+                   interval=progress_interval, stableness=_stableness(prog))
+    prog.on_progress = None if progress is False else bar.heartbeat  # same program everywhere
     hvps = int(status.get("hvps_total", 0))
     wall = float(status.get("wall_seconds", 0.0))
     compile_s = float(status.get("compile_seconds", 0.0))
@@ -422,7 +465,10 @@ def _loop(prog: Program, out: Path, state: TrainState, status: dict,
                         continue
                     if sig.received is not None:
                         break
+                    if not prog.is_compiled(end - begin):
+                        bar.compiling(end - begin)
                     fn, seconds = prog.compiled(end - begin, state, hyper, data)
+                    bar.compiled(seconds)
                     compile_s += seconds
                     if sig.received is not None:
                         break
@@ -445,6 +491,8 @@ def _loop(prog: Program, out: Path, state: TrainState, status: dict,
                         if len(columns["step"]):
                             rd.write_metrics_chunk(out, begin, columns)
                             written = int(columns["step"][-1]) + 1
+                            for lg in loggers:
+                                lg.log_rows(columns, begin)
                         if (done or end % prog.ckpt_every == 0 or end == c.steps
                                 or sig.received is not None):
                             checkpoint(state, end)
@@ -467,6 +515,8 @@ def _loop(prog: Program, out: Path, state: TrainState, status: dict,
     finally:
         quiet.setLevel(level)
         bar.close()
+        for lg in loggers if writer else ():
+            lg.close()
     metrics = rd.read_metrics(out) if writer else _concat(session)
     if stopped is not None:
         final, message = stopped
@@ -559,15 +609,24 @@ def _hvps(columns: dict[str, np.ndarray], alignment: bool) -> int:
     return int(np.sum(mv) + extra)
 
 
-def _last_valid(columns: dict[str, np.ndarray]) -> dict[str, float]:
-    def last(name):
-        if name not in columns:
-            return None
-        v = columns[name]
-        v = v if v.ndim == 1 else v[:, 0]
-        v = v[np.isfinite(v)]
-        return float(v[-1]) if len(v) else None
+def _last_valid(columns: dict[str, np.ndarray]) -> dict[str, float | None]:
+    """The last finite loss, and lambda_1 with the effective step of its row (point 0)."""
+    def col(name):
+        v = columns.get(name)
+        return None if v is None else (v if v.ndim == 1 else v[:, 0])
 
-    loss = last("loss")
-    return {"loss": math.nan if loss is None else loss, "lam": last("lambda_1"),
-            "eta_lam": last("eta_lambda")}
+    loss = col("loss")
+    loss = loss[np.isfinite(loss)] if loss is not None else np.zeros(0)
+    out = {"loss": float(loss[-1]) if len(loss) else math.nan, "lam": None, "eff_lr": None}
+    lam = col("lambda_1")
+    if lam is not None and np.isfinite(lam).any():
+        i = np.flatnonzero(np.isfinite(lam))[-1]
+        out["lam"], out["eff_lr"] = float(lam[i]), float(col("eff_lr")[i])
+    return out
+
+
+def _stableness(prog: Program):
+    """``(lam, eff_lr) -> S`` for the progress line, with its short label."""
+    m, c = prog.method, prog.config
+    label = "ηλ1" if m.edge is None or m.name == "gd" else "S"
+    return (lambda lam, eff_lr: m.stableness(lam, eff_lr, c.lr, c.momentum)), label

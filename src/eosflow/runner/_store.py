@@ -562,6 +562,10 @@ def load_run(path: str | os.PathLike) -> Run:
     (a dict of NumPy columns, each of length "number of recorded steps"; sweeps add a
     trailing axis over the grid points) and ``run.df`` (pandas, if installed).
 
+    Columns measured on a cadence (``lambda_*``, ``residual_*``, ``align_*``,
+    ``eig_converged``, ...) hold nan on rows without a measurement; ``eig_converged`` is
+    1.0 / 0.0 where a solve ran (older runs: a boolean column, False on unmeasured rows).
+
     Example: ``load_run("runs/digits-gd").metrics["lambda_1"]`` is the sharpness column.
     """
     path = Path(path)

@@ -1,0 +1,110 @@
+"""The progress report: a bar on a terminal, timed plain lines elsewhere, nothing when off."""
+
+import io
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from eosflow.runner._progress import Progress
+
+
+class _Tty(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def _stableness():
+    return (lambda lam, eff_lr: eff_lr * lam), "ηλ1"
+
+
+def test_plain_lines_on_a_file_every_interval_and_rate_without_compilation():
+    out = io.StringIO()
+    bar = Progress(100, stream=out, label="toy", interval=0.05, stableness=_stableness())
+    bar.compiling(50)
+    time.sleep(0.3)
+    bar.compiled(0.3)  # the 0.3 s just spent is compilation, not stepping
+    bar.update(50, loss=1.5, lam=10.0, eff_lr=0.2)  # a line: the interval has passed
+    rate = bar.rate()
+    bar.close()
+    lines = out.getvalue().splitlines()
+    assert lines[0] == "toy: compiling the 50-step chunk..."
+    assert lines[1] == "toy: compiled in 0.3 s"
+    assert lines[2].startswith("toy: step 50/100 (50%), ")
+    assert "ETA" in lines[2] and "loss 1.5" in lines[2]
+    assert "λ1 10, ηλ1 2.000" in lines[2]
+    assert len(lines) == 3  # close() repeats nothing already printed
+    assert rate > 50 / 0.3 * 2  # compilation excluded (included it would be < 167 steps/s)
+    assert "\r" not in out.getvalue()
+
+
+def test_lines_are_throttled_and_heartbeats_keep_the_last_measurement():
+    out = io.StringIO()
+    bar = Progress(1000, stream=out, label="r", interval=3600.0, stableness=_stableness())
+    bar.heartbeat(10, 2.0, 5.0, 0.1)
+    bar.heartbeat(20, 1.0, float("nan"), float("nan"))  # a step without a measurement
+    bar.update(15, loss=9.0)  # late: older than the last heartbeat, ignored
+    assert out.getvalue() == ""  # within the interval: nothing yet
+    bar.close()  # but the final state is written
+    (line,) = out.getvalue().splitlines()
+    assert line.startswith("r: step 20/1000") and "loss 1," in line
+    assert "λ1 5, ηλ1 0.500" in line
+
+
+def test_bar_on_a_terminal_and_silence_when_off():
+    tty = _Tty()
+    bar = Progress(30, stream=tty, label="toy", stableness=_stableness())
+    bar.update(30, loss=0.5, lam=20.0, eff_lr=0.1)
+    bar.close()
+    text = tty.getvalue()
+    assert "\r" in text and "30/30" in text and "λ1 20" in text and "ηλ1 2.000" in text
+    off = _Tty()
+    bar = Progress(30, stream=off, enabled=False)
+    bar.compiling(30)
+    bar.compiled(1.0)
+    bar.update(30, loss=0.5)
+    bar.close()
+    assert off.getvalue() == ""
+    with pytest.raises(ValueError, match="progress interval"):
+        Progress(10, interval=0)
+
+
+_CHILD = textwrap.dedent("""
+    from eosflow import Config, run_experiment
+    config = Config(name="long", problem="toy_a", dataset="none", dtype="float64",
+                    x0=(3.0, -1.0), steps=400_000, chunk_steps=400_000, eig_every=10)
+    run_experiment(config, {out!r}, progress_interval=0.2)
+""")
+
+
+def test_a_run_piped_to_a_file_logs_progress_while_it_runs(tmp_path):
+    """One 400k-step chunk: the lines come from the in-scan callback, not chunk ends."""
+    log = tmp_path / "stderr.log"
+    code = _CHILD.format(out=str(tmp_path / "run"))
+    src = str(Path(__file__).resolve().parents[2] / "src")
+    with open(log, "w") as f:
+        proc = subprocess.Popen([sys.executable, "-c", code], stderr=f,
+                                stdout=subprocess.DEVNULL, env={**os.environ, "PYTHONPATH": src})
+    try:
+        deadline = time.monotonic() + 300
+        seen = []
+        while time.monotonic() < deadline and proc.poll() is None:
+            seen = [ln for ln in log.read_text().splitlines() if ": step " in ln]
+            if len(seen) >= 2:
+                break
+            time.sleep(0.2)
+        assert proc.poll() is None, log.read_text()[-2000:]  # still running: lines came live
+        assert len(seen) >= 2, log.read_text()[-2000:]
+    finally:
+        proc.kill()
+        proc.wait()
+    text = log.read_text()
+    assert "long: compiling the 400000-step chunk..." in text
+    assert "long: compiled in " in text
+    first = seen[0]
+    step = int(first.split("step ")[1].split("/")[0])
+    assert 0 < step < 400_000 and "steps/s" in first and "λ1" in first
