@@ -77,3 +77,15 @@ def test_sqrt_loss_gd_uses_the_problems_loss_min(tmp_path, loss_min):
                            problem=problem, progress=False)
     np.testing.assert_allclose(np.asarray(other.params),
                                x0 - eta * x0 / (2 * np.sqrt(13.5 + loss_min)), rtol=1e-12)
+
+
+def test_cli_exports_an_old_run_as_csv(old_run, capsys):
+    from eosflow.experiments import main
+
+    assert main(["export", str(old_run)]) == 0
+    out = capsys.readouterr().out.strip()
+    header, *rows = Path(out).read_text().splitlines()
+    assert header.split(",")[0] == "step" and len(rows) == 20
+    loss = [float(r.split(",")[header.split(",").index("loss")]) for r in rows]
+    np.testing.assert_allclose(loss, load_run(old_run).metrics["loss"], rtol=1e-7)
+    assert main(["export", str(old_run), "--format", "xlsx"]) == 2

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .._errors import EosflowError
 from ..runner import Run, load_run
 
 FORMATS = {"csv": ".csv", "parquet": ".parquet", "hdf5": ".h5"}
@@ -72,11 +73,12 @@ def export_run(run: str | os.PathLike | Run, format: str = "csv",
         ImportError: the format's package is missing (the message names it).
     """
     if format not in FORMATS:
-        raise ValueError(f"format: unknown value {format!r} (choose from {', '.join(FORMATS)})")
+        raise EosflowError(
+            f"format: unknown value {format!r} (choose from {', '.join(FORMATS)})")
     run = run if isinstance(run, Run) else load_run(run)
     table = run_table(run)
     if not table:
-        raise ValueError(f"run {run.path} has no recorded rows to export yet")
+        raise EosflowError(f"{run.path}: no recorded rows to export yet")
     path = Path(out) if out is not None else Path(run.path) / f"metrics{FORMATS[format]}"
     path.parent.mkdir(parents=True, exist_ok=True)
     {"csv": _csv, "parquet": _parquet, "hdf5": _hdf5}[format](table, run, path)

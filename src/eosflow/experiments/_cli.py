@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import tyro
 
@@ -99,6 +99,15 @@ class _Runs:
 
 
 @dataclass(frozen=True)
+class _Export:
+    run_dirs: tyro.conf.Suppress[tuple[str, ...]] = ()
+    format: Literal["csv", "parquet", "hdf5"] = "csv"
+    """the table format (parquet needs pyarrow, hdf5 needs h5py: pip install 'eosflow[export]')"""
+    out: str | None = None
+    """the file to write (one run only; default RUN/metrics.csv, .parquet or .h5)"""
+
+
+@dataclass(frozen=True)
 class _List:
     preset: tyro.conf.Suppress[str | None] = None
     fields: bool = False
@@ -114,6 +123,7 @@ COMMANDS: dict[str, tuple[type, str]] = {
     "plot": (_Runs, "draw the figures of saved runs"),
     "compare": (_Runs, "overlay several runs in one figure"),
     "report": (_Runs, "write a self-contained HTML report"),
+    "export": (_Export, "write a run's metrics as a CSV, Parquet or HDF5 table"),
 }
 _POSITIONAL = {"run_dir", "run_dirs", "preset"}
 
@@ -244,6 +254,8 @@ def parse(argv: Sequence[str]) -> Invocation:
         get_preset(args.preset)
     if command == "resume" and args.steps is not None and not 0 < args.steps < 2**31:
         raise ConfigError(f"steps: must be positive and below 2**31, got {args.steps}")
+    if command == "export" and len(args.run_dirs) > 1 and args.out is not None:
+        raise UsageError("export --out names one file: give one run")
     if command == "report" and len(args.run_dirs) > 1 and args.out is None:
         raise UsageError("report of several runs needs --out FILE.html")
     return Invocation(command, args)

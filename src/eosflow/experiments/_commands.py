@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from .._errors import EosflowError
 from ..runner import (
     FIELD_DOCS,
     SECTIONS,
@@ -273,6 +274,17 @@ def compare(args) -> int:
 
     for f in compare_runs(_runs(args.run_dirs), args.out):
         print(f)
+    return 0
+
+
+def export(args) -> int:
+    from ..analysis import export_run
+
+    for path in _runs(args.run_dirs):
+        try:
+            print(export_run(path, args.format, args.out))
+        except ImportError as err:
+            raise EosflowError(f"format: {err}") from None
     return 0
 
 
