@@ -138,8 +138,9 @@ def lambda_thresholds(config: dict[str, Any], steps: np.ndarray) -> np.ndarray:
     warm = int(config.get("warmup_steps") or 0)
     if warm:
         lr0 = config.get("warmup_lr") or config["lr"]
-        gd_warmup = config.get("warmup_optimizer", "gd") == "gd"
-        out[steps < warm] = 2.0 / float(lr0) if gd_warmup else np.nan
+        first = method_of({"optimizer": config.get("warmup_optimizer", "gd")})
+        fixed = first.edge is not None and first.quantity == "sharpness"
+        out[steps < warm] = first.edge(float(lr0), 0.9) if fixed else np.nan
     return out
 
 
@@ -174,11 +175,12 @@ def stableness(point: Point) -> tuple[np.ndarray, np.ndarray] | None:
         eta_lam = np.asarray(eta_lam, np.float64)[measured]
     m = method_of(point.config)
     warm = steps < int(point.config.get("warmup_steps") or 0)
-    if point.config.get("warmup_optimizer", "gd") != "gd":  # an Adam warm-up: undefined
+    first = method_of({"optimizer": point.config.get("warmup_optimizer", "gd")})
+    if not first.step_stableness:  # an Adam warm-up: undefined
         eta_lam = np.where(warm, np.nan, eta_lam)
     if m.quantity != "sharpness":  # needs the preconditioned sharpness
         s = np.where(warm, eta_lam, np.nan)
-    elif m.edge is None or m.name == "gd":
+    elif m.step_stableness:
         s = eta_lam
     else:
         s = np.where(warm, eta_lam, 2.0 * lam / lambda_threshold(point.config))

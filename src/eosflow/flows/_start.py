@@ -11,8 +11,11 @@ $\ell = \eta$ for normalized GD and $\ell = \eta\sqrt{\lambda_1/2}$ for GD on $\
 import numpy as np
 
 from .._types import Array
+from ..optim import METHODS
 
-_SCALE = {"normalized_gd": "eta", "sqrt_loss_gd": "eta * sqrt(lambda_1 / 2)"}
+# the methods with a limiting flow; normalized GD's (g = log lambda_1) oscillates by eta,
+# GD on sqrt(L)'s by eta * sqrt(lambda_1 / 2)
+_FLOWS = {name: m.flow_log for name, m in METHODS.items() if m.flow_constant is not None}
 
 
 def phase_one_distance(eta: float, *, method: str = "normalized_gd",
@@ -20,14 +23,14 @@ def phase_one_distance(eta: float, *, method: str = "normalized_gd",
     r"""$\ell$: the two-step oscillation amplitude $|a_t| + |a_{t+1}|$ at the Edge of Stability:
     $\eta$ (normalized GD) or $\eta\sqrt{\lambda_1/2}$ (GD on $\sqrt L$; needs ``lambda_1``,
     a scalar or one value per step)."""
-    if method not in _SCALE:
-        raise ValueError(f"method must be one of {sorted(_SCALE)}, got {method!r}.")
+    if method not in _FLOWS:
+        raise ValueError(f"method must be one of {sorted(_FLOWS)}, got {method!r}.")
     if not eta > 0:
         raise ValueError(f"eta must be positive, got {eta!r}.")
-    if method == "normalized_gd":
+    if _FLOWS[method]:
         return np.asarray(float(eta))
     if lambda_1 is None:
-        raise ValueError("method='sqrt_loss_gd' needs lambda_1 (the scale is "
+        raise ValueError(f"method={method!r} needs lambda_1 (the scale is "
                          "eta * sqrt(lambda_1 / 2)).")
     return float(eta) * np.sqrt(np.asarray(lambda_1, np.float64) / 2)
 

@@ -57,6 +57,8 @@ class Method:
             theory gives none; its clock is s = c·η²t.
         flow_log: whether g = log λ1 (normalized GD) rather than λ1 (GD on √L).
         warmup: whether it may serve as ``warmup_optimizer``.
+        step_stableness: S = η_t·λ1 with the step's effective learning rate (plain GD and
+            the adaptive-step methods); otherwise S = 2λ1/edge.
     """
 
     name: str
@@ -72,6 +74,7 @@ class Method:
     flow_constant: float | None = None
     flow_log: bool = False
     warmup: bool = False
+    step_stableness: bool = False
 
     @property
     def flow_clock(self) -> str | None:
@@ -86,7 +89,7 @@ class Method:
     def stableness(self, lam: Any, eff_lr: Any, lr: float, momentum: float) -> Any:
         """S from λ1 (or the preconditioned λ1) and the step's effective learning rate:
         η_t·λ1 for GD-like steps, 2λ1/edge otherwise (2 at the edge)."""
-        if self.edge is None or self.name == "gd":
+        if self.step_stableness:
             return eff_lr * lam
         return 2.0 * lam / self.edge(lr, momentum)
 
@@ -121,13 +124,14 @@ def _adam(lr, *, momentum, loss_min, seed):
 
 METHODS: dict[str, Method] = {m.name: m for m in (
     Method("gd", "plain gradient descent, x ← x − η∇L", _gd,
-           edge=lambda lr, b: 2.0 / lr, edge_label="2/η", edge_tex=r"$2/\eta$", warmup=True),
+           edge=lambda lr, b: 2.0 / lr, edge_label="2/η", edge_tex=r"$2/\eta$", warmup=True,
+           step_stableness=True),
     Method("normalized_gd", "normalized GD, x ← x − η∇L/‖∇L‖ (Arora et al. 2022)", _ngd,
            stableness_label="η_t·λ1, η_t = η/‖∇L‖", adaptive_step=True, flow_constant=0.25,
-           flow_log=True),
+           flow_log=True, step_stableness=True),
     Method("sqrt_loss_gd", "GD on √(L − L*), x ← x − η∇L/(2√(L − L*)) (Arora et al. 2022)",
            _sqrt, hyper=("loss_min",), stableness_label="η_t·λ1, η_t = η/(2√(L − L*))",
-           adaptive_step=True, flow_constant=0.125),
+           adaptive_step=True, flow_constant=0.125, step_stableness=True),
     Method("momentum", "heavy-ball momentum β (optax.sgd)", _heavy_ball, hyper=("momentum",),
            edge=lambda lr, b: (2.0 + 2.0 * b) / lr, edge_label="(2 + 2β)/η",
            edge_tex=r"$(2+2\beta)/\eta$", stableness_label="2λ1/λ_crit, λ_crit = (2 + 2β)/η"),

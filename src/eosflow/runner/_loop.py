@@ -628,5 +628,5 @@ def _last_valid(columns: dict[str, np.ndarray]) -> dict[str, float | None]:
 def _stableness(prog: Program):
     """``(lam, eff_lr) -> S`` for the progress line, with its short label."""
     m, c = prog.method, prog.config
-    label = "ηλ1" if m.edge is None or m.name == "gd" else "S"
+    label = "ηλ1" if m.step_stableness else "S"
     return (lambda lam, eff_lr: m.stableness(lam, eff_lr, c.lr, c.momentum)), label
