@@ -12,5 +12,9 @@ from ._operator import HessianOperator as HessianOperator
 from ._operator import hessian_operator as hessian_operator
 from ._power import PowerResult as PowerResult
 from ._power import power_iteration as power_iteration
+from ._preconditioned import PreconditionedHessian as PreconditionedHessian
+from ._preconditioned import generalized_eigenvectors as generalized_eigenvectors
+from ._preconditioned import preconditioned_hessian as preconditioned_hessian
+from ._preconditioned import preconditioned_sharpness as preconditioned_sharpness
 from ._trace import TraceResult as TraceResult
 from ._trace import hutchinson_trace as hutchinson_trace
