@@ -130,3 +130,35 @@ def test_bad_input():
         central_flow(loss, jnp.ones(2), lr=0.0, num_steps=2)
     with pytest.raises(ValueError, match="must be a multiple of save_every"):
         central_flow(loss, jnp.ones(2), lr=0.1, num_steps=5, save_every=2)
+
+
+@pytest.mark.slow
+def test_predicts_gd_loss_on_a_small_mlp():
+    """GD at the EoS on a 64-32-10 tanh MLP (300 digits, MSE, lr 0.3, 1000 steps): after the
+    central flow's onset, its predicted loss L + <Sigma, H>/2 matches GD's two-step-averaged
+    loss on average (measured: 0.5% over t = 224..999, median pointwise 4.7%), and better than
+    L(w_central) alone (8.8%). ~4 min on 2 busy CPU cores."""
+    from eosflow.problems import MLP, load_digits, supervised_problem
+
+    model = MLP(64, 10, (32,), "tanh", key=jax.random.key(0), dtype=jnp.float64)
+    prob = supervised_problem(model, load_digits(300), loss="mse", dtype=jnp.float64)
+    batch = jax.tree.map(lambda x: x[0], prob.batches)
+    loss = lambda p: prob.loss_fn(p, batch)
+    lr, n = 0.3, 1000
+
+    def step(w, _):
+        L, g = jax.value_and_grad(loss)(w)
+        return jax.tree.map(lambda a, b: a - lr * b, w, g), L
+
+    ls = np.asarray(jax.lax.scan(step, prob.params, None, length=n + 1)[1])
+    two = 0.5 * (ls[1:] + ls[:-1])
+    flow = central_flow(loss, prob.params, lr=lr, num_steps=n, k=2, save_every=n)
+    onset = int(np.argmax(np.asarray(flow.metrics.sigma2) > 0))
+    assert 100 < onset < 500
+    sl = slice(onset, n)
+    pred = np.asarray(flow.metrics.predicted_loss)[sl]
+    bare = np.asarray(flow.metrics.loss)[sl]
+    assert abs(pred.mean() / two[sl].mean() - 1) < 0.05
+    rel = np.median(np.abs(pred - two[sl]) / two[sl])
+    assert rel < 0.1
+    assert np.mean(np.abs(pred - two[sl])) < np.mean(np.abs(bare - two[sl]))
