@@ -110,7 +110,8 @@ def main():
     print(f"cost: GD step {1e3 * t_gd:.2f} ms, central step {1e3 * t_cf:.1f} ms (incl. "
           f"compile), HVPs/step {float(np.mean(np.asarray(m.num_matvecs))):.1f} + "
           f"{a.substeps} x {a.k * (a.k + 1) // 2} third derivatives; converged {ok}; max sdcp "
-          f"residual {float(np.max(np.asarray(m.sdcp_residual))):.2e}")
+          f"residual {float(np.max(np.asarray(m.sdcp_residual))):.2e}, max iterations "
+          f"{int(np.max(np.asarray(m.sdcp_iters)))}")
 
 
 if __name__ == "__main__":

@@ -43,7 +43,7 @@ def test_rotated_identity_map_is_psd_projection(k, key):
 def test_random_gram_maps_meet_kkt(spread, key):
     """Gram maps like the central flow's, well and badly scaled (eigen-direction i's third
     derivatives scaled by s_i, s spanning ``spread``, so B spans spread^2): the KKT conditions
-    (which certify the optimum of the convex QP) hold to ~1e-10 relative, in a few dozen
+    (which certify the optimum of the convex QP) hold to ~1e-8 relative, in a few dozen
     iterations (without the diagonal congruence scaling: up to 13 000 at spread 1e3)."""
     k = 3
     p = k * (k + 1) // 2
@@ -58,6 +58,8 @@ def test_random_gram_maps_meet_kkt(spread, key):
         alpha = (M + M.T) * spread
         sol = solve_sdcp(alpha, B, max_iters=20_000)
         x_min, y_min, gap = _kkt(alpha, B, sol.X)
-        assert x_min > -1e-10 and y_min > -1e-9 and gap < 1e-9, (x_min, y_min, gap)
-        assert float(sol.residual) < 1e-9
+        # 1e-8, not 1e-10: the stopping test (1000 eps) is on the congruence-scaled problem,
+        # and the unscaled KKT gap is up to spread^2 / 1e3 times larger (measured 2e-9)
+        assert x_min > -1e-10 and y_min > -1e-8 and gap < 1e-8, (x_min, y_min, gap)
+        assert float(sol.residual) < 1e-12
         assert int(sol.num_iters) < 300

@@ -76,6 +76,7 @@ class CentralMetrics(eqx.Module):
         num_matvecs: Hessian-vector products spent in the step's eigen-solves.
         converged: every eigen-solve of the step met its tolerance.
         sdcp_residual: the largest relative residual of the step's complementarity solves.
+        sdcp_iters: the most iterations one of them took (the cap is 3000).
     """
 
     loss: Float[Array, "..."]
@@ -88,6 +89,7 @@ class CentralMetrics(eqx.Module):
     num_matvecs: Int[Array, "..."]
     converged: Bool[Array, "..."]
     sdcp_residual: Float[Array, "..."]
+    sdcp_iters: Int[Array, "..."]
 
 
 class CentralFlow(eqx.Module):
@@ -185,6 +187,7 @@ def _substep(loss, w, warm, lr, dt, k, tol):
         num_matvecs=eig.num_matvecs,
         converged=eig.converged,
         sdcp_residual=sol.residual,
+        sdcp_iters=sol.num_iters,
     )
     return w_next, eig.warm_start, metrics
 
@@ -209,8 +212,9 @@ def central_flow_step(loss_fn: Callable, state: CentralState, *, lr: float, subs
     (w, warm), ms = jax.lax.scan(body, (state.params, state.warm_start), None, length=substeps)
     first = jax.tree.map(lambda a: a[0], ms)
     metrics = eqx.tree_at(
-        lambda m: (m.num_matvecs, m.converged, m.sdcp_residual), first,
-        (jnp.sum(ms.num_matvecs), jnp.all(ms.converged), jnp.max(ms.sdcp_residual)),
+        lambda m: (m.num_matvecs, m.converged, m.sdcp_residual, m.sdcp_iters), first,
+        (jnp.sum(ms.num_matvecs), jnp.all(ms.converged), jnp.max(ms.sdcp_residual),
+         jnp.max(ms.sdcp_iters)),
     )
     return CentralState(w, warm, ms.X[-1], state.step + 1), metrics
 
