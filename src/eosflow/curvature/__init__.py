@@ -19,6 +19,10 @@ from ._operator import hessian_operator as hessian_operator
 from ._operator import sum_over_batches as sum_over_batches
 from ._power import PowerResult as PowerResult
 from ._power import power_iteration as power_iteration
+from ._preconditioned import PreconditionedHessian as PreconditionedHessian
+from ._preconditioned import generalized_eigenvectors as generalized_eigenvectors
+from ._preconditioned import preconditioned_hessian as preconditioned_hessian
+from ._preconditioned import preconditioned_sharpness as preconditioned_sharpness
 from ._results import RESULTS as RESULTS
 from ._trace import TraceResult as TraceResult
 from ._trace import hutchinson_trace as hutchinson_trace

@@ -1,5 +1,11 @@
 """Flows: Φ, gradient flow, the limiting flows on the manifold of minimisers, diagnostics."""
 
+from ._central import CentralFlow as CentralFlow
+from ._central import CentralMetrics as CentralMetrics
+from ._central import CentralState as CentralState
+from ._central import central_flow as central_flow
+from ._central import central_flow_init as central_flow_init
+from ._central import central_flow_step as central_flow_step
 from ._diagnostics import harmonic_sum as harmonic_sum
 from ._diagnostics import phi_diagnostics as phi_diagnostics
 from ._diagnostics import stableness as stableness
@@ -20,6 +26,8 @@ from ._project import ProjectResult as ProjectResult
 from ._project import gradient_flow as gradient_flow
 from ._project import project as project
 from ._project import project_solve as project_solve
+from ._sdcp import SDCPSolution as SDCPSolution
+from ._sdcp import solve_sdcp as solve_sdcp
 from ._start import distance_estimate as distance_estimate
 from ._start import phase_one_distance as phase_one_distance
 from ._start import prediction_start as prediction_start

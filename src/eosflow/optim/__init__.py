@@ -11,5 +11,9 @@ from ._gd import sqrt_loss_gd as sqrt_loss_gd
 from ._methods import METHODS as METHODS
 from ._methods import Method as Method
 from ._methods import method as method
+from ._precond import PRECONDITIONED as PRECONDITIONED
+from ._precond import check_preconditioner as check_preconditioner
+from ._precond import eos_threshold as eos_threshold
+from ._precond import preconditioner_from_state as preconditioner_from_state
 from ._switch import SwitchState as SwitchState
 from ._switch import switch as switch

@@ -1,0 +1,312 @@
+r"""The central flow of gradient descent at the Edge of Stability.
+
+Cohen, Damian, Talwalkar, Kolter & Lee, *Understanding Optimization in Deep Learning with
+Central Flows*, ICLR 2025, arXiv 2410.24206. With time $t$ in steps and $\eta$ the step size,
+
+$$\frac{dw}{dt} = -\eta\Big[\nabla L(w) + \tfrac12\nabla\langle\Sigma, \nabla^2L(w)\rangle\Big],$$
+
+$\Sigma = U X U^\top$, $U$ the top-$k$ Hessian eigenvectors, $X \succeq 0$ chosen so that no
+eigenvalue passes $2/\eta$ (complementarity). With $G_{ij} = \nabla^3L[u_i, u_j]$ (so
+$\nabla\langle\Sigma, H\rangle = \sum_{ij} X_{ij}G_{ij}$) and $A = U^\top(2/\eta - H)U$,
+$\dot A_{ij} = -\langle G_{ij}, \dot w\rangle$. One critical eigenvalue, at the edge:
+$\sigma^2 = X_{11} = \max(0, -2\langle\nabla L, \nabla\lambda_1\rangle/\|\nabla\lambda_1\|^2)$,
+which makes $d\lambda_1/dt = 0$.
+
+Discretisation (the paper's): explicit Euler in $t$ with ``substeps`` steps per GD step,
+and $X$ chosen at each substep so that the *next* $A$ is PSD and complementary to $X$,
+
+$$X \succeq 0,\quad A + \Delta t\,\eta\big(\langle G, \nabla L\rangle +
+\tfrac12\mathcal{B}[X]\big) \succeq 0,\quad \text{complementary},\qquad
+\mathcal{B}[X]_{ij} = \textstyle\sum_{kl}\langle G_{ij}, G_{kl}\rangle X_{kl},$$
+
+a semidefinite complementarity problem (:func:`solve_sdcp`). At $A = 0$ it gives the
+continuous $X$ above; when a step has overshot ($A \not\succeq 0$) it pulls the eigenvalue back
+to $2/\eta$ in one substep (a projection, like the restoring term of the limiting flows). Not
+diffrax: the field switches on and off at the onset (no higher-order solver gains there), the
+projection is tied to the step, and the eigen-solver's warm start must be carried from step
+to step, which a diffrax vector field cannot do.
+"""
+
+from collections.abc import Callable
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import optax
+
+from .._tree import check_floating, leading_block, ravel
+from .._types import Array, Bool, Float, Int, PyTree
+from ..curvature import top_eigenpairs
+from ..curvature._operator import sum_over_batches
+from ._sdcp import solve_sdcp
+
+SUPPORTED = ("gd",)
+
+
+class CentralState(eqx.Module):
+    """What the central flow carries from step to step (checkpoint all of it).
+
+    Attributes:
+        params: $w(t)$.
+        warm_start: the eigen-solver's warm start (leading block axis), for the next step.
+        X: the last $X$ (``(k, k)``), in the basis of ``warm_start``'s first ``k`` vectors.
+        step: $t$, in steps.
+    """
+
+    params: PyTree
+    warm_start: PyTree
+    X: Float[Array, "k k"]
+    step: Int[Array, ""]
+
+
+class CentralMetrics(eqx.Module):
+    r"""Per-step metrics, evaluated at the start of the step (leading axis: steps).
+
+    Attributes:
+        loss: $L(w)$.
+        predicted_loss: $L(w) + \tfrac12\langle\Sigma, H\rangle = L + \tfrac12\sum_i
+            X_{ii}\lambda_i$: the predicted time average of GD's loss.
+        grad_norm: $\|\nabla L(w)\|$.
+        predicted_grad_norm_sq: $\|\nabla L(w)\|^2 + \langle\Sigma, H^2\rangle$: the predicted
+            time average of GD's $\|\nabla L\|^2$.
+        sigma2: $\operatorname{tr} X$ ($=\sigma^2$ with one critical eigenvalue), units of
+            $\|w\|^2$.
+        eigenvalues: the top ``k`` Hessian eigenvalues (descending).
+        X: $\Sigma$ in the eigenbasis, ``(k, k)``.
+        num_matvecs: Hessian-vector products spent in the step's eigen-solves.
+        converged: every eigen-solve of the step met its tolerance.
+        sdcp_residual: the largest relative residual of the step's complementarity solves.
+        sdcp_iters: the most iterations one of them took (the cap is 3000).
+    """
+
+    loss: Float[Array, "..."]
+    predicted_loss: Float[Array, "..."]
+    grad_norm: Float[Array, "..."]
+    predicted_grad_norm_sq: Float[Array, "..."]
+    sigma2: Float[Array, "..."]
+    eigenvalues: Float[Array, "... k"]
+    X: Float[Array, "... k k"]
+    num_matvecs: Int[Array, "..."]
+    converged: Bool[Array, "..."]
+    sdcp_residual: Float[Array, "..."]
+    sdcp_iters: Int[Array, "..."]
+
+
+class CentralFlow(eqx.Module):
+    """Result of :func:`central_flow`.
+
+    Attributes:
+        steps: ``(num_steps,)``, the time $t$ (in GD steps) of each row of ``metrics``.
+        metrics: a :class:`CentralMetrics` with leading axis ``num_steps``.
+        saved_steps: ``(num_steps // save_every + 1,)``: times of ``params``.
+        params: $w(t)$ at ``saved_steps`` (PyTree, leading axis).
+        state: the final :class:`CentralState` (pass it to :func:`central_flow_step` to go on).
+    """
+
+    steps: Int[Array, " n"]
+    metrics: CentralMetrics
+    saved_steps: Int[Array, " m"]
+    params: PyTree
+    state: CentralState
+
+
+def _check(optimizer, lr, substeps, k):
+    if optimizer not in SUPPORTED:
+        raise ValueError(
+            f"optimizer must be one of {list(SUPPORTED)} for the central flow, got "
+            f"{optimizer!r} (RMSProp's central flow, with its nu ODE, is not implemented)."
+        )
+    if isinstance(lr, bool) or not isinstance(lr, int | float) or not lr > 0:
+        raise ValueError(f"lr must be a positive number, got {lr!r}.")
+    for name, value in (("substeps", substeps), ("k", k)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be an int >= 1, got {value!r}.")
+
+
+def _full_loss(loss_fn: Callable, batches: PyTree | None) -> Callable:
+    if batches is None:
+        return loss_fn
+    return lambda w: sum_over_batches(lambda b: loss_fn(w, b), batches)
+
+
+def central_flow_init(loss_fn: Callable, params: PyTree, *, k: int = 1, v0: PyTree | None = None,
+                      tol: float = 1e-3, batches: PyTree | None = None) -> CentralState:
+    """The start state: ``params`` and a converged eigen-solve there (the warm start)."""
+    check_floating("params", params)
+    if v0 is not None:
+        leading_block("v0", v0, params)
+    loss = _full_loss(loss_fn, batches)
+    res = top_eigenpairs(loss, params, k, v0=v0, tol=tol, throw=False)
+    dtype = jnp.result_type(*jax.tree.leaves(params))
+    return CentralState(params, res.warm_start, jnp.zeros((k, k), dtype),
+                        jnp.zeros((), jnp.int32))
+
+
+def _third(loss, w, U, pairs_i, pairs_j):
+    r"""$\nabla^3 L(w)[u_i, u_j]$ for each pair, by a jvp of a Hessian-vector product."""
+
+    def hvp(x, v):
+        return jax.jvp(jax.grad(loss), (x,), (v,))[1]
+
+    def one(i, j):
+        ui = jax.tree.map(lambda a: a[i], U)
+        uj = jax.tree.map(lambda a: a[j], U)
+        return jax.jvp(lambda x: hvp(x, uj), (w,), (ui,))[1]
+
+    return jax.vmap(one)(pairs_i, pairs_j)
+
+
+def _substep(loss, w, warm, lr, dt, k, tol):
+    L, g = jax.value_and_grad(loss)(w)
+    eig = top_eigenpairs(loss, w, k, v0=warm, tol=tol, throw=False)
+    lam, U = eig.eigenvalues, eig.eigenvectors
+    iu, ju = jnp.triu_indices(k)
+    G = _third(loss, w, U, iu, ju)  # (p, ...) PyTree, p = k(k+1)/2
+    Gf = jax.vmap(lambda t: ravel(t)[0])(G)
+    gf = ravel(g)[0]
+    idx = jnp.zeros((k, k), jnp.int32).at[iu, ju].set(jnp.arange(iu.size, dtype=jnp.int32))
+    idx = idx.at[ju, iu].set(jnp.arange(iu.size, dtype=jnp.int32))
+    gram = Gf @ Gf.T
+    gG = (Gf @ gf)[idx]  # <G_ij, grad L>
+    B = gram[idx][:, :, idx] * (dt * lr / 2)  # (k, k, k, k)
+    alpha = jnp.diag(2 / lr - lam) + dt * lr * gG
+    sol = solve_sdcp(alpha, B)
+    X = sol.X
+    weights = X[iu, ju] * jnp.where(iu == ju, 1.0, 2.0)  # sum over i, j of X_ij G_ij
+    drift = jax.tree.map(lambda a: jnp.tensordot(weights.astype(a.dtype), a, 1), G)
+    dw = optax.tree.add_scale(g, 0.5, drift)
+    w_next = optax.tree.add_scale(w, -lr * dt, dw)
+    metrics = CentralMetrics(
+        loss=L,
+        predicted_loss=L + 0.5 * jnp.sum(jnp.diag(X) * lam),
+        grad_norm=jnp.linalg.norm(gf),
+        predicted_grad_norm_sq=jnp.vdot(gf, gf) + jnp.sum(jnp.diag(X) * lam**2),
+        sigma2=jnp.trace(X),
+        eigenvalues=lam,
+        X=X,
+        num_matvecs=eig.num_matvecs,
+        converged=eig.converged,
+        sdcp_residual=sol.residual,
+        sdcp_iters=sol.num_iters,
+    )
+    return w_next, eig.warm_start, metrics
+
+
+def central_flow_step(loss_fn: Callable, state: CentralState, *, lr: float, substeps: int = 4,
+                      tol: float = 1e-3, batches: PyTree | None = None) -> tuple[
+                          CentralState, CentralMetrics]:
+    """Advance the central flow by one GD step ($t \\to t + 1$), in ``substeps`` Euler steps.
+
+    Returns the new state and the metrics at the step's start (matvecs summed over the
+    substeps). ``jit``-able; ``lr``, ``tol`` static floats, ``substeps`` a static int.
+    """
+    k = state.X.shape[0]
+    loss = _full_loss(loss_fn, batches)
+    dt = 1.0 / substeps
+
+    def body(carry, _):
+        w, warm = carry
+        w, warm, m = _substep(loss, w, warm, lr, dt, k, tol)
+        return (w, warm), m
+
+    (w, warm), ms = jax.lax.scan(body, (state.params, state.warm_start), None, length=substeps)
+    first = jax.tree.map(lambda a: a[0], ms)
+    metrics = eqx.tree_at(
+        lambda m: (m.num_matvecs, m.converged, m.sdcp_residual, m.sdcp_iters), first,
+        (jnp.sum(ms.num_matvecs), jnp.all(ms.converged), jnp.max(ms.sdcp_residual),
+         jnp.max(ms.sdcp_iters)),
+    )
+    return CentralState(w, warm, ms.X[-1], state.step + 1), metrics
+
+
+def central_flow(
+    loss_fn: Callable,
+    params: PyTree,
+    *,
+    lr: float,
+    num_steps: int,
+    k: int = 1,
+    substeps: int = 4,
+    save_every: int = 1,
+    tol: float = 1e-3,
+    v0: PyTree | None = None,
+    batches: PyTree | None = None,
+    optimizer: str = "gd",
+) -> CentralFlow:
+    r"""The central flow of GD with step size ``lr`` from ``params``, for ``num_steps`` steps.
+
+    Predicts the time average of GD's trajectory at the Edge of Stability: while the
+    sharpness is below $2/\eta$ the flow is gradient flow $\dot w = -\eta\nabla L$ (the
+    "stable" flow); once it reaches $2/\eta$, the term $-\tfrac\eta2\nabla\langle\Sigma, H\rangle$
+    holds every tracked eigenvalue at $\le 2/\eta$. See the module docstring for the equations
+    and the discretisation (Euler in $t$, ``substeps`` per GD step, the complementarity
+    problem solved in JAX at each substep).
+
+    Args:
+        loss_fn: $L$, ``loss_fn(params)`` (or ``loss_fn(params, batch)`` summed over
+            ``batches``), a scalar.
+        params: $w(0)$, a PyTree of floating arrays ($D$ entries).
+        lr: $\eta$. The threshold is $2/\eta$ on the largest algebraic Hessian eigenvalue.
+        num_steps: how many GD steps of time to integrate ($t \in [0, \text{num\_steps}]$).
+        k: eigenvalues tracked (and allowed to be critical together); the paper tracks a few.
+        substeps: Euler steps per GD step ($\Delta t = 1/\text{substeps}$).
+        save_every: keep $w$ every this many steps (``num_steps`` must be a multiple).
+        tol: relative tolerance of each warm-started eigen-solve.
+        v0: warm start for the first eigen-solve.
+        batches: optional batches summed by the loss.
+        optimizer: only ``"gd"``.
+
+    Returns:
+        A :class:`CentralFlow`: per-step :class:`CentralMetrics` (``predicted_loss``,
+        ``predicted_grad_norm_sq``, ``sigma2``, ``eigenvalues``, ...), $w$ at
+        ``saved_steps``, and the final state.
+
+    Raises:
+        ValueError: an optimizer other than ``"gd"``, non-positive ``lr``, or a bad count.
+
+    References:
+        Cohen, Damian, Talwalkar, Kolter, Lee, *Understanding Optimization in Deep Learning
+        with Central Flows*, ICLR 2025, arXiv 2410.24206. Damian, Nichani, Lee,
+        *Self-Stabilization*, ICLR 2023, arXiv 2209.15594.
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> jax.config.update("jax_enable_x64", True)
+        >>> # L = -c x + (a + x) y^2 / 2: the sharpness a + x rises at rate lr * c until 2/lr,
+        >>> # then sigma^2 = 2c holds it there and the flow stops (x = 2/lr - a).
+        >>> loss = lambda w: -0.5 * w[0] + 0.5 * (1.0 + w[0]) * w[1] ** 2
+        >>> flow = central_flow(loss, jnp.array([0.0, 0.0]), lr=0.1, num_steps=400)
+        >>> round(float(flow.state.params[0]), 6), round(float(flow.metrics.sigma2[-1]), 6)
+        (19.0, 1.0)
+    """
+    _check(optimizer, lr, substeps, k)
+    for name, value in (("num_steps", num_steps), ("save_every", save_every)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be an int >= 1, got {value!r}.")
+    if num_steps % save_every:
+        raise ValueError(
+            f"num_steps = {num_steps} must be a multiple of save_every = {save_every}."
+        )
+    state = central_flow_init(loss_fn, params, k=k, v0=v0, tol=tol, batches=batches)
+    return _run(loss_fn, state, batches, float(lr), substeps, float(tol), num_steps, save_every)
+
+
+@eqx.filter_jit
+def _run(loss_fn, state, batches, lr, substeps, tol, num_steps, save_every):
+    def step(s, _):
+        return central_flow_step(loss_fn, s, lr=lr, substeps=substeps, tol=tol, batches=batches)
+
+    def chunk(s, _):
+        s, ms = jax.lax.scan(step, s, None, length=save_every)
+        return s, (ms, s.params)
+
+    final, (ms, ws) = jax.lax.scan(chunk, state, None, length=num_steps // save_every)
+    ms = jax.tree.map(lambda a: a.reshape((num_steps, *a.shape[2:])), ms)
+    ws = jax.tree.map(lambda a, b: jnp.concatenate([a[None], b]), state.params, ws)
+    return CentralFlow(
+        steps=jnp.arange(num_steps),
+        metrics=ms,
+        saved_steps=jnp.arange(0, num_steps + 1, save_every),
+        params=ws,
+        state=final,
+    )
