@@ -57,6 +57,10 @@ class Method:
             theory gives none; its clock is s = c·η²t.
         flow_log: whether g = log λ1 (normalized GD) rather than λ1 (GD on √L).
         warmup: whether it may serve as ``warmup_optimizer``.
+        moment: where its diagonal preconditioner P lives in the optax state: ``"adam"``
+            (``ScaleByAdamState``, P = √ν̂ + ε) or ``"rms"`` (``ScaleByRmsState``,
+            P = √(ν + ε)); None for P = I (:func:`eosflow.optim.preconditioner_from_state`).
+        beta_name: the paper's name of its ``momentum`` hyperparameter (β, or β1 for Adam).
         step_stableness: S = η_t·λ1 with the step's effective learning rate (plain GD and
             the adaptive-step methods); otherwise S = 2λ1/edge.
     """
@@ -75,6 +79,8 @@ class Method:
     flow_log: bool = False
     warmup: bool = False
     step_stableness: bool = False
+    moment: Literal["adam", "rms"] | None = None
+    beta_name: str = "beta"
 
     @property
     def flow_clock(self) -> str | None:
@@ -141,13 +147,13 @@ METHODS: dict[str, Method] = {m.name: m for m in (
            stableness_label="2λ1/λ_crit, λ_crit = (2 + 2β)/((1 + 2β)η)"),
     Method("rmsprop", "RMSProp (optax.rmsprop); its edge is on the preconditioned sharpness",
            _rmsprop, edge=lambda lr, b: 2.0 / lr, edge_label="2/η", edge_tex=r"$2/\eta$",
-           quantity="preconditioned sharpness",
+           quantity="preconditioned sharpness", moment="rms",
            stableness_label="η·λ1(P⁻¹H), P = diag(√ν + ε)"),
     Method("adam", "Adam with β1 = momentum (optax.adam); its edge is on the preconditioned "
            "sharpness", _adam, hyper=("momentum",),
            edge=lambda lr, b: (2.0 + 2.0 * b) / ((1.0 - b) * lr),
            edge_label="(2 + 2β1)/((1 − β1)η)", edge_tex=r"$(2+2\beta_1)/((1-\beta_1)\eta)$",
-           quantity="preconditioned sharpness",
+           quantity="preconditioned sharpness", moment="adam", beta_name="beta1",
            stableness_label="2λ1(P⁻¹H)/λ_crit, P = diag(√ν̂ + ε)", warmup=True),
 )}
 

@@ -22,7 +22,6 @@ References:
     *Adaptive Gradient Methods at the Edge of Stability*, arXiv 2207.14484.
 """
 
-from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -32,11 +31,12 @@ from optax._src import transform as _transform  # ScaleByRmsWithCountState is no
 
 from .._tree import describe
 from .._types import PyTree
+from ._methods import METHODS
 
 __all__ = ["PRECONDITIONED", "eos_threshold", "preconditioner_from_state"]
 
 #: optimizers whose preconditioner :func:`preconditioner_from_state` reads from optax state
-PRECONDITIONED = ("rmsprop", "adam")
+PRECONDITIONED = tuple(n for n, m in METHODS.items() if m.moment is not None)
 
 
 def _positive(name: str, value) -> float:
@@ -51,17 +51,10 @@ def _beta(name: str, value) -> float:
     return float(value)
 
 
-_THRESHOLDS: dict[str, Callable[..., float]] = {
-    "gd": lambda lr: 2.0 / lr,
-    "momentum": lambda lr, beta=0.9: (2.0 + 2.0 * beta) / lr,
-    "nesterov": lambda lr, beta=0.9: (2.0 + 2.0 * beta) / ((1.0 + 2.0 * beta) * lr),
-    "rmsprop": lambda lr: 2.0 / lr,
-    "adam": lambda lr, beta1=0.9: (2.0 + 2.0 * beta1) / ((1.0 - beta1) * lr),
-}
 # hyperparameters the threshold does not depend on, accepted and ignored so that one
 # optimizer record can be splatted in whole
-_IGNORED = {"rmsprop": ("decay", "eps", "eps_in_sqrt", "bias_correction", "initial_scale"),
-            "adam": ("beta2", "eps", "eps_root")}
+_IGNORED = ("decay", "eps", "eps_in_sqrt", "bias_correction", "initial_scale", "beta2",
+            "eps_root")
 
 
 def eos_threshold(name: str, lr: float, **hyper: float) -> float:
@@ -93,21 +86,25 @@ def eos_threshold(name: str, lr: float, **hyper: float) -> float:
         >>> eos_threshold("gd", 0.01), round(eos_threshold("adam", 0.01, beta1=0.9), 6)
         (200.0, 3800.0)
     """
-    if name not in _THRESHOLDS:
+    fixed = [n for n, m in METHODS.items() if m.edge is not None]
+    if name not in fixed:
+        adaptive = [n for n, m in METHODS.items() if m.edge is None]
         raise ValueError(
-            f"name must be one of {sorted(_THRESHOLDS)}, got {name!r} (normalized_gd and "
-            "sqrt_loss_gd have no fixed threshold: compare eta_t * lambda_1 with 2 instead)."
+            f"name must be one of {fixed}, got {name!r} ({' and '.join(adaptive)} have no "
+            "fixed threshold: compare eta_t * lambda_1 with 2 instead)."
         )
+    m = METHODS[name]
     lr = _positive("lr", lr)
-    wanted = {"momentum": ("beta",), "nesterov": ("beta",), "adam": ("beta1",)}.get(name, ())
-    extra = set(hyper) - set(wanted) - set(_IGNORED.get(name, ()))
+    # the method's momentum-like hyperparameter: beta (heavy ball, Nesterov), beta1 (Adam)
+    wanted = (m.beta_name,) if "momentum" in m.hyper else ()
+    extra = set(hyper) - set(wanted) - set(_IGNORED)
     if extra:
         raise ValueError(
             f"eos_threshold({name!r}) takes {list(wanted) or 'no'} hyperparameters besides lr, "
             f"got {sorted(extra)}."
         )
-    kwargs = {k: _beta(k, hyper[k]) for k in wanted if k in hyper}
-    return _THRESHOLDS[name](lr, **kwargs)
+    beta = next((_beta(k, hyper[k]) for k in wanted if k in hyper), 0.9)
+    return float(m.edge(lr, beta))
 
 
 def _find(state: PyTree, types: tuple[type, ...]):
@@ -188,7 +185,7 @@ def preconditioner_from_state(
         )
     if isinstance(eps, bool) or not isinstance(eps, int | float) or eps < 0:
         raise ValueError(f"eps must be a number >= 0, got {eps!r}.")
-    if name == "adam":
+    if METHODS[name].moment == "adam":
         inner = _find(state, (optax.ScaleByAdamState,))
         if inner is None:
             raise ValueError("state holds no optax.ScaleByAdamState; pass an Adam state.")
