@@ -62,6 +62,8 @@ def top_eigenpairs(
     min_matvecs: int | None = None,
     criterion: str = "residual",
     key: PRNGKeyArray | None = None,
+    hint: PyTree | None = None,
+    batch: PyTree | None = None,
     throw: bool = True,
 ) -> EigenResult:
     r"""The ``k`` largest algebraic eigenpairs of the Hessian of ``loss_fn`` at ``params``.
@@ -143,6 +145,7 @@ def top_eigenpairs(
         >>> [round(float(x), 4) for x in res.eigenvalues], bool(res.converged)
         ([3.0, 2.0], True)
     """
+    batches = _one_batch(batch, batches)
     op = operator_from(loss_fn, params, batches=batches)
     _validate(k, tol, op, block_size, krylov_dim, max_matvecs, min_matvecs)
     if criterion not in ("residual", "gap"):
@@ -158,7 +161,8 @@ def top_eigenpairs(
     floor = min_matvecs if min_matvecs is not None else b + 1
     keep = min(m - 1, max(k + b + 1, m // 2))
     config = _SolveConfig(k, b, m, keep, float(tol), budget, floor, criterion == "gap", throw)
-    return _solve(loss_fn, params, batches, _carried_block(V0, b, op), key, config)
+    H = None if hint is None else _flat_hint(hint, op)
+    return _solve(loss_fn, params, batches, _carried_block(V0, b, op), key, H, config)
 
 
 def _validate(k, tol, op: FlatOperator, block_size, krylov_dim, max_matvecs, min_matvecs):
@@ -198,11 +202,39 @@ def _carried_block(V0: Array | None, b: int, op: FlatOperator) -> Array:
     return out.at[:rows].set(V0[:rows].astype(op.dtype))
 
 
-def _start_block(carried: Array, key: PRNGKeyArray) -> Array:
-    """``carried`` and one fresh random direction after it, the row that no warm start can
-    make blind to the top eigenvector."""
-    fresh = jax.random.normal(key, (1, carried.shape[1]), carried.dtype)
-    return jnp.concatenate([carried, fresh])
+def _one_batch(batch: PyTree | None, batches: PyTree | None) -> PyTree | None:
+    """``batch`` as a ``batches`` of one (a leading axis of length 1)."""
+    if batch is None:
+        return batches
+    if batches is not None:
+        raise ValueError("pass batch= (one batch) or batches= (stacked batches), not both.")
+    return jax.tree.map(lambda x: jnp.asarray(x)[None], batch)
+
+
+def _flat_hint(hint: PyTree, op: FlatOperator) -> Array:
+    if jax.tree.structure(hint) != jax.tree.structure(op.example) or any(
+        jnp.shape(h) != jnp.shape(x)
+        for h, x in zip(jax.tree.leaves(hint), jax.tree.leaves(op.example), strict=True)
+    ):
+        raise ValueError(
+            "hint must be a PyTree shaped like params (one vector, no block axis), e.g. the "
+            "gradient at params."
+        )
+    return ravel(hint)[0].astype(op.dtype)
+
+
+def _start_block(carried: Array, key: PRNGKeyArray, hint: Array | None = None) -> Array:
+    """``carried`` and one fresh direction after it, the row that no warm start can make
+    blind to the top eigenvector: a Gaussian vector, plus the unit ``hint`` when given (the
+    sum is a shifted Gaussian, so it is as unlikely as a random vector to miss any fixed
+    direction, and points along the hint's)."""
+    fresh = jax.random.normal(key, (carried.shape[1],), carried.dtype)
+    if hint is not None:
+        fresh = fresh / jnp.linalg.norm(fresh)
+        norm = jnp.linalg.norm(hint)
+        ok = jnp.isfinite(norm) & (norm > 0)
+        fresh = fresh + jnp.where(ok, hint / jnp.where(ok, norm, 1), 0)
+    return jnp.concatenate([carried, fresh[None]])
 
 
 def converged_mask(theta: Array, bounds: Array, j: Array, k: int, tol: float) -> Array:
@@ -255,12 +287,13 @@ class _SolveConfig(NamedTuple):
 
 
 @eqx.filter_jit
-def _solve(fn, params, batches, carried: Array, key: PRNGKeyArray, config: _SolveConfig):
+def _solve(fn, params, batches, carried: Array, key: PRNGKeyArray, hint: Array | None,
+           config: _SolveConfig):
     op = operator_from(fn, params, batches=batches, linearize=True)
     k, b, m, keep, tol, budget, floor, gap, throw = config
     nb = b + 1  # the Krylov block: the carried vectors and one fresh direction
     key_start, key_run = jax.random.split(key)
-    state = kr.init_state(_start_block(carried, key_start), m, key_run)
+    state = kr.init_state(_start_block(carried, key_start, hint), m, key_run)
 
     def check(state):
         theta, Y, res = kr.ritz(state, nb)
