@@ -97,6 +97,15 @@ def top_eigenpairs(
     a cold and a warm call compile once. A good first vector converges after
     ``block_size + 1`` products.
 
+    Compiling once: the solver is compiled per ``loss_fn`` object, shape of ``params`` and
+    data, and static option (``k``, ``tol``, sizes, ``criterion``, whether ``hint`` is
+    given). In a loop, pass the same function and the data as ``batch=`` (or call inside
+    your own ``jax.jit``-ed step); a fresh ``lambda`` closing over the data recompiles at
+    every call. ``v0``, ``hint`` and ``key`` values never retrace. Across processes, JAX's
+    persistent cache keeps compiled programs on disk: ``eosflow`` commands turn it on
+    (``EOSFLOW_CACHE_DIR``, ``off`` to disable); in a script, call
+    ``jax.config.update("jax_compilation_cache_dir", path)``.
+
     Args:
         loss_fn: ``loss_fn(params)`` (or ``loss_fn(params, batch)`` with ``batches``); or a
             matvec ``v -> Hv`` with an example vector as ``params``; or a
@@ -122,6 +131,16 @@ def top_eigenpairs(
             ``block_size + 1`` (every start vector, the fresh one included, is examined).
         criterion: ``"residual"`` (a bound) or ``"gap"`` (an estimate); see above.
         key: PRNG key for the random start and breakdowns; default ``jax.random.key(0)``.
+        hint: optional direction (a PyTree like ``params``, no block axis) believed close
+            to the top eigenvector: at the Edge of Stability the gradient (free: the step
+            computes it) or the iterate oscillation $x_{t+1} - x_{t-1}$. It is *added* to
+            the fresh random direction (both normalised), never replaces it: the sum is a
+            shifted Gaussian, as unlikely as a random vector to miss any direction, and it
+            starts the fresh row along the hint. It adds no start vector and no product.
+        batch: one batch for ``loss_fn(params, batch)``: the same as ``batches`` with a
+            leading axis of 1. Data passed here (or in ``batches``) is a traced argument,
+            so calls with new data of the same shape reuse one compilation; a new closure
+            ``lambda p: loss(p, batch)`` at every call compiles at every call.
         throw: raise if a product is non-finite (otherwise ``result`` says so and the
             eigenvalues are nan). A zero Hessian is not an error: its eigenvalues are 0.
 
