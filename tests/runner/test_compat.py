@@ -41,8 +41,13 @@ def test_old_run_resumes_and_extends_bit_for_bit(old_run, tmp_path):
     assert again.status == "completed"
     # the same configuration run from scratch by today's code gives the same numbers
     fresh = run_experiment(config, tmp_path / "fresh", progress=False)
-    for k in ("loss", "grad_norm", "lambda_1"):
+    for k in ("loss", "grad_norm"):
         np.testing.assert_array_equal(fresh.metrics[k], saved.metrics[k], err_msg=k)
+    # lambda_1 to the solver's accuracy, not bit for bit: today's solver starts from k
+    # carried vectors and a fresh direction along the gradient (0.1.0: k + 1 carried), so the
+    # converged Ritz value differs in the last float32 bits (measured: 2.7e-7 relative)
+    np.testing.assert_allclose(fresh.metrics["lambda_1"], saved.metrics["lambda_1"],
+                               rtol=1e-5, err_msg="lambda_1")
 
 
 def _shifted_quadratic(loss_min):

@@ -113,7 +113,10 @@ def run_experiment(
                               "wall_seconds": 0.0}
     if resuming:
         if (out / rd.CHECKPOINT).exists():
-            state, _ = rd.load_checkpoint(out, state)
+            width = engine.saved_block_width(state, rd.checkpoint_leaf_shapes(out))
+            like = state if width is None else engine.fit_block(state, width)
+            state, _ = rd.load_checkpoint(out, like)
+            state = engine.fit_block(state, engine.block)
         # else: killed before its first checkpoint; the initial state is step 0
         if writer:
             rd.truncate_metrics(out, int(state.step))

@@ -161,6 +161,13 @@ def save_checkpoint(run: Path, state: Any, info: dict[str, Any]) -> None:
     atomic_write_bytes(Path(run) / CHECKPOINT, _npz_bytes(arrays))
 
 
+def checkpoint_leaf_shapes(run: Path) -> list[tuple[int, ...]]:
+    """The shapes of the arrays in ``run``'s checkpoint, in leaf order (read lazily)."""
+    with np.load(Path(run) / CHECKPOINT) as z:
+        names = sorted(k for k in z.files if k.startswith("leaf_"))
+        return [z[k].shape for k in names]
+
+
 def load_checkpoint(run: Path, like: Any) -> tuple[Any, dict[str, Any]]:
     """Load a checkpoint into the structure of ``like``; check every leaf's shape and dtype."""
     path = Path(run) / CHECKPOINT
