@@ -27,10 +27,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-import torch
 from jax.flatten_util import ravel_pytree
 
-import baselines_torch as bt
 from _common import (
     digits_mlp,
     fit_exponent,
@@ -43,6 +41,13 @@ from _common import (
     timeit,
 )
 from eosflow.curvature import hessian_operator, top_eigenpairs
+
+try:  # the baselines need PyTorch; without it the JAX-only sections still run
+    import torch
+
+    import baselines_torch as bt
+except ImportError:
+    torch = bt = None
 from eosflow.experiments import Config
 from eosflow.problems import MLP, Dataset, load_digits, supervised_problem
 
@@ -68,7 +73,7 @@ class Settings:
     cnn_rounds: int
 
 
-QUICK = Settings(rounds=2, gd_steps=30, runner_steps=400, hvp_rounds=7, warmup=1200, track=20,
+QUICK = Settings(rounds=2, gd_steps=30, runner_steps=400, hvp_rounds=7, warmup=1330, track=20,
                  cohen_track=8, points=3, estimate_repeats=3, toy_steps=100_000,
                  toy_torch_steps=1000, sweep_steps=2000, sweep_chunk=500, growth_repeats=3,
                  growth_eig_repeats=1, peak_sizes=(1024, 2048), cnn_rounds=1)
@@ -78,6 +83,8 @@ FULL = Settings(rounds=3, gd_steps=100, runner_steps=1000, hvp_rounds=15, warmup
                 growth_eig_repeats=3, peak_sizes=(1024, 2048, 4096), cnn_rounds=3)
 
 LR = 0.1  # digits MLP: 2/LR = 20, the sharpness GD settles at (Edge of Stability)
+# lambda_2/lambda_1 reaches 0.9989 at GD step 1343 (a near-crossing): the quick window
+# (steps 1330..1349) and the full one (1200..1399) both hold it
 TOY_LR, TOY_X0 = 0.1, (14.7, -3.0)
 SWEEP_LRS = np.geomspace(0.01, 1.0, 1024)
 
@@ -274,7 +281,8 @@ def eos_window(S: Settings, ctx: dict, rep: Report) -> None:
     rep.notes.append(
         f"EoS window: {S.track} GD steps at lr {LR} after {S.warmup} warm-up steps; reference "
         f"lambda1 {lams[:, 0].min():.3f}..{lams[:, 0].max():.3f} (2/lr = {2 / LR:g}), median "
-        f"lambda2/lambda1 {np.median(lams[:, 1] / lams[:, 0]):.4f}; reference = warm-started "
+        f"lambda2/lambda1 {np.median(lams[:, 1] / lams[:, 0]):.4f} (max "
+        f"{np.max(lams[:, 1] / lams[:, 0]):.4f}); reference = warm-started "
         f"top_eigenpairs k=3, tol 1e-5, converged at {conv.mean():.0%} of steps "
         f"({mv.mean():.0f} HVPs/step); trajectory {t_traj:.1f} s, reference "
         f"{time.perf_counter() - t0:.1f} s.")
@@ -363,9 +371,12 @@ def lambda_tracking(S: Settings, ctx: dict, rep: Report) -> None:
     prob, traj, ref = ctx["problem"], ctx["traj"], ctx["lam_ref"]
     n = S.track
 
+    grad = jax.grad(prob.full_loss)
+
     def track(traj, v0):
-        def body(v, p):
-            r = top_eigenpairs(prob.loss_fn, p, 1, v0=v, batches=prob.batches, tol=1e-3)
+        def body(v, p):  # as in a training step: the gradient (timed here) is the hint
+            r = top_eigenpairs(prob.loss_fn, p, 1, v0=v, batches=prob.batches, tol=1e-3,
+                               hint=grad(p))
             return r.warm_start, (r.eigenvalues[0], r.num_matvecs, r.converged)
 
         return jax.lax.scan(body, v0, traj)[1]
@@ -419,6 +430,11 @@ def lambda_tracking(S: Settings, ctx: dict, rep: Report) -> None:
     rep.compile.append(["runner, MLP, eig every step (first chunk's extra time)",
                         fmt_time(on["compile_s"])])
 
+    if bt is None:
+        rep.payload["lambda_tracking"] = {"scan": scan, "runner": runner, "cohen": None,
+                                          "scan_compile_s": compile_scan}
+        rep.notes.append("PyTorch not installed: the Cohen-style baseline was not measured.")
+        return
     # Cohen-style: cold eigsh at every step, in a Python loop
     cohen = {}
     model = bt.mlp_from_eqx(prob.params)
@@ -454,7 +470,7 @@ def lambda_tracking(S: Settings, ctx: dict, rep: Report) -> None:
                                       "scan_compile_s": compile_scan}
 
 
-def _load_weights(model: torch.nn.Sequential, params) -> None:
+def _load_weights(model, params) -> None:  # model: a torch.nn.Sequential
     lins = [m for m in model if isinstance(m, torch.nn.Linear)]
     with torch.no_grad():
         for lin, layer in zip(lins, params.layers, strict=True):
@@ -834,29 +850,178 @@ def calibrate_torch_threads(ctx: dict) -> dict:
 # --- main -----------------------------------------------------------------------------------
 
 
+# --- compile times, cold, each in a fresh process (issue 17) ----------------------------------
+
+_COLD = r"""
+import json, os, subprocess, sys, tempfile, time
+sys.path.insert(0, "benchmarks")
+t0 = time.perf_counter()
+import jax
+from _common import digits_mlp
+from eosflow.curvature import top_eigenpairs
+from eosflow.curvature import _eigen
+out = {"import_s": time.perf_counter() - t0}
+prob = digits_mlp()
+p, loss, batches = prob.params, prob.loss_fn, prob.batches
+batch = jax.tree.map(lambda x: x[0], batches)
+t0 = time.perf_counter()
+jax.block_until_ready(jax.jit(jax.grad(prob.full_loss))(p))
+out["grad_first_s"] = time.perf_counter() - t0
+t0 = time.perf_counter()
+r = top_eigenpairs(loss, p, batch=batch)
+jax.block_until_ready(r.eigenvalues)
+out["lambda1_first_s"] = time.perf_counter() - t0
+t0 = time.perf_counter()
+jax.block_until_ready(top_eigenpairs(loss, p, batch=batch, v0=r.warm_start).eigenvalues)
+out["lambda1_again_s"] = time.perf_counter() - t0
+size = _eigen._solve._cached._cache_size()
+v, times = r.warm_start, []
+for i in range(3):  # the data as an argument: new values, same shapes
+    b = jax.tree.map(lambda x: x * (1 + 1e-3 * (i + 1)), batch)
+    t0 = time.perf_counter()
+    v = top_eigenpairs(loss, p, batch=b, v0=v).warm_start
+    jax.block_until_ready(v)
+    times.append(time.perf_counter() - t0)
+out["batch_arg_loop_s"] = times
+out["batch_arg_new_compiles"] = _eigen._solve._cached._cache_size() - size
+times = []
+for i in range(2):  # what users write: a fresh closure at every call
+    t0 = time.perf_counter()
+    v = top_eigenpairs(lambda q: loss(q, batch), p, v0=v).warm_start
+    jax.block_until_ready(v)
+    times.append(time.perf_counter() - t0)
+out["closure_loop_s"] = times
+with tempfile.TemporaryDirectory() as tmp:
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "eosflow", "list"], check=True, capture_output=True)
+    out["list_s"] = time.perf_counter() - t0
+    subprocess.run([sys.executable, "-m", "eosflow", "run", "--out", tmp, "--quiet",
+                    "--steps", "100"], check=True, capture_output=True)
+    status = json.load(open(os.path.join(tmp, "digits-gd", "status.json")))
+    out["run_compile_s"] = status["compile_seconds"]
+print(json.dumps(out))
+"""
+
+
+def compile_times(S: Settings, ctx: dict, rep: Report) -> None:
+    """Cold compile times in fresh processes with the persistent cache off: the first
+    lambda1 on the digits MLP, a loop of calls with new data, the default run's first chunk."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "EOSFLOW_CACHE_DIR": "off", "JAX_COMPILATION_CACHE_DIR": ""}
+    runs = []
+    for _ in range(max(1, S.rounds - 1)):
+        done = subprocess.run([sys.executable, "-c", _COLD], env=env, capture_output=True,
+                              text=True, check=True)
+        runs.append(json.loads(done.stdout.strip().splitlines()[-1]))
+    best = {k: min(r[k] for r in runs) for k in runs[0] if not isinstance(runs[0][k], list)}
+    best["batch_arg_loop_s"] = min(max(r["batch_arg_loop_s"]) for r in runs)
+    best["closure_loop_s"] = min(min(r["closure_loop_s"]) for r in runs)
+    for label, key in (("gradient, digits MLP (jit, first call)", "grad_first_s"),
+                       ("first lambda1, digits MLP (top_eigenpairs, first call)",
+                        "lambda1_first_s"),
+                       ("lambda1 again, warm start (cached)", "lambda1_again_s"),
+                       ("lambda1 with new data as batch= (slowest of 3 calls)",
+                        "batch_arg_loop_s"),
+                       ("lambda1 with a fresh closure per call (fastest of 2)",
+                        "closure_loop_s"),
+                       ("`eosflow list` (process)", "list_s"),
+                       ("`eosflow run` default: first chunk's compile", "run_compile_s")):
+        rep.compile.append([label + " [cold process, cache off]", fmt_time(best[key])])
+    rep.payload["compile_cold"] = {"runs": runs, "best": best}
+    ctx["compile_cold"] = best
+
+
+def targets(rep: Report, ctx: dict) -> list[list]:
+    """Every target of issue 17 with its measured value, met / missed / not measured."""
+    P = rep.payload
+    out = []
+
+    def add(target, value, met):
+        out.append([target, value, "not measured" if met is None else
+                    ("met" if met else "missed")])
+
+    c = ctx.get("compile_cold")
+    if c:
+        ratio = c["lambda1_first_s"] / c["grad_first_s"]
+        add("first lambda1 (digits MLP, compile incl.) <= 1.5 s",
+            fmt_time(c["lambda1_first_s"]), c["lambda1_first_s"] <= 1.5)
+        add("first lambda1 <= 4x gradient's compile + run", f"{ratio:.1f}x", ratio <= 4)
+        add("loop with new data compiles once (batch=)",
+            f"{c['batch_arg_new_compiles']} new compiles", c["batch_arg_new_compiles"] == 0)
+        add("`eosflow run` default compiles in <= 3 s", fmt_time(c["run_compile_s"]),
+            c["run_compile_s"] <= 3)
+        add("`eosflow list` answers in <= 1 s", fmt_time(c["list_s"]), c["list_s"] <= 1)
+    else:
+        for t in ("first lambda1 <= 1.5 s", "`eosflow run` compiles <= 3 s",
+                  "`eosflow list` <= 1 s"):
+            add(t, "", None)
+    tr = P.get("lambda_tracking")
+    if tr:
+        s, cohen = tr["scan"], (tr["cohen"] or {}).get("LA")
+        add("tracking on the EoS window <= 2.5 HVPs/step (compiled scan)",
+            f"{s['mean_matvecs']:.2f}", s["mean_matvecs"] <= 2.5)
+        add("tracking inside the runner <= 2.5 HVPs/step",
+            f"{tr['runner']['mean_matvecs']:.2f}", tr["runner"]["mean_matvecs"] <= 2.5)
+        add("every estimate within 1e-3 of the reference",
+            f"max {max(s['max_rel_err'], tr['runner']['max_rel_err']):.1e}",
+            s["off_1e-3"] == 0 and tr["runner"]["off_1e-3"] == 0)
+        ratio = cohen and cohen["s_per_estimate"] / s["s_per_estimate"]
+        add(">= 20x faster per estimate than Cohen-style", f"{ratio:.1f}x" if ratio else "",
+            None if ratio is None else ratio >= 20)
+    else:
+        add("tracking on the EoS window <= 2.5 HVPs/step", "", None)
+    toy = P.get("toy_a")
+    add("toy A runner end to end <= 2x a bare scan",
+        f"{toy['runner_over_bare']:.0f}x" if toy else "", toy and toy["runner_over_bare"] <= 2)
+    sw = P.get("toy_a_sweep")
+    val = statistics.median(sw["runner_s_per_step_traj"]) if sw else None
+    add("1024-lr sweep <= 50 ns/step/trajectory", fmt_time(val) if val else "",
+        None if val is None else val <= 50e-9)
+    ph = P.get("physical")
+    for key, goal, label in (("GD step, runner", 0.75, "GD step >= 75% of matmul peak"),
+                             ("HVP, eosflow", 0.65, "HVP >= 65% of matmul peak")):
+        v = ph["rates"][key] / max(ph["peak_flops"].values()) if ph else None
+        add(label, f"{v:.0%}" if v is not None else "", None if v is None else v >= goal)
+    if "hvp_s" in ctx:
+        r = ctx["hvp_s"] / ctx["grad_s"]
+        add("HVP <= 2.2 gradients", f"{r:.2f}", r <= 2.2)
+    else:
+        add("HVP <= 2.2 gradients", "", None)
+    add("GPU suite (CIFAR-10-5k VGG-11)", "", None)
+    return out
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="smaller repeats and windows")
     ap.add_argument("--torch-threads", type=int, default=None,
                     help="PyTorch intra-op threads (default: one per core, like XLA)")
     ap.add_argument("--only", nargs="*", default=None,
-                    help="run only these sections: gd hvp once track toy cnn growth physical")
+                    help="run only these sections: gd hvp once track toy cnn growth physical "
+                         "compile")
     args = ap.parse_args(argv)
     S = QUICK if args.quick else FULL
     wall0 = time.perf_counter()
-    threads = bt.configure_threads(args.torch_threads)
+    threads = bt.configure_threads(args.torch_threads) if bt else {"torch": "not installed"}
     rep = Report()
     rep.payload.update(settings=S.__dict__, threads=threads, quick=args.quick)
     data = load_digits()
     problem = digits_mlp()
-    ctx = {"problem": problem, "tx": torch.from_numpy(data.x), "ty": torch.from_numpy(data.y),
+    ctx = {"problem": problem,
+           **({"tx": torch.from_numpy(data.x), "ty": torch.from_numpy(data.y)} if torch else {}),
            "num_params": int(sum(x.size for x in jax.tree.leaves(problem.params)))}
-    if args.torch_threads is None:
+    if args.torch_threads is None and torch is not None:
         threads["calibration_s"] = calibrate_torch_threads(ctx)
         threads["torch_threads"] = torch.get_num_threads()
     print(f"threads: {threads}; settings: {'quick' if args.quick else 'full'}", flush=True)
-    want = set(args.only or ["gd", "hvp", "once", "track", "toy", "cnn", "growth", "physical"])
-    sections = [("gd", mlp_gd_step), ("window", eos_window), ("hvp", mlp_hvp),
+    want = set(args.only or ["compile", "gd", "hvp", "once", "track", "toy", "cnn", "growth",
+                             "physical"])
+    sections = [("compile", compile_times), ("gd", mlp_gd_step), ("window", eos_window),
+                ("hvp", mlp_hvp),
                 ("once", lambda_once), ("track", lambda_tracking), ("toy", toy_a), ("cnn", cnn),
                 ("growth", growth), ("physical", physical)]
     needs_window = want & {"hvp", "once", "track", "physical"}
@@ -884,6 +1049,9 @@ def main(argv=None) -> None:
                      "HVP/grad", "lambda1 (cold)", "HVPs"], rep.growth)
     if rep.compile:
         print_table("compile / first-call times", ["what", "time"], rep.compile)
+    goals = targets(rep, ctx)
+    rep.payload["targets"] = goals
+    print_table("issue 17 targets", ["target", "measured", "status"], goals)
     print()
     for note in rep.notes:
         print(f"- {note}")

@@ -103,7 +103,7 @@ def test_bad_input_raises_before_tracing(key):
     with pytest.raises(ValueError, match="batches must be"):
         batch_sharpness(_never_traced, params, {"x": jnp.float64(1.0)})
     ints = jax.tree.map(lambda a: a.astype(jnp.int32), params)
-    with pytest.raises(TypeError, match="params must hold floating-point"):
+    with pytest.raises(TypeError, match="every leaf of params must be a real floating-point"):
         batch_sharpness(_never_traced, ints, batches)
     with pytest.raises(ValueError, match="num_parallel must be"):
         batch_sharpness(_never_traced, params, batches, num_parallel=0)

@@ -176,3 +176,49 @@ def test_half_precision_params_match_dense_oracle(dtype, key):
     np.testing.assert_allclose(res.eigenvalues, want, rtol=rtol)
     tr = hutchinson_trace(loss, params, num_samples=8)
     assert np.isfinite(float(tr.trace))
+
+
+# --- 5. repeated calls hit the compilation cache ----------------------------------------------
+
+
+def _data_loss(p, batch):
+    return 0.5 * jnp.mean((batch["x"] @ p["w"] - batch["y"]) ** 2) + 0.1 * jnp.sum(p["w"] ** 4)
+
+
+def test_data_as_argument_compiles_once_and_matches_the_closure():
+    from eosflow.curvature import _eigen
+
+    rng = np.random.default_rng(3)
+    params = {"w": jnp.asarray(rng.normal(size=40), jnp.float32)}
+    batches = [{"x": jnp.asarray(rng.normal(size=(64, 40)), jnp.float32),
+                "y": jnp.asarray(rng.normal(size=64), jnp.float32)} for _ in range(3)]
+    v = None
+    sizes = []
+    for b in batches:
+        res = top_eigenpairs(_data_loss, params, batch=b, v0=v)
+        sizes.append(_eigen._solve._cached._cache_size())
+        v = res.warm_start
+        want = float(jnp.linalg.eigvalsh(dense_hessian(lambda p, b=b: _data_loss(p, b),
+                                                       params))[-1])
+        np.testing.assert_allclose(res.eigenvalues[0], want, rtol=2e-3)
+        closure = top_eigenpairs(lambda p, b=b: _data_loss(p, b), params, v0=v)
+        np.testing.assert_allclose(res.eigenvalues[0], closure.eigenvalues[0], rtol=2e-3)
+    assert sizes[0] == sizes[1] == sizes[2], sizes  # new data and a warm start: no retrace
+    with pytest.raises(ValueError, match="not both"):
+        top_eigenpairs(_data_loss, params, batch=batches[0],
+                       batches=jax.tree.map(lambda x: x[None], batches[0]))
+
+
+def test_hint_is_mixed_in_not_trusted():
+    """A hint along a lower eigenvector (or zero) still finds the top: it is added to the
+    fresh random direction, never replaces it."""
+    loss, params = _orthogonal_top_problem()
+    want = float(jnp.linalg.eigvalsh(dense_hessian(loss, params))[-1])
+    ones = jax.tree.map(lambda p: jnp.ones((1, *p.shape)), params)
+    low = {"a": jnp.zeros(2), "y": jnp.zeros(58).at[0].set(1.0)}  # an eigenvector below
+    for hint in (low, jax.tree.map(jnp.zeros_like, params)):
+        res = top_eigenpairs(loss, params, v0=ones, hint=hint)
+        assert bool(res.converged)
+        np.testing.assert_allclose(res.eigenvalues[0], want, rtol=1e-3)
+    with pytest.raises(ValueError, match="hint must be a PyTree shaped like params"):
+        top_eigenpairs(loss, params, hint=ones)

@@ -62,6 +62,8 @@ def top_eigenpairs(
     min_matvecs: int | None = None,
     criterion: str = "residual",
     key: PRNGKeyArray | None = None,
+    hint: PyTree | None = None,
+    batch: PyTree | None = None,
     throw: bool = True,
 ) -> EigenResult:
     r"""The ``k`` largest algebraic eigenpairs of the Hessian of ``loss_fn`` at ``params``.
@@ -95,6 +97,15 @@ def top_eigenpairs(
     a cold and a warm call compile once. A good first vector converges after
     ``block_size + 1`` products.
 
+    Compiling once: the solver is compiled per ``loss_fn`` object, shape of ``params`` and
+    data, and static option (``k``, ``tol``, sizes, ``criterion``, whether ``hint`` is
+    given). In a loop, pass the same function and the data as ``batch=`` (or call inside
+    your own ``jax.jit``-ed step); a fresh ``lambda`` closing over the data recompiles at
+    every call. ``v0``, ``hint`` and ``key`` values never retrace. Across processes, JAX's
+    persistent cache keeps compiled programs on disk: ``eosflow`` commands turn it on
+    (``EOSFLOW_CACHE_DIR``, ``off`` to disable); in a script, call
+    ``jax.config.update("jax_compilation_cache_dir", path)``.
+
     Args:
         loss_fn: ``loss_fn(params)`` (or ``loss_fn(params, batch)`` with ``batches``); or a
             matvec ``v -> Hv`` with an example vector as ``params``; or a
@@ -120,6 +131,16 @@ def top_eigenpairs(
             ``block_size + 1`` (every start vector, the fresh one included, is examined).
         criterion: ``"residual"`` (a bound) or ``"gap"`` (an estimate); see above.
         key: PRNG key for the random start and breakdowns; default ``jax.random.key(0)``.
+        hint: optional direction (a PyTree like ``params``, no block axis) believed close
+            to the top eigenvector: at the Edge of Stability the gradient (free: the step
+            computes it) or the iterate oscillation $x_{t+1} - x_{t-1}$. It is *added* to
+            the fresh random direction (both normalised), never replaces it: the sum is a
+            shifted Gaussian, as unlikely as a random vector to miss any direction, and it
+            starts the fresh row along the hint. It adds no start vector and no product.
+        batch: one batch for ``loss_fn(params, batch)``: the same as ``batches`` with a
+            leading axis of 1. Data passed here (or in ``batches``) is a traced argument,
+            so calls with new data of the same shape reuse one compilation; a new closure
+            ``lambda p: loss(p, batch)`` at every call compiles at every call.
         throw: raise if a product is non-finite (otherwise ``result`` says so and the
             eigenvalues are nan). A zero Hessian is not an error: its eigenvalues are 0.
 
@@ -143,6 +164,7 @@ def top_eigenpairs(
         >>> [round(float(x), 4) for x in res.eigenvalues], bool(res.converged)
         ([3.0, 2.0], True)
     """
+    batches = _one_batch(batch, batches)
     op = operator_from(loss_fn, params, batches=batches)
     _validate(k, tol, op, block_size, krylov_dim, max_matvecs, min_matvecs)
     if criterion not in ("residual", "gap"):
@@ -158,7 +180,8 @@ def top_eigenpairs(
     floor = min_matvecs if min_matvecs is not None else b + 1
     keep = min(m - 1, max(k + b + 1, m // 2))
     config = _SolveConfig(k, b, m, keep, float(tol), budget, floor, criterion == "gap", throw)
-    return _solve(loss_fn, params, batches, _carried_block(V0, b, op), key, config)
+    H = None if hint is None else _flat_hint(hint, op)
+    return _solve(loss_fn, params, batches, _carried_block(V0, b, op), key, H, config)
 
 
 def _validate(k, tol, op: FlatOperator, block_size, krylov_dim, max_matvecs, min_matvecs):
@@ -198,11 +221,39 @@ def _carried_block(V0: Array | None, b: int, op: FlatOperator) -> Array:
     return out.at[:rows].set(V0[:rows].astype(op.dtype))
 
 
-def _start_block(carried: Array, key: PRNGKeyArray) -> Array:
-    """``carried`` and one fresh random direction after it, the row that no warm start can
-    make blind to the top eigenvector."""
-    fresh = jax.random.normal(key, (1, carried.shape[1]), carried.dtype)
-    return jnp.concatenate([carried, fresh])
+def _one_batch(batch: PyTree | None, batches: PyTree | None) -> PyTree | None:
+    """``batch`` as a ``batches`` of one (a leading axis of length 1)."""
+    if batch is None:
+        return batches
+    if batches is not None:
+        raise ValueError("pass batch= (one batch) or batches= (stacked batches), not both.")
+    return jax.tree.map(lambda x: jnp.asarray(x)[None], batch)
+
+
+def _flat_hint(hint: PyTree, op: FlatOperator) -> Array:
+    if jax.tree.structure(hint) != jax.tree.structure(op.example) or any(
+        jnp.shape(h) != jnp.shape(x)
+        for h, x in zip(jax.tree.leaves(hint), jax.tree.leaves(op.example), strict=True)
+    ):
+        raise ValueError(
+            "hint must be a PyTree shaped like params (one vector, no block axis), e.g. the "
+            "gradient at params."
+        )
+    return ravel(hint)[0].astype(op.dtype)
+
+
+def _start_block(carried: Array, key: PRNGKeyArray, hint: Array | None = None) -> Array:
+    """``carried`` and one fresh direction after it, the row that no warm start can make
+    blind to the top eigenvector: a Gaussian vector, plus the unit ``hint`` when given (the
+    sum is a shifted Gaussian, so it is as unlikely as a random vector to miss any fixed
+    direction, and points along the hint's)."""
+    fresh = jax.random.normal(key, (carried.shape[1],), carried.dtype)
+    if hint is not None:
+        fresh = fresh / jnp.linalg.norm(fresh)
+        norm = jnp.linalg.norm(hint)
+        ok = jnp.isfinite(norm) & (norm > 0)
+        fresh = fresh + jnp.where(ok, hint / jnp.where(ok, norm, 1), 0)
+    return jnp.concatenate([carried, fresh[None]])
 
 
 def converged_mask(theta: Array, bounds: Array, j: Array, k: int, tol: float) -> Array:
@@ -255,12 +306,13 @@ class _SolveConfig(NamedTuple):
 
 
 @eqx.filter_jit
-def _solve(fn, params, batches, carried: Array, key: PRNGKeyArray, config: _SolveConfig):
+def _solve(fn, params, batches, carried: Array, key: PRNGKeyArray, hint: Array | None,
+           config: _SolveConfig):
     op = operator_from(fn, params, batches=batches, linearize=True)
     k, b, m, keep, tol, budget, floor, gap, throw = config
     nb = b + 1  # the Krylov block: the carried vectors and one fresh direction
     key_start, key_run = jax.random.split(key)
-    state = kr.init_state(_start_block(carried, key_start), m, key_run)
+    state = kr.init_state(_start_block(carried, key_start, hint), m, key_run)
 
     def check(state):
         theta, Y, res = kr.ritz(state, nb)

@@ -204,7 +204,10 @@ def _start(config: Config, out: Path, resuming: bool, writer: bool, notes: list[
         info = rd.checkpoint_info(out) or {}
         _check_checkpoint(out, info, saved, data)
         reached = int(info.get("step", 0))
-        state, _ = rd.load_checkpoint(out, state)
+        width = engine.saved_block_width(state, rd.checkpoint_leaf_shapes(out))
+        like = state if width is None else engine.fit_block(state, width)
+        state, _ = rd.load_checkpoint(out, like)
+        state = engine.fit_block(state, engine.block)
         if int(np.asarray(state.step)) != reached:
             raise RunDirError(f"{out / rd.CHECKPOINT}: its info says step {reached}, its state "
                               f"step {int(np.asarray(state.step))}; start again with --overwrite.")

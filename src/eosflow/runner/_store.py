@@ -218,6 +218,13 @@ def _damaged(path: Path, err: BaseException) -> str:
             "exactly: start it again with --overwrite.")
 
 
+def checkpoint_leaf_shapes(run: Path) -> list[tuple[int, ...]]:
+    """The shapes of the arrays in ``run``'s checkpoint, in leaf order (read lazily)."""
+    with np.load(Path(run) / CHECKPOINT) as z:
+        names = sorted(k for k in z.files if k.startswith("leaf_"))
+        return [z[k].shape for k in names]
+
+
 def load_checkpoint(run: Path, like: Any) -> tuple[Any, dict[str, Any]]:
     """Load a checkpoint into the structure of ``like``; check every leaf's shape and dtype."""
     path = Path(run) / CHECKPOINT
