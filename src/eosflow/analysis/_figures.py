@@ -179,7 +179,7 @@ def _sharpness_axes(ax, pts: Sequence[Point], colors, *, multi: bool) -> None:
     ax.set_title("sharpness")
     if has_pre:
         ax.set_yscale("log")
-        ax.set_title("preconditioned sharpness (threshold on it) and raw sharpness")
+        ax.set_title("preconditioned sharpness")
 
 
 def _stableness_axes(ax, pts: Sequence[Point], colors) -> None:
