@@ -119,14 +119,26 @@ def cohen_panel(run: RunLike):
     return fig
 
 
+PRECOND = r"$\lambda_1(P^{-1}H)$"
+
+
 def _sharpness_axes(ax, pts: Sequence[Point], colors, *, multi: bool) -> None:
-    has_lam = drew_thr = False
+    has_lam = drew_thr = has_pre = False
     for p, color in zip(pts, colors, strict=True):
         lam = p.get("lambda_1")
         if lam is None or not np.isfinite(np.asarray(lam, np.float64)).any():
             continue
         has_lam = True
-        _line(ax, p.steps, lam, color=color, label=None if multi else r"$\lambda_1$")
+        # adaptive methods (Adam, RMSProp): their edge is on lambda_1(P^-1 H); the raw
+        # lambda_1, far below it, is drawn faint on the same (log) axis
+        pre = p.get("precond_lambda_1")
+        if pre is not None and np.isfinite(np.asarray(pre, np.float64)).any():
+            has_pre = True
+            _line(ax, p.steps, pre, color=color, label=None if multi else PRECOND)
+            _line(ax, p.steps, lam, color=color, alpha=0.45, lw=0.8, ls=":",
+                  label=None if multi else r"$\lambda_1$ (raw)")
+        else:
+            _line(ax, p.steps, lam, color=color, label=None if multi else r"$\lambda_1$")
         if not multi:
             for i in range(2, 10):
                 lam_i = p.get(f"lambda_{i}")
@@ -150,7 +162,7 @@ def _sharpness_axes(ax, pts: Sequence[Point], colors, *, multi: bool) -> None:
         from matplotlib.lines import Line2D
 
         _mark_onsets(ax, pts, colors, label=False)
-        handles = [Line2D([], [], color="0.3", label=r"$\lambda_1$")]
+        handles = [Line2D([], [], color="0.3", label=PRECOND if has_pre else r"$\lambda_1$")]
         if any(p.get("batch_sharpness") is not None for p in pts):
             handles.append(Line2D([], [], color="0.3", ls="-.", marker=".",
                                   label="batch sharpness"))
@@ -165,6 +177,9 @@ def _sharpness_axes(ax, pts: Sequence[Point], colors, *, multi: bool) -> None:
     ax.set_xlabel("step t")
     ax.set_ylabel(SHARPNESS)
     ax.set_title("sharpness")
+    if has_pre:
+        ax.set_yscale("log")
+        ax.set_title("preconditioned sharpness")
 
 
 def _stableness_axes(ax, pts: Sequence[Point], colors) -> None:
@@ -455,6 +470,8 @@ def density_figure(run: RunLike, *, num_grid: int = 1000, sigma: float | None = 
             ax.plot(grid, y, color=color, label=f"step {int(d['step'])}")
         cfg = pts[0].config if pts else run.config
         thr = lambda_thresholds(cfg, np.array([pts[0].steps[-1] if pts else 0]))
+        if method_of(cfg).quantity != "sharpness":  # a threshold on lambda(P^-1 H), not here
+            thr = np.full_like(thr, np.nan)
         if np.isfinite(thr).all():
             label = f"{_threshold_label(cfg)} = {thr[0]:.4g}"
             if lo - 0.05 * span <= thr[0] <= hi + 0.05 * span:

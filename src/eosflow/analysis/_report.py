@@ -30,7 +30,8 @@ HEADLINE_ROWS: tuple[tuple[str, str, str], ...] = (
     ("loss_final", "final loss", "training loss at the last recorded step"),
     ("accuracy_final", "final accuracy", "training accuracy at its last evaluation"),
     ("lambda_threshold", "stability threshold", "2/η for GD, (2+2β)/η heavy ball, "
-     "(2+2β)/((1+2β)η) Nesterov; none for adaptive steps"),
+     "(2+2β)/((1+2β)η) Nesterov; on λ1(P⁻¹H): 2/η RMSProp, (2+2β1)/((1−β1)η) Adam; "
+     "none for adaptive steps"),
     ("stableness", "stableness S_t", "how S_t is defined for this optimizer (EoS: S ≈ 2)"),
     ("eos_onset_step", "EoS onset step", "first step t with 2/(1/S_t + 1/S_{t+1}) ≥ 1.9; "
      "— if never"),

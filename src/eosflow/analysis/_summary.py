@@ -10,7 +10,10 @@ $S_t \approx 2$ for every method:
 * ``momentum`` (heavy ball, ``optax.sgd`` convention) and ``nesterov``:
   $S_t = 2\lambda_1/\lambda_{\rm crit}$ with $\lambda_{\rm crit} = (2 + 2\beta)/\eta$ and
   $(2 + 2\beta)/((1 + 2\beta)\eta)$ (Cohen et al. 2021, arXiv 2103.00065, App. B).
-* ``adam``: undefined (it needs the preconditioned sharpness), so the EoS fields are None.
+* ``rmsprop`` and ``adam``: $S_t = 2\lambda_1(P^{-1}H)/\lambda_{\rm crit}$ with the
+  preconditioned sharpness (the run's ``precond_lambda_1`` column) and $\lambda_{\rm crit}$
+  $= 2/\eta$ (RMSProp) or $(2 + 2\beta_1)/((1 - \beta_1)\eta)$ (Adam; Cohen et al.,
+  arXiv 2207.14484); undefined (None) for runs that did not record it.
 * Steps of a GD warm-up (``warmup_steps``) use $S_t = \eta_t\lambda_1$ whatever follows;
   those of an Adam warm-up (``warmup_optimizer="adam"``) have none.
 
@@ -112,26 +115,30 @@ def point_label(values: dict[str, float]) -> str:
 
 
 def lambda_threshold(config: dict[str, Any]) -> float | None:
-    r"""The sharpness at which the configured optimizer turns unstable on a quadratic.
+    r"""The (preconditioned) sharpness at which the configured optimizer turns unstable on a
+    quadratic: its record's edge.
 
     $2/\eta$ for GD, $(2 + 2\beta)/\eta$ for heavy-ball momentum, $(2 + 2\beta)/((1 +
-    2\beta)\eta)$ for Nesterov; None for normalized GD, GD on $\sqrt L$ and Adam, whose
-    effective step changes every step. A GD warm-up is ignored here (see
-    :func:`lambda_thresholds`).
+    2\beta)\eta)$ for Nesterov; for RMSProp ($2/\eta$) and Adam ($(2 + 2\beta_1)/((1 -
+    \beta_1)\eta)$) a threshold on the *preconditioned* sharpness $\lambda_1(P^{-1}H)$ (the
+    record's ``quantity``); None for normalized GD and GD on $\sqrt L$, whose step changes
+    every step. A GD warm-up is ignored here (see :func:`lambda_thresholds`).
 
     Example:
         >>> lambda_threshold({"optimizer": "gd", "lr": 0.01})
         200.0
     """
     m = method_of(config)
-    if m.edge is None or m.quantity != "sharpness":
+    if m.edge is None:
         return None
     return float(m.edge(float(config["lr"]), float(config.get("momentum", 0.9))))
 
 
 def lambda_thresholds(config: dict[str, Any], steps: np.ndarray) -> np.ndarray:
     """:func:`lambda_threshold` at each of ``steps``, with ``2/warmup_lr`` during a GD
-    warm-up and NaN where no fixed threshold exists (an Adam warm-up, Adam itself)."""
+    warm-up and NaN where no fixed threshold exists (an Adam warm-up). After the warm-up the
+    threshold is on the method's ``quantity`` (the preconditioned sharpness for Adam and
+    RMSProp)."""
     steps = np.asarray(steps)
     main = lambda_threshold(config)
     out = np.full(steps.shape, np.nan if main is None else main, np.float64)
@@ -146,10 +153,7 @@ def lambda_thresholds(config: dict[str, Any], steps: np.ndarray) -> np.ndarray:
 
 def stableness_name(config: dict[str, Any]) -> str:
     """How :func:`stableness` is defined for this configuration (for tables and labels)."""
-    m = method_of(config)
-    if m.quantity != "sharpness":
-        return "undefined (needs the preconditioned sharpness)"
-    return m.stableness_label
+    return method_of(config).stableness_label
 
 
 def stableness(point: Point) -> tuple[np.ndarray, np.ndarray] | None:
@@ -178,8 +182,11 @@ def stableness(point: Point) -> tuple[np.ndarray, np.ndarray] | None:
     first = method_of({"optimizer": point.config.get("warmup_optimizer", "gd")})
     if not first.step_stableness:  # an Adam warm-up: undefined
         eta_lam = np.where(warm, np.nan, eta_lam)
-    if m.quantity != "sharpness":  # needs the preconditioned sharpness
-        s = np.where(warm, eta_lam, np.nan)
+    if m.quantity != "sharpness":  # 2 lambda_1(P^-1 H) / edge, where it was recorded
+        pre = point.get("precond_lambda_1")
+        pre = (np.full(lam.shape, np.nan) if pre is None
+               else np.asarray(pre, np.float64)[measured])
+        s = np.where(warm, eta_lam, 2.0 * pre / lambda_threshold(point.config))
     elif m.step_stableness:
         s = eta_lam
     else:

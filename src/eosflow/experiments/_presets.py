@@ -155,6 +155,21 @@ PRESETS: dict[str, Preset] = {
             cpu_minutes=3,
         ),
         Preset(
+            "digits-adam",
+            "full-batch Adam (beta1 = 0.9) on the digits MLP: the preconditioned sharpness "
+            "lambda1(P^-1 H) rises to and hovers at 38/eta (Cohen et al., arXiv 2207.14484); "
+            "the raw lambda1 is recorded beside it",
+            dict(optimizer="adam", momentum=0.9, lr=2e-3, steps=600, eig_every=10,
+                 chunk_steps=100),
+            cpu_minutes=4,
+        ),
+        Preset(
+            "digits-rmsprop",
+            "full-batch RMSProp (decay 0.9) on the digits MLP: lambda1(P^-1 H) at 2/eta",
+            dict(optimizer="rmsprop", lr=2e-3, steps=600, eig_every=10, chunk_steps=100),
+            cpu_minutes=4,
+        ),
+        Preset(
             "tiny",
             "a seconds-long digits run for smoke tests",
             dict(num_examples=200, widths=(16,), steps=40, lr=0.2, chunk_steps=20,

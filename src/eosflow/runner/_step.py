@@ -18,9 +18,15 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from .. import __version__
-from ..curvature import batch_sharpness, hessian_operator, sum_over_batches, top_eigenpairs
+from ..curvature import (
+    batch_sharpness,
+    hessian_operator,
+    preconditioned_sharpness,
+    sum_over_batches,
+    top_eigenpairs,
+)
 from ..flows import limiting_flow, phi_diagnostics, reprojection_flow
-from ..optim import KickState, method
+from ..optim import KickState, SwitchState, method, preconditioner_from_state
 from ..problems import Problem, batch_indices, random_batch_indices
 from . import _store as rd
 from ._build import build_optimizer, initial_params
@@ -45,7 +51,9 @@ class TrainState(NamedTuple):
     done: jax.Array  # bool: stopped (goal or divergence); later steps leave the state alone
     reason: jax.Array  # int32 code, see REASONS
     loss0: jax.Array  # the loss at step 0, for the divergence test
-
+    # warm start of the preconditioned-sharpness solve (optimizers whose record has a
+    # `moment`: Adam, RMSProp), or None; last, so that older checkpoints (None here) load
+    precond_block: Any = None
 
 
 class Program:
@@ -75,6 +83,9 @@ class Program:
         # (0.1.0's block, eig_block = k + 1) cost 14.9 HVPs per estimate on the default run
         # against 12.6, at the same accuracy.
         self.block = min(c.eig_block or self.k, dim)
+        # adaptive methods (a diagonal preconditioner P in their state): their EoS quantity is
+        # lambda_1(P^-1 H), recorded as precond_lambda_1 beside the raw lambda_1
+        self.precond_on = self.eig_on and self.method.moment is not None
         self.chunk = c.chunk_steps or (min(c.steps, 100_000) if c.is_toy else min(c.steps, 100))
         self.ckpt_every = c.checkpoint_every or self.chunk
         self.dtype = jnp.result_type(*jax.tree.leaves(problem.params))
@@ -173,27 +184,31 @@ class Program:
         def init_one(params, hyper, seed):
             opt_state = self.optimizer(hyper).init(params)
             key = jax.random.PRNGKey(seed)
-            eig = None
-            if self.eig_on:
-                ks = jax.random.split(jax.random.fold_in(key, 1), len(jax.tree.leaves(params)))
+            def block(salt):
+                ks = jax.random.split(jax.random.fold_in(key, salt),
+                                      len(jax.tree.leaves(params)))
                 leaves, treedef = jax.tree.flatten(params)
-                eig = jax.tree.unflatten(treedef, [
+                return jax.tree.unflatten(treedef, [
                     jax.random.normal(k, (self.block, *x.shape), x.dtype)
                     for k, x in zip(ks, leaves, strict=True)
                 ])
-            return opt_state, key, eig
+
+            eig = block(1) if self.eig_on else None
+            pre = block(4) if self.precond_on else None
+            return opt_state, key, (eig, pre)
 
         if self.sweep is None:
-            opt_state, key, eig = init_one(params, hyper, c.seed)
+            opt_state, key, (eig, pre) = init_one(params, hyper, c.seed)
             batch = ()
         else:
             seeds = jnp.asarray(self.sweep.get("seed", [c.seed] * self.points), jnp.uint32)
-            opt_state, key, eig = jax.vmap(init_one)(params, hyper, seeds)
+            opt_state, key, (eig, pre) = jax.vmap(init_one)(params, hyper, seeds)
             batch = (self.points,)
         return TrainState(
             params=params, opt_state=opt_state, eig_block=eig, key=key,
             step=jnp.zeros((), jnp.int32), done=jnp.zeros(batch, bool),
             reason=jnp.zeros(batch, jnp.int32), loss0=jnp.full(batch, jnp.nan, self.dtype),
+            precond_block=pre,
         )
 
     def fit_block(self, state: TrainState, width: int) -> TrainState:
@@ -269,6 +284,22 @@ class Program:
             )
             row.update(eig_row)
             row["eta_lambda"] = eff_lr * eig_row["lambda_1"]
+        precond_block = state.precond_block
+        if self.precond_on:
+            # P is the one this step's update applied: read from the state after the update;
+            # a warm-up's steps (another optimizer) have none
+            on = self._measure_at(step) & (step >= c.warmup_steps)
+            precond_block, pre_row = jax.lax.cond(
+                on,
+                lambda: self._precond_eigen(p, params, opt_state, state.precond_block,
+                                            jax.random.fold_in(state.key, step)),
+                lambda: (state.precond_block, self._no_precond()),
+            )
+            row.update(pre_row)
+            # S = 2 lambda_1(P^-1 H) / edge: 2 at the method's edge (the record's)
+            s = self.method.stableness(pre_row["precond_lambda_1"], eff_lr, hyper["lr"],
+                                       hyper["momentum"])
+            row["eta_lambda"] = jnp.where(step >= c.warmup_steps, s, row["eta_lambda"])
             if self.num_examples is not None:
                 row.update(jax.lax.cond(
                     self._measure_at(step),
@@ -325,6 +356,7 @@ class Program:
             done=state.done | stop_now,
             reason=jnp.where(stop_now, reason, state.reason),
             loss0=loss0,
+            precond_block=choose(state.precond_block, precond_block),
         )
         row["valid"] = ~state.done
         row["stop_reason"] = jnp.where(stop_now, reason, 0).astype(jnp.int32)
@@ -350,6 +382,29 @@ class Program:
             hg = hessian_operator(p.loss_fn, params, batches=p.curvature_batches).mv(ghat)
             row["align_rayleigh"] = optax.tree.vdot(ghat, hg) / lam[0]
         return res.warm_start, row
+
+    def _precond_eigen(self, p, params, opt_state, block, key):
+        """lambda_1(P^-1 H) at ``params``, P read from ``opt_state`` (the main optimizer's
+        part of a warm-up switch), warm-started from ``block``."""
+        c = self.config
+        if isinstance(opt_state, SwitchState):
+            opt_state = opt_state.then
+        P = preconditioner_from_state(c.optimizer, opt_state)
+        res = preconditioned_sharpness(
+            p.loss_fn, params, P, 1, v0=block, tol=c.eig_tol, batches=p.curvature_batches,
+            block_size=self.block, max_matvecs=c.eig_max_matvecs,
+            key=jax.random.fold_in(key, 5), throw=False, criterion=c.eig_criterion,
+        )
+        row = {"precond_lambda_1": res.eigenvalues[0].astype(self.dtype),
+               "precond_residual_1": res.residuals[0].astype(self.dtype),
+               "precond_matvecs": jnp.asarray(res.num_matvecs, jnp.int32),
+               "precond_converged": res.converged.astype(self.dtype)}
+        return res.warm_start, row
+
+    def _no_precond(self):
+        nan = jnp.asarray(jnp.nan, self.dtype)
+        return {"precond_lambda_1": nan, "precond_residual_1": nan,
+                "precond_matvecs": jnp.zeros((), jnp.int32), "precond_converged": nan}
 
     def _batch_sharpness(self, p, params, key):
         """Batch sharpness over ``batch_sharpness_batches`` fresh i.i.d. mini-batches."""
@@ -510,7 +565,7 @@ class Program:
         if (n, beat) not in self._chunk_fns:
             step = self.step_fn
             if self.sweep is not None:
-                axes = TrainState(0, 0, 0, 0, None, 0, 0, 0)
+                axes = TrainState(0, 0, 0, 0, None, 0, 0, 0, 0)
                 step = jax.vmap(step, in_axes=(axes, 0, None), out_axes=(axes, 0))
 
             def body(s, hyper, data):
@@ -568,6 +623,13 @@ class Program:
                 f"largest algebraic Hessian eigenvalue of the loss, top_eigenpairs, "
                 f"tol {c.eig_tol} ({c.eig_criterion}), block {self.block}, warm-started"
                 if self.eig_on else "not tracked"
+            ),
+            "preconditioned_sharpness": (
+                f"precond_lambda_1 = lambda_1(P^-1 H), P = diagonal preconditioner of the "
+                f"{c.optimizer} state after the step's update (eosflow.optim."
+                "preconditioner_from_state), same solver options, warm-started; "
+                f"eta_lambda = {self.method.stableness_label}"
+                if self.precond_on else None
             ),
             "chunk_steps": self.chunk,
             "minibatch": None if c.batch_size is None else {

@@ -1,0 +1,85 @@
+"""Adaptive optimizers at their own edge: the runner records lambda_1(P^-1 H) (P from the
+optimizer's state) beside the raw lambda_1, and the stableness uses the record's edge."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from eosflow import Config, load_run, run_experiment
+from eosflow.analysis import headline, lambda_thresholds, points, stableness
+from eosflow.curvature import sum_over_batches
+from eosflow.optim import eos_threshold, preconditioner_from_state
+from eosflow.problems import build_problem
+from eosflow.runner import Program
+
+
+def _tiny(**kw):
+    base = dict(num_examples=40, widths=(6,), lr=0.01, steps=11, eig_every=5, chunk_steps=11,
+                dtype="float64", eig_tol=1e-10, eig_max_matvecs=400)
+    return Config(**{**base, **kw})
+
+
+def _oracle(config):
+    """lambda_1(P^-1/2 H P^-1/2) by dense eigh at step 10's params, P from the optax state
+    after step 10's update (the P that update applied)."""
+    prob = build_problem(config)
+    prog = Program(config, prob, None, None, None)
+    hyper, data = prog.hyper(), prog.data()
+    s10, _ = prog.chunk_fn(10)(prog.initial_state(), hyper, data)
+    s11, rows = prog.chunk_fn(1)(s10, hyper, data)
+    P = preconditioner_from_state(config.optimizer, s11.opt_state)
+    x, unravel = jax.flatten_util.ravel_pytree(s10.params)
+    p = jax.flatten_util.ravel_pytree(P)[0]
+
+    def loss(flat):
+        return sum_over_batches(lambda b: prob.loss_fn(unravel(flat), b), prob.curvature_batches)
+
+    H = jax.hessian(loss)(x)
+    s = 1 / jnp.sqrt(p)
+    return float(jnp.linalg.eigvalsh(s[:, None] * H * s[None, :])[-1]), rows
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "rmsprop"])
+def test_precond_lambda_matches_dense_oracle(tmp_path, optimizer):
+    config = _tiny(optimizer=optimizer)
+    record = run_experiment(config, tmp_path / optimizer, progress=False)
+    m = record.metrics
+    measured = np.flatnonzero(np.isfinite(m["precond_lambda_1"]))
+    np.testing.assert_array_equal(measured, [0, 5, 10])
+    np.testing.assert_array_equal(measured, np.flatnonzero(np.isfinite(m["lambda_1"])))
+    assert (m["precond_matvecs"][measured] > 0).all()
+    assert (m["precond_matvecs"][np.isnan(m["precond_lambda_1"])] == 0).all()
+    ref, rows = _oracle(config)
+    np.testing.assert_allclose(m["precond_lambda_1"][10], ref, rtol=1e-7)
+    np.testing.assert_allclose(rows["precond_lambda_1"][0], ref, rtol=1e-7)
+    # the preconditioned sharpness is not the raw one (P is far from I: P ~ |g| << 1)
+    assert abs(m["precond_lambda_1"][10] - m["lambda_1"][10]) > 0.5 * m["lambda_1"][10]
+    # stableness S = 2 lambda_1(P^-1 H) / edge, in the row and in the analysis
+    edge = eos_threshold(optimizer, config.lr, **({"beta1": 0.9} if optimizer == "adam" else {}))
+    np.testing.assert_allclose(m["eta_lambda"][measured],
+                               2 * m["precond_lambda_1"][measured] / edge, rtol=1e-12)
+    run = load_run(tmp_path / optimizer)
+    steps, s = stableness(points(run)[0])
+    np.testing.assert_allclose(s, 2 * m["precond_lambda_1"][measured] / edge, rtol=1e-12)
+    np.testing.assert_allclose(lambda_thresholds(run.config, steps), edge)
+    assert headline(run)["lambda_threshold"] == pytest.approx(edge)
+
+
+def test_warmup_then_adam_measures_after_the_switch(tmp_path):
+    config = _tiny(optimizer="adam", warmup_steps=6, warmup_optimizer="gd", warmup_lr=0.2,
+                   eig_tol=1e-6)
+    m = run_experiment(config, tmp_path / "w", progress=False).metrics
+    # step 5 is GD's (no P yet): raw lambda_1 only; step 10 is Adam's
+    assert np.isfinite(m["lambda_1"][5]) and np.isnan(m["precond_lambda_1"][5])
+    assert np.isfinite(m["precond_lambda_1"][10])
+    np.testing.assert_allclose(m["eta_lambda"][5], 0.2 * m["lambda_1"][5], rtol=1e-12)
+
+
+def test_adam_run_resumes_with_its_warm_start(tmp_path):
+    config = _tiny(optimizer="adam", steps=20, chunk_steps=10, eig_tol=1e-6)
+    straight = run_experiment(config, tmp_path / "a", progress=False).metrics
+    run_experiment(config.replace(steps=10), tmp_path / "b", progress=False)
+    resumed = run_experiment(config, tmp_path / "b", resume=True, progress=False).metrics
+    for k in ("loss", "precond_lambda_1", "precond_matvecs"):
+        np.testing.assert_array_equal(resumed[k], straight[k], err_msg=k)
