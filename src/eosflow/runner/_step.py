@@ -560,8 +560,17 @@ class Program:
         if self.on_progress is not None:
             self.on_progress(*args)
 
+    @property
+    def beats(self) -> bool:
+        """Whether chunks report progress from inside the scan: for network problems, always
+        (whether anyone listens or not), never for toys (a toy chunk takes milliseconds).
+        The compiled program must not depend on whether progress is shown: a callback
+        changes XLA's fusion, and a run resumed with ``--quiet`` must equal, bit for bit, one
+        run with progress."""
+        return not self.config.is_toy
+
     def chunk_fn(self, n: int) -> Callable:
-        beat = self.on_progress is not None
+        beat = self.beats
         if (n, beat) not in self._chunk_fns:
             step = self.step_fn
             if self.sweep is not None:
@@ -582,12 +591,12 @@ class Program:
 
     def is_compiled(self, n: int) -> bool:
         """Whether the ``n``-step chunk is compiled already (then :meth:`compiled` is free)."""
-        return ("compiled", n, self.on_progress is not None) in self._chunk_fns
+        return ("compiled", n) in self._chunk_fns
 
     def compiled(self, n: int, state, hyper, data):
         """The chunk of ``n`` steps compiled ahead of time; returns it with the seconds
         spent compiling (0 when cached), so that stepping time excludes compilation."""
-        key = ("compiled", n, self.on_progress is not None)
+        key = ("compiled", n)
         if key in self._chunk_fns:
             return self._chunk_fns[key], 0.0
         t0 = time.perf_counter()
