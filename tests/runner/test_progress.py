@@ -75,14 +75,15 @@ def test_bar_on_a_terminal_and_silence_when_off():
 
 _CHILD = textwrap.dedent("""
     from eosflow import Config, run_experiment
-    config = Config(name="long", problem="toy_a", dataset="none", dtype="float64",
-                    x0=(3.0, -1.0), steps=400_000, chunk_steps=400_000, eig_every=10)
+    config = Config(name="long", num_examples=64, widths=(8,), steps=20_000,
+                    chunk_steps=20_000, eig_every=10, eval_every=None)
     run_experiment(config, {out!r}, progress_interval=0.2)
 """)
 
 
 def test_a_run_piped_to_a_file_logs_progress_while_it_runs(tmp_path):
-    """One 400k-step chunk: the lines come from the in-scan callback, not chunk ends."""
+    """One 20k-step chunk of a small network: the lines come from the in-scan callback, not
+    chunk ends (toys, whose chunks take milliseconds, report at chunk ends only)."""
     log = tmp_path / "stderr.log"
     code = _CHILD.format(out=str(tmp_path / "run"))
     src = str(Path(__file__).resolve().parents[2] / "src")
@@ -103,8 +104,8 @@ def test_a_run_piped_to_a_file_logs_progress_while_it_runs(tmp_path):
         proc.kill()
         proc.wait()
     text = log.read_text()
-    assert "long: compiling the 400000-step chunk..." in text
+    assert "long: compiling the 20000-step chunk..." in text
     assert "long: compiled in " in text
     first = seen[0]
     step = int(first.split("step ")[1].split("/")[0])
-    assert 0 < step < 400_000 and "steps/s" in first and "λ1" in first
+    assert 0 < step < 20_000 and "steps/s" in first and "λ1" in first
