@@ -430,15 +430,14 @@ def _loop(prog: Program, out: Path, state: TrainState, status: dict,
                     session.append(columns)
                     hvps += _hvps(columns, c.track_alignment)
                     done = bool(np.all(to_host(state.done)))
+                    if writer and len(columns["step"]):  # before the boundary's (long) work
+                        rd.write_metrics_chunk(out, begin, columns)
+                        written = int(columns["step"][-1]) + 1
                     _at_boundary(prog, out, state, end, writer, columns, status)
-                    if writer:
-                        if len(columns["step"]):
-                            rd.write_metrics_chunk(out, begin, columns)
-                            written = int(columns["step"][-1]) + 1
-                        if (done or end % prog.ckpt_every == 0 or end == c.steps
-                                or sig.received is not None):
-                            checkpoint(state, end)
-                            rd.write_json(out / "status.json", status)
+                    if writer and (done or end % prog.ckpt_every == 0 or end == c.steps
+                                   or sig.received is not None):
+                        checkpoint(state, end)
+                        rd.write_json(out / "status.json", status)
                     bar.update(end, **_last_valid(columns))
                     if done:
                         break

@@ -466,14 +466,18 @@ class Program:
         const = self.method.flow_constant
         name = f"reprojection:{c.optimizer}"
         rest = max(c.steps - start_step, 1)
+        t0 = time.perf_counter()
         flow = reprojection_flow(
             self._loss(), params, method=c.optimizer, num_steps=c.reproject_steps,
             step_size=const * lr**2 * rest / c.reproject_steps,
             residual_fn=self.problem.full_residual, throw=False)
+        jax.block_until_ready(flow.sharpness)
+        seconds = round(time.perf_counter() - t0, 1)  # compilation included
         if not write:
             return {"status": flow.status, "reason": flow.reason, "start_step": start_step,
-                    "method": name}
-        return rd.write_prediction(out, flow, start_step=start_step, method=name)
+                    "method": name, "seconds": seconds}
+        entry = rd.write_prediction(out, flow, start_step=start_step, method=name)
+        return {**entry, "seconds": seconds}
 
     def _evaluate(self, p, params):
         sums = sum_over_batches(lambda b: p.eval_fn(params, b), p.batches)
