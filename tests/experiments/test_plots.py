@@ -407,9 +407,16 @@ def test_flow_figure_on_the_flow_clock(toy_run):
     assert "η²t/4" in ax.get_xlabel()
     m = load_run(toy_run).metrics
     measured = np.isfinite(m["lambda_1"])
-    (run_line,) = _data_lines(ax)
-    np.testing.assert_allclose(run_line.get_xdata(), TOY_ETA**2 * m["step"][measured] / 4)
-    np.testing.assert_allclose(run_line.get_ydata(), m["lambda_1"][measured])
+    lines = {ln.get_label(): ln for ln in ax.get_lines()}
+    dots = lines[r"$\lambda_1(x_t)$ measured"]  # the measurements as dots, not joined
+    assert dots.get_linestyle() == "None"
+    np.testing.assert_allclose(dots.get_xdata(), TOY_ETA**2 * m["step"][measured] / 4)
+    np.testing.assert_allclose(dots.get_ydata(), m["lambda_1"][measured])
+    (avg,) = [ln for k, ln in lines.items() if k.startswith("two-step average")]
+    lam, steps = m["lambda_1"], m["step"]
+    pair = np.isfinite(lam[:-1]) & np.isfinite(lam[1:]) & (np.diff(steps) == 1)
+    np.testing.assert_allclose(avg.get_xdata(), TOY_ETA**2 * steps[:-1][pair] / 4)
+    np.testing.assert_allclose(avg.get_ydata(), 0.5 * (lam[:-1] + lam[1:])[pair])
     pred = np.load(toy_run / "prediction.npz")
     (flow,) = [ln for ln in ax.get_lines() if ln.get_linestyle() == "--"]
     np.testing.assert_allclose(flow.get_xdata(), pred["tau"] / 4)  # tau = eta^2 t

@@ -237,25 +237,37 @@ def test_normalized_gd_measures_sharpness_in_consecutive_pairs(tmp_path):
                                   [0, 10, 20])
 
 
-def test_reprojection_prediction_starts_where_the_warmup_ends(tmp_path):
+def test_reprojection_prediction_starts_within_the_phase_one_distance(tmp_path):
+    from eosflow.experiments import load_run
+
     from .conftest import solve_potential, toy_a_flow
 
     eta, warm, steps = 0.05, 50, 450
     config = _toy(optimizer="normalized_gd", lr=eta, steps=steps, warmup_steps=warm,
                   warmup_lr=0.02, reproject_steps=40, chunk_steps=100, eig_every=10)
     run_experiment(config, tmp_path / "r")
+    run = load_run(tmp_path / "r")
+    # the first boundary after the warm-up whose last measured pair is within 1.5 eta of Γ
+    start = run.status["prediction"]["start_step"]
+    assert run.status["prediction"]["status"] == "ok" and start == 100
     pred = np.load(tmp_path / "r" / "prediction.npz")
     assert str(pred["method"]) == "reprojection:normalized_gd" and "X" not in pred.files
-    np.testing.assert_allclose(pred["tau"], np.linspace(0, eta**2 * (steps - warm), 41))
-    # the oracle: GD by hand to the end of the warm-up, Phi in closed form (gradient flow on
-    # toy A conserves ln|x| + x^2/2 - y^2/2), then the closed-form NGD flow on tau
+    assert int(pred["start_step"]) == start
+    np.testing.assert_allclose(pred["tau"], np.linspace(0, eta**2 * (steps - start), 41))
+    np.testing.assert_allclose(run.prediction["tau"], pred["tau"])
+    # the oracle: GD, then normalized GD by hand to the start, Phi in closed form (gradient
+    # flow on toy A conserves ln|x| + x^2/2 - y^2/2), then the closed-form NGD flow on tau
     x, y = 3.0, -1.0
     for _ in range(warm):
         x, y = x - 0.02 * 2 * x * y * y, y - 0.02 * 2 * (1 + x * x) * y
+    for _ in range(start - warm):
+        gx, gy = 2 * x * y * y, 2 * (1 + x * x) * y
+        norm = np.hypot(gx, gy)
+        x, y = x - eta * gx / norm, y - eta * gy / norm
     X0 = solve_potential(np.log(x) + x * x / 2 - y * y / 2)
     lam = 2 * (1 + toy_a_flow(X0, pred["tau"]) ** 2)
-    np.testing.assert_allclose(pred["lambda"], lam, rtol=2e-3)  # O(h) re-projection steps
-    assert pred["lambda"][-1] < 0.95 * pred["lambda"][0]  # the flow moves: lambda1 falls
+    np.testing.assert_allclose(pred["lambda_1"], lam, rtol=2e-3)  # O(h) re-projection steps
+    assert pred["lambda_1"][-1] < 0.95 * pred["lambda_1"][0]  # the flow moves: lambda1 falls
 
 
 def test_reprojection_needs_a_flow_optimizer():

@@ -32,7 +32,11 @@ from ._summary import lambda_threshold as lambda_threshold
 from ._summary import lambda_thresholds as lambda_thresholds
 from ._summary import point_headline as point_headline
 from ._summary import points as points
+from ._summary import prediction_comparison as prediction_comparison
+from ._summary import prediction_line as prediction_line
+from ._summary import prediction_status as prediction_status
 from ._summary import stableness as stableness
+from ._summary import two_step_average as two_step_average
 from ._summary import two_step_harmonic_mean as two_step_harmonic_mean
 from ._sweep_figures import compare_figure as compare_figure
 from ._sweep_figures import compare_runs as compare_runs

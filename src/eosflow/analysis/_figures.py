@@ -62,7 +62,10 @@ from ._summary import (
     method_of,
     pairing_steps,
     points,
+    prediction_comparison,
+    prediction_status,
     stableness,
+    two_step_average,
 )
 from ._sweep_figures import sweep_figure
 
@@ -150,7 +153,10 @@ def _sharpness_axes(ax, pts: Sequence[Point], colors, *, multi: bool) -> None:
         if bs is not None and np.isfinite(np.asarray(bs, np.float64)).any():
             _line(ax, p.steps, bs, color=color, ls="-.", marker=".", ms=3,
                   label=None if multi else "batch sharpness")
-        thr = lambda_thresholds(p.config, p.steps)
+        # a threshold only for methods with a fixed edge (normalized GD and GD on sqrt L
+        # have none: their EoS test is the harmonic sum; see the optimizer records)
+        thr = (lambda_thresholds(p.config, p.steps) if method_of(p.config).edge is not None
+               else np.full(len(p.steps), np.nan))
         if np.isfinite(thr).any():
             ax.plot(p.steps, thr, color=color if multi else "black", ls="--", lw=1.0,
                     label=None if multi else _threshold_label(p.config))
@@ -238,10 +244,18 @@ def _harmonic_axes(ax, pts: Sequence[Point], colors) -> None:
 
 
 def flow_figure(run: RunLike):
-    r"""λ1 against the flow's clock $s = \eta^2 (t - t_w)/4$ or $/8$ (:func:`flow_clock`),
-    one line per trajectory, with $\lambda_1(X)$ of ``prediction.npz`` dashed when present;
-    the title quotes :func:`collapse` for an ``lr`` sweep. None for optimizers without a
-    limiting flow (anything but normalized GD and GD on √L) or runs without λ1."""
+    r"""λ1 against the flow's clock $s = \eta^2 (t - t_w)/4$ or $/8$ (:func:`flow_clock`).
+
+    Per trajectory, the two-step average $\tfrac12(\lambda_1(x_t) + \lambda_1(x_{t+1}))$
+    (:func:`two_step_average`; the iterate alternates sides of Γ, so single measurements
+    zigzag by $O(\eta)$; they are drawn as faint dots), and the prediction's
+    $\lambda_1(X)$ dashed from its start (a dotted vertical line, "prediction starts");
+    a failed prediction is written on the axes ("prediction failed: <reason>") in place of
+    its curve. The title quotes :func:`collapse` for an ``lr`` sweep, else the largest gap
+    between the run and the prediction. None for optimizers without a limiting flow
+    (anything but normalized GD and GD on √L) or runs without λ1."""
+    import textwrap
+
     run = _load(run)
     pts = points(run)
     curves = [(p, flow_clock(p)) for p in pts]
@@ -249,26 +263,64 @@ def flow_figure(run: RunLike):
     if not curves:
         return None
     clock = flow_clock_name(run.config)
+    c = 1.0 / method_of(run.config).flow_constant
+    t_w = int(run.config.get("warmup_steps") or 0)
     with _style():
         fig, (ax,) = _figure(1, 1, 3.6)
         colors = _colors(len(curves))
+        multi = len(curves) > 1
         for (p, (s_, lam)), color in zip(curves, colors, strict=True):
-            _line(ax, s_, lam, color=color, marker=".", ms=2, lw=0.9,
-                  label=p.label if len(curves) > 1 else r"$\lambda_1(x_t)$")
-        pred = load_prediction(run)
+            eta = float(p.config["lr"])
+            avg = two_step_average(p)
+            if avg is None:  # no consecutive measurements: nothing alternates, draw them
+                _line(ax, s_, lam, color=color, marker=".", ms=2, lw=0.9,
+                      label=p.label if multi else r"$\lambda_1(x_t)$")
+                continue
+            ax.plot(s_, lam, ls="none", marker=".", ms=1.5, color=color, alpha=0.3,
+                    label=None if multi else r"$\lambda_1(x_t)$ measured")
+            if avg is not None:
+                steps, lam2 = avg
+                keep = steps >= t_w
+                _line(ax, eta**2 * (steps[keep] - t_w) / c, lam2[keep], color=color, lw=1.1,
+                      label=p.label if multi else
+                      r"two-step average $\frac{1}{2}(\lambda_1(x_t) + \lambda_1(x_{t+1}))$")
+        st = prediction_status(run)
+        pred = run.prediction
+        eta0 = float(max(run.sweep["lr"]) if run.sweep and "lr" in run.sweep
+                     else run.config["lr"])
+        start = st.get("start_step") if st else None
+        if start is not None:
+            s0 = eta0**2 * (int(start) - t_w) / c
+            ax.axvline(s0, color="0.3", ls=":", lw=1.0,
+                       label=f"prediction starts (step {int(start)})")
         if pred is not None:
-            c = 1.0 / method_of(run.config).flow_constant
-            ax.plot(np.asarray(pred["tau"]) / c, pred["lambda"], color="black", ls="--",
-                    lw=1.3, label=r"$\lambda_1(X)$, predicted flow")
-        ax.set_xlabel(f"flow time s = {clock}" + (" after the warm-up"
-                                                 if run.config.get("warmup_steps") else ""))
+            s0 = eta0**2 * (int(start or t_w) - t_w) / c
+            ax.plot(s0 + np.asarray(pred["tau"]) / c, pred["lambda_1"], color="black",
+                    ls="--", lw=1.3, label=r"$\lambda_1(X)$, predicted flow")
+        elif st is not None and st["status"] != "ok":
+            word = "failed" if st["status"] == "failed" else st["status"]
+            msg = "\n".join(textwrap.wrap(f"prediction {word}: {st.get('reason')}", 70))
+            ax.text(0.5, 0.5, msg, transform=ax.transAxes, ha="center", va="center",
+                    color="#c62828", fontsize=8,
+                    bbox=dict(facecolor="white", edgecolor="#c62828", alpha=0.9))
+        ax.set_xlabel(f"flow time s = {clock}" + (" after the warm-up" if t_w else ""))
         ax.set_ylabel(SHARPNESS)
         ax.legend(loc="best")
         col = collapse(run)
-        ax.set_title(
-            f"largest gap between learning rates {100 * col['max_rel_diff']:.1f}% for "
-            f"s ≤ {col['s_common']:.3g}, where λ1 falls {100 * col['reference_fall']:.1f}%"
-            if col else "sharpness along the limiting flow's time")
+        cmp = prediction_comparison(run)
+        if col:
+            title = (f"largest gap between learning rates {100 * col['max_rel_diff']:.1f}% "
+                     f"for s ≤ {col['s_common']:.3g}, where λ1 falls "
+                     f"{100 * col['reference_fall']:.1f}%")
+        elif cmp and cmp.get("max_rel_gap") is not None:
+            title = (f"two-step average within {100 * cmp['max_rel_gap']:.1f}% of the "
+                     f"prediction; λ1 falls {100 * cmp['lambda_fall']:.0f}% "
+                     f"(predicted {100 * cmp['predicted_fall']:.0f}%)")
+        elif st is not None and st["status"] == "failed":
+            title = "prediction failed"
+        else:
+            title = "sharpness along the limiting flow's time"
+        ax.set_title(title)
         fig.suptitle(_title(run, f"λ1 on the flow's clock {clock}"))
     return fig
 

@@ -275,6 +275,18 @@ def run_figures(run: rd.Run, *, regenerate: bool = False) -> list[tuple[str, byt
 # --- the report ----------------------------------------------------------------------------------
 
 
+def _prediction_paragraph(pr: dict[str, Any] | None) -> str:
+    """The prediction's outcome: a warning box when it failed, one sentence when it ran."""
+    from ._summary import prediction_line
+
+    if not pr:
+        return ""
+    line = prediction_line({"prediction": pr})
+    if pr.get("status") == "ok":
+        return f'<p class="prediction prediction-ok">{_e(line)}</p>\n'
+    return f'<p class="message prediction-failed">{_e(line)}</p>\n'
+
+
 def _run_section(run: rd.Run, h: dict[str, Any], anchor: str, *, regenerate: bool) -> str:
     from ._style import CAPTIONS
 
@@ -286,6 +298,7 @@ def _run_section(run: rd.Run, h: dict[str, Any], anchor: str, *, regenerate: boo
              f'<p class="path">{_e(run.path)}</p>\n']
     if h.get("message"):
         parts.append(f'<p class="message">{_e(h["message"])}</p>\n')
+    parts.append(_prediction_paragraph(h.get("prediction")))
     parts.append("<h3>Headline numbers</h3>\n")
     if run.sweep:
         wide = {k: h.get(k) for k in ("state", "hvps_total", "hvps_per_estimate",

@@ -243,7 +243,9 @@ def _start(config: Config, out: Path, resuming: bool, writer: bool, notes: list[
             rd.write_json(out / "metadata.json", meta)
             rd.write_json(out / "config.json", config.to_dict())
             if not (out / "prediction_error.json").exists() and _has_limiting_flow(engine):
-                engine.write_prediction(out)  # its flow time grows with the run
+                entry = engine.write_prediction(out)  # its flow time grows with the run
+                if entry is not None:
+                    status["prediction"] = entry
             verb = "extending" if config.steps > saved_steps else "shortening"
             _say(out, notes, f"{verb} from {saved_steps} to {config.steps} steps "
                  f"(continuing at step {reached})")
@@ -252,7 +254,9 @@ def _start(config: Config, out: Path, resuming: bool, writer: bool, notes: list[
         if writer:
             rd.write_json(out / "config.json", config.to_dict())
             rd.write_json(out / "metadata.json", engine.metadata())
-            engine.write_prediction(out)
+            entry = engine.write_prediction(out)
+            if entry is not None:
+                status["prediction"] = entry
             rd.save_checkpoint(out, to_host(state), _ckpt_info(engine, data, 0, 0, state))
             rd.write_json(out / "status.json", status)
     record = _loop(engine, out, state, status, progress, data, notes, progress_interval,
@@ -461,7 +465,7 @@ def _loop(prog: Program, out: Path, state: TrainState, status: dict,
         quiet.setLevel(logging.CRITICAL)
         with sig:
             try:
-                _at_boundary(prog, out, state, start, writer)
+                _at_boundary(prog, out, state, start, writer, None, status)
                 for end in prog.boundaries():
                     begin = int(to_host(state.step))
                     if end <= begin:
@@ -489,17 +493,16 @@ def _loop(prog: Program, out: Path, state: TrainState, status: dict,
                     session.append(columns)
                     hvps += _hvps(columns, c.track_alignment)
                     done = bool(np.all(to_host(state.done)))
-                    _at_boundary(prog, out, state, end, writer)
-                    if writer:
-                        if len(columns["step"]):
-                            rd.write_metrics_chunk(out, begin, columns)
-                            written = int(columns["step"][-1]) + 1
-                            for lg in loggers:
-                                lg.log_rows(columns, begin)
-                        if (done or end % prog.ckpt_every == 0 or end == c.steps
-                                or sig.received is not None):
-                            checkpoint(state, end)
-                            rd.write_json(out / "status.json", status)
+                    if writer and len(columns["step"]):  # before the boundary's (long) work
+                        rd.write_metrics_chunk(out, begin, columns)
+                        written = int(columns["step"][-1]) + 1
+                        for lg in loggers:
+                            lg.log_rows(columns, begin)
+                    _at_boundary(prog, out, state, end, writer, columns, status)
+                    if writer and (done or end % prog.ckpt_every == 0 or end == c.steps
+                                   or sig.received is not None):
+                        checkpoint(state, end)
+                        rd.write_json(out / "status.json", status)
                     bar.update(end, **_last_valid(columns))
                     if done:
                         break
@@ -553,15 +556,24 @@ def _columns(prog: Program, rows: dict[str, np.ndarray], begin: int,
         cols = {k: v[cols["valid"]] for k, v in cols.items()}
     return cols
 
-def _at_boundary(prog: Program, out: Path, state: TrainState, step: int, write: bool) -> None:
+def _at_boundary(prog: Program, out: Path, state: TrainState, step: int, write: bool,
+                 columns: dict[str, np.ndarray] | None, status: dict) -> None:
     """What a chunk boundary computes on every process (arrays may be sharded across
-    them) and process 0 writes: the spectral density at the ``density_at`` steps, the
-    re-projection prediction where the warm-up ends (step 0 without one)."""
+    them) and process 0 writes: the spectral density at the ``density_at`` steps; the
+    re-projection prediction at the first boundary from the warm-up's end where the run is
+    within the phase-I distance of Γ (:meth:`Program.prediction_ready`; ``columns``: the
+    chunk just run), recorded as ``status["prediction"]`` (ok or failed, the reason, the
+    start step)."""
     c = prog.config
     if step in c.density_at:
         _density(prog, out, state, write)
-    if c.reproject_steps is not None and step == c.warmup_steps:
-        prog.write_reprojection(out, state.params, write=write)
+    if c.reproject_steps is not None and "prediction" not in status:
+        ready, distance = prog.prediction_distance(state.params, columns, step)
+        if ready and step < c.steps:
+            status["prediction"] = prog.write_reprojection(out, state.params, write=write,
+                                                           start_step=step)
+        elif step >= c.steps:
+            status["prediction"] = prog.prediction_not_started(out, distance, write=write)
 
 def _density(prog: Program, out: Path, state: TrainState, write: bool) -> None:
     """The Hessian's spectral density at the current step (a chunk boundary)."""

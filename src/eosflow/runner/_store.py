@@ -557,6 +557,26 @@ class Run:
     def sweep(self) -> dict[str, list] | None:
         return self.metadata.get("sweep")
 
+    @property
+    def prediction(self) -> dict[str, np.ndarray] | None:
+        """The predicted trajectory (``RUN/prediction.npz``) as columns of equal length:
+        ``tau`` (η²·t counted from the prediction's start, :attr:`prediction_start`),
+        ``lambda_1`` (λ1 along the prediction) and, when recorded, ``grad_norm`` (how close
+        each predicted point is to Γ). None when the run has no prediction or it failed;
+        :attr:`prediction_error` then says why."""
+        return read_prediction(self.path)[0]
+
+    @property
+    def prediction_error(self) -> str | None:
+        """Why the prediction failed or was not computed (``RUN/prediction_error.json``);
+        None when it succeeded or the run has none."""
+        return read_prediction(self.path)[1]
+
+    @property
+    def prediction_start(self) -> int | None:
+        """The step from which the prediction runs (its ``tau = 0``), when recorded."""
+        return read_prediction(self.path)[2]
+
     def __getitem__(self, column: str) -> np.ndarray:
         return self.metrics[column]
 
@@ -594,6 +614,64 @@ def load_run(path: str | os.PathLike) -> Run:
         status=status,
         metrics=read_metrics(path),
     )
+
+
+PREDICTION = "prediction.npz"
+PREDICTION_ERROR = "prediction_error.json"
+
+
+def write_prediction(run: Path, flow: Any, *, start_step: int, method: str,
+                     extra: dict[str, np.ndarray] | None = None) -> dict[str, Any]:
+    """Write a :class:`~eosflow.flows.LimitingFlow` as the run's prediction: its columns to
+    ``prediction.npz`` when it succeeded, its reason to ``prediction_error.json`` when it
+    failed (removing the other file). Returns the ``prediction`` entry of ``status.json``:
+    ``{"status": "ok" | "failed", "reason", "start_step", "method"}``."""
+    run = Path(run)
+    entry = {"status": flow.status, "reason": flow.reason, "start_step": int(start_step),
+             "method": method}
+    if flow.status == "ok":
+        cols = flow.columns()
+        arrays = {**cols, "lambda": cols["lambda_1"], "method": np.asarray(method),
+                  "start_step": np.asarray(int(start_step)), **(extra or {})}
+        atomic_write_bytes(run / PREDICTION, _npz_bytes(arrays))
+        (run / PREDICTION_ERROR).unlink(missing_ok=True)
+    else:
+        write_prediction_error(run, flow.reason, start_step=start_step, method=method)
+    return entry
+
+
+def write_prediction_error(run: Path, reason: str, *, start_step: int | None = None,
+                           method: str | None = None) -> dict[str, Any]:
+    """Record a prediction that failed or could not be computed; returns the status entry."""
+    run = Path(run)
+    write_json(run / PREDICTION_ERROR, {"error": reason, "start_step": start_step,
+                                        "method": method})
+    (run / PREDICTION).unlink(missing_ok=True)
+    return {"status": "failed", "reason": reason, "start_step": start_step, "method": method}
+
+
+def read_prediction(run: Path) -> tuple[dict[str, np.ndarray] | None, str | None, int | None]:
+    """``(columns, error, start_step)`` of the run's prediction (see :attr:`Run.prediction`)."""
+    run = Path(run)
+    err_p, pred_p = run / PREDICTION_ERROR, run / PREDICTION
+    if err_p.is_file():
+        info = _read_json_file(err_p)
+        start = info.get("start_step") if isinstance(info, dict) else None
+        reason = info.get("error") if isinstance(info, dict) else str(info)
+        return None, str(reason), start
+    if not pred_p.is_file():
+        return None, None, None
+    try:
+        with np.load(pred_p, allow_pickle=False) as z:
+            raw = {k: z[k] for k in z.files}
+    except _DAMAGE as err:
+        raise RunDirError(_damaged(pred_p, err)) from None
+    cols = {k: np.asarray(v) for k, v in raw.items()
+            if k not in ("method", "start_step", "lambda", "X") and np.ndim(v) == 1}
+    if "lambda_1" not in cols and "lambda" in raw:  # written before eosflow 0.3
+        cols["lambda_1"] = np.asarray(raw["lambda"])
+    start = int(raw["start_step"]) if "start_step" in raw else None
+    return cols, None, start
 
 
 def _read_json_file(path: Path) -> Any:

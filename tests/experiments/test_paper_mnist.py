@@ -1,0 +1,137 @@
+"""The paper's MNIST protocol (issue 14): the preset's code path on a tiny synthetic idx file,
+a failed prediction that is loud everywhere, and (slow) the CPU-sized variant on real digits."""
+
+import gzip
+import shutil
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from eosflow.analysis import flow_figure, headline, prediction_line, render_report
+from eosflow.experiments import load_run, preset_config, run_experiment
+from eosflow.flows._limiting import _failed
+
+SHARED_MNIST = Path("/work/shared/data/mnist")
+
+
+def _write_idx(path: Path, array: np.ndarray) -> None:
+    array = np.asarray(array, np.uint8)
+    raw = struct.pack(">BBBB", 0, 0, 0x08, array.ndim)
+    raw += struct.pack(f">{array.ndim}I", *array.shape) + array.tobytes()
+    with gzip.open(path, "wb") as f:
+        f.write(raw)
+
+
+@pytest.fixture
+def tiny_mnist(tmp_path):
+    """60 random 28x28 digits as the training files of a scratch folder."""
+    rng = np.random.default_rng(3)
+    folder = tmp_path / "mnist"
+    folder.mkdir()
+    _write_idx(folder / "train-images-idx3-ubyte.gz", rng.integers(0, 256, (60, 28, 28)))
+    _write_idx(folder / "train-labels-idx1-ubyte.gz", np.arange(60) % 10)
+    return folder
+
+
+def _tiny(data_dir, **kw):
+    small = dict(data_dir=str(data_dir), num_examples=40, test_examples=10, warmup_steps=20,
+                 widths=(16,),
+                 steps=60, chunk_steps=20, eig_every=10, eval_every=20, reproject_steps=2)
+    return preset_config("paper-mnist-ngd-cpu", {**small, **kw})
+
+
+def test_paper_presets_follow_the_authors_protocol():
+    for name in ("paper-mnist-ngd", "paper-mnist-sqrt", "paper-mnist-ngd-cpu"):
+        c = preset_config(name, {"data_dir": "/data"})
+        assert (c.dataset, c.num_examples, c.widths, c.activation, c.loss) == (
+            "mnist", 1000, (128,), "gelu", "mse_nohalf")
+        # GD at lr 0.01 until the authors' checkpoint of step 9001, then eta = 0.01
+        assert (c.warmup_optimizer, c.warmup_lr, c.warmup_steps, c.lr) == ("gd", 0.01, 9000,
+                                                                           0.01)
+        assert c.test_examples and c.reproject_steps and c.eval_every
+    assert preset_config("paper-mnist-ngd", {"data_dir": "/data"}).steps - 9000 == 120_000
+
+
+def test_preset_code_path_on_a_tiny_idx_file(tiny_mnist, tmp_path):
+    out = tmp_path / "run"
+    record = run_experiment(_tiny(tiny_mnist), out)
+    assert record.status == "completed"
+    m = record.metrics
+    assert np.isfinite(m["test_loss"][0]) and np.isfinite(m["test_accuracy"][20])
+    run = load_run(out)
+    entry = run.status["prediction"]
+    assert entry["status"] in ("ok", "failed")
+    assert run.prediction_start == entry["start_step"]
+    if entry["start_step"] is None:  # random labels: never within the phase-I distance
+        assert entry["reason"].startswith("not computed: the run never came within")
+    else:
+        assert entry["start_step"] > 20
+    h = headline(run)
+    assert h["prediction"]["status"] == entry["status"]
+    if entry["status"] == "ok":
+        pred = run.prediction
+        assert run.prediction_error is None
+        assert pred["tau"][0] == 0 and len(pred["tau"]) == 3  # reproject_steps + 1
+        # tau = eta^2 t from the prediction's start to the end of the run
+        np.testing.assert_allclose(pred["tau"][-1], 0.01**2 * (60 - entry["start_step"]),
+                                   rtol=1e-5)
+        assert np.all(np.isfinite(pred["lambda_1"]))
+    else:
+        assert run.prediction is None and run.prediction_error == entry["reason"]
+    fig = flow_figure(run)
+    labels = [ln.get_label() for ln in fig.axes[0].get_lines()]
+    assert any("two-step average" in lbl for lbl in labels)
+    if entry["start_step"] is not None:
+        assert any(lbl.startswith("prediction starts (step") for lbl in labels)
+
+
+def test_a_failed_prediction_is_loud(tiny_mnist, tmp_path, monkeypatch):
+    from eosflow.runner import _step
+
+    reason = "re-projection step 3 of 2: Phi did not converge, |grad L| = 0.026"
+    monkeypatch.setattr(_step, "reprojection_flow",
+                        lambda loss, x0, **kw: _failed(x0, reason))
+    # as if the run were within the phase-I distance at the first boundary after the warm-up
+    monkeypatch.setattr(_step.Program, "prediction_distance",
+                        lambda self, params, columns, step: (step > 20, 0.0))
+    out = tmp_path / "run"
+    run_experiment(_tiny(tiny_mnist), out)
+    run = load_run(out)
+    entry = dict(run.status["prediction"])
+    assert entry.pop("seconds") >= 0
+    assert entry == {"status": "failed", "reason": reason, "start_step": 40,
+                     "method": "reprojection:normalized_gd"}
+    assert run.prediction_start == 40
+    assert run.prediction is None and run.prediction_error == reason
+    assert not (out / "prediction.npz").exists()
+    h = headline(run)
+    assert prediction_line(h) == f"prediction: FAILED: {reason}"
+    assert f"prediction: FAILED: {reason}" in render_report([run])
+    texts = [t.get_text() for t in flow_figure(run).axes[0].texts]
+    assert any(t.replace("\n", " ").startswith("prediction failed: re-projection step 3")
+               for t in texts)
+
+
+@pytest.mark.slow
+def test_paper_mnist_cpu_variant_follows_its_prediction(tmp_path):
+    """Issue 14's target on the shared real digits (a copy: the 10k test digits as the
+    training files): the prediction is computed and the run's lambda1 (two-step average)
+    stays within 10% of the predicted lambda1 over the whole run, while lambda1 falls."""
+    data = tmp_path / "mnist"
+    data.mkdir()
+    for kind in ("images-idx3", "labels-idx1"):
+        shutil.copy(SHARED_MNIST / f"t10k-{kind}-ubyte.gz", data / f"train-{kind}-ubyte.gz")
+    config = preset_config("paper-mnist-ngd-cpu", {"data_dir": str(data)})
+    record = run_experiment(config, tmp_path / "run")
+    assert record.status == "completed"
+    run = load_run(tmp_path / "run")
+    h = headline(run)
+    pr = h["prediction"]
+    print(prediction_line(h), f"wall {run.status['wall_seconds']:.0f} s")
+    assert pr["status"] == "ok", pr["reason"]
+    assert run.prediction is not None and pr["start_step"] >= config.warmup_steps
+    assert pr["max_rel_gap"] <= 0.10, pr
+    assert pr["lambda_fall"] >= 0.15, pr  # the prediction is tested on a moving lambda1
+    assert pr["num_compared"] >= 100
