@@ -79,7 +79,8 @@ def _check_readable(fig: Figure) -> None:
         for t in [ax.xaxis.label, ax.yaxis.label, ax.title, *ax.get_xticklabels()]:
             if t.get_text():
                 assert t.get_fontsize() >= 9, t.get_text()
-    assert fig._suptitle is not None and fig._suptitle.get_fontsize() >= 9
+    title = next(t for t in fig.texts if t.get_text() == fig.get_suptitle())
+    assert fig.get_suptitle() and title.get_fontsize() >= 9
 
 
 def test_cohen_panel_gd(gd_run):
@@ -87,7 +88,7 @@ def test_cohen_panel_gd(gd_run):
     assert isinstance(fig, Figure)
     _check_readable(fig)
     ax_loss, ax_lam = fig.axes
-    assert "gd-synthetic" in fig._suptitle.get_text()
+    assert "gd-synthetic" in fig.get_suptitle()
     assert ax_loss.get_yscale() == "log"
     assert "loss" in ax_loss.get_ylabel() and "step" in ax_loss.get_xlabel()
     assert "lambda_1" in ax_lam.get_ylabel()
@@ -307,7 +308,7 @@ def test_mathtext_in_a_run_name(tmp_path):
                                                  "steps": len(cols["step"])})
     fig = cohen_panel(run)
     assert png_bytes(fig)[:8] == PNG_MAGIC
-    assert fig._suptitle.get_text().startswith(name.replace("$", "\\$"))
+    assert fig.get_suptitle().startswith(name.replace("$", "\\$"))
 
 
 def test_plot_real_run(real_toy_run):
@@ -350,7 +351,7 @@ def test_verify_figure(tmp_path):
     fig = verify_figure(path)
     _check_readable(fig)
     (ax_e,) = fig.axes
-    assert "1 of 2 checks passed" in fig._suptitle.get_text()
+    assert "1 of 2 checks passed" in fig.get_suptitle()
     (series,) = [ln for ln in ax_e.get_lines() if ln.get_label().startswith("toy_a, normal")]
     np.testing.assert_allclose(series.get_ydata(), [0.4, 0.2, 0.1])
     assert "slope 1.00" in series.get_label()  # errors halve with eta: slope exactly 1

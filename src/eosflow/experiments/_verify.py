@@ -9,7 +9,6 @@ O(eta) claim. Negative controls (the wrong constant 1/8 for normalized GD, lambd
 of log lambda_1) run through the same check and must fail it.
 """
 
-import json
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -24,6 +23,7 @@ from .. import optim
 from ..flows import limiting_flow, project_solve, stableness
 from ..optim import METHODS
 from ..problems import Toy, quadratic, toy_a, toy_b, toy_c
+from ..runner import write_json
 
 SLOPE_MIN = 0.8
 
@@ -328,7 +328,7 @@ def _run_verify(out_dir, *, quick, log) -> list[Check]:
         out.mkdir(parents=True, exist_ok=True)
         payload = {"checks": [asdict(c) for c in checks], "tracking": [asdict(t) for t in tracking],
                    "seconds": elapsed, "quick": quick}
-        (out / "verify.json").write_text(json.dumps(payload, indent=2))
+        write_json(out / "verify.json", payload)  # atomic: a kill leaves the old file or the new
         try:
             from ..analysis import plot_verify
         except ImportError:
