@@ -121,6 +121,11 @@ def _print_summary(path: Path) -> None:
         print(f"lambda1 against {c['clock']} over [0, {c['s_common']:.3g}]: max relative "
               f"difference {c['max_rel_diff']:.3g} between learning rates (median "
               f"{c['median_rel_diff']:.3g}); lambda1 falls {100 * c['reference_fall']:.1f}% there")
+    from ..analysis import prediction_line
+
+    line = prediction_line(h)  # a failed prediction is said, not left out
+    if line is not None:
+        print(line)
     print(f"run directory: {path}")
 
 
