@@ -18,7 +18,6 @@ killed run resumes from its last checkpoint and finishes bit for bit as if never
 import contextlib
 import functools
 import logging
-import math
 import signal
 import threading
 import time
@@ -31,14 +30,23 @@ import jax
 import numpy as np
 
 from .._errors import RunDirError
-from ..curvature import spectral_density
 from ..problems import Problem, build_problem
 from . import _store as rd
 from ._config import Config, ConfigError
 from ._devices import to_host
 from ._loggers import Logger
 from ._progress import DEFAULT_INTERVAL, Progress
-from ._step import DIVERGENCE_FLOOR, SWEEPABLE, Program, TrainState
+from ._rows import (
+    _at_boundary,
+    _columns,
+    _concat,
+    _divergence_message,
+    _hvps,
+    _last_valid,
+    _stableness,
+    _stop_step,
+)
+from ._step import SWEEPABLE, Program, TrainState
 
 
 @dataclass(repr=False)
@@ -541,107 +549,3 @@ def _loop(prog: Program, out: Path, state: TrainState, status: dict,
     return RunRecord(out, c, final, message, steps_done, to_host(state.params), metrics,
                      signal=sig.received if final == "interrupted" else None, notes=notes)
 
-
-def _stop_step(m: dict[str, np.ndarray]) -> int | None:
-    idx = np.argwhere(m.get("stop_reason", np.zeros(0)) > 0)
-    return int(m["step"][idx[0][0]]) if len(idx) else None
-
-
-def _columns(prog: Program, rows: dict[str, np.ndarray], begin: int,
-             end: int) -> dict[str, np.ndarray]:
-    """One chunk's rows as columns; a stopped single run keeps rows up to its stopping step."""
-    cols = {"step": np.arange(begin, end, dtype=np.int64)}
-    cols.update({k: np.asarray(v) for k, v in rows.items()})
-    if prog.sweep is None:
-        cols = {k: v[cols["valid"]] for k, v in cols.items()}
-    return cols
-
-def _at_boundary(prog: Program, out: Path, state: TrainState, step: int, write: bool,
-                 columns: dict[str, np.ndarray] | None, status: dict) -> None:
-    """What a chunk boundary computes on every process (arrays may be sharded across
-    them) and process 0 writes: the spectral density at the ``density_at`` steps; the
-    re-projection prediction at the first boundary from the warm-up's end where the run is
-    within the phase-I distance of Γ (:meth:`Program.prediction_ready`; ``columns``: the
-    chunk just run), recorded as ``status["prediction"]`` (ok or failed, the reason, the
-    start step)."""
-    c = prog.config
-    if step in c.density_at:
-        _density(prog, out, state, write)
-    if c.reproject_steps is not None and "prediction" not in status:
-        ready, distance = prog.prediction_distance(state.params, columns, step)
-        if ready and step < c.steps:
-            status["prediction"] = prog.write_reprojection(out, state.params, write=write,
-                                                           start_step=step)
-        elif step >= c.steps:
-            status["prediction"] = prog.prediction_not_started(out, distance, write=write)
-
-def _density(prog: Program, out: Path, state: TrainState, write: bool) -> None:
-    """The Hessian's spectral density at the current step (a chunk boundary)."""
-    p, step = prog.problem, int(state.step)
-    params = state.params if prog.sweep is None else jax.tree.map(lambda x: x[0], state.params)
-    dim = sum(int(np.size(x)) for x in jax.tree.leaves(params))
-    sd = spectral_density(p.loss_fn, params, batches=p.curvature_batches,
-                          num_iters=min(60, dim - 1), num_probes=4,
-                          key=jax.random.PRNGKey(step))
-    arrays = {"nodes": np.asarray(sd.nodes), "weights": np.asarray(sd.weights),
-              "step": np.asarray(step), "dim": np.asarray(dim)}
-    if write:
-        path = out / "density" / f"{step:012d}.npz"
-        rd.atomic_write_bytes(path, rd._npz_bytes(arrays))
-
-def _divergence_message(prog: Program, m: dict[str, np.ndarray]) -> str:
-    reason = m["stop_reason"]
-    idx = np.argwhere(reason > 0)
-    if not len(idx):
-        return "diverged"
-    i = tuple(idx[0])
-    step = int(m["step"][i[0]])
-    loss = float(m["loss"][i])
-    point = f" (sweep point {i[1]})" if len(i) > 1 else ""
-    if reason[i] == 1:
-        return f"diverged at step {step}{point}: loss = {loss} is not finite"
-    first = float(m["loss"][0] if m["loss"].ndim == 1 else m["loss"][0, i[1]])
-    base = (f"the initial loss {first:.4g}" if first >= DIVERGENCE_FLOOR else
-            f"the floor {DIVERGENCE_FLOOR:g} (the initial loss is {first:.4g})")
-    return (f"diverged at step {step}{point}: loss {loss:.4g} exceeds divergence_factor "
-            f"{prog.config.divergence_factor:g} x {base}")
-
-
-
-def _concat(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
-    if not parts:
-        return {}
-    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-
-
-def _hvps(columns: dict[str, np.ndarray], alignment: bool) -> int:
-    if "eig_matvecs" not in columns:
-        return 0
-    mv = columns["eig_matvecs"]
-    if "batch_sharpness_matvecs" in columns:
-        mv = mv + columns["batch_sharpness_matvecs"]
-    extra = np.sum(np.isfinite(columns["lambda_1"])) if alignment else 0
-    return int(np.sum(mv) + extra)
-
-
-def _last_valid(columns: dict[str, np.ndarray]) -> dict[str, float | None]:
-    """The last finite loss, and lambda_1 with the effective step of its row (point 0)."""
-    def col(name):
-        v = columns.get(name)
-        return None if v is None else (v if v.ndim == 1 else v[:, 0])
-
-    loss = col("loss")
-    loss = loss[np.isfinite(loss)] if loss is not None else np.zeros(0)
-    out = {"loss": float(loss[-1]) if len(loss) else math.nan, "lam": None, "eff_lr": None}
-    lam = col("lambda_1")
-    if lam is not None and np.isfinite(lam).any():
-        i = np.flatnonzero(np.isfinite(lam))[-1]
-        out["lam"], out["eff_lr"] = float(lam[i]), float(col("eff_lr")[i])
-    return out
-
-
-def _stableness(prog: Program):
-    """``(lam, eff_lr) -> S`` for the progress line, with its short label."""
-    m, c = prog.method, prog.config
-    label = "ηλ1" if m.step_stableness else "S"
-    return (lambda lam, eff_lr: m.stableness(lam, eff_lr, c.lr, c.momentum)), label

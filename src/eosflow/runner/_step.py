@@ -5,38 +5,27 @@ probes (eigen-solve, alignment, Φ, evaluation), and the ``lax.scan`` over a chu
 import dataclasses
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from jax.flatten_util import ravel_pytree
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from .. import __version__
 from ..curvature import (
-    batch_sharpness,
     hessian_operator,
-    preconditioned_sharpness,
     sum_over_batches,
-    top_eigenpairs,
 )
-from ..flows import (
-    distance_estimate,
-    limiting_flow,
-    phi_diagnostics,
-    prediction_start,
-    reprojection_flow,
-)
-from ..optim import KickState, SwitchState, method, preconditioner_from_state
-from ..problems import Problem, batch_indices, random_batch_indices
-from . import _store as rd
+from ..optim import KickState, method
+from ..problems import Problem, batch_indices
 from ._build import build_optimizer, initial_params
 from ._config import Config, ConfigError
 from ._devices import _global_array, make_mesh
+from ._events import _Predictions
+from ._probes import _Probes
 
 SWEEPABLE = ("lr", "seed", "momentum", "loss_min")
 MAX_PHI_COORDS = 16  # Phi(x_t) is recorded coordinate by coordinate up to this dimension
@@ -61,7 +50,7 @@ class TrainState(NamedTuple):
     precond_block: Any = None
 
 
-class Program:
+class Program(_Probes, _Predictions):
     """The compiled pieces of one run (one point, or a vmapped sweep of points).
 
     Built from a configuration and its problem, it gives the initial :class:`TrainState`,
@@ -367,90 +356,6 @@ class Program:
         row["stop_reason"] = jnp.where(stop_now, reason, 0).astype(jnp.int32)
         return new, row
 
-    def _eigen(self, p, params, grad, gnorm, block, key):
-        c = self.config
-        res = top_eigenpairs(
-            p.loss_fn, params, self.k, v0=block, tol=c.eig_tol, batches=p.curvature_batches,
-            block_size=self.block, max_matvecs=c.eig_max_matvecs, key=key, throw=False,
-            criterion=c.eig_criterion, hint=grad,  # at EoS the gradient leans on v1
-        )
-        lam = res.eigenvalues
-        v1 = jax.tree.map(lambda x: x[0], res.eigenvectors)
-        ghat = optax.tree.scale(1 / gnorm, grad)
-        row = {f"lambda_{i + 1}": lam[i] for i in range(self.k)}
-        row.update({f"residual_{i + 1}": res.residuals[i] for i in range(self.k)})
-        row["eig_matvecs"] = res.num_matvecs
-        # 1.0 / 0.0 where a solve ran, nan ("no measurement") on rows without one
-        row["eig_converged"] = res.converged.astype(self.dtype)
-        row["align_cos"] = optax.tree.vdot(ghat, v1)
-        if c.track_alignment:
-            hg = hessian_operator(p.loss_fn, params, batches=p.curvature_batches).mv(ghat)
-            row["align_rayleigh"] = optax.tree.vdot(ghat, hg) / lam[0]
-        return res.warm_start, row
-
-    def _precond_eigen(self, p, params, opt_state, block, key):
-        """lambda_1(P^-1 H) at ``params``, P read from ``opt_state`` (the main optimizer's
-        part of a warm-up switch), warm-started from ``block``."""
-        c = self.config
-        if isinstance(opt_state, SwitchState):
-            opt_state = opt_state.then
-        P = preconditioner_from_state(c.optimizer, opt_state)
-        res = preconditioned_sharpness(
-            p.loss_fn, params, P, 1, v0=block, tol=c.eig_tol, batches=p.curvature_batches,
-            block_size=self.block, max_matvecs=c.eig_max_matvecs,
-            key=jax.random.fold_in(key, 5), throw=False, criterion=c.eig_criterion,
-        )
-        row = {"precond_lambda_1": res.eigenvalues[0].astype(self.dtype),
-               "precond_residual_1": res.residuals[0].astype(self.dtype),
-               "precond_matvecs": jnp.asarray(res.num_matvecs, jnp.int32),
-               "precond_converged": res.converged.astype(self.dtype)}
-        return res.warm_start, row
-
-    def _no_precond(self):
-        nan = jnp.asarray(jnp.nan, self.dtype)
-        return {"precond_lambda_1": nan, "precond_residual_1": nan,
-                "precond_matvecs": jnp.zeros((), jnp.int32), "precond_converged": nan}
-
-    def _batch_sharpness(self, p, params, key):
-        """Batch sharpness over ``batch_sharpness_batches`` fresh i.i.d. mini-batches."""
-        c = self.config
-        idx = random_batch_indices(jax.random.fold_in(key, 3), self.num_examples,
-                                   c.batch_size, c.batch_sharpness_batches)
-        res = batch_sharpness(p.loss_fn, params, self._minibatch(self._examples(p.batches), idx))
-        return {"batch_sharpness": res.sharpness.astype(self.dtype),
-                "batch_sharpness_se": res.stderr.astype(self.dtype),
-                "batch_sharpness_matvecs": jnp.asarray(res.num_matvecs, jnp.int32)}
-
-    def _no_batch_sharpness(self):
-        nan = jnp.asarray(jnp.nan, self.dtype)
-        return {"batch_sharpness": nan, "batch_sharpness_se": nan,
-                "batch_sharpness_matvecs": jnp.zeros((), jnp.int32)}
-
-    def _no_eigen(self):
-        nan = jnp.asarray(jnp.nan, self.dtype)
-        row = {f"lambda_{i + 1}": nan for i in range(self.k)}
-        row.update({f"residual_{i + 1}": nan for i in range(self.k)})
-        row["eig_matvecs"] = jnp.zeros((), jnp.int32)
-        row["eig_converged"] = nan  # no solve at this step: no measurement, not "False"
-        row["align_cos"] = nan
-        if self.config.track_alignment:
-            row["align_rayleigh"] = nan
-        return row
-
-    def _phi(self, params):
-        """Phi(x_t) and the alignment diagnostics of docs/theory.md, "Numerical signatures"
-        (small problems)."""
-        d = phi_diagnostics(self.problem.loss_fn, params)
-        row = {k: d[k].astype(self.dtype) for k in ("phi_dist", "lambda_phi", "a_t", "theta")}
-        flat = ravel_pytree(d["phi"])[0]
-        if flat.size <= MAX_PHI_COORDS:
-            row.update({f"phi_{i}": flat[i] for i in range(flat.size)})
-        return row
-
-    def _no_phi(self):
-        shapes = jax.eval_shape(self._phi, self.problem.params)
-        return {k: jnp.full(v.shape, jnp.nan, v.dtype) for k, v in shapes.items()}
-
     def _measure_at(self, step):
         """Whether the sharpness is measured at ``step``: every ``eig_every`` steps, and for
         normalized GD and GD on sqrt(L) also at the step after (their stableness alternates
@@ -460,139 +365,6 @@ class Program:
             return step % every <= 1
         return step % every == 0
 
-    def _largest_lr(self) -> float:
-        """The lr whose flow time is longest: the config's, or a sweep's largest."""
-        return max(self.sweep["lr"]) if self.sweep and "lr" in self.sweep else self.config.lr
-
-    def write_prediction(self, out: Path) -> dict[str, Any] | None:
-        """The limiting flow from Phi(x_0) over the run's tau = eta^2 t, as prediction.npz
-        (``prediction_error.json`` with the reason when it fails). Returns the ``prediction``
-        entry of status.json, or None when the run asks for no limiting flow."""
-        c = self.config
-        if c.phi_every is None or self.method.flow_constant is None:
-            return None
-        if c.warmup_steps:  # the flow would start at Phi(x) after the warm-up, not at x_0
-            return rd.write_prediction_error(
-                out, "not computed for a run with a warm-up: the limiting flow starts at Phi "
-                "of the iterate where the warm-up ends, not at Phi(x_0); use reproject_steps",
-                method=c.optimizer)
-        lr = self._largest_lr()
-        try:
-            flow = limiting_flow(self.problem.loss_fn, self.problem.params,
-                                 method=c.optimizer, t_end=lr**2 * c.steps, num_points=201,
-                                 residual_fn=self.problem.full_residual, throw=False)
-        except ValueError as err:  # bad options; a failed start comes back as a status
-            return rd.write_prediction_error(out, str(err), start_step=0, method=c.optimizer)
-        X = np.asarray(jax.vmap(lambda x: ravel_pytree(x)[0])(flow.xs))
-        return rd.write_prediction(out, flow, start_step=0, method=c.optimizer,
-                                   extra={"X": X})
-
-    def prediction_distance(self, params, columns: dict[str, np.ndarray] | None,
-                            step: int) -> tuple[bool, float | None]:
-        """Whether the re-projection prediction may start at chunk boundary ``step`` (state
-        ``params``), and the distance estimate it was judged by.
-
-        The rule (Arora et al., Thm 4.3: after phase I the iterate is O(eta)-close to Γ and
-        Phi(x_t) stays O(eta)-close to Phi(x_w)): the first boundary from the warm-up's end
-        at which ``eosflow.flows.prediction_start`` accepts ``distance_estimate`` =
-        |grad L| / lambda_1 at the last two consecutive measured steps after the warm-up of
-        the chunk just run (``columns``). At the warm-up's end itself there are none: it
-        waits for the first chunk of the optimizer (a GD iterate is not aligned with v_1, so
-        its gradient says little about its distance from Γ).
-        """
-        c = self.config
-        if step <= c.warmup_steps or columns is None:
-            return False, None
-        lam = np.asarray(columns.get("lambda_1", []), np.float64)
-        if lam.ndim > 1:
-            lam = lam[:, 0]
-        steps = np.asarray(columns["step"])
-        ok = np.flatnonzero(np.isfinite(lam) & (steps >= c.warmup_steps))
-        pairs = [i for i in ok if i + 1 < len(steps) and np.isfinite(lam[i + 1])
-                 and steps[i + 1] == steps[i] + 1]
-        if not pairs:
-            return False, None
-        i = pairs[-1]
-        g = np.asarray(columns["grad_norm"], np.float64)
-        g = g if g.ndim == 1 else g[:, 0]
-        d = distance_estimate(g[i:i + 2], lam[i:i + 2])
-        ready = prediction_start(d, self._largest_lr(), method=c.optimizer,
-                                 lambda_1=lam[i:i + 2]) is not None
-        return ready, float(np.max(d))
-
-    def prediction_not_started(self, out: Path, distance: float | None, *,
-                               write: bool) -> dict[str, Any]:
-        """The status entry (and prediction_error.json) of a run that ended before it came
-        within the phase-I distance of Γ."""
-        c = self.config
-        reason = ("not computed: the run never came within the phase-I distance of Γ after "
-                  "the warm-up (|grad L|/lambda_1 at two consecutive measured steps <= 1.5 "
-                  "eta" + (f"; last {distance:.3g}" if distance is not None else
-                           "; no consecutive lambda_1 measurements after the warm-up") + ")")
-        name = f"reprojection:{c.optimizer}"
-        if not write:
-            return {"status": "failed", "reason": reason, "start_step": None, "method": name}
-        return rd.write_prediction_error(out, reason, method=name)
-
-    def _first(self, params):
-        return params if self.sweep is None else jax.tree.map(lambda x: x[0], params)
-
-    def _loss(self):
-        p = self.problem
-        return p.full_loss if p.batches is not None else p.loss_fn
-
-    def write_reprojection(self, out: Path, params, *, write: bool,
-                           start_step: int) -> dict[str, Any]:
-        """The re-projection flow (``eosflow.flows.reprojection_flow``) from ``params`` (the
-        state at ``start_step``, see :meth:`prediction_ready`; a sweep's first point) over
-        the rest of the run's flow time at its largest lr, in ``reproject_steps`` steps:
-        prediction.npz (``tau`` from ``start_step``, ``lambda_1``, ``grad_norm``,
-        ``method``, ``start_step``), or prediction_error.json with the reason when a
-        projection fails (written when ``write``). Each Phi is ``project_solve``'s default:
-        gradient flow, then Levenberg-Marquardt on the loss's residuals
-        (``Problem.full_residual``), then a polishing flow. Returns the ``prediction`` entry
-        of status.json."""
-        c = self.config
-        params = self._first(params)
-        lr = self._largest_lr()
-        const = self.method.flow_constant
-        name = f"reprojection:{c.optimizer}"
-        rest = max(c.steps - start_step, 1)
-        t0 = time.perf_counter()
-        flow = reprojection_flow(
-            self._loss(), params, method=c.optimizer, num_steps=c.reproject_steps,
-            step_size=const * lr**2 * rest / c.reproject_steps,
-            residual_fn=self.problem.full_residual, throw=False)
-        jax.block_until_ready(flow.sharpness)
-        seconds = round(time.perf_counter() - t0, 1)  # compilation included
-        if not write:
-            return {"status": flow.status, "reason": flow.reason, "start_step": start_step,
-                    "method": name, "seconds": seconds}
-        entry = rd.write_prediction(out, flow, start_step=start_step, method=name)
-        return {**entry, "seconds": seconds}
-
-    def _evaluate(self, p, params):
-        sums = sum_over_batches(lambda b: p.eval_fn(params, b), p.batches)
-        return {k: v.astype(self.dtype) for k, v in sums.items()}
-
-    def _test(self, p, params):
-        """Loss and ``eval_fn`` metrics on the held-out batches (``test_*`` columns)."""
-        out = {"test_loss": sum_over_batches(lambda b: p.loss_fn(params, b), p.test_batches)}
-        if p.eval_fn is not None:
-            sums = sum_over_batches(lambda b: p.eval_fn(params, b), p.test_batches)
-            out.update({f"test_{k}": v for k, v in sums.items()})
-        return {k: v.astype(self.dtype) for k, v in out.items()}
-
-    def _no_test(self):
-        shapes = jax.eval_shape(lambda x: self._test(self.problem, x), self.problem.params)
-        return {k: jnp.full(v.shape, jnp.nan, v.dtype) for k, v in shapes.items()}
-
-    def _no_eval(self):
-        shapes = jax.eval_shape(self.problem.eval_fn, self.problem.params,
-                                jax.tree.map(lambda x: x[0], self.problem.batches))
-        return {k: jnp.asarray(jnp.nan, self.dtype) for k in shapes}
-
-    # -- chunks -------------------------------------------------------------------------------
     def _heartbeat_every(self) -> int:
         """At most 10 progress callbacks per chunk, on steps where lambda_1 is measured
         (a callback costs ~1 ms on CPU: 0.04% of a default-run chunk, ~1% of a toy's)."""

@@ -1,0 +1,144 @@
+"""Chunk-boundary computations of a run: the predictions (the limiting flow from Φ(x_0), the
+re-projection flow from where the run comes within the phase-I distance of Γ), mixed into
+:class:`~eosflow.runner.Program`; they return or write the prediction's arrays."""
+
+
+
+import time
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+from jax.flatten_util import ravel_pytree
+
+from ..flows import (
+    distance_estimate,
+    limiting_flow,
+    prediction_start,
+    reprojection_flow,
+)
+from . import _store as rd
+
+SWEEPABLE = ("lr", "seed", "momentum", "loss_min")
+MAX_PHI_COORDS = 16  # Phi(x_t) is recorded coordinate by coordinate up to this dimension
+# the divergence test compares the loss with divergence_factor * max(initial loss, this)
+DIVERGENCE_FLOOR = 1e-3
+REASONS = {0: "running", 1: "diverged", 2: "diverged", 3: "goal_reached"}
+
+
+
+class _Predictions:
+    """Prediction methods of :class:`~eosflow.runner.Program` (they read its fields)."""
+
+    def _largest_lr(self) -> float:
+        """The lr whose flow time is longest: the config's, or a sweep's largest."""
+        return max(self.sweep["lr"]) if self.sweep and "lr" in self.sweep else self.config.lr
+
+    def write_prediction(self, out: Path) -> dict[str, Any] | None:
+        """The limiting flow from Phi(x_0) over the run's tau = eta^2 t, as prediction.npz
+        (``prediction_error.json`` with the reason when it fails). Returns the ``prediction``
+        entry of status.json, or None when the run asks for no limiting flow."""
+        c = self.config
+        if c.phi_every is None or self.method.flow_constant is None:
+            return None
+        if c.warmup_steps:  # the flow would start at Phi(x) after the warm-up, not at x_0
+            return rd.write_prediction_error(
+                out, "not computed for a run with a warm-up: the limiting flow starts at Phi "
+                "of the iterate where the warm-up ends, not at Phi(x_0); use reproject_steps",
+                method=c.optimizer)
+        lr = self._largest_lr()
+        try:
+            flow = limiting_flow(self.problem.loss_fn, self.problem.params,
+                                 method=c.optimizer, t_end=lr**2 * c.steps, num_points=201,
+                                 residual_fn=self.problem.full_residual, throw=False)
+        except ValueError as err:  # bad options; a failed start comes back as a status
+            return rd.write_prediction_error(out, str(err), start_step=0, method=c.optimizer)
+        X = np.asarray(jax.vmap(lambda x: ravel_pytree(x)[0])(flow.xs))
+        return rd.write_prediction(out, flow, start_step=0, method=c.optimizer,
+                                   extra={"X": X})
+
+    def prediction_distance(self, params, columns: dict[str, np.ndarray] | None,
+                            step: int) -> tuple[bool, float | None]:
+        """Whether the re-projection prediction may start at chunk boundary ``step`` (state
+        ``params``), and the distance estimate it was judged by.
+
+        The rule (Arora et al., Thm 4.3: after phase I the iterate is O(eta)-close to Γ and
+        Phi(x_t) stays O(eta)-close to Phi(x_w)): the first boundary from the warm-up's end
+        at which ``eosflow.flows.prediction_start`` accepts ``distance_estimate`` =
+        |grad L| / lambda_1 at the last two consecutive measured steps after the warm-up of
+        the chunk just run (``columns``). At the warm-up's end itself there are none: it
+        waits for the first chunk of the optimizer (a GD iterate is not aligned with v_1, so
+        its gradient says little about its distance from Γ).
+        """
+        c = self.config
+        if step <= c.warmup_steps or columns is None:
+            return False, None
+        lam = np.asarray(columns.get("lambda_1", []), np.float64)
+        if lam.ndim > 1:
+            lam = lam[:, 0]
+        steps = np.asarray(columns["step"])
+        ok = np.flatnonzero(np.isfinite(lam) & (steps >= c.warmup_steps))
+        pairs = [i for i in ok if i + 1 < len(steps) and np.isfinite(lam[i + 1])
+                 and steps[i + 1] == steps[i] + 1]
+        if not pairs:
+            return False, None
+        i = pairs[-1]
+        g = np.asarray(columns["grad_norm"], np.float64)
+        g = g if g.ndim == 1 else g[:, 0]
+        d = distance_estimate(g[i:i + 2], lam[i:i + 2])
+        ready = prediction_start(d, self._largest_lr(), method=c.optimizer,
+                                 lambda_1=lam[i:i + 2]) is not None
+        return ready, float(np.max(d))
+
+    def prediction_not_started(self, out: Path, distance: float | None, *,
+                               write: bool) -> dict[str, Any]:
+        """The status entry (and prediction_error.json) of a run that ended before it came
+        within the phase-I distance of Γ."""
+        c = self.config
+        reason = ("not computed: the run never came within the phase-I distance of Γ after "
+                  "the warm-up (|grad L|/lambda_1 at two consecutive measured steps <= 1.5 "
+                  "eta" + (f"; last {distance:.3g}" if distance is not None else
+                           "; no consecutive lambda_1 measurements after the warm-up") + ")")
+        name = f"reprojection:{c.optimizer}"
+        if not write:
+            return {"status": "failed", "reason": reason, "start_step": None, "method": name}
+        return rd.write_prediction_error(out, reason, method=name)
+
+    def _first(self, params):
+        return params if self.sweep is None else jax.tree.map(lambda x: x[0], params)
+
+    def _loss(self):
+        p = self.problem
+        return p.full_loss if p.batches is not None else p.loss_fn
+
+    def write_reprojection(self, out: Path, params, *, write: bool,
+                           start_step: int) -> dict[str, Any]:
+        """The re-projection flow (``eosflow.flows.reprojection_flow``) from ``params`` (the
+        state at ``start_step``, see :meth:`prediction_ready`; a sweep's first point) over
+        the rest of the run's flow time at its largest lr, in ``reproject_steps`` steps:
+        prediction.npz (``tau`` from ``start_step``, ``lambda_1``, ``grad_norm``,
+        ``method``, ``start_step``), or prediction_error.json with the reason when a
+        projection fails (written when ``write``). Each Phi is ``project_solve``'s default:
+        gradient flow, then Levenberg-Marquardt on the loss's residuals
+        (``Problem.full_residual``), then a polishing flow. Returns the ``prediction`` entry
+        of status.json."""
+        c = self.config
+        params = self._first(params)
+        lr = self._largest_lr()
+        const = self.method.flow_constant
+        name = f"reprojection:{c.optimizer}"
+        rest = max(c.steps - start_step, 1)
+        t0 = time.perf_counter()
+        flow = reprojection_flow(
+            self._loss(), params, method=c.optimizer, num_steps=c.reproject_steps,
+            step_size=const * lr**2 * rest / c.reproject_steps,
+            residual_fn=self.problem.full_residual, throw=False)
+        jax.block_until_ready(flow.sharpness)
+        seconds = round(time.perf_counter() - t0, 1)  # compilation included
+        if not write:
+            return {"status": flow.status, "reason": flow.reason, "start_step": start_step,
+                    "method": name, "seconds": seconds}
+        entry = rd.write_prediction(out, flow, start_step=start_step, method=name)
+        return {**entry, "seconds": seconds}
+
