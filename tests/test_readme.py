@@ -26,11 +26,12 @@ def test_sharpness_recipe_runs_and_tracks_lambda1(capsys):
     exec(recipe, namespace)
     A = jnp.diag(jnp.linspace(0.1, 3.0, 40))  # lambda_1 = 3 wherever the loss is evaluated
 
-    def loss_fn(p):
-        return 0.5 * p["w"] @ A @ p["w"] + 0.25 * jnp.sum(p["b"] ** 4)
+    def loss_fn(p, batch):  # the recipe's loss_fn(params, batch), filled in
+        return 0.5 * p["w"] @ batch["A"] @ p["w"] + 0.25 * jnp.sum(p["b"] ** 4)
 
+    namespace["loss_fn"] = loss_fn
     params = {"w": jnp.ones(40), "b": jnp.full(3, 0.1)}
-    namespace["train"](loss_fn, params, steps=5, lr=0.1)
+    namespace["train"](params, {"A": A}, steps=5, lr=0.1)
     rows = [line.split() for line in capsys.readouterr().out.strip().splitlines()]
     assert len(rows) == 5
     lams = np.array([float(r[2]) for r in rows])
@@ -40,9 +41,10 @@ def test_sharpness_recipe_runs_and_tracks_lambda1(capsys):
 
 
 def test_sharpness_recipe_finds_a_top_direction_orthogonal_to_its_first_start(capsys):
-    """The recipe's first warm start is ones; here lambda_1 = 20 lies along (1, -1, 0, ...),
-    exactly orthogonal to it (cleverhans-lab/cleverhans#1012). Oracle: dense eigh at every
-    iterate, the iterates rebuilt by the same SGD steps."""
+    """lambda_1 = 20 lies along (1, -1, 0, ...), orthogonal to a start of ones
+    (cleverhans-lab/cleverhans#1012); the recipe starts from an empty block (zeros: the
+    solver's fresh direction) and then passes back the whole warm start. Oracle: dense eigh at
+    every iterate, the iterates rebuilt by the same SGD steps."""
     import jax
     from jax.flatten_util import ravel_pytree
 
@@ -51,19 +53,21 @@ def test_sharpness_recipe_finds_a_top_direction_orthogonal_to_its_first_start(ca
     exec(recipe, namespace)
     d = jnp.asarray(np.random.default_rng(8).uniform(0.0, 5.0, 58))
 
-    def loss_fn(p):
-        quad = 5.0 * (p["a"][0] - p["a"][1]) ** 2 + 0.5 * jnp.sum(d * p["y"] ** 2)
+    def loss_fn(p, batch):
+        quad = 5.0 * (p["a"][0] - p["a"][1]) ** 2 + 0.5 * jnp.sum(batch["d"] * p["y"] ** 2)
         return quad + 0.25 * jnp.sum(p["y"] ** 4)
 
+    namespace["loss_fn"] = loss_fn
     params = {"a": jnp.array([0.3, -0.2]), "y": jnp.full(58, 0.5)}
     lr, steps = 0.05, 4
-    namespace["train"](loss_fn, params, steps=steps, lr=lr)
+    namespace["train"](params, {"d": d}, steps=steps, lr=lr)
     rows = [line.split() for line in capsys.readouterr().out.strip().splitlines()]
     got = np.array([float(r[2]) for r in rows])
     want = []
     p = params
     for _ in range(steps):
         flat, unravel = ravel_pytree(p)
-        want.append(jnp.linalg.eigvalsh(jax.hessian(lambda z: loss_fn(unravel(z)))(flat))[-1])
-        p = jax.tree.map(lambda x, g: x - lr * g, p, jax.grad(loss_fn)(p))
+        want.append(jnp.linalg.eigvalsh(
+            jax.hessian(lambda z: loss_fn(unravel(z), {"d": d}))(flat))[-1])
+        p = jax.tree.map(lambda x, g: x - lr * g, p, jax.grad(loss_fn)(p, {"d": d}))
     np.testing.assert_allclose(got, np.array(want), atol=1e-3)

@@ -88,13 +88,13 @@ def test_preset_code_path_on_a_tiny_idx_file(tiny_mnist, tmp_path):
 
 
 def test_a_failed_prediction_is_loud(tiny_mnist, tmp_path, monkeypatch):
-    from eosflow.runner import _step
+    from eosflow.runner import Program, _events  # the prediction's flow, replaced
 
     reason = "re-projection step 3 of 2: Phi did not converge, |grad L| = 0.026"
-    monkeypatch.setattr(_step, "reprojection_flow",
+    monkeypatch.setattr(_events, "reprojection_flow",
                         lambda loss, x0, **kw: _failed(x0, reason))
     # as if the run were within the phase-I distance at the first boundary after the warm-up
-    monkeypatch.setattr(_step.Program, "prediction_distance",
+    monkeypatch.setattr(Program, "prediction_distance",
                         lambda self, params, columns, step: (step > 20, 0.0))
     out = tmp_path / "run"
     run_experiment(_tiny(tiny_mnist), out)

@@ -26,7 +26,7 @@ class Preset:
         return Config(**{"name": self.name, **self.overrides, **changes})
 
 
-# Arora, Li & Panigrahi (2022), MNIST (THEORY.md, "The paper's neural-net experiments"): the
+# Arora, Li & Panigrahi (2022, arXiv 2205.09745), their MNIST experiment and code: the
 # authors' code trains GD at lr 0.01 and switches to normalized GD (or GD on sqrt L) at
 # eta = 0.01 from the GD checkpoint of step 9001, for 120 000 steps; MSE without the 1/2.
 _MNIST_PAPER = dict(

@@ -5,7 +5,7 @@ steps the iterate is $O(\eta)$-close to Γ and $\Phi(x_t)$ stays $O(\eta)$-close
 At the Edge of Stability the iterate then oscillates across Γ along $v_1$ with
 $|a_t| + |a_{t+1}| \approx \ell$, $a_t = \langle v_1, x_t - \Phi(x_t)\rangle$, where
 $\ell = \eta$ for normalized GD and $\ell = \eta\sqrt{\lambda_1/2}$ for GD on $\sqrt L$
-(THEORY.md, "Numerical signatures"). So each of two consecutive distances is at most $\ell$.
+(docs/theory.md, "Numerical signatures"). So each of two consecutive distances is at most $\ell$.
 """
 
 import numpy as np

@@ -107,7 +107,8 @@ def load_digits(
         mean = ref.mean(axis=0, keepdims=True)
         x = ((x - mean) / (ref - mean).std()).astype(np.float32)
         info["standardize"] = "per-pixel mean removed, divided by the global std"
-        info["standardize_stats"] = f"over the {len(stats_rows)} training examples"
+        info["standardize_stats"] = (f"over the {len(stats_rows)} selected examples" if exclude
+                                     is None else f"over the {len(stats_rows)} training examples")
     info["image_shape"] = [1, 8, 8]
     labels = labels_all[idx]
     return Dataset(x.astype(np.float32), one_hot(labels, 10), labels, idx, "digits", info)

@@ -461,7 +461,7 @@ def _check(c: Config) -> None:
         raise ConfigError("batch_size: mini-batch runs are single-device (drop devices)")
     if c.eig_block is not None and c.eig_block < c.num_eigs:
         raise ConfigError(f"eig_block: must be >= num_eigs = {c.num_eigs}, got {c.eig_block}")
-    if not c.widths or any(w <= 0 for w in c.widths):
+    if (not c.widths and c.problem != "vgg11") or any(w <= 0 for w in c.widths):
         raise ConfigError(f"widths: must be one or more positive widths, got {list(c.widths)}")
     if any(s < 0 or s >= c.steps for s in c.density_at):
         raise ConfigError(f"density_at: steps must lie in [0, {c.steps}), got {list(c.density_at)}")

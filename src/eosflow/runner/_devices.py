@@ -30,9 +30,9 @@ def initialize_distributed(coordinator: str | None = None, num_processes: int | 
     missing = [n for n, v in zip(("--coordinator", "--num-processes", "--process-id"),
                                  (coordinator, num, pid), strict=True) if v is None]
     if missing:
-        raise ValueError(f"multi-process runs need {', '.join(missing)} (or {', '.join(ENV)})")
+        raise ConfigError(f"multi-process runs need {', '.join(missing)} (or {', '.join(ENV)})")
     if not 0 <= pid < num:
-        raise ValueError(f"--process-id must lie in [0, {num}), got {pid}")
+        raise ConfigError(f"--process-id must lie in [0, {num}), got {pid}")
     if not jax.distributed.is_initialized():
         _check_coordinator(coordinator, pid, timeout_s)
         try:
@@ -40,7 +40,7 @@ def initialize_distributed(coordinator: str | None = None, num_processes: int | 
                                        process_id=pid,
                                        initialization_timeout=max(int(timeout_s), 1))
         except Exception as err:  # the runtime's message names gRPC internals
-            raise ValueError(
+            raise ConfigError(
                 f"could not join the job at coordinator {coordinator} as process {pid} of "
                 f"{num}: {str(err).splitlines()[0]}"
             ) from err
@@ -55,7 +55,7 @@ def _check_coordinator(address: str, pid: int, timeout_s: float) -> None:
     """
     host, _, port_s = address.rpartition(":")
     if not host or not port_s.isdigit():
-        raise ValueError(f"--coordinator must be host:port, got {address!r}")
+        raise ConfigError(f"--coordinator must be host:port, got {address!r}")
     port = int(port_s)
     if pid == 0:
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -63,7 +63,7 @@ def _check_coordinator(address: str, pid: int, timeout_s: float) -> None:
             try:
                 sock.bind(("", port))
             except OSError as err:
-                raise ValueError(
+                raise ConfigError(
                     f"process 0 cannot host the coordinator on port {port}: {err.strerror}"
                 ) from err
         return
@@ -76,7 +76,7 @@ def _check_coordinator(address: str, pid: int, timeout_s: float) -> None:
         except OSError as err:
             last = err
             time.sleep(0.2)
-    raise ValueError(
+    raise ConfigError(
         f"the coordinator {address} is unreachable after {timeout_s:g} s "
         f"({getattr(last, 'strerror', None) or last}); start process 0 there first, or check "
         "the address"

@@ -278,6 +278,12 @@ class Program(_Probes, _Predictions):
             )
             row.update(eig_row)
             row["eta_lambda"] = eff_lr * eig_row["lambda_1"]
+            if self.num_examples is not None:
+                row.update(jax.lax.cond(
+                    self._measure_at(step),
+                    lambda: self._batch_sharpness(p, params, jax.random.fold_in(state.key, step)),
+                    self._no_batch_sharpness,
+                ))
         precond_block = state.precond_block
         if self.precond_on:
             # P is the one this step's update applied: read from the state after the update;
@@ -294,12 +300,6 @@ class Program(_Probes, _Predictions):
             s = self.method.stableness(pre_row["precond_lambda_1"], eff_lr, hyper["lr"],
                                        hyper["momentum"])
             row["eta_lambda"] = jnp.where(step >= c.warmup_steps, s, row["eta_lambda"])
-            if self.num_examples is not None:
-                row.update(jax.lax.cond(
-                    self._measure_at(step),
-                    lambda: self._batch_sharpness(p, params, jax.random.fold_in(state.key, step)),
-                    self._no_batch_sharpness,
-                ))
         if c.phi_every is not None:
             row.update(jax.lax.cond(
                 step % c.phi_every == 0, lambda: self._phi(params), self._no_phi
