@@ -13,7 +13,7 @@ from eosflow.analysis import flow_figure, headline, prediction_line, render_repo
 from eosflow.experiments import load_run, preset_config, run_experiment
 from eosflow.flows._limiting import _failed
 
-SHARED_MNIST = Path("/work/shared/data/mnist")
+SHARED_MNIST = Path(__file__).resolve().parents[3] / "shared" / "data" / "mnist"  # ../shared
 
 
 def _write_idx(path: Path, array: np.ndarray) -> None:
