@@ -12,17 +12,7 @@ from typing import Any
 
 from .._errors import RunDirError
 
-METRICS = "metrics"
-_UMASK = os.umask(0)
-os.umask(_UMASK)
-CHECKPOINT = "checkpoint.npz"
-LOCK = ".lock"
-TMP_SUFFIX = ".tmp"
-
-# Test hook: with EOSFLOW_TEST_EXIT_AT_WRITE=N the process exits (status 137, like a kill -9)
-# at the N-th write point (counted from 1): before the rename of the N-th atomic write when
-# EOSFLOW_TEST_EXIT_PHASE=temp (a temporary file is left behind), after it otherwise.
-_writes = 0
+LOCK = ".lock"  # RUN/.lock: the owner's pid and host
 
 
 
@@ -54,7 +44,7 @@ def _pid_alive(pid: int) -> bool:
 
 def _create_lock(path: Path) -> bool:
     try:
-        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666 & ~_UMASK)
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)  # umask applies
     except FileExistsError:
         return False
     with os.fdopen(fd, "w") as f:

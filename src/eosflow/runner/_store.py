@@ -36,13 +36,12 @@ import jax
 import numpy as np
 
 from .._errors import RunDirError
-from ._lock import Lock, claim
+from ._lock import LOCK, Lock, claim
 
 METRICS = "metrics"
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 CHECKPOINT = "checkpoint.npz"
-LOCK = ".lock"
 TMP_SUFFIX = ".tmp"
 
 # Test hook: with EOSFLOW_TEST_EXIT_AT_WRITE=N the process exits (status 137, like a kill -9)
