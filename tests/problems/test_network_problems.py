@@ -148,3 +148,10 @@ def test_missing_data_directory_names_the_files(tmp_path):
     config = Config(dataset="cifar10", data_dir=str(tmp_path / "missing"))
     with pytest.raises(ConfigError, match=r"^data_dir: load_cifar10: .*does not exist"):
         build_network_problem(config)
+
+
+def test_a_model_too_big_for_memory_is_refused_before_allocating():
+    # 64-1e9-10: 64e9 + 1e9 + 10e9 + 10 parameters, ~8.9 TiB of training state; refused from
+    # shapes alone (allocating it would abort the process)
+    with pytest.raises(ConfigError, match=r"widths: the model has 75,000,000,010 parameters"):
+        build_network_problem(Config(num_examples=20, widths=(10**9,)))

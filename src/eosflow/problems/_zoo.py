@@ -222,6 +222,45 @@ def build_model(config: ProblemSpec, in_shape: tuple[int, ...], num_outputs: int
     return ResNet(channels, num_outputs, widths=widths, act=act, key=key, dtype=dtype)
 
 
+# bytes of training state per parameter byte: params, gradient, optimizer state (up to two
+# moments), the eigen-solver's block (k + 1 vectors) and a Krylov basis of a few dozen
+STATE_FACTOR = 32
+
+
+def _check_model_fits(config: ProblemSpec, in_shape, num_outputs: int, key) -> None:
+    """Refuse, before anything is allocated, a model whose training state would not fit in
+    memory: its parameter count comes from ``jax.eval_shape`` of the constructor (shapes
+    only), the memory from the first device's limit or the host's available RAM."""
+    shapes = jax.eval_shape(lambda k: build_model(config, in_shape, num_outputs, k), key)
+    leaves = [x for x in jax.tree.leaves(shapes) if hasattr(x, "dtype")]
+    count = sum(math.prod(x.shape) for x in leaves)
+    need = STATE_FACTOR * sum(math.prod(x.shape) * x.dtype.itemsize for x in leaves)
+    avail = _available_memory()
+    if avail is not None and need > avail:
+        raise ConfigError(
+            f"widths: the model has {count:,} parameters, about {need / 2**30:.1f} GiB of "
+            f"training state, more than the {avail / 2**30:.1f} GiB available; use smaller "
+            "widths")
+
+
+def _available_memory() -> int | None:
+    """Bytes the first device may still allocate (its limit on an accelerator), or the
+    host's available memory on CPU; None when neither can be read."""
+    dev = jax.devices()[0]
+    if dev.platform != "cpu":
+        stats = dev.memory_stats() or {}
+        if "bytes_limit" in stats:
+            return int(stats["bytes_limit"]) - int(stats.get("bytes_in_use", 0))
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
 def _batches(x: np.ndarray, y: np.ndarray, chunk_size: int | None, dtype):
     size = x.shape[0] if chunk_size is None else min(chunk_size, x.shape[0])
     batches, num = chunk({"x": x, "y": y}, size)
@@ -247,6 +286,7 @@ def build_network_problem(config: ProblemSpec) -> Problem:
             test = dataclasses.replace(test, x=test.x.reshape(len(test), *image_shape))
     in_shape = tuple(data.x.shape[1:])
     key = jax.random.key(config.seed)
+    _check_model_fits(config, in_shape, int(data.y.shape[1]), key)
     model = build_model(config, in_shape, int(data.y.shape[1]), key)
     spec = trainable_filter(model, config.freeze_last_layer)
     num_frozen = sum(
