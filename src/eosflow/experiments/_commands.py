@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from .._errors import EosflowError
+from ..problems import available_memory as _available_memory
 from ..runner import (
     FIELD_DOCS,
     SECTIONS,
@@ -214,20 +215,6 @@ def check_sweep_memory(config: Config, points: int) -> None:
             f"sweep: {points} points need about {need / 2**30:.1f} GiB, more than half the "
             f"{avail / 2**30:.1f} GiB available; use fewer points or --serial"
         )
-
-
-def _available_memory() -> int | None:
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError):
-        return None
 
 
 def verify(args) -> int:

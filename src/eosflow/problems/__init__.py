@@ -34,5 +34,6 @@ from ._toys import toy_b as toy_b
 from ._toys import toy_c as toy_c
 from ._zoo import NETWORKS as NETWORKS
 from ._zoo import ProblemSpec as ProblemSpec
+from ._zoo import available_memory as available_memory
 from ._zoo import build_network_problem as build_network_problem
 from ._zoo import build_problem as build_problem

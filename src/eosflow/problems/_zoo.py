@@ -23,6 +23,7 @@ the field. Everything that determines the numbers is written into ``Problem.info
 import dataclasses
 import itertools
 import math
+import os
 from dataclasses import dataclass
 
 import jax
@@ -235,7 +236,7 @@ def _check_model_fits(config: ProblemSpec, in_shape, num_outputs: int, key) -> N
     leaves = [x for x in jax.tree.leaves(shapes) if hasattr(x, "dtype")]
     count = sum(math.prod(x.shape) for x in leaves)
     need = STATE_FACTOR * sum(math.prod(x.shape) * x.dtype.itemsize for x in leaves)
-    avail = _available_memory()
+    avail = available_memory()
     if avail is not None and need > avail:
         raise ConfigError(
             f"widths: the model has {count:,} parameters, about {need / 2**30:.1f} GiB of "
@@ -243,7 +244,7 @@ def _check_model_fits(config: ProblemSpec, in_shape, num_outputs: int, key) -> N
             "widths")
 
 
-def _available_memory() -> int | None:
+def available_memory() -> int | None:
     """Bytes the first device may still allocate (its limit on an accelerator), or the
     host's available memory on CPU; None when neither can be read."""
     dev = jax.devices()[0]
@@ -258,7 +259,10 @@ def _available_memory() -> int | None:
                     return int(line.split()[1]) * 1024
     except OSError:
         pass
-    return None
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError):
+        return None
 
 
 def _batches(x: np.ndarray, y: np.ndarray, chunk_size: int | None, dtype):
