@@ -71,3 +71,28 @@ class MatVec(eqx.Module):
 
     def __call__(self, v):
         return self.A @ v
+
+
+class CompileCounter:
+    """Counts the functions JAX lowers to XLA while it is active (``with CompileCounter() as
+    c: ...; c.names``), through JAX's public monitoring events: a cache hit lowers nothing,
+    a retrace or a new compilation lowers once per jitted function."""
+
+    EVENT = "/jax/core/compile/jaxpr_to_mlir_module_duration"
+
+    def __init__(self):
+        self.names: list[str] = []
+
+    def _listen(self, event, duration, **kwargs):
+        if event == self.EVENT:
+            self.names.append(str(kwargs.get("fun_name", "?")))
+
+    def __enter__(self):
+        jax.monitoring.register_event_duration_secs_listener(self._listen)
+        return self
+
+    def __exit__(self, *exc):
+        jax.monitoring.unregister_event_duration_listener(self._listen)
+
+    def count(self, name: str | None = None) -> int:
+        return len(self.names) if name is None else sum(name in n for n in self.names)

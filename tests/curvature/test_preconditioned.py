@@ -4,8 +4,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from jax.flatten_util import ravel_pytree as ravel
 
-from eosflow._tree import ravel
 from eosflow.curvature import (
     EigenRESULTS,
     generalized_eigenvectors,

@@ -1,6 +1,5 @@
 """``build_network_problem``: every configured choice lands in the problem and its info."""
 
-import functools
 
 import jax
 import jax.numpy as jnp
@@ -8,8 +7,8 @@ import numpy as np
 import pytest
 
 from eosflow.experiments import Config, ConfigError
-from eosflow.problems import VGG11, build_network_problem, load_digits, select
-from eosflow.problems import _zoo as _nets  # monkeypatched: the dispatch's model classes
+from eosflow.problems import build_network_problem, load_digits, select
+from eosflow.runner import FIELD_DOCS
 
 
 def _per_example_losses(problem, params):
@@ -74,16 +73,14 @@ def test_cnn_on_digits_chunks_the_data_and_measures_curvature_on_a_prefix():
     assert float(hessian) == pytest.approx(per_example[:6].mean(), rel=1e-12)
 
 
-def test_vgg11_on_cifar_with_a_frozen_last_layer(cifar_dir, monkeypatch):
-    # A narrow VGG-11 (base width 2) keeps the test fast; the dispatch is what is tested.
-    monkeypatch.setattr(_nets, "VGG11", functools.partial(VGG11, width=2))
+def test_vgg11_on_cifar_with_a_frozen_last_layer(cifar_dir):
     config = Config(problem="vgg11", dataset="cifar10", data_dir=str(cifar_dir), num_examples=4,
                     widths=(), activation="relu", freeze_last_layer=True)
     problem = build_network_problem(config)
     info = problem.info
     last = problem.params.classifier[-1]
     assert last.weight is None and last.bias is None
-    assert info["num_frozen_params"] == 16 * 10 + 10  # 8 * width features -> 10 classes
+    assert info["num_frozen_params"] == 512 * 10 + 10  # 512 features -> 10 classes
     assert info["freeze_last_layer"] is True and info["model_class"] == "VGG11"
     assert "N(0, 2/(9*out_channels))" in info["init"]
     assert info["input_shape"] == [3, 32, 32] and info["data_indices"] == [0, 1, 2, 3]
@@ -112,8 +109,11 @@ def test_synthetic_data_sets():
     assert cls.batches["y"].shape == (1, 12, 4) and cls.params.layers[-1].weight.shape == (4, 4)
     assert cls.eval_fn is not None and cls.info["loss"] == "cross_entropy"
     default = build_network_problem(Config(dataset="gaussian_clusters", widths=(4,)))
-    assert default.info["num_examples"] == _nets.SYNTHETIC_SIZE
-    assert default.batches["y"].shape[-1] == _nets.DEFAULT_CLUSTERS
+    # the defaults FIELD_DOCS states: 1000 examples, 3 clusters
+    assert "1000 for a synthetic set" in FIELD_DOCS["num_examples"]
+    assert "3 Gaussian clusters" in FIELD_DOCS["num_classes"]
+    assert default.info["num_examples"] == 1000
+    assert default.batches["y"].shape[-1] == 3
 
 
 @pytest.mark.parametrize(

@@ -73,11 +73,11 @@ class Config:
     data_dir: str | None = None
     """folder with the dataset's files (needed for cifar10 and mnist)"""
     num_examples: int | None = None
-    """training examples used (None: the dataset's default size)"""
+    """training examples used (None: the dataset's default size; 1000 for a synthetic set)"""
     subset: SubsetName = "first"
     """which examples: the first num_examples, or a class-stratified draw"""
     num_classes: int | None = None
-    """outputs of the model (None: the dataset's number of classes)"""
+    """outputs of the model (None: the dataset's number of classes; 3 Gaussian clusters)"""
     widths: tuple[int, ...] = (200, 200)
     """hidden widths, e.g. 200,200 (channels for the convolutional nets)"""
     activation: ActivationName = "tanh"
