@@ -129,6 +129,22 @@ def test_unreachable_coordinator_is_a_clear_error(tmp_path):
     assert "Traceback" not in res.stderr
 
 
+def test_a_coordinator_that_accepts_but_never_answers_is_a_clear_error(tmp_path):
+    with socket.socket() as silent:  # listens, never speaks: a hung or foreign process
+        silent.bind(("localhost", 0))
+        silent.listen(4)
+        address = f"localhost:{silent.getsockname()[1]}"
+        res = subprocess.run(
+            [sys.executable, "-m", "eosflow", "run", "tiny", "--out", str(tmp_path),
+             "--coordinator", address, "--num-processes", "2", "--process-id", "1",
+             "--coordinator-timeout", "2"], env=_env(), capture_output=True, text=True,
+            timeout=120)
+    assert res.returncode == 2, res.stderr  # JAX's runtime alone aborts (SIGABRT) here
+    err = res.stderr.strip().splitlines()
+    assert len(err) == 1 and "does not answer as a JAX coordination service" in err[0], err
+    assert address in err[0]
+
+
 @pytest.mark.parametrize("flags", [["--num-processes", "2"], ["--process-id", "0"]])
 def test_incomplete_multiprocess_flags(flags, tmp_path, capsys):
     from eosflow.experiments import main

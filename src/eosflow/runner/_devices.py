@@ -71,7 +71,8 @@ def _check_coordinator(address: str, pid: int, timeout_s: float) -> None:
     last = None
     while time.monotonic() < deadline:
         try:
-            with socket.create_connection((host, port), timeout=1.0):
+            with socket.create_connection((host, port), timeout=1.0) as sock:
+                _check_answers(sock, address, max(deadline - time.monotonic(), 1.0))
                 return
         except OSError as err:
             last = err
@@ -81,6 +82,27 @@ def _check_coordinator(address: str, pid: int, timeout_s: float) -> None:
         f"({getattr(last, 'strerror', None) or last}); start process 0 there first, or check "
         "the address"
     )
+
+
+# the HTTP/2 client preface and an empty SETTINGS frame: a gRPC server (JAX's coordination
+# service) answers with its own SETTINGS frame (frame type 4, the header's fourth byte)
+_HTTP2_HELLO = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])
+
+
+def _check_answers(sock: socket.socket, address: str, timeout_s: float) -> None:
+    """Refuse a coordinator port that accepts connections but does not speak gRPC (another
+    program, or a hung process): JAX's runtime would wait there and then abort the process
+    with a C++ stack trace instead of raising."""
+    sock.settimeout(timeout_s)
+    try:
+        sock.sendall(_HTTP2_HELLO)
+        head = sock.recv(9)
+    except TimeoutError:
+        head = b""
+    if len(head) < 4 or head[3] != 4:
+        raise ConfigError(
+            f"the coordinator {address} accepts connections but does not answer as a JAX "
+            f"coordination service within {timeout_s:.3g} s; is process 0 running there?")
 
 
 def _env_int(name: str) -> int | None:
