@@ -155,3 +155,16 @@ def test_a_model_too_big_for_memory_is_refused_before_allocating():
     # shapes alone (allocating it would abort the process)
     with pytest.raises(ConfigError, match=r"widths: the model has 75,000,000,010 parameters"):
         build_network_problem(Config(num_examples=20, widths=(10**9,)))
+
+
+def test_the_memory_estimate_counts_the_data_the_problem_holds():
+    """The estimate checked before allocating counts every copy of the data on the device:
+    training, the Hessian's subset and the held-out set (x, y and a weight per row)."""
+    config = Config(num_examples=50, hessian_examples=20, test_examples=30, widths=(8,))
+    problem = build_network_problem(config)
+    held = [problem.batches, problem.hessian_batches, problem.test_batches]
+    actual = sum(np.asarray(a).nbytes for b in held for a in jax.tree.leaves(b))
+    estimate = problem.info["memory_estimate_bytes"]
+    assert estimate["data"] == actual  # no padding here: one chunk each
+    params = sum(np.asarray(a).nbytes for a in jax.tree.leaves(problem.params))
+    assert estimate["training_state"] >= 4 * params  # params, gradient, two moments at least

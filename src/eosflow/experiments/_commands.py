@@ -208,7 +208,8 @@ def check_sweep_memory(config: Config, points: int) -> None:
     per_point = n * itemsize * (4 + block + krylov)  # params, grad, opt state, eig, basis
     chunk = config.chunk_steps or 100
     per_point += chunk * 16 * 8  # metric rows of one chunk
-    need = per_point * points
+    # the data is shared by every point (counted by the network problems' own estimate)
+    need = per_point * points + problem.info.get("memory_estimate_bytes", {}).get("data", 0)
     avail = _available_memory()
     if avail is not None and need > 0.5 * avail:
         raise ConfigError(

@@ -228,20 +228,27 @@ def build_model(config: ProblemSpec, in_shape: tuple[int, ...], num_outputs: int
 STATE_FACTOR = 32
 
 
-def _check_model_fits(config: ProblemSpec, in_shape, num_outputs: int, key) -> None:
-    """Refuse, before anything is allocated, a model whose training state would not fit in
-    memory: its parameter count comes from ``jax.eval_shape`` of the constructor (shapes
-    only), the memory from the first device's limit or the host's available RAM."""
+def _check_model_fits(config: ProblemSpec, in_shape, num_outputs: int, key,
+                      rows: int) -> dict[str, int]:
+    """Refuse, before anything is allocated, a model whose training state and data would not
+    fit in memory: its parameter count comes from ``jax.eval_shape`` of the constructor
+    (shapes only); the data is ``rows`` examples (training, the Hessian's subset when it is
+    a copy, held-out) of ``in_shape`` inputs, ``num_outputs`` targets and a weight, in the
+    run's dtype; the memory is the first device's limit or the host's available RAM.
+    Returns the estimate in bytes (``{"training_state": ..., "data": ...}``)."""
     shapes = jax.eval_shape(lambda k: build_model(config, in_shape, num_outputs, k), key)
     leaves = [x for x in jax.tree.leaves(shapes) if hasattr(x, "dtype")]
     count = sum(math.prod(x.shape) for x in leaves)
-    need = STATE_FACTOR * sum(math.prod(x.shape) * x.dtype.itemsize for x in leaves)
+    state = STATE_FACTOR * sum(math.prod(x.shape) * x.dtype.itemsize for x in leaves)
+    data = rows * (math.prod(in_shape) + num_outputs + 1) * jnp.dtype(config.dtype).itemsize
     avail = available_memory()
-    if avail is not None and need > avail:
+    if avail is not None and state + data > avail:
+        field = "widths" if state >= data else "num_examples"
         raise ConfigError(
-            f"widths: the model has {count:,} parameters, about {need / 2**30:.1f} GiB of "
-            f"training state, more than the {avail / 2**30:.1f} GiB available; use smaller "
-            "widths")
+            f"{field}: the model has {count:,} parameters, about {state / 2**30:.1f} GiB of "
+            f"training state, and the data {data / 2**30:.1f} GiB, more than the "
+            f"{avail / 2**30:.1f} GiB available; use smaller widths or fewer examples")
+    return {"training_state": int(state), "data": int(data)}
 
 
 def available_memory() -> int | None:
@@ -290,7 +297,9 @@ def build_network_problem(config: ProblemSpec) -> Problem:
             test = dataclasses.replace(test, x=test.x.reshape(len(test), *image_shape))
     in_shape = tuple(data.x.shape[1:])
     key = jax.random.key(config.seed)
-    _check_model_fits(config, in_shape, int(data.y.shape[1]), key)
+    copies = 0 if hessian is None or hessian == n else hessian
+    memory = _check_model_fits(config, in_shape, int(data.y.shape[1]), key,
+                               n + copies + (0 if test is None else len(test)))
     model = build_model(config, in_shape, int(data.y.shape[1]), key)
     spec = trainable_filter(model, config.freeze_last_layer)
     num_frozen = sum(
@@ -310,6 +319,7 @@ def build_network_problem(config: ProblemSpec) -> Problem:
         "init": describe_init(model),
         "freeze_last_layer": config.freeze_last_layer,
         "num_frozen_params": num_frozen,
+        "memory_estimate_bytes": memory,
         "dtype": config.dtype,
         "standardize": data.info.get("standardize", "none"),
         "subset_rule": data.info.get("subset", config.subset),
