@@ -2,6 +2,7 @@
 a failed prediction that is loud everywhere, and (slow) the CPU-sized variant on real digits."""
 
 import gzip
+import html
 import shutil
 import struct
 from pathlib import Path
@@ -9,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import eosflow.flows
 from eosflow.analysis import flow_figure, headline, prediction_line, render_report
 from eosflow.experiments import load_run, preset_config, run_experiment
-from eosflow.flows._limiting import _failed
 
 SHARED_MNIST = Path(__file__).resolve().parents[3] / "shared" / "data" / "mnist"  # ../shared
 
@@ -88,11 +89,13 @@ def test_preset_code_path_on_a_tiny_idx_file(tiny_mnist, tmp_path):
 
 
 def test_a_failed_prediction_is_loud(tiny_mnist, tmp_path, monkeypatch):
-    from eosflow.runner import Program, _events  # the prediction's flow, replaced
+    from eosflow.runner import Program
 
-    reason = "re-projection step 3 of 2: Phi did not converge, |grad L| = 0.026"
-    monkeypatch.setattr(_events, "reprojection_flow",
-                        lambda loss, x0, **kw: _failed(x0, reason))
+    # a genuine failure of the real flow: asked for a relative eigen-gap above 1, which no
+    # Hessian has, it rejects its start and says why
+    real = eosflow.flows.reprojection_flow
+    monkeypatch.setattr(eosflow.flows, "reprojection_flow",
+                        lambda loss, x0, **kw: real(loss, x0, **kw, gap_rtol=2.0))
     # as if the run were within the phase-I distance at the first boundary after the warm-up
     monkeypatch.setattr(Program, "prediction_distance",
                         lambda self, params, columns, step: (step > 20, 0.0))
@@ -101,17 +104,19 @@ def test_a_failed_prediction_is_loud(tiny_mnist, tmp_path, monkeypatch):
     run = load_run(out)
     entry = dict(run.status["prediction"])
     assert entry.pop("seconds") >= 0
-    assert entry == {"status": "failed", "reason": reason, "start_step": 40,
+    reason = entry.pop("reason")
+    assert reason.startswith("x0: the Hessian at Phi(x0) has no eigen-gap"), reason
+    assert entry == {"status": "failed", "start_step": 40,
                      "method": "reprojection:normalized_gd"}
     assert run.prediction_start == 40
     assert run.prediction is None and run.prediction_error == reason
     assert not (out / "prediction.npz").exists()
     h = headline(run)
     assert prediction_line(h) == f"prediction: FAILED: {reason}"
-    assert f"prediction: FAILED: {reason}" in render_report([run])
+    assert html.escape(f"prediction: FAILED: {reason}") in render_report([run])
     texts = [t.get_text() for t in flow_figure(run).axes[0].texts]
-    assert any(t.replace("\n", " ").startswith("prediction failed: re-projection step 3")
-               for t in texts)
+    assert any(t.replace("\n", " ").startswith("prediction failed: x0: the Hessian")
+               for t in texts), texts
 
 
 @pytest.mark.slow

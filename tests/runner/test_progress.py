@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from eosflow.runner._progress import Progress
+from eosflow.runner import Progress
 
 
 class _Tty(io.StringIO):

@@ -12,11 +12,11 @@ import jax
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
+from .. import flows
 from ..flows import (
     distance_estimate,
     limiting_flow,
     prediction_start,
-    reprojection_flow,
 )
 from . import _store as rd
 
@@ -130,7 +130,7 @@ class _Predictions:
         name = f"reprojection:{c.optimizer}"
         rest = max(c.steps - start_step, 1)
         t0 = time.perf_counter()
-        flow = reprojection_flow(
+        flow = flows.reprojection_flow(  # looked up at call time: a caller may wrap it
             self._loss(), params, method=c.optimizer, num_steps=c.reproject_steps,
             step_size=const * lr**2 * rest / c.reproject_steps,
             residual_fn=self.problem.full_residual, throw=False)
