@@ -20,8 +20,8 @@ from ._loggers import Logger as Logger
 from ._loggers import TensorBoardLogger as TensorBoardLogger
 from ._loggers import WandbLogger as WandbLogger
 from ._loop import RunRecord as RunRecord
-from ._progress import Progress as Progress
 from ._loop import run_experiment as run_experiment
+from ._progress import Progress as Progress
 from ._step import SWEEPABLE as SWEEPABLE
 from ._step import Program as Program
 from ._step import TrainState as TrainState
