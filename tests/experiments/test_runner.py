@@ -225,6 +225,8 @@ def test_sigkill_at_many_points_then_resume_is_bit_identical(tmp_path, kill_afte
     for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
     assert len(resumed.status["resumed_at"]) >= 5
+    with pytest.raises(AttributeError, match="immutable once built: cannot set 'config'"):
+        eng.config = c.replace(lr=1.0)  # what it compiled stays what it was built from
 
 
 def test_normalized_gd_measures_sharpness_in_consecutive_pairs(tmp_path):

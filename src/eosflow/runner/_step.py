@@ -57,7 +57,19 @@ class Program(_Probes, _Predictions):
     the data (sharded when a mesh is in use), the pure step (:meth:`step_fn`) and the
     compiled ``n``-step chunk (:meth:`chunk_fn`, cached per ``n``: the only state it keeps).
     :func:`run_experiment` drives it; tests and benchmarks use it to time or inspect a chunk.
+
+    Immutable once built: every attribute is fixed by the constructor except two that are
+    not part of the computation — the memo of compiled chunks, and ``on_progress``, the
+    listener the compiled chunk's host callback forwards to (the same compiled program runs
+    with or without one, so that a resumed ``--quiet`` run equals a shown one bit for bit).
     """
+
+    _MUTABLE = ("on_progress",)
+
+    def __setattr__(self, name, value):
+        if getattr(self, "_frozen", False) and name not in self._MUTABLE:
+            raise AttributeError(f"Program is immutable once built: cannot set {name!r}")
+        object.__setattr__(self, name, value)
 
     def __init__(self, config: Config, problem: Problem, sweep, points, metrics_fn):
         self.config, self.problem, self.sweep, self.points = config, problem, sweep, points
@@ -90,6 +102,7 @@ class Program(_Probes, _Predictions):
         self.on_progress: Callable[..., None] | None = None
         self.heartbeat_every = self._heartbeat_every()
         self.num_examples = self._check_minibatch()
+        self._frozen = True
 
     # -- mini-batches ------------------------------------------------------------------------
     def _check_minibatch(self) -> int | None:
