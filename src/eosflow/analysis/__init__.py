@@ -14,6 +14,9 @@ from ._figures import figure_stems as figure_stems
 from ._figures import flow_figure as flow_figure
 from ._figures import plot_run as plot_run
 from ._figures import prediction_figure as prediction_figure
+from ._prediction import prediction_comparison as prediction_comparison
+from ._prediction import prediction_line as prediction_line
+from ._prediction import prediction_status as prediction_status
 from ._report import format_value as format_value
 from ._report import render_report as render_report
 from ._report import write_report as write_report
@@ -32,9 +35,6 @@ from ._summary import lambda_threshold as lambda_threshold
 from ._summary import lambda_thresholds as lambda_thresholds
 from ._summary import point_headline as point_headline
 from ._summary import points as points
-from ._summary import prediction_comparison as prediction_comparison
-from ._summary import prediction_line as prediction_line
-from ._summary import prediction_status as prediction_status
 from ._summary import stableness as stableness
 from ._summary import two_step_average as two_step_average
 from ._summary import two_step_harmonic_mean as two_step_harmonic_mean

@@ -31,6 +31,7 @@ import numpy as np
 
 from .. import runner as rd
 from ..curvature import smoothing_width
+from ._prediction import prediction_comparison, prediction_status
 from ._style import (
     FORMATS,
     HARMONIC,
@@ -62,8 +63,6 @@ from ._summary import (
     method_of,
     pairing_steps,
     points,
-    prediction_comparison,
-    prediction_status,
     stableness,
     two_step_average,
 )

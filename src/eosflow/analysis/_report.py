@@ -277,7 +277,7 @@ def run_figures(run: rd.Run, *, regenerate: bool = False) -> list[tuple[str, byt
 
 def _prediction_paragraph(pr: dict[str, Any] | None) -> str:
     """The prediction's outcome: a warning box when it failed, one sentence when it ran."""
-    from ._summary import prediction_line
+    from ._prediction import prediction_line
 
     if not pr:
         return ""

@@ -258,93 +258,6 @@ def two_step_average(point: Point) -> tuple[np.ndarray, np.ndarray] | None:
     return steps[:-1][ok], 0.5 * (lam[:-1][ok] + lam[1:][ok])
 
 
-def prediction_status(run: Run) -> dict[str, Any] | None:
-    """The run's prediction as ``status.json`` records it (``status`` ``"ok"`` or
-    ``"failed"``, ``reason``, ``start_step``, ``method``), read from the prediction files
-    when the status has no entry (older runs); None when the run makes no prediction."""
-    entry = run.status.get("prediction")
-    if isinstance(entry, dict):
-        return dict(entry)
-    pred, error = run.prediction, run.prediction_error
-    if pred is None and error is None:
-        if run.config.get("reproject_steps") is not None:
-            return {"status": "pending", "reason": "the run has not reached the prediction's "
-                    "start (within the phase-I distance of Γ after the warm-up)",
-                    "start_step": None, "method": None}
-        return None
-    return {"status": "ok" if pred is not None else "failed", "reason": error,
-            "start_step": run.prediction_start, "method": None}
-
-
-def prediction_comparison(run: Run) -> dict[str, Any] | None:
-    r"""The run against its prediction; None when the run makes none.
-
-    The run's λ1 is the two-step average (:func:`two_step_average`) of its first point at
-    the measured pairs from the prediction's start $t_0$; the prediction's λ1 is
-    interpolated linearly in $\tau = \eta^2 (t - t_0)$ there (within its range). Keys:
-
-    * ``status`` (``"ok"``, ``"failed"``, ``"pending"``), ``reason``, ``start_step``;
-    * ``max_rel_gap``, ``median_rel_gap``: of $|\bar\lambda_1 - \lambda_1^{\rm pred}| /
-      \lambda_1^{\rm pred}$ over the run (None when failed or nothing to compare);
-    * ``lambda_start``, ``lambda_end`` (the run's two-step averages at the first and last
-      compared pair), ``lambda_fall`` = their relative fall, and ``predicted_fall`` (the
-      prediction's, over the same τ range); ``num_compared``; ``tau_end``.
-    """
-    st = prediction_status(run)
-    if st is None:
-        return None
-    out = {**st, "max_rel_gap": None, "median_rel_gap": None, "lambda_start": None,
-           "lambda_end": None, "lambda_fall": None, "predicted_fall": None,
-           "num_compared": 0, "tau_end": None}
-    pred = run.prediction
-    pts = points(run)
-    if st["status"] != "ok" or pred is None or not pts:
-        return out
-    start = int(st.get("start_step") or run.prediction_start or 0)
-    tau_p = np.asarray(pred["tau"], np.float64)
-    lam_p = np.asarray(pred["lambda_1"], np.float64)
-    out["tau_end"] = _num(tau_p[-1])
-    avg = two_step_average(pts[0])
-    if avg is None:
-        return out
-    steps, lam = avg
-    eta = float(pts[0].config["lr"])
-    tau = eta**2 * (np.asarray(steps, np.float64) - start)
-    keep = (steps >= start) & (tau <= tau_p[-1] * (1 + 1e-9))
-    if not keep.any():
-        return out
-    tau, lam = tau[keep], lam[keep]
-    ref = np.interp(tau, tau_p, lam_p)
-    rel = np.abs(lam - ref) / np.abs(ref)
-    out.update(
-        max_rel_gap=_num(np.max(rel)), median_rel_gap=_num(np.median(rel)),
-        lambda_start=_num(lam[0]), lambda_end=_num(lam[-1]),
-        lambda_fall=_num((lam[0] - lam[-1]) / lam[0]),
-        predicted_fall=_num((ref[0] - ref[-1]) / ref[0]), num_compared=len(rel))
-    return out
-
-
-def prediction_line(h: dict[str, Any]) -> str | None:
-    """The one line a terminal summary prints about ``headline(run)["prediction"]``
-    (None when the run makes no prediction), e.g. ``prediction: ok from step 9000, λ1
-    (two-step average) within 3.1% of the predicted flow (max gap); λ1 falls 110 → 48 (56%),
-    predicted 55%`` or ``prediction: FAILED: <reason>``."""
-    pr = h.get("prediction")
-    if not pr:
-        return None
-    if pr["status"] == "failed":
-        return f"prediction: FAILED: {pr.get('reason')}"
-    if pr["status"] != "ok":
-        return f"prediction: {pr['status']}: {pr.get('reason')}"
-    line = f"prediction: ok from step {pr.get('start_step')}"
-    if pr.get("max_rel_gap") is not None:
-        line += (f", λ1 (two-step average) within {100 * pr['max_rel_gap']:.1f}% of the "
-                 f"predicted flow (max gap); λ1 falls {pr['lambda_start']:.4g} → "
-                 f"{pr['lambda_end']:.4g} ({100 * pr['lambda_fall']:.0f}%), predicted "
-                 f"{100 * pr['predicted_fall']:.0f}%")
-    return line
-
-
 def collapse(run: Run) -> dict[str, Any] | None:
     r"""How well the $\lambda_1$ curves of an ``lr`` sweep of normalized GD or GD on $\sqrt L$
     agree on the flow's clock (:func:`flow_clock`); None for other runs.
@@ -607,6 +520,8 @@ def headline(run: Run, *, level: float = ONSET_LEVEL) -> dict[str, Any]:
         "wall_seconds": _num(wall),
         "seconds_per_step": _num(wall / steps_run) if wall is not None and steps_run else None,
     }
+    from ._prediction import prediction_comparison  # it builds on this module
+
     out["prediction"] = prediction_comparison(run)
     if run.sweep:
         if "lr" in run.sweep:
