@@ -7,7 +7,7 @@ import jax
 
 from .._tree import check_floating
 from .._types import PyTree
-from ..optim._precond import check_preconditioner
+from ..optim import check_preconditioner
 from ._eigen import EigenResult, top_eigenpairs
 from ._operator import HessianOperator, hessian_operator
 
