@@ -7,14 +7,18 @@ try:
 except PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = "0.0.0+unknown"
 
-from . import curvature as curvature
-from . import flows as flows
-from . import optim as optim
-from . import problems as problems
-from . import runner as runner
 from ._errors import ConfigError as ConfigError
 from ._errors import EosflowError as EosflowError
 from ._errors import RunDirError as RunDirError
-from .runner import Config as Config
-from .runner import load_run as load_run
-from .runner import run_experiment as run_experiment
+from ._lazy import lazy_exports
+
+__getattr__, __dir__, __all__ = lazy_exports(__name__, {
+    "curvature": ".",
+    "flows": ".",
+    "optim": ".",
+    "problems": ".",
+    "runner": ".",
+    "Config": ".runner",
+    "load_run": ".runner",
+    "run_experiment": ".runner",
+})

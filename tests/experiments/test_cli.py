@@ -203,14 +203,19 @@ def test_resume_steps_extends_the_run(tmp_path):
     np.testing.assert_array_equal(run.metrics["step"], np.arange(30))
 
 
-def test_list_does_not_load_the_numerical_stack_beyond_what_eosflow_imports():
-    code = ("import sys, time; t = time.perf_counter(); from eosflow.experiments import main; "
-            "main(['list']); print(f'{time.perf_counter() - t:.2f}'); "
-            "print('matplotlib' in sys.modules, 'eosflow.analysis' in sys.modules)")
+@pytest.mark.parametrize("argv", [["list"], ["list", "--fields", "digits-gd"],
+                                  ["run", "tiny", "--help"]])
+def test_list_and_help_do_not_load_the_numerical_stack(argv):
+    """The lazy package imports keep the CLI's answers that need no computation free of
+    JAX, equinox, optax, diffrax and matplotlib (``eosflow list`` in ~0.3 s of CPU)."""
+    code = ("import sys\nfrom eosflow.experiments import main\ntry:\n"
+            f"    main({argv!r})\nexcept SystemExit:\n    pass\n"
+            "heavy = ('jax', 'equinox', 'optax', 'diffrax', 'matplotlib', 'eosflow.analysis')\n"
+            "print([m for m in heavy if m in sys.modules])")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=120)
     assert res.returncode == 0, res.stderr
-    assert res.stdout.strip().splitlines()[-1] == "False False"
+    assert res.stdout.strip().splitlines()[-1] == "[]"
 
 
 def test_existing_run_dir_needs_resume_or_overwrite(runs, capsys):

@@ -1,28 +1,32 @@
 """Curvature of a loss: Hessian-vector products, top eigenpairs, trace, spectral density and
 the curvature mini-batch SGD sees (batch sharpness)."""
 
-from ._batch import BatchSharpnessResult as BatchSharpnessResult
-from ._batch import MinibatchSharpnessResult as MinibatchSharpnessResult
-from ._batch import batch_sharpness as batch_sharpness
-from ._batch import minibatch_sharpness as minibatch_sharpness
-from ._density import SpectralDensity as SpectralDensity
-from ._density import smoothing_width as smoothing_width
-from ._density import spectral_density as spectral_density
-from ._eigen import EigenResult as EigenResult
-from ._eigen import EigenRESULTS as EigenRESULTS
-from ._eigen import sharpness as sharpness
-from ._eigen import top_eigenpairs as top_eigenpairs
-from ._lanczos import LanczosResult as LanczosResult
-from ._lanczos import lanczos as lanczos
-from ._operator import HessianOperator as HessianOperator
-from ._operator import hessian_operator as hessian_operator
-from ._operator import sum_over_batches as sum_over_batches
-from ._power import PowerResult as PowerResult
-from ._power import power_iteration as power_iteration
-from ._preconditioned import PreconditionedHessian as PreconditionedHessian
-from ._preconditioned import generalized_eigenvectors as generalized_eigenvectors
-from ._preconditioned import preconditioned_hessian as preconditioned_hessian
-from ._preconditioned import preconditioned_sharpness as preconditioned_sharpness
-from ._results import RESULTS as RESULTS
-from ._trace import TraceResult as TraceResult
-from ._trace import hutchinson_trace as hutchinson_trace
+from .._lazy import lazy_exports
+
+__getattr__, __dir__, __all__ = lazy_exports(__name__, {
+    "BatchSharpnessResult": "._batch",
+    "MinibatchSharpnessResult": "._batch",
+    "batch_sharpness": "._batch",
+    "minibatch_sharpness": "._batch",
+    "SpectralDensity": "._density",
+    "smoothing_width": "._density",
+    "spectral_density": "._density",
+    "EigenResult": "._eigen",
+    "EigenRESULTS": "._eigen",
+    "sharpness": "._eigen",
+    "top_eigenpairs": "._eigen",
+    "LanczosResult": "._lanczos",
+    "lanczos": "._lanczos",
+    "HessianOperator": "._operator",
+    "hessian_operator": "._operator",
+    "sum_over_batches": "._operator",
+    "PowerResult": "._power",
+    "power_iteration": "._power",
+    "PreconditionedHessian": "._preconditioned",
+    "generalized_eigenvectors": "._preconditioned",
+    "preconditioned_hessian": "._preconditioned",
+    "preconditioned_sharpness": "._preconditioned",
+    "RESULTS": "._results",
+    "TraceResult": "._trace",
+    "hutchinson_trace": "._trace",
+})

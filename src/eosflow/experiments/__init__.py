@@ -1,21 +1,25 @@
 """Experiments: configurations, the runner, run directories, CLI, plots and reports."""
 
-from ..runner import Config as Config
-from ..runner import ConfigError as ConfigError
-from ..runner import Run as Run
-from ..runner import RunDirError as RunDirError
-from ..runner import RunRecord as RunRecord
-from ..runner import load_run as load_run
-from ..runner import run_experiment as run_experiment
-from ._cli import main as main
-from ._cli import parse as parse
-from ._commands import format_value as format_value
-from ._presets import DEFAULT as DEFAULT
-from ._presets import PRESETS as PRESETS
-from ._presets import Preset as Preset
-from ._presets import preset_config as preset_config
-from ._presets import preset_values as preset_values
-from ._verify import claim_quadratic as claim_quadratic
-from ._verify import fit_slope as fit_slope
-from ._verify import run_verify as run_verify
-from ._verify import tracking as tracking
+from .._lazy import lazy_exports
+
+__getattr__, __dir__, __all__ = lazy_exports(__name__, {
+    "Config": "..runner",
+    "ConfigError": "..runner",
+    "Run": "..runner",
+    "RunDirError": "..runner",
+    "RunRecord": "..runner",
+    "load_run": "..runner",
+    "run_experiment": "..runner",
+    "main": "._cli",
+    "parse": "._cli",
+    "format_value": "._commands",
+    "DEFAULT": "._presets",
+    "PRESETS": "._presets",
+    "Preset": "._presets",
+    "preset_config": "._presets",
+    "preset_values": "._presets",
+    "claim_quadratic": "._verify",
+    "fit_slope": "._verify",
+    "run_verify": "._verify",
+    "tracking": "._verify",
+})

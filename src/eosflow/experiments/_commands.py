@@ -11,17 +11,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from .. import runner  # lazy: the run store (and JAX) load when a command needs them
 from .._errors import EosflowError
-from ..problems import available_memory as _available_memory
 from ..runner import (
     FIELD_DOCS,
     SECTIONS,
     Config,
     ConfigError,
     RunDirError,
-    is_run,
-    load_run,
-    read_json,
 )
 from ..runner import type_name as field_type_name
 from ._presets import DEFAULT, PRESETS, preset_values
@@ -101,7 +98,7 @@ def run_one(config: Config, out: Path, *, resume: bool, overwrite: bool, quiet: 
 def _print_summary(path: Path) -> None:
     from ..analysis import headline
 
-    run = load_run(path)
+    run = runner.load_run(path)
     h = headline(run)
     rows = [(run.config["name"], h)]
     if h.get("points"):
@@ -172,20 +169,20 @@ def sweep(args, base: Config, grid: dict[str, list[Any]]) -> int:
         out = root / label
         dirs.append(out)
         config = base.replace(name=f"{base.name}-{label}".replace("/", "_"), **pt)
-        if is_run(out) and read_json(out / "status.json").get("state") in (
+        if runner.is_run(out) and runner.read_json(out / "status.json").get("state") in (
             "completed", "goal_reached", "diverged"  # not "interrupted", "damaged", "failed"
         ) and not args.overwrite:
             print(f"{label}: already finished, skipped")
             continue
         print(f"== sweep point {idx + 1}/{len(points)}: {label}")
-        code = run_one(config, out, resume=is_run(out) and not args.overwrite,
+        code = run_one(config, out, resume=runner.is_run(out) and not args.overwrite,
                        overwrite=args.overwrite, quiet=args.quiet, report=False)
         status = max(status, code)
     if writer and not args.no_report and dirs and shard_n == 1:
         try:
             from ..analysis import plot_sweep, write_report
 
-            finished = [d for d in dirs if is_run(d)]
+            finished = [d for d in dirs if runner.is_run(d)]
             plot_sweep(finished, root)
             print(f"report: {write_report(finished, root / 'report.html')}")
         except ImportError as err:  # pragma: no cover
@@ -210,7 +207,9 @@ def check_sweep_memory(config: Config, points: int) -> None:
     per_point += chunk * 16 * 8  # metric rows of one chunk
     # the data is shared by every point (counted by the network problems' own estimate)
     need = per_point * points + problem.info.get("memory_estimate_bytes", {}).get("data", 0)
-    avail = _available_memory()
+    from ..problems import available_memory
+
+    avail = available_memory()
     if avail is not None and need > 0.5 * avail:
         raise ConfigError(
             f"sweep: {points} points need about {need / 2**30:.1f} GiB, more than half the "
@@ -230,12 +229,12 @@ def verify(args) -> int:
 def resume(args) -> int:
     """Continue ``args.run_dir`` from its last checkpoint; with ``--steps N``, to N steps."""
     path = Path(args.run_dir)
-    if not is_run(path):
+    if not runner.is_run(path):
         raise RunDirError(f"{path} is not an eosflow run (no config.json).")
-    config = Config.from_dict(read_json(path / "config.json"), strict=False)
+    config = Config.from_dict(runner.read_json(path / "config.json"), strict=False)
     if args.steps is not None:
         config = config.replace(steps=args.steps)
-    sweep = read_json(path / "metadata.json").get("sweep")
+    sweep = runner.read_json(path / "metadata.json").get("sweep")
     return run_one(config, path, resume=True, overwrite=False, quiet=args.quiet,
                    report=not args.no_report, sweep=sweep)
 
@@ -244,7 +243,7 @@ def _runs(paths: Sequence[str]) -> list[Path]:
     out = []
     for p in paths:
         path = Path(p)
-        if not is_run(path):
+        if not runner.is_run(path):
             raise RunDirError(f"{path} is not an eosflow run (no config.json).")
         out.append(path)
     return out
@@ -255,7 +254,7 @@ def plot(args) -> int:
 
     for path in _runs(args.run_dirs):
         figs = plot_run(path, args.out)
-        if load_run(path).sweep:
+        if runner.load_run(path).sweep:
             figs += plot_sweep(path, args.out)
         for f in figs:
             print(f)

@@ -1,33 +1,37 @@
 """Flows: Φ, gradient flow, the limiting flows on the manifold of minimisers, diagnostics."""
 
-from ._central import CentralFlow as CentralFlow
-from ._central import CentralMetrics as CentralMetrics
-from ._central import CentralState as CentralState
-from ._central import central_flow as central_flow
-from ._central import central_flow_init as central_flow_init
-from ._central import central_flow_step as central_flow_step
-from ._diagnostics import harmonic_sum as harmonic_sum
-from ._diagnostics import phi_diagnostics as phi_diagnostics
-from ._diagnostics import stableness as stableness
-from ._diagnostics import two_step_sqrt_loss as two_step_sqrt_loss
-from ._geometry import eigen_gap as eigen_gap
-from ._geometry import sharpness_and_gradient as sharpness_and_gradient
-from ._geometry import tangent_project as tangent_project
-from ._geometry import tangent_projector as tangent_projector
-from ._limiting import CONSTANTS as CONSTANTS
-from ._limiting import LimitingFlow as LimitingFlow
-from ._limiting import flow_field as flow_field
-from ._limiting import limiting_flow as limiting_flow
-from ._limiting import reprojection_flow as reprojection_flow
-from ._project import FlowRESULTS as FlowRESULTS
-from ._project import GradientFlowSolution as GradientFlowSolution
-from ._project import ProjectionError as ProjectionError
-from ._project import ProjectResult as ProjectResult
-from ._project import gradient_flow as gradient_flow
-from ._project import project as project
-from ._project import project_solve as project_solve
-from ._sdcp import SDCPSolution as SDCPSolution
-from ._sdcp import solve_sdcp as solve_sdcp
-from ._start import distance_estimate as distance_estimate
-from ._start import phase_one_distance as phase_one_distance
-from ._start import prediction_start as prediction_start
+from .._lazy import lazy_exports
+
+__getattr__, __dir__, __all__ = lazy_exports(__name__, {
+    "CentralFlow": "._central",
+    "CentralMetrics": "._central",
+    "CentralState": "._central",
+    "central_flow": "._central",
+    "central_flow_init": "._central",
+    "central_flow_step": "._central",
+    "harmonic_sum": "._diagnostics",
+    "phi_diagnostics": "._diagnostics",
+    "stableness": "._diagnostics",
+    "two_step_sqrt_loss": "._diagnostics",
+    "eigen_gap": "._geometry",
+    "sharpness_and_gradient": "._geometry",
+    "tangent_project": "._geometry",
+    "tangent_projector": "._geometry",
+    "CONSTANTS": "._limiting",
+    "LimitingFlow": "._limiting",
+    "flow_field": "._limiting",
+    "limiting_flow": "._limiting",
+    "reprojection_flow": "._limiting",
+    "FlowRESULTS": "._project",
+    "GradientFlowSolution": "._project",
+    "ProjectionError": "._project",
+    "ProjectResult": "._project",
+    "gradient_flow": "._project",
+    "project": "._project",
+    "project_solve": "._project",
+    "SDCPSolution": "._sdcp",
+    "solve_sdcp": "._sdcp",
+    "distance_estimate": "._start",
+    "phase_one_distance": "._start",
+    "prediction_start": "._start",
+})

@@ -1,19 +1,23 @@
 """Optimizers for the Edge of Stability, as optax transformations."""
 
-from ._aliases import adam as adam
-from ._aliases import momentum as momentum
-from ._aliases import nesterov as nesterov
-from ._aliases import rmsprop as rmsprop
-from ._gd import KickState as KickState
-from ._gd import gd as gd
-from ._gd import normalized_gd as normalized_gd
-from ._gd import sqrt_loss_gd as sqrt_loss_gd
-from ._methods import METHODS as METHODS
-from ._methods import Method as Method
-from ._methods import method as method
-from ._precond import PRECONDITIONED as PRECONDITIONED
-from ._precond import check_preconditioner as check_preconditioner
-from ._precond import eos_threshold as eos_threshold
-from ._precond import preconditioner_from_state as preconditioner_from_state
-from ._switch import SwitchState as SwitchState
-from ._switch import switch as switch
+from .._lazy import lazy_exports
+
+__getattr__, __dir__, __all__ = lazy_exports(__name__, {
+    "adam": "._aliases",
+    "momentum": "._aliases",
+    "nesterov": "._aliases",
+    "rmsprop": "._aliases",
+    "KickState": "._gd",
+    "gd": "._gd",
+    "normalized_gd": "._gd",
+    "sqrt_loss_gd": "._gd",
+    "METHODS": "._methods",
+    "Method": "._methods",
+    "method": "._methods",
+    "PRECONDITIONED": "._precond",
+    "check_preconditioner": "._precond",
+    "eos_threshold": "._precond",
+    "preconditioner_from_state": "._precond",
+    "SwitchState": "._switch",
+    "switch": "._switch",
+})

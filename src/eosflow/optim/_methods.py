@@ -22,14 +22,15 @@ Edges (the sharpness at which the method turns unstable on a quadratic):
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import optax
+if TYPE_CHECKING:
+    import optax
 
-from . import _aliases
-from ._gd import gd, normalized_gd, sqrt_loss_gd
-
-Factory = Callable[..., optax.GradientTransformationExtraArgs]
+# The records import neither JAX nor optax: the configuration and the command line read them
+# (names, edges, labels) without paying for those imports; each factory imports its
+# optimizer when it is called.
+Factory = Callable[..., "optax.GradientTransformationExtraArgs"]
 
 
 @dataclass(frozen=True)
@@ -88,7 +89,7 @@ class Method:
         return None if self.flow_constant is None else f"η²t/{1 / self.flow_constant:g}"
 
     def build(self, lr: Any, *, momentum: Any = 0.9, loss_min: Any = 0.0,
-              seed: int = 0) -> optax.GradientTransformationExtraArgs:
+              seed: int = 0) -> "optax.GradientTransformationExtraArgs":
         """The optax transformation at these hyperparameters."""
         return self.factory(lr, momentum=momentum, loss_min=loss_min, seed=seed)
 
@@ -101,31 +102,45 @@ class Method:
 
 
 def _gd(lr, *, momentum, loss_min, seed):
+    from ._gd import gd
+
     return gd(lr)
 
 
 def _ngd(lr, *, momentum, loss_min, seed):
+    from ._gd import normalized_gd
+
     return normalized_gd(lr, seed=seed)
 
 
 def _sqrt(lr, *, momentum, loss_min, seed):
+    from ._gd import sqrt_loss_gd
+
     return sqrt_loss_gd(lr, loss_min, seed=seed)
 
 
 def _heavy_ball(lr, *, momentum, loss_min, seed):
-    return _aliases.momentum(lr, momentum)
+    from ._aliases import momentum as heavy_ball
+
+    return heavy_ball(lr, momentum)
 
 
 def _nesterov(lr, *, momentum, loss_min, seed):
-    return _aliases.nesterov(lr, momentum)
+    from ._aliases import nesterov
+
+    return nesterov(lr, momentum)
 
 
 def _rmsprop(lr, *, momentum, loss_min, seed):
-    return _aliases.rmsprop(lr)
+    from ._aliases import rmsprop
+
+    return rmsprop(lr)
 
 
 def _adam(lr, *, momentum, loss_min, seed):
-    return _aliases.adam(lr, momentum)
+    from ._aliases import adam
+
+    return adam(lr, momentum)
 
 
 METHODS: dict[str, Method] = {m.name: m for m in (

@@ -1,39 +1,43 @@
 """Problems: losses over PyTrees, the data they sum over, models, and toy problems."""
 
-from ._batches import batch_indices as batch_indices
-from ._batches import random_batch_indices as random_batch_indices
-from ._data import Dataset as Dataset
-from ._data import gaussian_clusters as gaussian_clusters
-from ._data import load_digits as load_digits
-from ._data import one_hot as one_hot
-from ._data import select as select
-from ._data import teacher_student as teacher_student
-from ._losses import LOSSES as LOSSES
-from ._losses import per_example_loss as per_example_loss
-from ._models import ACTIVATIONS as ACTIVATIONS
-from ._models import CNN as CNN
-from ._models import MLP as MLP
-from ._models import VGG11 as VGG11
-from ._models import ResNet as ResNet
-from ._models import describe_init as describe_init
-from ._models import pool2x2 as pool2x2
-from ._models import trainable_filter as trainable_filter
-from ._problem import Problem as Problem
-from ._problem import chunk as chunk
-from ._problem import supervised_problem as supervised_problem
-from ._readers import load_cifar10 as load_cifar10
-from ._readers import load_mnist as load_mnist
-from ._readers import read_idx as read_idx
-from ._toys import TOYS as TOYS
-from ._toys import Toy as Toy
-from ._toys import matrix_factorization as matrix_factorization
-from ._toys import product as product
-from ._toys import quadratic as quadratic
-from ._toys import toy_a as toy_a
-from ._toys import toy_b as toy_b
-from ._toys import toy_c as toy_c
-from ._zoo import NETWORKS as NETWORKS
-from ._zoo import ProblemSpec as ProblemSpec
-from ._zoo import available_memory as available_memory
-from ._zoo import build_network_problem as build_network_problem
-from ._zoo import build_problem as build_problem
+from .._lazy import lazy_exports
+
+__getattr__, __dir__, __all__ = lazy_exports(__name__, {
+    "batch_indices": "._batches",
+    "random_batch_indices": "._batches",
+    "Dataset": "._data",
+    "gaussian_clusters": "._data",
+    "load_digits": "._data",
+    "one_hot": "._data",
+    "select": "._data",
+    "teacher_student": "._data",
+    "LOSSES": "._losses",
+    "per_example_loss": "._losses",
+    "ACTIVATIONS": "._models",
+    "CNN": "._models",
+    "MLP": "._models",
+    "VGG11": "._models",
+    "ResNet": "._models",
+    "describe_init": "._models",
+    "pool2x2": "._models",
+    "trainable_filter": "._models",
+    "Problem": "._problem",
+    "chunk": "._problem",
+    "supervised_problem": "._problem",
+    "load_cifar10": "._readers",
+    "load_mnist": "._readers",
+    "read_idx": "._readers",
+    "TOYS": "._toys",
+    "Toy": "._toys",
+    "matrix_factorization": "._toys",
+    "product": "._toys",
+    "quadratic": "._toys",
+    "toy_a": "._toys",
+    "toy_b": "._toys",
+    "toy_c": "._toys",
+    "NETWORKS": "._zoo",
+    "ProblemSpec": "._zoo",
+    "available_memory": "._zoo",
+    "build_network_problem": "._zoo",
+    "build_problem": "._zoo",
+})

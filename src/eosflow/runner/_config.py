@@ -20,11 +20,13 @@ import textwrap
 import types
 import typing
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from ..problems import ProblemSpec
 
 from .._errors import ConfigError
 from ..optim import METHODS, method
-from ..problems import ACTIVATIONS, ProblemSpec
 
 PROBLEMS = ("mlp", "cnn", "vgg11", "resnet", "toy_a", "toy_b", "toy_c", "quadratic",
             "product", "matrix_factorization")
@@ -36,7 +38,9 @@ LOSS_NAMES = ("mse", "mse_nohalf", "mse_mean", "cross_entropy")
 DTYPES = ("float32", "float64")
 SUBSETS = ("first", "stratified")
 EIG_CRITERIA = ("residual", "gap")
-ACTIVATION_NAMES = tuple(ACTIVATIONS)
+# the keys of eosflow.problems.ACTIVATIONS (spelled here so that the configuration needs no
+# JAX import; a test keeps the two equal)
+ACTIVATION_NAMES = ("tanh", "relu", "gelu", "elu", "softplus", "identity")
 
 # Literal[tuple] is Literal[*tuple]: the choices above are the only spelling of the names.
 ProblemName = Literal[PROBLEMS]  # type: ignore[valid-type]
@@ -193,9 +197,11 @@ class Config:
         return self.problem in TOYS
 
     @property
-    def problem_spec(self) -> ProblemSpec:
+    def problem_spec(self) -> "ProblemSpec":
         """The problem half of the configuration (what :func:`eosflow.problems.build_problem`
         needs)."""
+        from ..problems import ProblemSpec
+
         return ProblemSpec(**{f.name: getattr(self, f.name)
                               for f in dataclasses.fields(ProblemSpec)})
 
