@@ -8,8 +8,10 @@ from ._gd import KickState as KickState
 from ._gd import gd as gd
 from ._gd import normalized_gd as normalized_gd
 from ._gd import sqrt_loss_gd as sqrt_loss_gd
+from ._methods import CUSTOM as CUSTOM
 from ._methods import METHODS as METHODS
 from ._methods import Method as Method
+from ._methods import custom_method as custom_method
 from ._methods import method as method
 from ._precond import PRECONDITIONED as PRECONDITIONED
 from ._precond import check_preconditioner as check_preconditioner
