@@ -97,12 +97,12 @@ def test_custom_run_resumes_from_python_and_is_refused_by_the_cli(tmp_path):
     assert cli.returncode == 2, cli.stderr
     lines = [x for x in cli.stderr.splitlines() if x.strip()]
     assert len(lines) == 1 and "optimizer" in lines[0] and "custom" in lines[0], cli.stderr
-    with pytest.raises(ConfigError, match="optimizer: .* custom optax transformation"):
+    with pytest.raises(ConfigError, match=r"optimizer: .* custom optax transformation"):
         run_experiment(_config(steps=100), out, resume=True)
     with pytest.raises(ConfigError, match="optimizer: its state"):
         run_experiment(_config(steps=100), out, resume=True, optimizer=optax.adam(LR),
                        edge=2 / LR)
-    with pytest.raises(ConfigError, match="edge: .* differs"):
+    with pytest.raises(ConfigError, match=r"edge: .* differs"):
         run_experiment(_config(steps=100), out, resume=True, optimizer=optax.sgd(LR), edge=5.0)
     resumed = run_experiment(_config(steps=100), out, resume=True, optimizer=optax.sgd(LR),
                              edge=2 / LR)
@@ -115,6 +115,6 @@ def test_custom_run_resumes_from_python_and_is_refused_by_the_cli(tmp_path):
 def test_named_run_refuses_a_custom_optimizer_on_resume(tmp_path):
     out = tmp_path / "r"
     run_experiment(_config(steps=50, optimizer="gd"), out)
-    with pytest.raises(ConfigError, match="optimizer: .* named optimizer 'gd'"):
+    with pytest.raises(ConfigError, match=r"optimizer: .* named optimizer 'gd'"):
         run_experiment(_config(steps=100), out, resume=True, optimizer=optax.sgd(LR),
                        edge=2 / LR)
