@@ -38,9 +38,13 @@ from ._style import (
     SHARPNESS,
     TAU,
     RunLike,
+    _clip_to_data,
     _close,
     _colors,
+    _common_lr,
+    _eta_t_axis,
     _figure,
+    _legend_below,
     _line,
     _load,
     _log_y,
@@ -77,6 +81,11 @@ def cohen_panel(run: RunLike):
 
     One line per trajectory (per sweep point, coloured, named in the loss panel's legend).
 
+    Every panel's x axis is the step t, with the time η·t on a secondary axis on top
+    when all trajectories share one η. Legends sit below their axes (they never cover a
+    curve); the held-out loss (``test_loss``) and the full-batch loss of mini-batch runs
+    are drawn beside the training loss when the run has them.
+
     Returns:
         A ``matplotlib.figure.Figure``: two axes (loss, λ1) for fixed-step optimizers,
         four (loss, λ1, η_t·λ1, harmonic sum) for normalized GD and GD on √L.
@@ -87,7 +96,7 @@ def cohen_panel(run: RunLike):
         raise rd.RunDirError(f"{run.path} has no metrics yet: nothing to plot.")
     adaptive = is_adaptive(run.config)
     with _style():
-        fig, axes = _figure(2 if adaptive else 1, 2, 5.4 if adaptive else 3.6)
+        fig, axes = _figure(2 if adaptive else 1, 2, 7.4 if adaptive else 4.4)
         colors = _colors(len(pts))
         multi = len(pts) > 1
         ax_loss, ax_lam = axes[0], axes[1]
@@ -111,21 +120,40 @@ def cohen_panel(run: RunLike):
         ax_loss.set_xlabel("step t")
         ax_loss.set_ylabel(r"loss $L(x_t)$")
         ax_loss.set_title("loss")
-        ax_loss.legend(loc="best")
+        handles, _ = ax_loss.get_legend_handles_labels()
+        if multi:  # the colours name the points; the line styles, the kinds of loss
+            from matplotlib.lines import Line2D
+
+            if any(p.get("test_loss") is not None for p in pts):
+                handles.append(Line2D([], [], color="0.3", ls="--", marker="s", ms=2.5,
+                                      label="held-out loss"))
+            if any(p.get("full_loss") is not None for p in pts):
+                handles.append(Line2D([], [], color="0.3", marker="o", ms=3,
+                                      label="full-batch loss"))
+        _legend_below(ax_loss, handles=handles)
 
         _sharpness_axes(ax_lam, pts, colors, multi=multi)
         if adaptive:
             _stableness_axes(axes[2], pts, colors)
             _harmonic_axes(axes[3], pts, colors)
+        lr = _common_lr(pts)
+        for ax in axes:
+            _eta_t_axis(ax, lr)
         fig.suptitle(_title(run, "training"))
     return fig
 
 
 PRECOND = r"$\lambda_1(P^{-1}H)$"
+# lambda_2, lambda_3, ... in a single run's panel: tab10's orange, green, red, purple, brown
+# (lambda_1 is blue, the threshold black)
+LAMBDA_COLORS = ("tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown")
 
 
 def _sharpness_axes(ax, pts: Sequence[Point], colors, *, multi: bool) -> None:
     has_lam = drew_thr = has_pre = False
+    drawn: list[np.ndarray] = []  # the curves, to keep the y axis on them
+    thresholds: list[np.ndarray] = []
+    thr_lines = []
     for p, color in zip(pts, colors, strict=True):
         lam = p.get("lambda_1")
         if lam is None or not np.isfinite(np.asarray(lam, np.float64)).any():
@@ -136,20 +164,24 @@ def _sharpness_axes(ax, pts: Sequence[Point], colors, *, multi: bool) -> None:
         pre = p.get("precond_lambda_1")
         if pre is not None and np.isfinite(np.asarray(pre, np.float64)).any():
             has_pre = True
+            drawn += [np.asarray(pre, np.float64)]
             _line(ax, p.steps, pre, color=color, label=None if multi else PRECOND)
             _line(ax, p.steps, lam, color=color, alpha=0.45, lw=0.8, ls=":",
                   label=None if multi else r"$\lambda_1$ (raw)")
         else:
+            drawn.append(np.asarray(lam, np.float64))
             _line(ax, p.steps, lam, color=color, label=None if multi else r"$\lambda_1$")
-        if not multi:
+        if not multi:  # lambda_2, lambda_3, ...: each its own colour, thinner
             for i in range(2, 10):
                 lam_i = p.get(f"lambda_{i}")
                 if lam_i is None:
                     break
-                _line(ax, p.steps, lam_i, color=color, alpha=0.45, lw=0.8,
-                      label=rf"$\lambda_{i}$")
+                drawn.append(np.asarray(lam_i, np.float64))
+                _line(ax, p.steps, lam_i, color=LAMBDA_COLORS[(i - 2) % len(LAMBDA_COLORS)],
+                      lw=0.9, label=rf"$\lambda_{i}$")
         bs = p.get("batch_sharpness")  # mini-batch runs: the quantity that sits at 2/eta
         if bs is not None and np.isfinite(np.asarray(bs, np.float64)).any():
+            drawn.append(np.asarray(bs, np.float64))
             _line(ax, p.steps, bs, color=color, ls="-.", marker=".", ms=3,
                   label=None if multi else "batch sharpness")
         # a threshold only for methods with a fixed edge (normalized GD and GD on sqrt L
@@ -157,9 +189,16 @@ def _sharpness_axes(ax, pts: Sequence[Point], colors, *, multi: bool) -> None:
         thr = (lambda_thresholds(p.config, p.steps) if method_of(p.config).edge is not None
                else np.full(len(p.steps), np.nan))
         if np.isfinite(thr).any():
-            ax.plot(p.steps, thr, color=color if multi else "black", ls="--", lw=1.0,
-                    label=None if multi else _threshold_label(p.config))
+            thr_lines += ax.plot(p.steps, thr, color=color if multi else "black", ls="--",
+                                 lw=1.0, label=None if multi else _threshold_label(p.config))
+            thresholds.append(thr)
             drew_thr = True
+    if has_pre:
+        ax.set_yscale("log")
+    # a threshold far from the curves (a run below its edge, a warm-up's 2/eta) is named,
+    # not drawn: the axis stays on the data
+    off = _clip_to_data(ax, drawn, np.concatenate(thresholds) if thresholds else np.zeros(0),
+                        _threshold_label(pts[0].config) if pts else "edge")
     if not has_lam:
         ax.text(0.5, 0.5, "sharpness not tracked\n(eig_every = None)", ha="center",
                 va="center", transform=ax.transAxes)
@@ -173,17 +212,18 @@ def _sharpness_axes(ax, pts: Sequence[Point], colors, *, multi: bool) -> None:
                                   label="batch sharpness"))
         if drew_thr:
             handles.append(Line2D([], [], color="0.3", ls="--",
-                                  label=_threshold_label(pts[0].config)))
+                                  label=off or _threshold_label(pts[0].config)))
         handles.append(Line2D([], [], color="0.3", ls=":", label="EoS onset"))
-        ax.legend(handles=handles, loc="best")
+        _legend_below(ax, handles=handles)
     else:
         _mark_onsets(ax, pts, ["0.3"])
-        ax.legend(loc="best")
+        if off and thr_lines:
+            thr_lines[0].set_label(off)
+        _legend_below(ax)
     ax.set_xlabel("step t")
     ax.set_ylabel(SHARPNESS)
     ax.set_title("sharpness")
     if has_pre:
-        ax.set_yscale("log")
         ax.set_title("preconditioned sharpness")
 
 
@@ -203,7 +243,7 @@ def _stableness_axes(ax, pts: Sequence[Point], colors) -> None:
     ax.set_xlabel("step t")
     ax.set_ylabel(r"stableness $S_t = \eta_t\lambda_1$")
     ax.set_title(r"stableness ($\eta_t$ = effective step)")
-    ax.legend(loc="best")
+    _legend_below(ax)
 
 
 def _harmonic_axes(ax, pts: Sequence[Point], colors) -> None:
@@ -236,7 +276,7 @@ def _harmonic_axes(ax, pts: Sequence[Point], colors) -> None:
     ax.set_xlabel("step t")
     ax.set_ylabel(HARMONIC)
     ax.set_title(title)
-    ax.legend(loc="best")
+    _legend_below(ax)
 
 
 # --- prediction against run ----------------------------------------------------------------------

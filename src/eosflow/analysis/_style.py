@@ -230,3 +230,115 @@ def _value_ticks(ax, values: np.ndarray) -> bool:
         ax.set_xticks(v, [f"{x:.3g}" for x in v])
         ax.xaxis.set_minor_locator(NullLocator())
     return log
+
+
+def _overlapping(labels) -> bool:
+    """Whether any two of the (drawn) text ``labels`` overlap on the canvas."""
+    boxes = [t.get_window_extent() for t in labels if t.get_visible() and t.get_text()]
+    boxes.sort(key=lambda b: b.x0)
+    return any(a.x1 > b.x0 + 0.5 and a.y1 > b.y0 and b.y1 > a.y0
+               for a, b in itertools.pairwise(boxes))
+
+
+def _untangle_ticks(fig, ax) -> None:
+    """Make the x tick labels of ``ax`` readable: drawn once and, when any two collide,
+    rotated 45°, then 90°, then every other one hidden (the ticks stay) until none do. A
+    legend placed below the axes (:func:`_legend_below`) is moved under the lowered x label.
+    """
+    fig.draw_without_rendering()
+    labels = ax.get_xticklabels()
+    if not _overlapping(labels):
+        return
+    for angle in (45, 90):
+        for t in labels:
+            t.set_rotation(angle)
+            t.set_horizontalalignment("right" if angle < 90 else "center")
+            t.set_rotation_mode("anchor" if angle < 90 else "default")
+        fig.draw_without_rendering()
+        if not _overlapping(labels):
+            break
+    step = 2
+    while _overlapping(labels) and step <= len(labels):
+        for i, t in enumerate(labels):
+            t.set_visible(i % step == 0)
+        fig.draw_without_rendering()
+        step += 1
+    legend = ax.get_legend()
+    if legend is not None and getattr(legend, "_eosflow_below", False):
+        for _ in range(2):  # the layout moves the axes when the legend moves
+            low = min(ax.xaxis.label.get_window_extent().y0,
+                      *(t.get_window_extent().y0 for t in labels if t.get_visible()))
+            y = ax.transAxes.inverted().transform((0.0, low))[1]
+            legend.set_bbox_to_anchor((0.5, y - 0.03), transform=ax.transAxes)
+            fig.draw_without_rendering()
+
+
+def _eta_t_axis(ax, lr: float | None):
+    """A secondary x axis on top of a step-axis panel: the time η·t of the run's learning
+    rate (the clock on which gradient flow would run); None (and nothing drawn) without one
+    fixed positive η."""
+    if lr is None or not np.isfinite(lr) or lr <= 0:
+        return None
+    sec = ax.secondary_xaxis("top", functions=(lambda t: lr * t, lambda s: s / lr))
+    sec.set_xlabel(f"time η·t (η = {lr:.3g})", fontsize=8)
+    sec.tick_params(labelsize=8)
+    return sec
+
+
+def _common_lr(pts: Sequence[Point]) -> float | None:
+    """The learning rate all ``pts`` share (None when they differ or one has none)."""
+    lrs = {float(p.config["lr"]) for p in pts if p.config.get("lr") is not None}
+    return lrs.pop() if len(lrs) == 1 and len(pts) else None
+
+
+def _clip_to_data(ax, data: Sequence[np.ndarray], thresholds: np.ndarray,
+                  label: str, *, values: bool = True) -> str | None:
+    """Keep the y axis on the curves: a threshold far above (or below) them would squash
+    them against an edge, so the axis is clipped to the data and the threshold is named in
+    the legend instead. Returns that legend text (``"2/η = 200, above the axis"``; without
+    the numbers when ``values`` is False), or None when every threshold is in range
+    (nothing changed).
+
+    A threshold counts as in range when it lies within half the data's span of it (on a
+    log axis: within a factor 1.5), and is then left on the axis.
+    """
+    vals = np.concatenate([np.asarray(d, np.float64).ravel() for d in data]) if data else []
+    vals = np.asarray(vals)[np.isfinite(vals)]
+    thr = np.asarray(thresholds, np.float64)
+    thr = thr[np.isfinite(thr)]
+    if not len(vals) or not len(thr):
+        return None
+    lo, hi = float(vals.min()), float(vals.max())
+    log = ax.get_yscale() == "log"
+    if log:
+        far_hi, far_lo = hi * 1.5, lo / 1.5
+    else:
+        span = max(hi - lo, 1e-12 * max(abs(hi), 1.0))
+        far_hi, far_lo = hi + 0.5 * span, lo - 0.5 * span
+    out = thr[(thr > far_hi) | (thr < far_lo)]
+    if not len(out):
+        return None
+    inside = thr[(thr <= far_hi) & (thr >= far_lo)]
+    top = max([hi, *inside])
+    bottom = min([lo, *inside])
+    if log:
+        ax.set_ylim(bottom / 1.15, top * 1.15)
+    else:
+        pad = 0.08 * max(top - bottom, 1e-12 * max(abs(top), 1.0))
+        ax.set_ylim(bottom - pad, top + pad)
+    where = "above" if out.min() > hi else "below"
+    if not values:
+        return f"{label}, {where} the axis"
+    shown = np.unique(out)
+    text = (f"{shown[0]:.3g}" if len(shown) == 1 else f"{shown[0]:.3g}–{shown[-1]:.3g}")
+    return f"{label} = {text}, {where} the axis"
+
+
+def _legend_below(ax, **kw):
+    """The legend of ``ax`` under its x axis (two columns from four entries): outside the
+    axes, so it never covers a curve."""
+    n = len(kw["handles"]) if "handles" in kw else len(ax.get_legend_handles_labels()[0])
+    legend = ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2),
+                       ncols=2 if n >= 4 else 1, fontsize=8, **kw)
+    legend._eosflow_below = True  # read by _untangle_ticks, which may move it lower
+    return legend

@@ -14,15 +14,18 @@ from ._style import (
     HMEAN,
     SHARPNESS,
     RunLike,
+    _clip_to_data,
     _close,
     _colors,
     _figure,
+    _legend_below,
     _line,
     _load,
     _log_y,
     _style,
     _text,
     _threshold_label,
+    _untangle_ticks,
     _value_ticks,
     _wants_log,
     save_figure,
@@ -97,15 +100,21 @@ def sweep_figure(runs: RunLike | Sequence[RunLike]):
         if np.isfinite(mean).any():
             ax_l.plot(x, mean, "s", mfc="none", ms=8, color="C1",
                       label=r"mean $\lambda_1$ after EoS onset")
+        eos_line = None
         if not adaptive:
             v = np.concatenate([x, fin, mean])
             v = v[np.isfinite(v) & (v > 0)]
-            if len(v):
-                lo, hi = v.min() / 1.1, v.max() * 1.1
-                ax_l.plot([lo, hi], [lo, hi], color="black", ls="--", lw=1.0,
-                          label="$y = x$ (EoS)")
+            if len(v):  # over the thresholds' range: y = x is where the points would sit
+                xs = x[np.isfinite(x) & (x > 0)]
+                lo, hi = (xs.min() / 1.1, xs.max() * 1.1) if len(xs) else (v.min(), v.max())
+                (eos_line,) = ax_l.plot([lo, hi], [lo, hi], color="black", ls="--", lw=1.0,
+                                        label="$y = x$ (EoS)")
         if _value_ticks(ax_l, x) and not adaptive:
             _log_y(ax_l, np.concatenate([x, fin, mean]))
+        if eos_line is not None:  # far above the points (no run reached EoS): name it
+            off = _clip_to_data(ax_l, [fin, mean], x, "$y = x$ (EoS)", values=False)
+            if off:
+                eos_line.set_label(off)
         ax_l.set_ylabel(r"sharpness $\lambda_1$")
         ax_l.set_title("sharpness across the sweep")
 
@@ -123,17 +132,22 @@ def sweep_figure(runs: RunLike | Sequence[RunLike]):
         else:
             ax_r.plot([], [], "s", mfc="none", ms=8, color="C1",
                       label="mean after onset (none reached EoS)")
-        ax_r.axhline(level, color="black", ls="--", lw=1.0, label=f"EoS: {level:g}")
+        eos = ax_r.axhline(level, color="black", ls="--", lw=1.0, label=f"EoS: {level:g}")
+        off = _clip_to_data(ax_r, [_column(rows, fin_s), mean_v], np.array([level]), "EoS")
+        if off:
+            eos.set_label(off)
         _value_ticks(ax_r, lr)
         ax_r.set_xlabel(r"learning rate $\eta$")
         ax_r.set_ylabel(ylabel)
         ax_r.set_title("stableness across the sweep")
         for ax in (ax_l, ax_r):  # below the axes: the points may sit anywhere
-            ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncols=1)
+            _legend_below(ax)
         names = list(dict.fromkeys(_text(r.config.get("name", r.path.name)) for r in runs))
         title = ", ".join(names[:3]) + ("" if len(names) <= 3 else f", … ({len(names)} runs)")
         opt = runs[0].config.get("optimizer", "?")
         fig.suptitle(f"{title}: sweep summary ({opt}, {len(rows)} points)")
+        for ax in (ax_l, ax_r):  # close values of η: no two tick labels collide
+            _untangle_ticks(fig, ax)
     return fig
 
 

@@ -15,9 +15,14 @@ from ._style import (
     _figure,
     _style,
     _text,
+    _untangle_ticks,
     _value_ticks,
     save_figure,
 )
+
+# one per learning rate in the collapse figure: curves that coincide stay distinguishable
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
+LINESTYLES = ("-", "--", "-.", ":")
 
 # --- eosflow verify -----------------------------------------------------------------------------
 
@@ -79,6 +84,7 @@ def verify_figure(verify: str | os.PathLike | dict):
         passed = sum(bool(c.get("passed")) for c in checks)
         fig.suptitle(f"eosflow verify: tracking error of the limiting flows, predicted O(η)"
                      f"\n({passed} of {len(checks)} checks passed)")
+        _untangle_ticks(fig, ax_e)  # η values close on a log axis: no two labels collide
     return fig
 
 
@@ -86,6 +92,11 @@ def collapse_figure(verify: str | os.PathLike | dict):
     r"""$\lambda_1(\Phi(x_t))$ against $\tau = \eta^2 t$ for every $\eta$ of each tracked
     (toy, method), beside $\lambda_1$ along the predicted flow $X(\tau)$: runs at different
     learning rates collapse onto one curve.
+
+    Curves that collapse lie on top of each other, so each $\eta$ has its own line style and
+    marker, and its markers are staggered (curve $i$ of $n$ marks points $i, i + n, i + 2n,
+    \ldots$ of the common $\tau$ grid): every curve stays visible where they coincide. The
+    legend's title says so.
 
     Returns:
         A ``Figure``, or None when the file has no runs' sharpness.
@@ -106,13 +117,18 @@ def collapse_figure(verify: str | os.PathLike | dict):
                 ax.plot(taus, flow, color="black", ls="--", lw=1.2, label="flow $X(\\tau)$")
             etas = t.get("etas") or []
             colors = _colors(len(etas))
-            for eta, lam, color in zip(etas, t["lambda_runs"], colors, strict=False):
-                ax.plot(taus, np.asarray(lam, np.float64), "o", color=color, ms=3.5,
+            n = max(len(etas), 1)
+            every = max(n, len(taus) // (6 * n) * n)  # about 6 markers per curve, staggered
+            for i, (eta, lam, color) in enumerate(zip(etas, t["lambda_runs"], colors,
+                                                      strict=False)):
+                ax.plot(taus, np.asarray(lam, np.float64), color=color, lw=1.0,
+                        ls=LINESTYLES[i % len(LINESTYLES)], marker=MARKERS[i % len(MARKERS)],
+                        ms=4.5, mfc="none", markevery=(i * every // n, every),
                         label=f"η = {eta:.3g}")
             ax.set_title(f"{_text(t.get('toy', '?'))}, {_text(t.get('method', '?'))}")
             ax.set_xlabel(r"$\tau = \eta^2 t$")
             ax.set_ylabel(r"$\lambda_1(\Phi(x_t))$")
-            ax.legend(fontsize=8)
+            ax.legend(fontsize=7, title="markers staggered along τ", title_fontsize=7)
         for ax in axes[n:]:
             ax.set_visible(False)
         fig.suptitle("eosflow verify: sharpness of runs at several η against the limiting flow")
