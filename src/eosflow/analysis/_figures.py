@@ -164,7 +164,7 @@ def _sharpness_axes(ax, pts: Sequence[Point], colors, *, multi: bool) -> None:
         pre = p.get("precond_lambda_1")
         if pre is not None and np.isfinite(np.asarray(pre, np.float64)).any():
             has_pre = True
-            drawn += [np.asarray(pre, np.float64)]
+            drawn += [np.asarray(pre, np.float64), np.asarray(lam, np.float64)]
             _line(ax, p.steps, pre, color=color, label=None if multi else PRECOND)
             _line(ax, p.steps, lam, color=color, alpha=0.45, lw=0.8, ls=":",
                   label=None if multi else r"$\lambda_1$ (raw)")
@@ -207,6 +207,9 @@ def _sharpness_axes(ax, pts: Sequence[Point], colors, *, multi: bool) -> None:
 
         _mark_onsets(ax, pts, colors, label=False)
         handles = [Line2D([], [], color="0.3", label=PRECOND if has_pre else r"$\lambda_1$")]
+        if has_pre:
+            handles.append(Line2D([], [], color="0.3", alpha=0.45, lw=0.8, ls=(0, (1, 3)),
+                                  label=r"raw $\lambda_1$ (faint)"))
         if any(p.get("batch_sharpness") is not None for p in pts):
             handles.append(Line2D([], [], color="0.3", ls="-.", marker=".",
                                   label="batch sharpness"))
@@ -224,6 +227,7 @@ def _sharpness_axes(ax, pts: Sequence[Point], colors, *, multi: bool) -> None:
     ax.set_ylabel(SHARPNESS)
     ax.set_title("sharpness")
     if has_pre:
+        ax.set_ylabel(PRECOND + r" (raw $\lambda_1$ dotted)")
         ax.set_title("preconditioned sharpness")
 
 

@@ -242,7 +242,8 @@ def _overlapping(labels) -> bool:
 
 def _untangle_ticks(fig, ax) -> None:
     """Make the x tick labels of ``ax`` readable: drawn once and, when any two collide,
-    rotated 45°, then 90°, then every other one hidden (the ticks stay) until none do. A
+    rotated 45°, then 90°, then (left to right) each label that would touch the last one
+    kept hidden (its tick stays). A
     legend placed below the axes (:func:`_legend_below`) is moved under the lowered x label.
     """
     fig.draw_without_rendering()
@@ -257,12 +258,14 @@ def _untangle_ticks(fig, ax) -> None:
         fig.draw_without_rendering()
         if not _overlapping(labels):
             break
-    step = 2
-    while _overlapping(labels) and step <= len(labels):
-        for i, t in enumerate(labels):
-            t.set_visible(i % step == 0)
+    if _overlapping(labels):  # keep, left to right, each label clear of the last one kept
+        shown = sorted((t for t in labels if t.get_text()), key=lambda t: t.get_window_extent().x0)
+        last = None
+        for t in shown:
+            box = t.get_window_extent()
+            t.set_visible(last is None or box.x0 > last.x1 + 0.5)
+            last = box if t.get_visible() else last
         fig.draw_without_rendering()
-        step += 1
     legend = ax.get_legend()
     if legend is not None and getattr(legend, "_eosflow_below", False):
         for _ in range(2):  # the layout moves the axes when the legend moves

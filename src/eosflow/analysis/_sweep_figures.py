@@ -61,9 +61,24 @@ def _sweep_rows(runs: Sequence[rd.Run]) -> list[dict[str, Any]]:
             hs = harmonic_sums(s, pairing_steps(p.config, steps)) if len(s) > 1 else s[:0]
             hs = hs[np.isfinite(hs)]
             h["harmonic_sum_final"] = float(hs[-1]) if len(hs) else None
+            if method_of(p.config).quantity != "sharpness":
+                _use_preconditioned(h, p)
             rows.append(h)
     return rows
 
+
+
+def _use_preconditioned(h: dict[str, Any], p: Point) -> None:
+    """For a method whose edge is on the preconditioned sharpness (Adam, RMSProp: the
+    record's ``quantity``), put λ1(P⁻¹H) (``precond_lambda_1``) where the row has the raw
+    λ1: its last value and its mean from the EoS onset on (None where not recorded)."""
+    pre = p.get("precond_lambda_1")
+    pre = np.full(len(p.steps), np.nan) if pre is None else np.asarray(pre, np.float64)
+    ok = np.isfinite(pre)
+    h["lambda_final"] = float(pre[ok][-1]) if ok.any() else None
+    onset = h.get("eos_onset_step")
+    after = ok & (p.steps >= onset) if onset is not None else np.zeros_like(ok)
+    h["mean_lambda_after_onset"] = float(pre[after].mean()) if after.any() else None
 
 
 def _column(rows: Sequence[dict[str, Any]], key: str) -> np.ndarray:
@@ -75,7 +90,11 @@ def sweep_figure(runs: RunLike | Sequence[RunLike]):
 
     Left, fixed-step optimizers: $\lambda_1$ at the end (circles) and its mean after the EoS
     onset (squares) against the threshold $2/\eta$ (or its momentum analogue), with
-    $y = x$ (EoS); normalized GD / √L GD: $\lambda_1$ against $\eta$. Right, against
+    $y = x$ (EoS); for Adam and RMSProp the quantity whose edge it is, the preconditioned
+    sharpness $\lambda_1(P^{-1}H)$, against its edge (the optimizer record's ``quantity``);
+    normalized GD / √L GD: $\lambda_1$ against $\eta$. A line far above or below the points
+    (no run reached EoS) is named in the legend, not drawn, so the points keep the axis.
+    Right, against
     $\eta$: the stableness at the end and its mean after the onset, $S = \eta\lambda_1$
     (line at 2) for fixed-step optimizers, the harmonic sum $1/S_t + 1/S_{t+1}$ (line at 1)
     for normalized GD and GD on √L.
@@ -96,10 +115,12 @@ def sweep_figure(runs: RunLike | Sequence[RunLike]):
         else:
             x = _column(rows, "lambda_threshold")
             ax_l.set_xlabel(f"stability threshold {_threshold_label(rows[0]['config'])}")
-        ax_l.plot(x, fin, "o", color="C0", label=r"$\lambda_1$ at the end")
+        pre = method_of(rows[0]["config"]).quantity != "sharpness"
+        sym = r"$\lambda_1(P^{-1}H)$" if pre else r"$\lambda_1$"
+        ax_l.plot(x, fin, "o", color="C0", label=f"{sym} at the end")
         if np.isfinite(mean).any():
             ax_l.plot(x, mean, "s", mfc="none", ms=8, color="C1",
-                      label=r"mean $\lambda_1$ after EoS onset")
+                      label=f"mean {sym} after EoS onset")
         eos_line = None
         if not adaptive:
             v = np.concatenate([x, fin, mean])
@@ -115,15 +136,18 @@ def sweep_figure(runs: RunLike | Sequence[RunLike]):
             off = _clip_to_data(ax_l, [fin, mean], x, "$y = x$ (EoS)", values=False)
             if off:
                 eos_line.set_label(off)
-        ax_l.set_ylabel(r"sharpness $\lambda_1$")
-        ax_l.set_title("sharpness across the sweep")
+        ax_l.set_ylabel(r"preconditioned sharpness $\lambda_1(P^{-1}H)$" if pre
+                        else r"sharpness $\lambda_1$")
+        ax_l.set_title(("preconditioned " if pre else "") + "sharpness across the sweep")
 
         if adaptive:
             fin_s, mean_s = "harmonic_sum_final", "mean_harmonic_sum_after_onset"
             ylabel, level = HARMONIC, 1.0
         else:
             fin_s, mean_s = "eta_lambda_final", "mean_eta_lambda_after_onset"
-            ylabel = "stableness $S$ = " + _text(method_of(rows[0]["config"]).stableness_label)
+            # the definition's first clause (its preconditioner goes in the caption)
+            short = method_of(rows[0]["config"]).stableness_label.split(", ")[0]
+            ylabel = "stableness $S$ = " + _text(short)
             level = 2.0
         ax_r.plot(lr, _column(rows, fin_s), "o", color="C0", label="at the end")
         mean_v = _column(rows, mean_s)

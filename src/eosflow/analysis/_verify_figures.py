@@ -22,7 +22,7 @@ from ._style import (
 
 # one per learning rate in the collapse figure: curves that coincide stay distinguishable
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
-LINESTYLES = ("-", "--", "-.", ":")
+LINESTYLES = ("-", "-.", ":", (0, (6, 2)))  # "--" is the flow's
 
 # --- eosflow verify -----------------------------------------------------------------------------
 
