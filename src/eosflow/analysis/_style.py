@@ -29,7 +29,9 @@ CAPTIONS = {
     "Nesterov runs). For normalized GD and GD on √L: the stableness S_t = η_t·λ1 (dashed at "
     "2) and the harmonic sum 1/S_t + 1/S_{t+1}, which the theory puts at 1 during EoS. "
     "Dotted vertical: the EoS onset, where the two-step harmonic mean of S_t first reaches "
-    "1.9.",
+    "1.9. λ2, λ3, … (when tracked) each have their own colour. A threshold far from the "
+    "curves is named in the legend (\"above the axis\") instead of squashing them. Top axis: "
+    "the time η·t when the run has one η.",
     "prediction": "The run against its predicted limiting flow on the time scale τ = η²·t: "
     "coordinates of Φ(x_t) (the end of gradient flow from x_t) and λ1 at Φ(x_t), with the "
     "flow X(τ) and λ1(X(τ)) dashed; the tracking error ‖Φ(x_t) − X(τ)‖ and the distance "
@@ -333,7 +335,8 @@ def _clip_to_data(ax, data: Sequence[np.ndarray], thresholds: np.ndarray,
     if not values:
         return f"{label}, {where} the axis"
     shown = np.unique(out)
-    text = (f"{shown[0]:.3g}" if len(shown) == 1 else f"{shown[0]:.3g}–{shown[-1]:.3g}")
+    fmt = lambda v: f"{v:.3g}" if abs(v) < 1000 else f"{v:.0f}"  # 2000, not 2e+03
+    text = fmt(shown[0]) if len(shown) == 1 else f"{fmt(shown[0])}–{fmt(shown[-1])}"
     return f"{label} = {text}, {where} the axis"
 
 
