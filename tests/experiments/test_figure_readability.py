@@ -10,7 +10,13 @@ pytest.importorskip("matplotlib")
 
 from matplotlib.colors import to_rgba
 
-from eosflow.analysis import cohen_panel, collapse_figure, sweep_figure, verify_figure
+from eosflow.analysis import (
+    cohen_panel,
+    collapse_figure,
+    compare_figure,
+    sweep_figure,
+    verify_figure,
+)
 from eosflow.runner import write_json
 
 from .conftest import (
@@ -105,6 +111,14 @@ def test_step_axes_carry_eta_t_on_a_secondary_axis(tmp_path):
         np.testing.assert_allclose(sec.get_xlim(), GD_LR * np.asarray(ax.get_xlim()))
     # a sweep over eta has no single eta*t: no secondary axis
     fig = cohen_panel(_sweep_of_small_sharpness(tmp_path))
+    assert not any(c.get_xlabel() for ax in fig.axes for c in ax.child_axes)
+    # compared runs: on top of the first panel when they share eta, else nowhere
+    a, b = _gd_run(tmp_path, name="a"), _gd_run(tmp_path, name="b")
+    fig = compare_figure([a, b])
+    fig.draw_without_rendering()
+    (sec,) = [c for c in fig.axes[0].child_axes if "η·t" in c.get_xlabel()]
+    np.testing.assert_allclose(sec.get_xlim(), GD_LR * np.asarray(fig.axes[0].get_xlim()))
+    fig = compare_figure([a, _gd_run(tmp_path, lr=2 * GD_LR, name="c")])
     assert not any(c.get_xlabel() for ax in fig.axes for c in ax.child_axes)
 
 

@@ -17,6 +17,8 @@ from ._style import (
     _clip_to_data,
     _close,
     _colors,
+    _common_lr,
+    _eta_t_axis,
     _figure,
     _legend_below,
     _line,
@@ -181,7 +183,8 @@ def sweep_figure(runs: RunLike | Sequence[RunLike]):
 def compare_figure(runs: Sequence[RunLike]):
     """Several runs (or sweep points) overlaid against the step: loss (log y), λ1 with each
     fixed-step run's threshold dashed, and the two-step harmonic mean of the stableness
-    (line at 2). The legend names each run (and sweep point)."""
+    (line at 2). The legend names each run (and sweep point). When every run has the same
+    η, the top panel carries the time η·t on a secondary axis."""
     runs = [_load(r) for r in runs]
     if not runs:
         raise ValueError("runs: give at least one run directory to compare.")
@@ -226,6 +229,7 @@ def compare_figure(runs: Sequence[RunLike]):
         ax_s.set_ylabel(HMEAN)
         ax_s.set_xlabel("step t")
         ax_s.legend(loc="best")
+        _eta_t_axis(ax_loss, _common_lr(series))  # runs of one eta: their time eta*t on top
         names = [str(r.config.get("name", r.path.name)) for r in runs]
         title = ", ".join(names[:4]) + ("" if len(names) <= 4 else f", … ({len(names)} runs)")
         fig.suptitle(f"{title}: comparison")
