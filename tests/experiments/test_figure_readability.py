@@ -195,3 +195,19 @@ def test_adam_sweep_figure_draws_the_preconditioned_sharpness_at_its_edge(tmp_pa
     np.testing.assert_allclose(final.get_xdata(), edge)
     np.testing.assert_allclose(final.get_ydata(), edge)  # lambda_1(P^-1 H), not the raw 10
     assert "P^{-1}H" in ax.get_ylabel()
+
+
+def test_compared_runs_that_coincide_stay_distinguishable(tmp_path):
+    run = _gd_run(tmp_path)
+    fig = compare_figure([run, run])  # the same run twice: the curves coincide exactly
+    ax_loss, ax_lam, _ = fig.axes
+    for ax in (ax_loss, ax_lam):
+        lines = [ln for ln in ax.get_lines() if ln.get_linestyle() == "-"]
+        assert len(lines) == 2
+        assert lines[0].get_marker() != lines[1].get_marker()
+        marked = []
+        for ln in lines:
+            start, every = ln.get_markevery()
+            marked.append(set(np.asarray(ln.get_xdata())[start::every].tolist()))
+        assert marked[0] and marked[1] and not marked[0] & marked[1]
+    assert "staggered" in ax_loss.get_legend().get_title().get_text()

@@ -348,3 +348,18 @@ def _legend_below(ax, **kw):
                        ncols=2 if n >= 4 else 1, fontsize=8, **kw)
     legend._eosflow_below = True  # read by _untangle_ticks, which may move it lower
     return legend
+
+
+# one per series where several may coincide (collapse, comparison): each stays visible
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
+
+
+def _staggered(i: int, n: int, length: int, per_curve: int = 6) -> dict[str, Any]:
+    """Plot keywords that keep series ``i`` of ``n`` visible where the series coincide: its
+    own marker, placed at points ``start, start + every, ...`` with the starts of the ``n``
+    series spread over one period (about ``per_curve`` markers each, never on a point
+    another series marks)."""
+    n = max(n, 1)
+    every = max(n, length // (per_curve * n) * n)
+    return {"marker": MARKERS[i % len(MARKERS)], "markevery": (i * every // n, every),
+            "ms": 4.5, "mfc": "none"}

@@ -24,6 +24,7 @@ from ._style import (
     _line,
     _load,
     _log_y,
+    _staggered,
     _style,
     _text,
     _threshold_label,
@@ -199,13 +200,18 @@ def compare_figure(runs: Sequence[RunLike]):
         colors = _colors(len(series))
         ax_loss, ax_lam, ax_s = axes
         losses = []
-        for p, color in zip(series, colors, strict=True):
+        many = len(series) > 1
+        for i, (p, color) in enumerate(zip(series, colors, strict=True)):
+            # several runs may coincide: each its own marker, staggered along the steps
+            mark = _staggered(i, len(series), min(len(p.steps), 4000)) if many else {}
             loss = np.asarray(p.get("loss"), np.float64)
             losses.append(loss)
-            _line(ax_loss, p.steps, loss, color=color, label=p.label)
+            _line(ax_loss, p.steps, loss, color=color, label=p.label, **mark)
             lam = p.get("lambda_1")
             if lam is not None:
-                _line(ax_lam, p.steps, lam, color=color)
+                fin = np.isfinite(np.asarray(lam, np.float64))
+                _line(ax_lam, p.steps, lam, color=color,
+                      **(_staggered(i, len(series), int(fin.sum())) if many else {}))
                 thr = lambda_thresholds(p.config, p.steps)
                 if np.isfinite(thr).any():
                     ax_lam.plot(p.steps, thr, color=color, ls="--", lw=0.9)
@@ -213,11 +219,13 @@ def compare_figure(runs: Sequence[RunLike]):
             if st is not None:
                 hm = two_step_harmonic_mean(st[1], pairing_steps(p.config, st[0]))
                 ok = np.isfinite(hm)
-                _line(ax_s, st[0][:-1][ok], hm[ok], color=color, lw=0.9)
+                _line(ax_s, st[0][:-1][ok], hm[ok], color=color, lw=0.9,
+                      **(_staggered(i, len(series), int(ok.sum())) if many else {}))
         if _wants_log(np.concatenate(losses), 1.0):
             _log_y(ax_loss, np.concatenate(losses))
         ax_loss.set_ylabel("training loss")
-        ax_loss.legend(loc="best")
+        ax_loss.legend(loc="best", title="markers staggered along t" if many else None,
+                       title_fontsize=8)
         lams = [np.asarray(p.get("lambda_1"), np.float64) for p in series
                 if p.get("lambda_1") is not None]
         if lams and _wants_log(np.concatenate(lams)):  # runs of very different sharpness

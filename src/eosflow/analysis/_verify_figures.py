@@ -13,6 +13,8 @@ from ._style import (
     _close,
     _colors,
     _figure,
+    _legend_below,
+    _staggered,
     _style,
     _text,
     _untangle_ticks,
@@ -20,8 +22,8 @@ from ._style import (
     save_figure,
 )
 
-# one per learning rate in the collapse figure: curves that coincide stay distinguishable
-MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
+# one per learning rate in the collapse figure (with _staggered markers): curves that
+# coincide stay distinguishable
 LINESTYLES = ("-", "-.", ":", (0, (6, 2)))  # "--" is the flow's
 
 # --- eosflow verify -----------------------------------------------------------------------------
@@ -109,7 +111,7 @@ def collapse_figure(verify: str | os.PathLike | dict):
     cols = min(n, 3)
     rows = -(-n // cols)
     with _style():
-        fig, axes = _figure(rows, cols, 2.8 * rows)
+        fig, axes = _figure(rows, cols, 4.0 * rows)
         for ax, t in zip(axes, tracks, strict=False):
             taus = np.asarray(t["taus"], np.float64)
             flow = np.asarray(t.get("lambda_flow") or [], np.float64)
@@ -117,18 +119,15 @@ def collapse_figure(verify: str | os.PathLike | dict):
                 ax.plot(taus, flow, color="black", ls="--", lw=1.2, label="flow $X(\\tau)$")
             etas = t.get("etas") or []
             colors = _colors(len(etas))
-            n = max(len(etas), 1)
-            every = max(n, len(taus) // (6 * n) * n)  # about 6 markers per curve, staggered
             for i, (eta, lam, color) in enumerate(zip(etas, t["lambda_runs"], colors,
                                                       strict=False)):
                 ax.plot(taus, np.asarray(lam, np.float64), color=color, lw=1.0,
-                        ls=LINESTYLES[i % len(LINESTYLES)], marker=MARKERS[i % len(MARKERS)],
-                        ms=4.5, mfc="none", markevery=(i * every // n, every),
-                        label=f"η = {eta:.3g}")
+                        ls=LINESTYLES[i % len(LINESTYLES)], label=f"η = {eta:.3g}",
+                        **_staggered(i, len(etas), len(taus)))
             ax.set_title(f"{_text(t.get('toy', '?'))}, {_text(t.get('method', '?'))}")
             ax.set_xlabel(r"$\tau = \eta^2 t$")
             ax.set_ylabel(r"$\lambda_1(\Phi(x_t))$")
-            ax.legend(fontsize=7, title="markers staggered along τ", title_fontsize=7)
+            _legend_below(ax, title="markers staggered along τ", title_fontsize=8)
         for ax in axes[n:]:
             ax.set_visible(False)
         fig.suptitle("eosflow verify: sharpness of runs at several η against the limiting flow")
