@@ -47,11 +47,16 @@ CAPTIONS = {
     "(mean η·λ1 for GD, theory 2; mean harmonic sum 1/S_t + 1/S_{t+1} for normalized GD, "
     "theory 1).",
     "verify": "eosflow verify: the tracking error of each limiting flow against η on "
-    "log-log axes (the claim is O(η): slope 1, dotted), and λ1 along the flow (dashed) and "
-    "along the run with the smallest η (markers), normalized by its start.",
+    "log-log axes (the claim is O(η): slope 1, dotted), with the least-squares slope in the "
+    "legend; the ticks sit at the η values (a label that would collide with its neighbour "
+    "is left out). verify_collapse.png: λ1(Φ(x_t)) of the runs at every η against τ = η²t "
+    "beside the flow (dashed); each η has its own line style and markers staggered along τ, "
+    "so curves that coincide stay visible.",
     "compare": "Runs overlaid: training loss, sharpness λ1 (dashed: each GD run's 2/η) "
     "and the two-step harmonic mean of the stableness S_t, 2/(1/S_t + 1/S_{t+1}), which "
-    "sits at 2 during EoS for GD and normalized GD alike.",
+    "sits at 2 during EoS for GD and normalized GD alike. Each run has its own marker, "
+    "staggered along t, so runs that coincide stay visible; top axis: η·t when the runs "
+    "share one η.",
 }
 
 RC = {
