@@ -261,7 +261,9 @@ def real_toy_run(tmp_path_factory):
 @pytest.fixture(scope="session")
 def default_run(tmp_path_factory) -> Path:
     """A fresh run of the default experiment (``eosflow run``'s preset), made once per session
-    (about a minute on 2 cores) and shared by the tests that read it."""
+    (about a minute on 2 cores) and shared by the tests that read it. Those tests carry
+    ``@pytest.mark.xdist_group("default_run")`` so that under ``-n 2 --dist loadgroup`` one
+    worker makes it once, not each worker its own."""
     from eosflow.experiments import DEFAULT, preset_config, run_experiment
 
     out = tmp_path_factory.mktemp("default") / DEFAULT

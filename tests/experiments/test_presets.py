@@ -72,6 +72,7 @@ def test_gpu_presets_are_valid_and_need_their_data(name):
     assert config.dataset in ("cifar10", "mnist")
 
 
+@pytest.mark.xdist_group("default_run")  # shares the session's default run
 def test_default_experiment_meets_its_target(default_run):
     """Issue 5: eta * lambda1 over the last third in [1.9, 2.3], after starting below 1.5;
     the loss falls overall while rising on some steps."""

@@ -7,6 +7,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
+# one worker makes the session's default run (see conftest.default_run)
+pytestmark = pytest.mark.xdist_group("default_run")
 README = ROOT / "README.md"
 
 
