@@ -118,3 +118,19 @@ def test_named_run_refuses_a_custom_optimizer_on_resume(tmp_path):
     with pytest.raises(ConfigError, match=r"optimizer: .* named optimizer 'gd'"):
         run_experiment(_config(steps=100), out, resume=True, optimizer=optax.sgd(LR),
                        edge=2 / LR)
+
+
+def test_custom_adam_at_the_adam_record_edge_equals_builtin_adam(tmp_path):
+    """edge='adam': the preconditioned sharpness is read from the transformation's own state
+    (P = sqrt(nu_hat) + eps) and its edge (2 + 2 beta1)/((1 - beta1) eta) is the record's."""
+    lr, b1 = 0.01, 0.9
+    config = _config(lr=lr, momentum=b1, steps=60, eig_every=3, num_eigs=1)
+    builtin = run_experiment(config.replace(optimizer="adam"), tmp_path / "adam")
+    custom = run_experiment(config, tmp_path / "tx", optimizer=optax.adam(lr, b1=b1),
+                            edge="adam")
+    pre = custom.metrics["precond_lambda_1"]
+    assert np.isfinite(pre).sum() == 20  # every third step
+    for name in ("loss", "lambda_1", "precond_lambda_1", "eta_lambda"):
+        np.testing.assert_array_equal(custom.metrics[name], builtin.metrics[name], err_msg=name)
+    assert lambda_threshold(load_run(tmp_path / "tx").config) == pytest.approx(
+        (2 + 2 * b1) / ((1 - b1) * lr))
