@@ -63,6 +63,13 @@ def test_edge_from_a_record_takes_its_threshold(tmp_path):
     assert lambda_threshold(run.config) == pytest.approx((2 + 2 * 0.5) / LR)
 
 
+
+def test_edge_may_be_any_real_number(tmp_path):
+    run_experiment(_config(steps=10), tmp_path / "r", optimizer=optax.sgd(LR),
+                   edge=np.float32(40.0))
+    assert load_run(tmp_path / "r").config["custom_optimizer"]["edge"] == 40.0
+
+
 @pytest.mark.parametrize("kwargs, error, match", [
     (dict(optimizer=optax.sgd(LR)), ValueError, "edge: give"),
     (dict(optimizer="adam", edge=1.0), TypeError, "optimizer: give an optax"),

@@ -22,6 +22,7 @@ Edges (the sharpness at which the method turns unstable on a quadratic):
 
 import dataclasses
 import math
+import numbers
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -215,7 +216,7 @@ def custom_method(*, edge: float | None = None, like: str | None = None) -> Meth
         return dataclasses.replace(
             base, name=CUSTOM, factory=_no_factory, warmup=False,
             description=f"an optax transformation given from Python, at the edge of {like}")
-    if isinstance(edge, bool) or not isinstance(edge, int | float):
+    if isinstance(edge, bool) or not isinstance(edge, numbers.Real):
         raise ValueError(f"edge: must be a number, got {type(edge).__name__}")
     value = float(edge)
     if not (math.isfinite(value) and value > 0):

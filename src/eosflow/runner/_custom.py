@@ -9,6 +9,7 @@ where it came from), so that nothing in the run directory claims a named optimiz
 """
 
 import math
+import numbers
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -113,7 +114,7 @@ def custom_optimizer(optimizer: Any, edge: Edge | None, config: Config,
         except (TypeError, ValueError):
             raise TypeError(f"edge: edge(lr, momentum) must return a number, got "
                             f"{type(value).__name__}") from None
-    elif isinstance(edge, bool) or not isinstance(edge, int | float):
+    elif isinstance(edge, bool) or not isinstance(edge, numbers.Real):
         raise TypeError(f"edge: must be a number, a callable edge(lr, momentum) or a record "
                         f"name, got {type(edge).__name__}")
     else:
