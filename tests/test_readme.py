@@ -88,3 +88,17 @@ def test_custom_optimizer_recipe_runs_and_records_its_edge(tmp_path, monkeypatch
     eff = eff[np.isfinite(eff)]  # nan once the gradient is exactly zero (the toy converges)
     assert len(eff) > 100
     np.testing.assert_allclose(eff, 0.05, rtol=1e-12)
+
+
+def test_what_the_command_line_accepts_is_what_the_readme_says():
+    """The optimizer table names exactly the --optimizer choices; the warm-up ones are
+    stated after it."""
+    from eosflow.runner import choices
+
+    text = README.read_text()
+    section = text.split("### Adaptive optimizers", 1)[1].split("**From Python**", 1)[0]
+    table = [line for line in section.splitlines() if line.startswith("| `")]
+    named = {n for line in table for n in re.findall(r"`([a-z_]+)`", line.split("|")[1])}
+    assert named == set(choices("optimizer"))
+    warm = " or ".join(f"`{n}`" for n in choices("warmup_optimizer"))
+    assert f"{warm} for `--warmup_optimizer`" in " ".join(section.split())
