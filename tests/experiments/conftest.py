@@ -256,3 +256,17 @@ def real_toy_run(tmp_path_factory):
                  lr=0.1, steps=300, dtype="float64", x0=(14.7, -3.0))
     run_experiment(cfg, out, progress=False)
     return out
+
+
+@pytest.fixture(scope="session")
+def default_run(tmp_path_factory) -> Path:
+    """A fresh run of the default experiment (``eosflow run``'s preset), made once per session
+    (about a minute on 2 cores) and shared by the tests that read it. Those tests carry
+    ``@pytest.mark.xdist_group("default_run")`` so that under ``-n 2 --dist loadgroup`` one
+    worker makes it once, not each worker its own."""
+    from eosflow.experiments import DEFAULT, preset_config, run_experiment
+
+    out = tmp_path_factory.mktemp("default") / DEFAULT
+    record = run_experiment(preset_config(DEFAULT, {}), out, progress=False)
+    assert record.status == "completed"
+    return out

@@ -23,18 +23,16 @@ object-oriented ``Figure`` API is used: no pyplot, no global state, no display n
 """
 import math
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .. import runner as rd
 from ..curvature import smoothing_width
 from ._prediction import prediction_comparison, prediction_status
 from ._style import (
     FORMATS,
-    HARMONIC,
     SHARPNESS,
     TAU,
     RunLike,
@@ -44,7 +42,6 @@ from ._style import (
     _line,
     _load,
     _log_y,
-    _mark_onsets,
     _style,
     _threshold_label,
     _title,
@@ -54,190 +51,16 @@ from ._style import (
 from ._summary import (
     Point,
     collapse,
-    eos_onset,
     flow_clock,
     flow_clock_name,
-    harmonic_sums,
     is_adaptive,
     lambda_thresholds,
     method_of,
-    pairing_steps,
     points,
-    stableness,
     two_step_average,
 )
 from ._sweep_figures import sweep_figure
-
-# --- the Cohen et al. panel ----------------------------------------------------------------------
-
-
-def cohen_panel(run: RunLike):
-    """The training panel of a run: loss, λ1 with the stability threshold, and for
-    normalized GD / GD on √L the stableness and its harmonic sum.
-
-    One line per trajectory (per sweep point, coloured, named in the loss panel's legend).
-
-    Returns:
-        A ``matplotlib.figure.Figure``: two axes (loss, λ1) for fixed-step optimizers,
-        four (loss, λ1, η_t·λ1, harmonic sum) for normalized GD and GD on √L.
-    """
-    run = _load(run)
-    pts = points(run)
-    if not pts:
-        raise rd.RunDirError(f"{run.path} has no metrics yet: nothing to plot.")
-    adaptive = is_adaptive(run.config)
-    with _style():
-        fig, axes = _figure(2 if adaptive else 1, 2, 5.4 if adaptive else 3.6)
-        colors = _colors(len(pts))
-        multi = len(pts) > 1
-        ax_loss, ax_lam = axes[0], axes[1]
-        losses = np.concatenate([np.asarray(p.get("loss"), np.float64).ravel() for p in pts])
-        for p, color in zip(pts, colors, strict=True):
-            full = p.get("full_loss")  # mini-batch runs: "loss" is the step's batch loss
-            _line(ax_loss, p.steps, p.get("loss"), color=color, alpha=0.5 if full is not None
-                  else 1.0, label=p.label if multi else (
-                      "mini-batch loss" if full is not None else "training loss"))
-            test = p.get("test_loss")
-            if test is not None:
-                keep = np.isfinite(np.asarray(test, np.float64))
-                ax_loss.plot(p.steps[keep], np.asarray(test)[keep], color=color, ls="--",
-                             marker="s", ms=2.5, lw=1.0, label=None if multi else "held-out loss")
-            if full is not None:
-                keep = np.isfinite(np.asarray(full, np.float64))
-                ax_loss.plot(p.steps[keep], np.asarray(full)[keep], color=color, marker="o",
-                             ms=3, lw=1.2, label=None if multi else "full-batch loss")
-        if _wants_log(losses, 1.0):
-            _log_y(ax_loss, losses)
-        ax_loss.set_xlabel("step t")
-        ax_loss.set_ylabel(r"loss $L(x_t)$")
-        ax_loss.set_title("loss")
-        ax_loss.legend(loc="best")
-
-        _sharpness_axes(ax_lam, pts, colors, multi=multi)
-        if adaptive:
-            _stableness_axes(axes[2], pts, colors)
-            _harmonic_axes(axes[3], pts, colors)
-        fig.suptitle(_title(run, "training"))
-    return fig
-
-
-PRECOND = r"$\lambda_1(P^{-1}H)$"
-
-
-def _sharpness_axes(ax, pts: Sequence[Point], colors, *, multi: bool) -> None:
-    has_lam = drew_thr = has_pre = False
-    for p, color in zip(pts, colors, strict=True):
-        lam = p.get("lambda_1")
-        if lam is None or not np.isfinite(np.asarray(lam, np.float64)).any():
-            continue
-        has_lam = True
-        # adaptive methods (Adam, RMSProp): their edge is on lambda_1(P^-1 H); the raw
-        # lambda_1, far below it, is drawn faint on the same (log) axis
-        pre = p.get("precond_lambda_1")
-        if pre is not None and np.isfinite(np.asarray(pre, np.float64)).any():
-            has_pre = True
-            _line(ax, p.steps, pre, color=color, label=None if multi else PRECOND)
-            _line(ax, p.steps, lam, color=color, alpha=0.45, lw=0.8, ls=":",
-                  label=None if multi else r"$\lambda_1$ (raw)")
-        else:
-            _line(ax, p.steps, lam, color=color, label=None if multi else r"$\lambda_1$")
-        if not multi:
-            for i in range(2, 10):
-                lam_i = p.get(f"lambda_{i}")
-                if lam_i is None:
-                    break
-                _line(ax, p.steps, lam_i, color=color, alpha=0.45, lw=0.8,
-                      label=rf"$\lambda_{i}$")
-        bs = p.get("batch_sharpness")  # mini-batch runs: the quantity that sits at 2/eta
-        if bs is not None and np.isfinite(np.asarray(bs, np.float64)).any():
-            _line(ax, p.steps, bs, color=color, ls="-.", marker=".", ms=3,
-                  label=None if multi else "batch sharpness")
-        # a threshold only for methods with a fixed edge (normalized GD and GD on sqrt L
-        # have none: their EoS test is the harmonic sum; see the optimizer records)
-        thr = (lambda_thresholds(p.config, p.steps) if method_of(p.config).edge is not None
-               else np.full(len(p.steps), np.nan))
-        if np.isfinite(thr).any():
-            ax.plot(p.steps, thr, color=color if multi else "black", ls="--", lw=1.0,
-                    label=None if multi else _threshold_label(p.config))
-            drew_thr = True
-    if not has_lam:
-        ax.text(0.5, 0.5, "sharpness not tracked\n(eig_every = None)", ha="center",
-                va="center", transform=ax.transAxes)
-    elif multi:  # the colours are named in the loss panel's legend
-        from matplotlib.lines import Line2D
-
-        _mark_onsets(ax, pts, colors, label=False)
-        handles = [Line2D([], [], color="0.3", label=PRECOND if has_pre else r"$\lambda_1$")]
-        if any(p.get("batch_sharpness") is not None for p in pts):
-            handles.append(Line2D([], [], color="0.3", ls="-.", marker=".",
-                                  label="batch sharpness"))
-        if drew_thr:
-            handles.append(Line2D([], [], color="0.3", ls="--",
-                                  label=_threshold_label(pts[0].config)))
-        handles.append(Line2D([], [], color="0.3", ls=":", label="EoS onset"))
-        ax.legend(handles=handles, loc="best")
-    else:
-        _mark_onsets(ax, pts, ["0.3"])
-        ax.legend(loc="best")
-    ax.set_xlabel("step t")
-    ax.set_ylabel(SHARPNESS)
-    ax.set_title("sharpness")
-    if has_pre:
-        ax.set_yscale("log")
-        ax.set_title("preconditioned sharpness")
-
-
-def _stableness_axes(ax, pts: Sequence[Point], colors) -> None:
-    allv = []
-    multi = len(pts) > 1
-    for p, color in zip(pts, colors, strict=True):
-        st = stableness(p)
-        if st is None:
-            continue
-        steps, s = st
-        allv.append(s)
-        _line(ax, steps, s, color=color, lw=0.8, label=None if multi else r"$S_t$")
-    ax.axhline(2.0, color="black", ls="--", lw=1.0, label=r"$S = 2$")
-    if allv:
-        ax.set_yscale("log" if _wants_log(np.concatenate(allv)) else "linear")
-    ax.set_xlabel("step t")
-    ax.set_ylabel(r"stableness $S_t = \eta_t\lambda_1$")
-    ax.set_title(r"stableness ($\eta_t$ = effective step)")
-    ax.legend(loc="best")
-
-
-def _harmonic_axes(ax, pts: Sequence[Point], colors) -> None:
-    allv, after = [], []
-    multi = len(pts) > 1
-    for p, color in zip(pts, colors, strict=True):
-        st = stableness(p)
-        if st is None:
-            continue
-        steps, s = st
-        pair = pairing_steps(p.config, steps)
-        h = harmonic_sums(s, pair)
-        ok = np.isfinite(h)  # pairs of consecutive steps only (see pairing_steps)
-        allv.append(h[ok])
-        onset = eos_onset(steps, s, consecutive=pair is not None)
-        if onset is not None:
-            after.append(h[ok & (steps[:-1] >= onset)])
-        _line(ax, steps[:-1][ok], h[ok], color=color, lw=0.8, marker="." if ok.mean() < 0.9
-              else None, ms=2, label=None if multi else HARMONIC)
-    ax.axhline(1.0, color="black", ls="--", lw=1.0, label="theory: 1")
-    title = "harmonic sum (Thm 4.7)"
-    post = np.concatenate(after) if after else np.zeros(0)
-    post = post[np.isfinite(post)]
-    if len(post):  # the EoS value 1 matters: a linear axis, Phase I clipped at the top
-        ax.set_ylim(0.0, max(3.0, 1.1 * float(post.max())))
-        title += ", clipped"
-    elif allv:
-        ax.set_yscale("log" if _wants_log(np.concatenate(allv)) else "linear")
-    _mark_onsets(ax, pts, colors if multi else ["0.3"], label=not multi)
-    ax.set_xlabel("step t")
-    ax.set_ylabel(HARMONIC)
-    ax.set_title(title)
-    ax.legend(loc="best")
-
+from ._training_figure import cohen_panel
 
 # --- prediction against run ----------------------------------------------------------------------
 

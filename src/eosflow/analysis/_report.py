@@ -84,6 +84,7 @@ th { background: #f4f4f4; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
 td.meaning { color: #555; }
 td.value { font-family: ui-monospace, monospace; font-size: 0.95em; word-break: break-word; }
+table.headline td.value { word-break: normal; overflow-wrap: break-word; min-width: 8em; }
 .state { font-size: 0.75em; padding: 0.1em 0.5em; border-radius: 0.3em;
          vertical-align: middle; color: #fff; background: #777; }
 .state-completed, .state-goal_reached, .pass { background: #2e7d32; }

@@ -29,7 +29,9 @@ CAPTIONS = {
     "Nesterov runs). For normalized GD and GD on √L: the stableness S_t = η_t·λ1 (dashed at "
     "2) and the harmonic sum 1/S_t + 1/S_{t+1}, which the theory puts at 1 during EoS. "
     "Dotted vertical: the EoS onset, where the two-step harmonic mean of S_t first reaches "
-    "1.9.",
+    "1.9. λ2, λ3, … (when tracked) each have their own colour. A threshold far from the "
+    "curves is named in the legend (\"above the axis\") instead of squashing them. Top axis: "
+    "the time η·t when the run has one η.",
     "prediction": "The run against its predicted limiting flow on the time scale τ = η²·t: "
     "coordinates of Φ(x_t) (the end of gradient flow from x_t) and λ1 at Φ(x_t), with the "
     "flow X(τ) and λ1(X(τ)) dashed; the tracking error ‖Φ(x_t) − X(τ)‖ and the distance "
@@ -45,11 +47,16 @@ CAPTIONS = {
     "(mean η·λ1 for GD, theory 2; mean harmonic sum 1/S_t + 1/S_{t+1} for normalized GD, "
     "theory 1).",
     "verify": "eosflow verify: the tracking error of each limiting flow against η on "
-    "log-log axes (the claim is O(η): slope 1, dotted), and λ1 along the flow (dashed) and "
-    "along the run with the smallest η (markers), normalized by its start.",
+    "log-log axes (the claim is O(η): slope 1, dotted), with the least-squares slope in the "
+    "legend; the ticks sit at the η values (a label that would collide with its neighbour "
+    "is left out). verify_collapse.png: λ1(Φ(x_t)) of the runs at every η against τ = η²t "
+    "beside the flow (dashed); each η has its own line style and markers staggered along τ, "
+    "so curves that coincide stay visible.",
     "compare": "Runs overlaid: training loss, sharpness λ1 (dashed: each GD run's 2/η) "
     "and the two-step harmonic mean of the stableness S_t, 2/(1/S_t + 1/S_{t+1}), which "
-    "sits at 2 during EoS for GD and normalized GD alike.",
+    "sits at 2 during EoS for GD and normalized GD alike. Each run has its own marker, "
+    "staggered along t, so runs that coincide stay visible; top axis: η·t when the runs "
+    "share one η.",
 }
 
 RC = {
@@ -230,3 +237,134 @@ def _value_ticks(ax, values: np.ndarray) -> bool:
         ax.set_xticks(v, [f"{x:.3g}" for x in v])
         ax.xaxis.set_minor_locator(NullLocator())
     return log
+
+
+def _overlapping(labels) -> bool:
+    """Whether any two of the (drawn) text ``labels`` overlap on the canvas."""
+    boxes = [t.get_window_extent() for t in labels if t.get_visible() and t.get_text()]
+    boxes.sort(key=lambda b: b.x0)
+    return any(a.x1 > b.x0 + 0.5 and a.y1 > b.y0 and b.y1 > a.y0
+               for a, b in itertools.pairwise(boxes))
+
+
+def _untangle_ticks(fig, ax) -> None:
+    """Make the x tick labels of ``ax`` readable: drawn once and, when any two collide,
+    rotated 45°, then 90°, then (left to right) each label that would touch the last one
+    kept hidden (its tick stays). A
+    legend placed below the axes (:func:`_legend_below`) is moved under the lowered x label.
+    """
+    fig.draw_without_rendering()
+    labels = ax.get_xticklabels()
+    if not _overlapping(labels):
+        return
+    for angle in (45, 90):
+        for t in labels:
+            t.set_rotation(angle)
+            t.set_horizontalalignment("right" if angle < 90 else "center")
+            t.set_rotation_mode("anchor" if angle < 90 else "default")
+        fig.draw_without_rendering()
+        if not _overlapping(labels):
+            break
+    if _overlapping(labels):  # keep, left to right, each label clear of the last one kept
+        shown = sorted((t for t in labels if t.get_text()), key=lambda t: t.get_window_extent().x0)
+        last = None
+        for t in shown:
+            box = t.get_window_extent()
+            t.set_visible(last is None or box.x0 > last.x1 + 0.5)
+            last = box if t.get_visible() else last
+        fig.draw_without_rendering()
+    legend = ax.get_legend()
+    if legend is not None and getattr(legend, "_eosflow_below", False):
+        for _ in range(2):  # the layout moves the axes when the legend moves
+            low = min(ax.xaxis.label.get_window_extent().y0,
+                      *(t.get_window_extent().y0 for t in labels if t.get_visible()))
+            y = ax.transAxes.inverted().transform((0.0, low))[1]
+            legend.set_bbox_to_anchor((0.5, y - 0.03), transform=ax.transAxes)
+            fig.draw_without_rendering()
+
+
+def _eta_t_axis(ax, lr: float | None):
+    """A secondary x axis on top of a step-axis panel: the time η·t of the run's learning
+    rate (the clock on which gradient flow would run); None (and nothing drawn) without one
+    fixed positive η."""
+    if lr is None or not np.isfinite(lr) or lr <= 0:
+        return None
+    sec = ax.secondary_xaxis("top", functions=(lambda t: lr * t, lambda s: s / lr))
+    sec.set_xlabel(f"time η·t (η = {lr:.3g})", fontsize=8)
+    sec.tick_params(labelsize=8)
+    return sec
+
+
+def _common_lr(pts: Sequence[Point]) -> float | None:
+    """The learning rate all ``pts`` share (None when they differ or one has none)."""
+    lrs = {float(p.config["lr"]) for p in pts if p.config.get("lr") is not None}
+    return lrs.pop() if len(lrs) == 1 and len(pts) else None
+
+
+def _clip_to_data(ax, data: Sequence[np.ndarray], thresholds: np.ndarray,
+                  label: str, *, values: bool = True) -> str | None:
+    """Keep the y axis on the curves: a threshold far above (or below) them would squash
+    them against an edge, so the axis is clipped to the data and the threshold is named in
+    the legend instead. Returns that legend text (``"2/η = 200, above the axis"``; without
+    the numbers when ``values`` is False), or None when every threshold is in range
+    (nothing changed).
+
+    A threshold counts as in range when it lies within half the data's span of it (on a
+    log axis: within a factor 1.5), and is then left on the axis.
+    """
+    vals = np.concatenate([np.asarray(d, np.float64).ravel() for d in data]) if data else []
+    vals = np.asarray(vals)[np.isfinite(vals)]
+    thr = np.asarray(thresholds, np.float64)
+    thr = thr[np.isfinite(thr)]
+    if not len(vals) or not len(thr):
+        return None
+    lo, hi = float(vals.min()), float(vals.max())
+    log = ax.get_yscale() == "log"
+    if log:
+        far_hi, far_lo = hi * 1.5, lo / 1.5
+    else:
+        span = max(hi - lo, 1e-12 * max(abs(hi), 1.0))
+        far_hi, far_lo = hi + 0.5 * span, lo - 0.5 * span
+    out = thr[(thr > far_hi) | (thr < far_lo)]
+    if not len(out):
+        return None
+    inside = thr[(thr <= far_hi) & (thr >= far_lo)]
+    top = max([hi, *inside])
+    bottom = min([lo, *inside])
+    if log:
+        ax.set_ylim(bottom / 1.15, top * 1.15)
+    else:
+        pad = 0.08 * max(top - bottom, 1e-12 * max(abs(top), 1.0))
+        ax.set_ylim(bottom - pad, top + pad)
+    where = "above" if out.min() > hi else "below"
+    if not values:
+        return f"{label}, {where} the axis"
+    shown = np.unique(out)
+    fmt = lambda v: f"{v:.3g}" if abs(v) < 1000 else f"{v:.0f}"  # 2000, not 2e+03
+    text = fmt(shown[0]) if len(shown) == 1 else f"{fmt(shown[0])}–{fmt(shown[-1])}"
+    return f"{label} = {text}, {where} the axis"
+
+
+def _legend_below(ax, **kw):
+    """The legend of ``ax`` under its x axis (two columns from four entries): outside the
+    axes, so it never covers a curve."""
+    n = len(kw["handles"]) if "handles" in kw else len(ax.get_legend_handles_labels()[0])
+    legend = ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2),
+                       ncols=2 if n >= 4 else 1, fontsize=8, **kw)
+    legend._eosflow_below = True  # read by _untangle_ticks, which may move it lower
+    return legend
+
+
+# one per series where several may coincide (collapse, comparison): each stays visible
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
+
+
+def _staggered(i: int, n: int, length: int, per_curve: int = 6) -> dict[str, Any]:
+    """Plot keywords that keep series ``i`` of ``n`` visible where the series coincide: its
+    own marker, placed at points ``start, start + every, ...`` with the starts of the ``n``
+    series spread over one period (about ``per_curve`` markers each, never on a point
+    another series marks)."""
+    n = max(n, 1)
+    every = max(n, length // (per_curve * n) * n)
+    return {"marker": MARKERS[i % len(MARKERS)], "markevery": (i * every // n, every),
+            "ms": 4.5, "mfc": "none"}

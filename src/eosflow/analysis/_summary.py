@@ -31,15 +31,23 @@ from typing import Any
 
 import numpy as np
 
-from ..optim import Method, method
+from ..optim import CUSTOM, Method, custom_method, method
 from ..runner import Run
 
 ONSET_LEVEL = 1.9
 
 
 def method_of(config: dict[str, Any]) -> Method:
-    """The optimizer record (:class:`eosflow.optim.Method`) a saved configuration names."""
-    return method(config.get("optimizer", "gd"))
+    """The optimizer record (:class:`eosflow.optim.Method`) a saved configuration names; for
+    a custom optax transformation (``"optimizer": "custom"``) the record built from the edge
+    the run recorded (:func:`eosflow.optim.custom_method`)."""
+    name = config.get("optimizer", "gd")
+    if name == CUSTOM:
+        info = config.get("custom_optimizer") or {}
+        if info.get("like"):
+            return custom_method(like=info["like"])
+        return custom_method(edge=info.get("edge"))
+    return method(name)
 
 
 def is_adaptive(config: dict[str, Any]) -> bool:

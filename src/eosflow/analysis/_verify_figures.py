@@ -13,11 +13,18 @@ from ._style import (
     _close,
     _colors,
     _figure,
+    _legend_below,
+    _staggered,
     _style,
     _text,
+    _untangle_ticks,
     _value_ticks,
     save_figure,
 )
+
+# one per learning rate in the collapse figure (with _staggered markers): curves that
+# coincide stay distinguishable
+LINESTYLES = ("-", "-.", ":", (0, (6, 2)))  # "--" is the flow's
 
 # --- eosflow verify -----------------------------------------------------------------------------
 
@@ -79,6 +86,7 @@ def verify_figure(verify: str | os.PathLike | dict):
         passed = sum(bool(c.get("passed")) for c in checks)
         fig.suptitle(f"eosflow verify: tracking error of the limiting flows, predicted O(η)"
                      f"\n({passed} of {len(checks)} checks passed)")
+        _untangle_ticks(fig, ax_e)  # η values close on a log axis: no two labels collide
     return fig
 
 
@@ -86,6 +94,11 @@ def collapse_figure(verify: str | os.PathLike | dict):
     r"""$\lambda_1(\Phi(x_t))$ against $\tau = \eta^2 t$ for every $\eta$ of each tracked
     (toy, method), beside $\lambda_1$ along the predicted flow $X(\tau)$: runs at different
     learning rates collapse onto one curve.
+
+    Curves that collapse lie on top of each other, so each $\eta$ has its own line style and
+    marker, and its markers are staggered (curve $i$ of $n$ marks points $i, i + n, i + 2n,
+    \ldots$ of the common $\tau$ grid): every curve stays visible where they coincide. The
+    legend's title says so.
 
     Returns:
         A ``Figure``, or None when the file has no runs' sharpness.
@@ -98,7 +111,7 @@ def collapse_figure(verify: str | os.PathLike | dict):
     cols = min(n, 3)
     rows = -(-n // cols)
     with _style():
-        fig, axes = _figure(rows, cols, 2.8 * rows)
+        fig, axes = _figure(rows, cols, 4.0 * rows)
         for ax, t in zip(axes, tracks, strict=False):
             taus = np.asarray(t["taus"], np.float64)
             flow = np.asarray(t.get("lambda_flow") or [], np.float64)
@@ -106,13 +119,15 @@ def collapse_figure(verify: str | os.PathLike | dict):
                 ax.plot(taus, flow, color="black", ls="--", lw=1.2, label="flow $X(\\tau)$")
             etas = t.get("etas") or []
             colors = _colors(len(etas))
-            for eta, lam, color in zip(etas, t["lambda_runs"], colors, strict=False):
-                ax.plot(taus, np.asarray(lam, np.float64), "o", color=color, ms=3.5,
-                        label=f"η = {eta:.3g}")
+            for i, (eta, lam, color) in enumerate(zip(etas, t["lambda_runs"], colors,
+                                                      strict=False)):
+                ax.plot(taus, np.asarray(lam, np.float64), color=color, lw=1.0,
+                        ls=LINESTYLES[i % len(LINESTYLES)], label=f"η = {eta:.3g}",
+                        **_staggered(i, len(etas), len(taus)))
             ax.set_title(f"{_text(t.get('toy', '?'))}, {_text(t.get('method', '?'))}")
             ax.set_xlabel(r"$\tau = \eta^2 t$")
             ax.set_ylabel(r"$\lambda_1(\Phi(x_t))$")
-            ax.legend(fontsize=8)
+            _legend_below(ax, title="markers staggered along τ", title_fontsize=8)
         for ax in axes[n:]:
             ax.set_visible(False)
         fig.suptitle("eosflow verify: sharpness of runs at several η against the limiting flow")

@@ -279,7 +279,7 @@ def _run_verify(out_dir, *, quick, log) -> list[Check]:
     say = log or (lambda s: None)
     t0 = time.perf_counter()
     checks: list[Check] = []
-    tracking: list[Tracking] = []
+    tracks: list[Tracking] = []  # not `tracking`: that is the function called below
 
     say("claim 1: quadratic warm-up")
     claim_quadratic(checks)
@@ -310,7 +310,7 @@ def _run_verify(out_dir, *, quick, log) -> list[Check]:
         falls = bool(np.all(np.diff(lam_flow) < 0))
         checks.append(Check(claim, f"{toy.name}: lambda1 along X(tau), max step change",
                             "decreasing", float(np.max(np.diff(lam_flow))), "< 0", falls))
-        tracking.append(Tracking(toy.name, method, etas, errors, [float(t) for t in flow.ts],
+        tracks.append(Tracking(toy.name, method, etas, errors, [float(t) for t in flow.ts],
                                  lam_runs, [float(v) for v in lam_flow]))
         if toy is A:  # negative controls through the same check
             wrong = dict(constant=0.125) if _is_ngd(method) else dict(log=True)
@@ -326,7 +326,7 @@ def _run_verify(out_dir, *, quick, log) -> list[Check]:
     if out_dir is not None:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        payload = {"checks": [asdict(c) for c in checks], "tracking": [asdict(t) for t in tracking],
+        payload = {"checks": [asdict(c) for c in checks], "tracking": [asdict(t) for t in tracks],
                    "seconds": elapsed, "quick": quick}
         write_json(out / "verify.json", payload)  # atomic: a kill leaves the old file or the new
         try:

@@ -20,6 +20,9 @@ Edges (the sharpness at which the method turns unstable on a quadratic):
   (Arora et al., Thm 4.7), so $\lambda_1$ is measured at consecutive steps in pairs.
 """
 
+import dataclasses
+import math
+import numbers
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
@@ -185,3 +188,54 @@ def method(name: str) -> Method:
         raise ValueError(
             f"optimizer: unknown value {name!r} (choose from {', '.join(METHODS)})"
         ) from None
+
+
+# the name a run's config.json gives an optax transformation eosflow did not build
+CUSTOM = "custom"
+
+
+def _no_factory(lr, *, momentum, loss_min, seed):
+    raise TypeError("optimizer: a custom record cannot build its transformation; pass the "
+                    "transformation itself (run_experiment(config, out, optimizer=tx, edge=...))")
+
+
+def custom_method(*, edge: float | None = None, like: str | None = None) -> Method:
+    r"""The record of an optax transformation that eosflow did not build
+    (``run_experiment(config, out, optimizer=tx, edge=...)``), named ``"custom"``.
+
+    Give exactly one of:
+
+    * ``edge`` — the EoS threshold on the sharpness $\lambda_1$ (same units as $\lambda_1$,
+      e.g. ``2/lr`` for a plain GD step ``lr``), the same at every hyperparameter; the
+      stableness is then $S = 2\lambda_1/\text{edge}$ (2 at the edge);
+    * ``like`` — the name of a record in :data:`METHODS` whose edge (a function of the run's
+      ``lr`` and ``momentum``), EoS quantity, stableness and preconditioner are taken.
+
+    Raises:
+        ValueError: neither or both given; ``edge`` not a positive finite number; ``like`` not
+            a known record.
+
+    Example:
+        >>> m = custom_method(edge=10.0)
+        >>> m.name, m.edge(0.2, 0.9), m.stableness(5.0, 0.2, 0.2, 0.9)
+        ('custom', 10.0, 1.0)
+    """
+    if (edge is None) == (like is None):
+        raise ValueError("edge: give the custom optimizer's EoS threshold (a number in λ1 "
+                         "units) or the name of the record to take it from, one of the two")
+    if like is not None:
+        if like not in METHODS:
+            raise ValueError(f"edge: unknown record {like!r} to take the threshold from "
+                             f"(choose from {', '.join(METHODS)})")
+        base = METHODS[like]
+        return dataclasses.replace(
+            base, name=CUSTOM, factory=_no_factory, warmup=False,
+            description=f"an optax transformation given from Python, at the edge of {like}")
+    if isinstance(edge, bool) or not isinstance(edge, numbers.Real):
+        raise ValueError(f"edge: must be a number, got {type(edge).__name__}")
+    value = float(edge)
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"edge: must be a positive finite number, got {value!r}")
+    return Method(CUSTOM, "an optax transformation given from Python, with its own edge",
+                  _no_factory, edge=lambda lr, b: value, edge_label=f"edge {value:g}",
+                  edge_tex=f"edge ${value:g}$", stableness_label="2λ1/edge")

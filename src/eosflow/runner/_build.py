@@ -12,16 +12,22 @@ from ._config import Config
 
 
 def build_optimizer(config: Config, lr: Any, *, momentum: Any = None,
-                    loss_min: Any = None) -> optax.GradientTransformationExtraArgs:
+                    loss_min: Any = None,
+                    main: optax.GradientTransformation | None = None,
+                    ) -> optax.GradientTransformationExtraArgs:
     """The configured optimizer with learning rate ``lr`` (a float, or a traced array in
     sweeps; ``momentum`` and ``loss_min`` likewise override the config's), preceded by
     ``warmup_steps`` of plain GD (the paper's MNIST protocol) or Adam (``warmup_optimizer``,
-    a faster way close to the minimizers) at ``warmup_lr`` when asked."""
+    a faster way close to the minimizers) at ``warmup_lr`` when asked. ``main``, a caller's
+    transformation, replaces the configured one (the warm-up still comes first)."""
     beta = config.momentum if momentum is None else momentum
     lmin = config.loss_min if loss_min is None else loss_min
     lmin = 0.0 if lmin is None else lmin
-    main = optim.method(config.optimizer).build(lr, momentum=beta, loss_min=lmin,
-                                                seed=config.seed)
+    if main is None:
+        main = optim.method(config.optimizer).build(lr, momentum=beta, loss_min=lmin,
+                                                    seed=config.seed)
+    else:
+        main = optax.with_extra_args_support(main)
     if config.warmup_steps:
         lr0 = config.warmup_lr if config.warmup_lr is not None else lr
         first = optim.method(config.warmup_optimizer).build(lr0, seed=config.seed)

@@ -179,7 +179,19 @@ class Config:
     def from_dict(cls, data: dict[str, Any], *, strict: bool = True) -> "Config":
         """Build from a dict (a saved ``config.json``); unknown keys are errors, and so are
         missing ones unless ``strict=False``, which gives them their defaults (a run written
-        before the field existed ran with the default)."""
+        before the field existed ran with the default).
+
+        Raises:
+            ConfigError: an unknown or missing key, a bad value, or the configuration of a run
+                stepped with a custom optax transformation (``"optimizer": "custom"``), which
+                only ``run_experiment(..., optimizer=tx)`` can run again.
+        """
+        if data.get("optimizer") == "custom":
+            info = data.get("custom_optimizer") or {}
+            raise ConfigError(
+                f"optimizer: the run used a custom optax transformation "
+                f"({info.get('repr', '?')}) that only Python can pass again: "
+                "run_experiment(config, run_dir, resume=True, optimizer=tx, edge=...)")
         unknown = [k for k in data if k not in FIELDS]
         if unknown:
             raise ConfigError(unknown_field_message(unknown[0]))

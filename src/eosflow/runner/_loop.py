@@ -33,6 +33,14 @@ from .._errors import RunDirError
 from ..problems import Problem, build_problem
 from . import _store as rd
 from ._config import Config, ConfigError
+from ._custom import (
+    CUSTOM_KEY,
+    CustomOptimizer,
+    Edge,
+    check_resumed,
+    custom_optimizer,
+    saved_config_dict,
+)
 from ._devices import to_host
 from ._loggers import Logger
 from ._progress import DEFAULT_INTERVAL, Progress
@@ -114,6 +122,8 @@ def run_experiment(
     progress_interval: float = DEFAULT_INTERVAL,
     loggers: Sequence[Logger] = (),
     figures: bool = False,
+    optimizer: Any = None,
+    edge: Edge | None = None,
 ) -> RunRecord:
     """Run (or resume) the experiment ``config`` in the run directory ``out_dir``.
 
@@ -145,6 +155,17 @@ def run_experiment(
             given each finished chunk's rows after they are on disk; closed at the end.
         figures: also draw the run's figures (``RUN/figures``) and write ``RUN/report.html``,
             as the command line does (needs matplotlib: ``pip install 'eosflow[plots]'``).
+        optimizer: any ``optax.GradientTransformation`` to step instead of the config's named
+            ``optimizer`` (which is then ignored; a ``warmup_steps`` warm-up still runs
+            first). Needs ``edge``. ``config.json`` records ``"optimizer": "custom"`` with the
+            transformation's repr and state types; the command line cannot resume such a run
+            (it says so, naming ``optimizer``): resume it from Python with the same arguments.
+            Not with ``sweep``, ``phi_every`` or ``reproject_steps``.
+        edge: the custom optimizer's EoS threshold: a number in λ1 units (``2/lr`` for a GD
+            step ``lr``), a callable ``edge(lr, momentum)`` evaluated at the config's ``lr``
+            and ``momentum``, or the name of a record of ``eosflow.optim.METHODS`` whose edge,
+            EoS quantity and stableness are taken (at the config's ``lr`` and ``momentum``:
+            set them to the transformation's). The threshold is recorded and drawn.
 
     Returns:
         A :class:`RunRecord`; every finished step's metrics are on disk whatever its
@@ -160,6 +181,7 @@ def run_experiment(
         if not isinstance(lg, Logger):
             raise TypeError(f"loggers[{i}]: {type(lg).__name__} has no log_rows(columns, "
                             "start_step) and close(); see eosflow.runner.Logger")
+    custom = custom_optimizer(optimizer, edge, config, sweep)
     writer = jax.process_index() == 0  # in a multi-process job only process 0 writes
     lock = None
     if writer:
@@ -172,7 +194,8 @@ def run_experiment(
             rd.note(f"{out}: {n}")
         return _start(config, out, resuming, writer, notes, problem=problem,
                       metrics_fn=metrics_fn, sweep=sweep, points=points, progress=progress,
-                      progress_interval=progress_interval, loggers=loggers, figures=figures)
+                      progress_interval=progress_interval, loggers=loggers, figures=figures,
+                      custom=custom)
     finally:
         if lock is not None:
             lock.release()
@@ -180,7 +203,7 @@ def run_experiment(
 
 def _start(config: Config, out: Path, resuming: bool, writer: bool, notes: list[str], *,
            problem, metrics_fn, sweep, points, progress, progress_interval=DEFAULT_INTERVAL,
-           loggers=(), figures=False) -> RunRecord:
+           loggers=(), figures=False, custom: CustomOptimizer | None = None) -> RunRecord:
     problem = build_problem(config) if problem is None else problem
     if config.loss_min is None:  # L* defaults to the problem's own; recorded resolved
         config = config.replace(loss_min=float(problem.loss_min))
@@ -188,6 +211,8 @@ def _start(config: Config, out: Path, resuming: bool, writer: bool, notes: list[
     sweep_json = sweep and {k: list(map(float, v)) for k, v in sweep.items()}
     saved_steps = None
     if resuming:
+        raw = _read(out / "config.json")
+        check_resumed(raw, custom, config, problem.params, str(out))
         saved = _saved_config(out)
         _check_same(config, saved, "the run being resumed")
         saved_steps = saved.steps
@@ -201,7 +226,7 @@ def _start(config: Config, out: Path, resuming: bool, writer: bool, notes: list[
             _say(out, notes, "stopped before its first checkpoint: starting again from step 0")
             if writer:
                 rd.clear(out)
-    engine = Program(config, problem, sweep, points, metrics_fn)
+    engine = Program(config, problem, sweep, points, metrics_fn, custom=custom)
     state = engine.initial_state()
     status: dict[str, Any] = {"state": "running", "step": 0, "hvps_total": 0,
                               "wall_seconds": 0.0}
@@ -249,7 +274,7 @@ def _start(config: Config, out: Path, resuming: bool, writer: bool, notes: list[
             meta.setdefault("extensions", []).append(ext)
             status.setdefault("extensions", []).append(ext)
             rd.write_json(out / "metadata.json", meta)
-            rd.write_json(out / "config.json", config.to_dict())
+            rd.write_json(out / "config.json", _config_json(engine))
             if not (out / "prediction_error.json").exists() and _has_limiting_flow(engine):
                 entry = engine.write_prediction(out)  # its flow time grows with the run
                 if entry is not None:
@@ -260,7 +285,7 @@ def _start(config: Config, out: Path, resuming: bool, writer: bool, notes: list[
     else:
         _check_finite_params(state.params)
         if writer:
-            rd.write_json(out / "config.json", config.to_dict())
+            rd.write_json(out / "config.json", _config_json(engine))
             rd.write_json(out / "metadata.json", engine.metadata())
             entry = engine.write_prediction(out)
             if entry is not None:
@@ -276,6 +301,16 @@ def _start(config: Config, out: Path, resuming: bool, writer: bool, notes: list[
         record.figures = [p for p in plot_run(out) if p.suffix == ".png"]
         record.report = write_report([out])
     return record
+
+
+def _config_json(engine: Program) -> dict[str, Any]:
+    """What ``config.json`` holds: the configuration, and for a custom optimizer
+    ``"optimizer": "custom"`` with its description (nothing claims a named optimizer ran)."""
+    out = engine.config.to_dict()
+    if engine.custom is not None:
+        out["optimizer"] = "custom"
+        out[CUSTOM_KEY] = engine.custom.describe(engine.config, engine.problem.params)
+    return out
 
 
 def _has_limiting_flow(engine: Program) -> bool:
@@ -299,7 +334,7 @@ def _read(path: Path) -> dict:
 
 
 def _saved_config(out: Path) -> Config:
-    raw = _read(out / "config.json")
+    raw = saved_config_dict(_read(out / "config.json"))
     try:
         return Config.from_dict(raw, strict=False)
     except ConfigError as err:

@@ -23,6 +23,7 @@ from ..optim import KickState, method
 from ..problems import Problem, batch_indices
 from ._build import build_optimizer, initial_params
 from ._config import Config, ConfigError
+from ._custom import CustomOptimizer
 from ._devices import _global_array, make_mesh
 from ._events import _Predictions
 from ._probes import _Probes
@@ -71,10 +72,15 @@ class Program(_Probes, _Predictions):
             raise AttributeError(f"Program is immutable once built: cannot set {name!r}")
         object.__setattr__(self, name, value)
 
-    def __init__(self, config: Config, problem: Problem, sweep, points, metrics_fn):
+    def __init__(self, config: Config, problem: Problem, sweep, points, metrics_fn, *,
+                 custom: CustomOptimizer | None = None):
         self.config, self.problem, self.sweep, self.points = config, problem, sweep, points
         self.metrics_fn = metrics_fn
-        self.method = method(config.optimizer)
+        # a caller's optax transformation (run_experiment(optimizer=tx)) or None
+        self.custom = custom
+        self.method = method(config.optimizer) if custom is None else custom.method
+        # the record that says where a diagonal preconditioner lives in the state
+        self.precond_name = config.optimizer if custom is None else custom.like
         # L*: the configuration's when given, else the problem's own (a user problem's)
         self.loss_min = problem.loss_min if config.loss_min is None else config.loss_min
         c = config
@@ -175,7 +181,8 @@ class Program(_Probes, _Predictions):
 
     def optimizer(self, hyper) -> optax.GradientTransformationExtraArgs:
         return build_optimizer(self.config, hyper["lr"], momentum=hyper["momentum"],
-                               loss_min=hyper["loss_min"])
+                               loss_min=hyper["loss_min"],
+                               main=None if self.custom is None else self.custom.transform)
 
     def initial_state(self) -> TrainState:
         c = self.config
@@ -476,11 +483,13 @@ class Program(_Probes, _Predictions):
             ),
             "preconditioned_sharpness": (
                 f"precond_lambda_1 = lambda_1(P^-1 H), P = diagonal preconditioner of the "
-                f"{c.optimizer} state after the step's update (eosflow.optim."
+                f"{self.precond_name} state after the step's update (eosflow.optim."
                 "preconditioner_from_state), same solver options, warm-started; "
                 f"eta_lambda = {self.method.stableness_label}"
                 if self.precond_on else None
             ),
+            "optimizer": (c.optimizer if self.custom is None else
+                          {"custom": self.custom.describe(c, p.params)}),
             "chunk_steps": self.chunk,
             "minibatch": None if c.batch_size is None else {
                 "batch_size": c.batch_size, "num_examples": self.num_examples,
