@@ -170,6 +170,16 @@ PRESETS: dict[str, Preset] = {
             cpu_minutes=3,
         ),
         Preset(
+            "digits-sgd-narrow",
+            "mini-batch SGD (B = 64) on a narrow digits MLP 64-50-10 (tanh, MSE) at eta = 0.5, "
+            "which cannot fit the digits quickly: batch sharpness within 15% of 2/eta for "
+            "B = 64 and 256, lambda1 at 2/eta "
+            "(`eosflow sweep digits-sgd-narrow --grid batch_size=64,256`)",
+            dict(widths=(50,), lr=0.5, steps=6000, batch_size=64, eig_every=100,
+                 chunk_steps=1000, eval_every=100, batch_sharpness_batches=16),
+            cpu_minutes=1,
+        ),
+        Preset(
             "digits-adam",
             "full-batch Adam (beta1 = 0.9) on the digits MLP: the preconditioned sharpness "
             "lambda1(P^-1 H) rises to and hovers at 38/eta (Cohen et al., arXiv 2207.14484); "
