@@ -49,3 +49,31 @@ def test_minibatch_bad_input(tmp_path):
         Config(problem="toy_a", dataset="none", batch_size=4)
     with pytest.raises(ConfigError, match="batch_size"):
         Config(batch_size=0)
+
+
+def test_a_batch_size_grid_is_drawn_per_run_with_its_batch_sharpness(tmp_path):
+    """Runs at one lr that differ in batch size: the sweep figure overlays them against the
+    step, each run's batch sharpness dash-dotted in its colour beside its lambda_1."""
+    pytest.importorskip("matplotlib")
+    from matplotlib.colors import to_rgba
+
+    from eosflow.analysis import plot_sweep
+
+    runs = [_run(tmp_path, f"b{b}", batch_size=b) for b in (8, 24)]
+    recorded = [np.asarray(r.metrics["batch_sharpness"], np.float64) for r in runs]
+    paths = plot_sweep([r.path for r in runs], tmp_path / "fig", formats=("png",))
+    assert [p.name for p in paths] == ["sweep.png"]
+    from eosflow.analysis import compare_figure
+
+    fig = compare_figure([r.path for r in runs])
+    ax_loss, ax_lam = fig.axes[0], fig.axes[1]
+    labels = [t.get_text() for t in ax_loss.get_legend().get_texts()]
+    assert labels == ["sgd (batch_size=8)", "sgd (batch_size=24)"]  # one name: told apart
+    dashdot = [ln for ln in ax_lam.get_lines()
+               if ln.get_linestyle() == "-." and len(ln.get_xdata())]
+    assert len(dashdot) == 2
+    for ln, bs, loss in zip(dashdot, recorded, ax_loss.get_lines()[:2], strict=True):
+        np.testing.assert_allclose(ln.get_ydata(), bs[np.isfinite(bs)])
+        assert to_rgba(ln.get_color()) == to_rgba(loss.get_color())  # the run's colour
+    assert "batch sharpness (mini-batch runs)" in [
+        t.get_text() for t in ax_lam.get_legend().get_texts()]

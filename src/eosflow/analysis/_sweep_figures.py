@@ -183,15 +183,15 @@ def sweep_figure(runs: RunLike | Sequence[RunLike]):
 
 def compare_figure(runs: Sequence[RunLike]):
     """Several runs (or sweep points) overlaid against the step: loss (log y), λ1 with each
-    fixed-step run's threshold dashed, and the two-step harmonic mean of the stableness
+    fixed-step run's threshold dashed (and the batch sharpness of mini-batch runs
+    dash-dotted, in the run's colour), and the two-step harmonic mean of the stableness
     (line at 2). The legend names each run (and sweep point). When every run has the same
     η, the top panel carries the time η·t on a secondary axis."""
     runs = [_load(r) for r in runs]
     if not runs:
         raise ValueError("runs: give at least one run directory to compare.")
     series: list[Point] = []
-    for run in runs:
-        name = str(run.config.get("name", run.path.name))
+    for run, name in zip(runs, _run_names(runs), strict=True):
         for p in points(run):
             label = _text(name) if p.index is None else f"{_text(name)}: {p.label}"
             series.append(Point(label, p.index, p.config, p.columns))
@@ -201,6 +201,7 @@ def compare_figure(runs: Sequence[RunLike]):
         ax_loss, ax_lam, ax_s = axes
         losses = []
         many = len(series) > 1
+        batch = False
         for i, (p, color) in enumerate(zip(series, colors, strict=True)):
             # several runs may coincide: each its own marker, staggered along the steps
             mark = _staggered(i, len(series), min(len(p.steps), 4000)) if many else {}
@@ -215,6 +216,12 @@ def compare_figure(runs: Sequence[RunLike]):
                 thr = lambda_thresholds(p.config, p.steps)
                 if np.isfinite(thr).any():
                     ax_lam.plot(p.steps, thr, color=color, ls="--", lw=0.9)
+            bs = p.get("batch_sharpness")  # mini-batch runs: the quantity that sits at 2/eta
+            if bs is not None and np.isfinite(np.asarray(bs, np.float64)).any():
+                ok = np.isfinite(np.asarray(bs, np.float64))
+                ax_lam.plot(p.steps[ok], np.asarray(bs, np.float64)[ok], color=color, ls="-.",
+                            lw=1.0, marker="x", ms=3)
+                batch = True
             st = stableness(p)
             if st is not None:
                 hm = two_step_harmonic_mean(st[1], pairing_steps(p.config, st[0]))
@@ -232,22 +239,46 @@ def compare_figure(runs: Sequence[RunLike]):
             _log_y(ax_lam, np.concatenate(lams))
         ax_lam.set_ylabel(SHARPNESS)
         ax_lam.plot([], [], color="0.3", ls="--", lw=0.9, label=r"$2/\eta$ (fixed-step runs)")
+        if batch:
+            ax_lam.plot([], [], color="0.3", ls="-.", lw=1.0, marker="x", ms=3,
+                        label="batch sharpness (mini-batch runs)")
         ax_lam.legend(loc="best")
         ax_s.axhline(2.0, color="black", ls="--", lw=1.0, label="EoS: 2")
         ax_s.set_ylabel(HMEAN)
         ax_s.set_xlabel("step t")
         ax_s.legend(loc="best")
         _eta_t_axis(ax_loss, _common_lr(series))  # runs of one eta: their time eta*t on top
-        names = [str(r.config.get("name", r.path.name)) for r in runs]
+        names = _run_names(runs)
         title = ", ".join(names[:4]) + ("" if len(names) <= 4 else f", … ({len(names)} runs)")
         fig.suptitle(f"{title}: comparison")
     return fig
 
 
+def _run_names(runs: Sequence[rd.Run]) -> list[str]:
+    """Each run's name; runs that share a name are told apart by the configuration fields
+    in which they differ (``"sgd (batch_size=8)"``), or else by their folder."""
+    names = [str(r.config.get("name", r.path.name)) for r in runs]
+    if len(set(names)) == len(names):
+        return names
+    keys = sorted({k for r in runs for k in r.config} - {"name"})
+    differ = [k for k in keys if len({repr(r.config.get(k)) for r in runs}) > 1]
+    out = []
+    for name, run in zip(names, runs, strict=True):
+        if names.count(name) == 1:
+            out.append(name)
+        elif differ:
+            out.append(f"{name} ({', '.join(f'{k}={run.config.get(k)}' for k in differ)})")
+        else:
+            out.append(f"{name} ({run.path.name})")
+    return out
+
+
 def plot_sweep(run_dir: RunLike | Sequence[RunLike], out_dir: str | os.PathLike | None = None,
                *, formats: Iterable[str] = FORMATS) -> list[Path]:
     """Write the sweep summary (:func:`sweep_figure`) of a vmapped sweep, or of several
-    single runs (then ``out_dir`` is required); default ``RUN/figures/sweep.*``."""
+    single runs (then ``out_dir`` is required); default ``RUN/figures/sweep.*``. Several runs
+    at one learning rate (a grid over another field, e.g. ``batch_size``) are overlaid
+    against the step instead (:func:`compare_figure`, with batch sharpness where recorded)."""
     many = not isinstance(run_dir, str | os.PathLike | rd.Run)
     runs = [_load(r) for r in (run_dir if many else [run_dir])]
     if out_dir is None:
@@ -255,7 +286,11 @@ def plot_sweep(run_dir: RunLike | Sequence[RunLike], out_dir: str | os.PathLike 
             raise ValueError("out_dir: required when summarising several runs; "
                              "pass the folder to write sweep.png into.")
         out_dir = runs[0].path / "figures"
-    fig = sweep_figure(runs)
+    lrs = {float(r.config.get("lr", np.nan)) for r in runs}
+    # several runs at one learning rate (a grid over batch_size, widths, ...): a summary
+    # against eta would stack them on one x; overlay them against the step instead
+    one_lr = many and len(runs) > 1 and len(lrs) == 1 and not any(r.sweep for r in runs)
+    fig = compare_figure(runs) if one_lr else sweep_figure(runs)
     paths = save_figure(fig, out_dir, "sweep", formats)
     _close(fig)
     return paths
