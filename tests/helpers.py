@@ -74,18 +74,25 @@ class MatVec(eqx.Module):
 
 
 class CompileCounter:
-    """Counts the functions JAX lowers to XLA while it is active (``with CompileCounter() as
-    c: ...; c.names``), through JAX's public monitoring events: a cache hit lowers nothing,
-    a retrace or a new compilation lowers once per jitted function."""
+    """Counts, while active, the functions JAX traces and lowers to XLA (``with
+    CompileCounter() as c: ...``), through JAX's public monitoring events. ``traces(name)``:
+    jit-cache misses of functions whose name contains ``name`` (a new static argument or
+    shape retraces; a warm start that keeps the traced structure does not); ``count(name)``:
+    lowerings (JAX may reuse a lowering for an identical jaxpr, so a retrace can lower
+    nothing)."""
 
-    EVENT = "/jax/core/compile/jaxpr_to_mlir_module_duration"
+    TRACE = "/jax/core/compile/jaxpr_trace_duration"
+    LOWER = "/jax/core/compile/jaxpr_to_mlir_module_duration"
 
     def __init__(self):
         self.names: list[str] = []
+        self.traced: list[str] = []
 
     def _listen(self, event, duration, **kwargs):
-        if event == self.EVENT:
+        if event == self.LOWER:
             self.names.append(str(kwargs.get("fun_name", "?")))
+        elif event == self.TRACE:
+            self.traced.append(str(kwargs.get("fun_name", "?")))
 
     def __enter__(self):
         jax.monitoring.register_event_duration_secs_listener(self._listen)
@@ -96,3 +103,6 @@ class CompileCounter:
 
     def count(self, name: str | None = None) -> int:
         return len(self.names) if name is None else sum(name in n for n in self.names)
+
+    def traces(self, name: str) -> int:
+        return sum(name in n for n in self.traced)

@@ -142,9 +142,10 @@ def _slq(fn, params, batches, key, num_iters, num_probes, throw):
     op = operator_from(fn, params, batches=batches, linearize=True)
 
     def probe(k):
-        k1, k2 = jax.random.split(k)
-        z = jax.random.rademacher(k1, (op.size,), op.dtype)
-        state = kr.init_state(z[None], num_iters, k2)
+        z = jax.random.rademacher(k, (op.size,), op.dtype)
+        # a breakdown continues from a shift of the probe itself (random signs): no second
+        # random draw in the compiled loop
+        state = kr.init_state(z[None], num_iters, z)
         state = jax.lax.fori_loop(0, num_iters, lambda _, s: kr.extend(s, op.matvec, 1), state)
         theta, Y, _ = kr.ritz(state, 1)
         return theta, Y[0] ** 2, state.nonfinite

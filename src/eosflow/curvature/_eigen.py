@@ -242,12 +242,12 @@ def _flat_hint(hint: PyTree, op: FlatOperator) -> Array:
     return ravel(hint)[0].astype(op.dtype)
 
 
-def _start_block(carried: Array, key: PRNGKeyArray, hint: Array | None = None) -> Array:
+def _start_block(carried: Array, gaussian: Array, hint: Array | None = None) -> Array:
     """``carried`` and one fresh direction after it, the row that no warm start can make
-    blind to the top eigenvector: a Gaussian vector, plus the unit ``hint`` when given (the
-    sum is a shifted Gaussian, so it is as unlikely as a random vector to miss any fixed
-    direction, and points along the hint's)."""
-    fresh = jax.random.normal(key, (carried.shape[1],), carried.dtype)
+    blind to the top eigenvector: the ``gaussian`` vector (n,), plus the unit ``hint`` when
+    given (the sum is a shifted Gaussian, so it is as unlikely as a random vector to miss any
+    fixed direction, and points along the hint's)."""
+    fresh = gaussian
     if hint is not None:
         fresh = fresh / jnp.linalg.norm(fresh)
         norm = jnp.linalg.norm(hint)
@@ -311,8 +311,9 @@ def _solve(fn, params, batches, carried: Array, key: PRNGKeyArray, hint: Array |
     op = operator_from(fn, params, batches=batches, linearize=True)
     k, b, m, keep, tol, budget, floor, gap, throw = config
     nb = b + 1  # the Krylov block: the carried vectors and one fresh direction
-    key_start, key_run = jax.random.split(key)
-    state = kr.init_state(_start_block(carried, key_start, hint), m, key_run)
+    # one random draw per solve: the fresh direction, and (shifted) every breakdown's
+    gaussian = jax.random.normal(key, (carried.shape[1],), carried.dtype)
+    state = kr.init_state(_start_block(carried, gaussian, hint), m, gaussian)
 
     def check(state):
         theta, Y, res = kr.ritz(state, nb)

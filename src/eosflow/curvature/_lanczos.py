@@ -10,7 +10,10 @@ $$A V_j^\top = V_{j+b}^\top T_{:j+b,\,:j},$$
 and for a Ritz pair $(\theta, y)$ of $S = T_{:j,:j}$ the residual is
 $\|A V_j^\top y - \theta V_j^\top y\| = \|T_{j:j+b,\,:j}\, y\|$: free. A thick restart keeps the
 top Ritz vectors and the ``b`` pending vectors; the relation keeps its form (Krylov–Schur,
-Stewart 2001). Breakdowns (an invariant subspace) continue from a random direction.
+Stewart 2001). Breakdowns (an invariant subspace) continue from a new direction: a cyclic
+shift of one random vector drawn at the start (``spare``), orthogonalised against the
+basis. Drawing random numbers inside the loop instead would put a threefry generator in
+every compiled solve several times over: ~0.8 s of XLA compile time each on CPU.
 
 Every routine here is jittable and vmappable; sizes are static.
 """
@@ -36,7 +39,7 @@ class KrylovState(NamedTuple):
     j: Array  # number of basis vectors multiplied by A
     num_matvecs: Array
     nonfinite: Array  # a product returned inf or nan
-    key: PRNGKeyArray
+    spare: Array  # (n,): random entries; its cyclic shifts replace a broken-down direction
 
 
 def _orthogonalize(V: Array, w: Array) -> tuple[Array, Array]:
@@ -47,8 +50,10 @@ def _orthogonalize(V: Array, w: Array) -> tuple[Array, Array]:
     return w - h2 @ V, h + h2
 
 
-def _random_direction(V: Array, key: PRNGKeyArray) -> Array:
-    r = jax.random.normal(key, V.shape[1:], V.dtype)
+def _new_direction(V: Array, spare: Array, shift: Array | int) -> Array:
+    """A unit vector orthogonal to the rows of ``V``: ``spare`` shifted cyclically by
+    ``shift`` (a permutation of i.i.d. random entries is as generic as a fresh draw)."""
+    r = jnp.roll(spare, shift)
     r, _ = _orthogonalize(V, r)
     return r / jnp.linalg.norm(r)
 
@@ -57,22 +62,24 @@ def _breakdown_tol(dtype) -> float:
     return float(jnp.finfo(dtype).eps) ** 0.75
 
 
-def init_state(V0: Array, m: int, key: PRNGKeyArray) -> KrylovState:
-    """Orthonormalise the start block ``V0`` (b, n) into a basis with room for ``m`` products."""
+def init_state(V0: Array, m: int, spare: Array) -> KrylovState:
+    """Orthonormalise the start block ``V0`` (b, n) into a basis with room for ``m`` products;
+    a zero or dependent row is replaced by a shift of ``spare`` (n,), a vector of random
+    entries (e.g. ``jax.random.normal``) kept for later breakdowns."""
     b, n = V0.shape
     dtype = V0.dtype
+    spare = spare.astype(dtype)
     V = jnp.zeros((m + b, n), dtype)
     for i in range(b):  # b is small and static
         w, _ = _orthogonalize(V, V0[i])
         norm = jnp.linalg.norm(w)
         scale = jnp.linalg.norm(V0[i])
         bad = ~(norm > _breakdown_tol(dtype) * scale) | ~jnp.isfinite(norm)
-        key, sub = jax.random.split(key)
-        q = jnp.where(bad, _random_direction(V, sub), w / jnp.where(bad, 1, norm))
+        q = jnp.where(bad, _new_direction(V, spare, i + 1), w / jnp.where(bad, 1, norm))
         V = V.at[i].set(q)
     T = jnp.zeros((m + b, m), dtype)
     zero = jnp.zeros((), jnp.int32)
-    return KrylovState(V, T, zero, zero, jnp.zeros((), bool), key)
+    return KrylovState(V, T, zero, zero, jnp.zeros((), bool), spare)
 
 
 def extend(state: KrylovState, matvec: Callable[[Array], Array], b: int) -> KrylovState:
@@ -85,12 +92,13 @@ def extend(state: KrylovState, matvec: Callable[[Array], Array], b: int) -> Kryl
     beta = jnp.linalg.norm(w)
     scale = jnp.sqrt(jnp.sum(h**2) + beta**2)
     breakdown = ~(beta > _breakdown_tol(V.dtype) * scale)
-    key = jax.random.fold_in(state.key, state.num_matvecs)
-    q = jnp.where(breakdown, _random_direction(V, key), w / jnp.where(breakdown, 1, beta))
+    # shifts 1..b served the start block; each product gets its own after them
+    q = jnp.where(breakdown, _new_direction(V, state.spare, state.num_matvecs + b + 1),
+                  w / jnp.where(breakdown, 1, beta))
     V = V.at[j + b].set(q)
     T = T.at[:, j].set(h.at[j + b].set(jnp.where(breakdown, 0, beta)))
     return KrylovState(
-        V, T, j + 1, state.num_matvecs + 1, state.nonfinite | nonfinite, state.key
+        V, T, j + 1, state.num_matvecs + 1, state.nonfinite | nonfinite, state.spare
     )
 
 
@@ -212,7 +220,7 @@ def lanczos(
         )
     key = jax.random.key(0) if key is None else key
     flat0 = ravel(v0)[0].astype(op.dtype)
-    state = init_state(flat0[None], num_iters, key)
+    state = init_state(flat0[None], num_iters, jax.random.normal(key, (n,), op.dtype))
     state = jax.lax.fori_loop(0, num_iters, lambda _, s: extend(s, op.matvec, 1), state)
     theta, Y, res = ritz(state, 1)
     vectors = jax.vmap(op.unravel)(Y.T @ state.V[:num_iters])
