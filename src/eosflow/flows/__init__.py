@@ -1,5 +1,6 @@
 """Flows: Φ, gradient flow, the limiting flows on the manifold of minimisers, diagnostics."""
 
+from ._central import CENTRAL_FLOW_OPTIMIZERS as CENTRAL_FLOW_OPTIMIZERS
 from ._central import CentralFlow as CentralFlow
 from ._central import CentralMetrics as CentralMetrics
 from ._central import CentralState as CentralState

@@ -40,7 +40,7 @@ from ..curvature import top_eigenpairs
 from ..curvature._operator import sum_over_batches
 from ._sdcp import solve_sdcp
 
-SUPPORTED = ("gd",)
+CENTRAL_FLOW_OPTIMIZERS = ("gd",)  # optimizers whose central flow is implemented
 
 
 class CentralState(eqx.Module):
@@ -111,9 +111,9 @@ class CentralFlow(eqx.Module):
 
 
 def _check(optimizer, lr, substeps, k):
-    if optimizer not in SUPPORTED:
+    if optimizer not in CENTRAL_FLOW_OPTIMIZERS:
         raise ValueError(
-            f"optimizer must be one of {list(SUPPORTED)} for the central flow, got "
+            f"optimizer must be one of {list(CENTRAL_FLOW_OPTIMIZERS)} for the central flow, got "
             f"{optimizer!r} (RMSProp's central flow, with its nu ODE, is not implemented)."
         )
     if isinstance(lr, bool) or not isinstance(lr, int | float) or not lr > 0:

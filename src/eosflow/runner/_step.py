@@ -26,6 +26,7 @@ from ._config import Config, ConfigError
 from ._devices import _global_array, make_mesh
 from ._events import _Predictions
 from ._probes import _Probes
+from ._processes import _Processes
 
 SWEEPABLE = ("lr", "seed", "momentum", "loss_min")
 MAX_PHI_COORDS = 16  # Phi(x_t) is recorded coordinate by coordinate up to this dimension
@@ -48,9 +49,12 @@ class TrainState(NamedTuple):
     # warm start of the preconditioned-sharpness solve (optimizers whose record has a
     # `moment`: Adam, RMSProp), or None; last, so that older checkpoints (None here) load
     precond_block: Any = None
+    # the processes stepped beside the optimizer (config.processes beyond discrete): a
+    # ProcessState, or None
+    processes: Any = None
 
 
-class Program(_Probes, _Predictions):
+class Program(_Probes, _Predictions, _Processes):
     """The compiled pieces of one run (one point, or a vmapped sweep of points).
 
     Built from a configuration and its problem, it gives the initial :class:`TrainState`,
@@ -90,6 +94,9 @@ class Program(_Probes, _Predictions):
         self.on_progress: Callable[..., None] | None = None
         self.heartbeat_every = self._heartbeat_every()
         self.num_examples = self._check_minibatch()
+        if sweep is not None and self.extra_processes:
+            raise ConfigError(f"processes: {self.extra_processes[0]!r} is not stepped in a "
+                              "sweep; run each point alone")
 
     # -- mini-batches ------------------------------------------------------------------------
     def _check_minibatch(self) -> int | None:
@@ -194,15 +201,17 @@ class Program(_Probes, _Predictions):
         if self.sweep is None:
             opt_state, key, (eig, pre) = init_one(params, hyper, c.seed)
             batch = ()
+            procs = self.processes_init(params, key)
         else:
             seeds = jnp.asarray(self.sweep.get("seed", [c.seed] * self.points), jnp.uint32)
             opt_state, key, (eig, pre) = jax.vmap(init_one)(params, hyper, seeds)
             batch = (self.points,)
+            procs = None
         return TrainState(
             params=params, opt_state=opt_state, eig_block=eig, key=key,
             step=jnp.zeros((), jnp.int32), done=jnp.zeros(batch, bool),
             reason=jnp.zeros(batch, jnp.int32), loss0=jnp.full(batch, jnp.nan, self.dtype),
-            precond_block=pre,
+            precond_block=pre, processes=procs,
         )
 
     def fit_block(self, state: TrainState, width: int) -> TrainState:
@@ -336,6 +345,12 @@ class Program(_Probes, _Predictions):
         reason = jnp.where(nonfinite, 1, jnp.where(exploded, 2, jnp.where(goal, 3, 0)))
         stop_now = ~state.done & (reason > 0)
         new_params = optax.apply_updates(params, updates)
+        procs = state.processes
+        if self.extra_processes:
+            measure = self._measure_at(step) if self.eig_on else False
+            procs, proc_row = self.processes_step(p, procs, params, new_params, hyper, step,
+                                                  measure, jax.random.fold_in(state.key, step))
+            row.update(proc_row)
         keep = state.done | stop_now  # a stopped run keeps the state at which it stopped
 
         def choose(old, new):
@@ -351,6 +366,7 @@ class Program(_Probes, _Predictions):
             reason=jnp.where(stop_now, reason, state.reason),
             loss0=loss0,
             precond_block=choose(state.precond_block, precond_block),
+            processes=choose(state.processes, procs),
         )
         row["valid"] = ~state.done
         row["stop_reason"] = jnp.where(stop_now, reason, 0).astype(jnp.int32)
@@ -402,7 +418,7 @@ class Program(_Probes, _Predictions):
         if (n, beat) not in self._chunk_fns:
             step = self.step_fn
             if self.sweep is not None:
-                axes = TrainState(0, 0, 0, 0, None, 0, 0, 0, 0)
+                axes = TrainState(0, 0, 0, 0, None, 0, 0, 0, 0, 0)
                 step = jax.vmap(step, in_axes=(axes, 0, None), out_axes=(axes, 0))
 
             def body(s, hyper, data):

@@ -37,6 +37,7 @@ import numpy as np
 
 from .._errors import RunDirError
 from ._lock import LOCK, Lock, claim
+from ._processes import process_columns
 
 METRICS = "metrics"
 _UMASK = os.umask(0)
@@ -469,6 +470,12 @@ class Run:
     def prediction_start(self) -> int | None:
         """The step from which the prediction runs (its ``tau = 0``), when recorded."""
         return read_prediction(self.path)[2]
+
+    @property
+    def processes(self) -> dict[str, dict[str, np.ndarray]]:
+        """Each process's columns under the metrics' names (``config.processes``):
+        ``run.processes["central"]["loss"]``; ``"discrete"`` is the run's own columns."""
+        return process_columns(self.metrics)
 
     def __getitem__(self, column: str) -> np.ndarray:
         return self.metrics[column]
