@@ -14,6 +14,9 @@ from ._figures import figure_stems as figure_stems
 from ._figures import flow_figure as flow_figure
 from ._figures import plot_run as plot_run
 from ._figures import prediction_figure as prediction_figure
+from ._processes import comparison_line as comparison_line
+from ._processes import process_comparison as process_comparison
+from ._processes import processes_figure as processes_figure
 from ._report import format_value as format_value
 from ._report import render_report as render_report
 from ._report import write_report as write_report

@@ -185,6 +185,16 @@ PRESETS: dict[str, Preset] = {
             cpu_minutes=4,
         ),
         Preset(
+            "digits-central",
+            "the default run (GD at eta = 0.2 on the digits MLP) with its processes from one "
+            "initialization: the midpoint iterates, gradient flow (stable) and the central "
+            "flow (Cohen, Damian et al., arXiv 2410.24206), compared in figures/processes.png "
+            "and the report",
+            dict(lr=0.2, steps=400, eig_every=4, chunk_steps=100,
+                 processes=("discrete", "midpoint", "stable", "central")),
+            cpu_minutes=30,
+        ),
+        Preset(
             "tiny",
             "a seconds-long digits run for smoke tests",
             dict(num_examples=200, widths=(16,), steps=40, lr=0.2, chunk_steps=20,
