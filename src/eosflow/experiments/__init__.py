@@ -15,7 +15,10 @@ from ._presets import PRESETS as PRESETS
 from ._presets import Preset as Preset
 from ._presets import preset_config as preset_config
 from ._presets import preset_values as preset_values
+from ._verify import Check as Check
 from ._verify import claim_quadratic as claim_quadratic
 from ._verify import fit_slope as fit_slope
 from ._verify import run_verify as run_verify
 from ._verify import tracking as tracking
+from ._verify_central import adaptive_eos_rows as adaptive_eos_rows
+from ._verify_central import central_flow_rows as central_flow_rows
