@@ -180,7 +180,8 @@ PRESETS: dict[str, Preset] = {
         ),
         Preset(
             "digits-rmsprop",
-            "full-batch RMSProp (decay 0.9) on the digits MLP: lambda1(P^-1 H) at 2/eta",
+            "full-batch RMSProp (decay 0.9) on the digits MLP: lambda1(P^-1 H) at 2/eta; "
+            "with a slower second moment, `eosflow run digits-rmsprop --decay 0.999`",
             dict(optimizer="rmsprop", lr=2e-3, steps=600, eig_every=10, chunk_steps=100),
             cpu_minutes=4,
         ),

@@ -39,10 +39,10 @@ class Method:
     Attributes:
         name: the name used in configurations (``--optimizer NAME``).
         description: one line for ``eosflow list`` and the docs.
-        factory: ``factory(lr, *, momentum, loss_min, seed)`` → an optax transformation; the
-            hyperparameters may be traced arrays (vmapped sweeps).
+        factory: ``factory(lr, *, momentum, loss_min, decay, seed)`` → an optax
+            transformation; the hyperparameters may be traced arrays (vmapped sweeps).
         hyper: the hyperparameters the method reads besides ``lr`` (``"momentum"`` is β or
-            β1, ``"loss_min"`` is L*).
+            β1, ``"loss_min"`` is L*, ``"decay"`` RMSProp's second-moment decay).
         edge: ``edge(lr, momentum)`` → the critical value of the EoS quantity (1/length²
             units of the loss's curvature: the same units as λ1), or None when the step size
             is not fixed (normalized GD, GD on √L).
@@ -87,10 +87,11 @@ class Method:
         """The limiting flow's clock as text (``"η²t/4"``), None without a flow."""
         return None if self.flow_constant is None else f"η²t/{1 / self.flow_constant:g}"
 
-    def build(self, lr: Any, *, momentum: Any = 0.9, loss_min: Any = 0.0,
+    def build(self, lr: Any, *, momentum: Any = 0.9, loss_min: Any = 0.0, decay: Any = 0.9,
               seed: int = 0) -> optax.GradientTransformationExtraArgs:
-        """The optax transformation at these hyperparameters."""
-        return self.factory(lr, momentum=momentum, loss_min=loss_min, seed=seed)
+        """The optax transformation at these hyperparameters (those not in ``hyper`` are
+        ignored)."""
+        return self.factory(lr, momentum=momentum, loss_min=loss_min, decay=decay, seed=seed)
 
     def stableness(self, lam: Any, eff_lr: Any, lr: float, momentum: float) -> Any:
         """S from λ1 (or the preconditioned λ1) and the step's effective learning rate:
@@ -100,31 +101,31 @@ class Method:
         return 2.0 * lam / self.edge(lr, momentum)
 
 
-def _gd(lr, *, momentum, loss_min, seed):
+def _gd(lr, *, momentum, loss_min, seed, decay):
     return gd(lr)
 
 
-def _ngd(lr, *, momentum, loss_min, seed):
+def _ngd(lr, *, momentum, loss_min, seed, decay):
     return normalized_gd(lr, seed=seed)
 
 
-def _sqrt(lr, *, momentum, loss_min, seed):
+def _sqrt(lr, *, momentum, loss_min, seed, decay):
     return sqrt_loss_gd(lr, loss_min, seed=seed)
 
 
-def _heavy_ball(lr, *, momentum, loss_min, seed):
+def _heavy_ball(lr, *, momentum, loss_min, seed, decay):
     return _aliases.momentum(lr, momentum)
 
 
-def _nesterov(lr, *, momentum, loss_min, seed):
+def _nesterov(lr, *, momentum, loss_min, seed, decay):
     return _aliases.nesterov(lr, momentum)
 
 
-def _rmsprop(lr, *, momentum, loss_min, seed):
-    return _aliases.rmsprop(lr)
+def _rmsprop(lr, *, momentum, loss_min, seed, decay):
+    return _aliases.rmsprop(lr, decay)
 
 
-def _adam(lr, *, momentum, loss_min, seed):
+def _adam(lr, *, momentum, loss_min, seed, decay):
     return _aliases.adam(lr, momentum)
 
 
@@ -146,7 +147,8 @@ METHODS: dict[str, Method] = {m.name: m for m in (
            edge_label="(2 + 2β)/((1 + 2β)η)", edge_tex=r"$(2+2\beta)/((1+2\beta)\eta)$",
            stableness_label="2λ1/λ_crit, λ_crit = (2 + 2β)/((1 + 2β)η)"),
     Method("rmsprop", "RMSProp (optax.rmsprop); its edge is on the preconditioned sharpness",
-           _rmsprop, edge=lambda lr, b: 2.0 / lr, edge_label="2/η", edge_tex=r"$2/\eta$",
+           _rmsprop, hyper=("decay",), edge=lambda lr, b: 2.0 / lr, edge_label="2/η",
+           edge_tex=r"$2/\eta$",
            quantity="preconditioned sharpness", moment="rms",
            stableness_label="η·λ1(P⁻¹H), P = diag(√ν + ε)"),
     Method("adam", "Adam with β1 = momentum (optax.adam); its edge is on the preconditioned "

@@ -21,7 +21,7 @@ def build_optimizer(config: Config, lr: Any, *, momentum: Any = None,
     lmin = config.loss_min if loss_min is None else loss_min
     lmin = 0.0 if lmin is None else lmin
     main = optim.method(config.optimizer).build(lr, momentum=beta, loss_min=lmin,
-                                                seed=config.seed)
+                                                decay=config.decay, seed=config.seed)
     if config.warmup_steps:
         lr0 = config.warmup_lr if config.warmup_lr is not None else lr
         first = optim.method(config.warmup_optimizer).build(lr0, seed=config.seed)

@@ -105,6 +105,8 @@ class Config:
     """the learning rate eta (an expression such as 2/30 is allowed)"""
     momentum: float = 0.9
     """beta of momentum and nesterov, beta1 of adam (other optimizers ignore it); in [0, 1)"""
+    decay: float = 0.9
+    """RMSProp's second-moment decay (optax's rho; other optimizers ignore it); in [0, 1)"""
     loss_min: float | None = None
     """L*, the minimum loss GD on sqrt(L - L*) aims at, in loss units (None: the problem's)"""
     warmup_steps: int = 0
@@ -232,7 +234,7 @@ SECTIONS: dict[str, tuple[str, tuple[str, ...]]] = {
         "activation", "freeze_last_layer", "loss", "chunk_size", "hessian_examples",
         "test_examples", "x0")),
     "optimizer": ("the optimizer, its hyperparameters and an optional warm-up", (
-        "optimizer", "lr", "momentum", "loss_min", "warmup_steps", "warmup_lr",
+        "optimizer", "lr", "momentum", "decay", "loss_min", "warmup_steps", "warmup_lr",
         "warmup_optimizer", "batch_size", "batch_replace")),
     "run": ("length, precision, devices and what is recorded when", (
         "name", "steps", "seed", "dtype", "chunk_steps", "checkpoint_every", "loss_goal",
@@ -458,6 +460,8 @@ def _check(c: Config) -> None:
         raise ConfigError(f"eig_tol: must be in (0, 1), got {c.eig_tol!r}")
     if not 0 <= c.momentum < 1:
         raise ConfigError(f"momentum: must be in [0, 1), got {c.momentum!r}")
+    if not 0 <= c.decay < 1:
+        raise ConfigError(f"decay: must be in [0, 1), got {c.decay!r}")
     if c.seed < 0:
         raise ConfigError(f"seed: must be >= 0, got {c.seed!r}")
     if c.warmup_steps < 0:
