@@ -46,7 +46,8 @@ def process_comparison(run: RunLike) -> dict[str, Any] | None:
         L(w_{t+1}))$), ``mean_loss`` (the window means of both and their relative
         difference), ``central_vs_midpoint`` (the same statistics of $L(w(t))$ against
         $L(w^*_t)$), ``distance_ratio`` ($\\|w_c - w^*\\| / \\|w_s - w^*\\|$ at the last row,
-        with both distances), each None where a process is missing.
+        with both distances), ``central_hvps_per_step`` (the central flow's eigen-solves,
+        all substeps), each missing where a process is missing.
     """
     run = _load(run)
     procs = run.processes
@@ -75,6 +76,8 @@ def process_comparison(run: RunLike) -> dict[str, Any] | None:
             a, b = float(pred[ok].mean()), float(two[ok].mean())
             out["mean_loss"] = {"central_predicted": a, "discrete_two_step": b,
                                 "relative_difference": abs(a - b) / abs(b)}
+    if cen is not None and "eig_matvecs" in cen:
+        out["central_hvps_per_step"] = float(np.mean(cen["eig_matvecs"]))
     if cen is not None and mid is not None:
         out["central_vs_midpoint"] = _stats(_rel(np.asarray(cen["loss"], np.float64)[after],
                                                  np.asarray(mid["loss"], np.float64)[after]))
@@ -107,6 +110,8 @@ def comparison_line(c: dict[str, Any] | None) -> str | None:
     if cm and cm["max"] is not None:
         parts.append(f"L(w_central) vs L(midpoint): max {cm['max']:.3g}, median "
                      f"{cm['median']:.3g}")
+    if c.get("central_hvps_per_step") is not None:
+        parts.append(f"central flow {c['central_hvps_per_step']:.1f} HVPs/step")
     dr = c.get("distance_ratio")
     if dr and dr["ratio"] is not None:
         parts.append(f"at the end |w_central - w_mid| / |w_stable - w_mid| = "

@@ -92,9 +92,6 @@ def _hvps(columns: dict[str, np.ndarray], alignment: bool) -> int:
     if "batch_sharpness_matvecs" in columns:
         mv = mv + columns["batch_sharpness_matvecs"]
     extra = np.sum(np.isfinite(columns["lambda_1"])) if alignment else 0
-    for name in ("stable.eig_matvecs", "central.eig_matvecs"):  # the processes' solves
-        if name in columns:
-            mv = mv + columns[name]
     return int(np.sum(mv) + extra)
 
 
