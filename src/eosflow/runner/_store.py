@@ -493,6 +493,9 @@ def load_run(path: str | os.PathLike) -> Run:
     ``eig_converged``, ...) hold nan on rows without a measurement; ``eig_converged`` is
     1.0 / 0.0 where a solve ran (older runs: a boolean column, False on unmeasured rows).
 
+    A run with ``processes`` (midpoint, stable, central) stores their rows as ``NAME.COLUMN``
+    metric columns; ``run.processes[NAME]`` gives them under the metrics' own names.
+
     Example: ``load_run("runs/digits-gd").metrics["lambda_1"]`` is the sharpness column.
     """
     path = Path(path)
