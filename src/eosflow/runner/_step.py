@@ -484,6 +484,15 @@ class Program(_Probes, _Predictions, _Processes):
                 f"eta_lambda = {self.method.stableness_label}"
                 if self.precond_on else None
             ),
+            "processes": None if not self.extra_processes else {
+                "names": list(c.processes),
+                "columns": "NAME.COLUMN in the metrics; load_run(p).processes[NAME]",
+                "midpoint": "(w_{t-1} + 2 w_t + w_{t+1}) / 4 of the discrete iterates",
+                "stable": f"gradient flow dw/dt = -lr grad L, explicit Euler, "
+                          f"{c.central_substeps} steps per optimizer step",
+                "central": f"eosflow.flows.central_flow_step, k = {self.k}, "
+                           f"{c.central_substeps} substeps, tol {c.eig_tol}",
+            },
             "chunk_steps": self.chunk,
             "minibatch": None if c.batch_size is None else {
                 "batch_size": c.batch_size, "num_examples": self.num_examples,
