@@ -36,8 +36,7 @@ import optax
 
 from .._tree import check_floating, leading_block, ravel
 from .._types import Array, Bool, Float, Int, PyTree
-from ..curvature import top_eigenpairs
-from ..curvature._operator import sum_over_batches
+from ..curvature import sum_over_batches, top_eigenpairs
 from ._sdcp import solve_sdcp
 
 CENTRAL_FLOW_OPTIMIZERS = ("gd",)  # optimizers whose central flow is implemented
