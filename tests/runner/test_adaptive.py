@@ -83,3 +83,29 @@ def test_adam_run_resumes_with_its_warm_start(tmp_path):
     resumed = run_experiment(config, tmp_path / "b", resume=True, progress=False).metrics
     for k in ("loss", "precond_lambda_1", "precond_matvecs"):
         np.testing.assert_array_equal(resumed[k], straight[k], err_msg=k)
+
+
+@pytest.mark.parametrize("decay", [0.9, 0.999])
+def test_rmsprop_decay_reaches_optax(decay):
+    r"""RMSProp's first step from $\nu_0 = 0$: $\nu_1 = (1 - \rho)g^2$, update
+    $-\eta g/\sqrt{\nu_1 + \epsilon}$ (optax's rmsprop, eps = 1e-8 inside the root)."""
+    from eosflow.experiments import parse
+    from eosflow.runner import build_optimizer
+
+    config = parse(["run", "digits-rmsprop", "--decay", str(decay)]).config
+    assert config.decay == decay
+    g = jnp.array([0.5, -2.0, 1e-3])
+    opt = build_optimizer(config, 0.01)
+    state = opt.init(jnp.zeros(3))
+    update, state = opt.update(g, state, jnp.zeros(3))
+    np.testing.assert_allclose(update, -0.01 * g / jnp.sqrt((1 - decay) * g**2 + 1e-8),
+                               rtol=1e-6)
+    P = preconditioner_from_state("rmsprop", state)
+    np.testing.assert_allclose(P, jnp.sqrt((1 - decay) * g**2 + 1e-8), rtol=1e-6)
+
+
+def test_decay_out_of_range_is_refused():
+    from eosflow import ConfigError
+
+    with pytest.raises(ConfigError, match=r"decay: must be in \[0, 1\), got 1.0"):
+        Config(optimizer="rmsprop", decay=1.0)

@@ -48,4 +48,7 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     "collapse_figure": "._verify_figures",
     "plot_verify": "._verify_figures",
     "verify_figure": "._verify_figures",
+    "comparison_line": "._processes",
+    "process_comparison": "._processes",
+    "processes_figure": "._processes",
 })

@@ -31,6 +31,7 @@ import numpy as np
 
 from ..curvature import smoothing_width
 from ._prediction import prediction_comparison, prediction_status
+from ._processes import has_processes, processes_figure
 from ._style import (
     FORMATS,
     SHARPNESS,
@@ -382,15 +383,15 @@ def figure_stems(run: RunLike) -> list[str]:
         stems.append("density")
     if run.sweep:
         stems.append("sweep")
+    if not run.sweep and has_processes(run):
+        stems.append("processes")
     return stems
-
-
 
 
 # the builder of each figure :func:`figure_stems` can name
 BUILDERS: dict[str, Callable[[RunLike], Any]] = {
     "training": cohen_panel, "flow": flow_figure, "prediction": prediction_figure,
-    "density": density_figure, "sweep": sweep_figure,
+    "density": density_figure, "sweep": sweep_figure, "processes": processes_figure,
 }
 
 

@@ -320,6 +320,12 @@ def _run_section(run: rd.Run, h: dict[str, Any], anchor: str, *, regenerate: boo
                 f"{format_value(c['reference_fall'])} (relative).</p>\n")
     else:
         parts.append(_headline_table(h, adaptive))
+    if not run.sweep:
+        from ._processes import comparison_line, process_comparison
+
+        line = comparison_line(process_comparison(run))
+        if line:
+            parts.append(f'<h3>Processes</h3>\n<p class="processes">{_e(line)}.</p>\n')
     verify = load_verify(run.path)
     if verify is not None:
         parts.append("<h3>Verification (eosflow verify)</h3>\n")

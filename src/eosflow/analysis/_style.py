@@ -52,6 +52,11 @@ CAPTIONS = {
     "is left out). verify_collapse.png: λ1(Φ(x_t)) of the runs at every η against τ = η²t "
     "beside the flow (dashed); each η has its own line style and markers staggered along τ, "
     "so curves that coincide stay visible.",
+    "processes": "Processes from one initialization (arXiv 2410.24206). Left: the training "
+    "loss of the discrete run (grey) and its two-step mean (black), the loss at the midpoint "
+    "iterates (w_{t-1} + 2w_t + w_{t+1})/4, gradient flow (stable, dashed), the central flow's "
+    "predicted time-averaged loss L + ½⟨Σ, H⟩ and its own L(w) (dotted). Right: λ1 of the "
+    "discrete run, gradient flow and the central flow against 2/η.",
     "compare": "Runs overlaid: training loss, sharpness λ1 (dashed: each GD run's 2/η) "
     "and the two-step harmonic mean of the stableness S_t, 2/(1/S_t + 1/S_{t+1}), which "
     "sits at 2 during EoS for GD and normalized GD alike. Each run has its own marker, "

@@ -22,4 +22,7 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     "fit_slope": "._verify",
     "run_verify": "._verify",
     "tracking": "._verify",
+    "Check": "._verify",
+    "adaptive_eos_rows": "._verify_central",
+    "central_flow_rows": "._verify_central",
 })

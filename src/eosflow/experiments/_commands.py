@@ -124,6 +124,12 @@ def _print_summary(path: Path) -> None:
     line = prediction_line(h)  # a failed prediction is said, not left out
     if line is not None:
         print(line)
+    if not run.sweep:
+        from ..analysis import comparison_line, process_comparison
+
+        line = comparison_line(process_comparison(run))
+        if line is not None:
+            print(f"processes: {line}")
     print(f"run directory: {path}")
 
 

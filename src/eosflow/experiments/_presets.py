@@ -190,9 +190,20 @@ PRESETS: dict[str, Preset] = {
         ),
         Preset(
             "digits-rmsprop",
-            "full-batch RMSProp (decay 0.9) on the digits MLP: lambda1(P^-1 H) at 2/eta",
+            "full-batch RMSProp (decay 0.9) on the digits MLP: lambda1(P^-1 H) at 2/eta; "
+            "with a slower second moment, `eosflow run digits-rmsprop --decay 0.999`",
             dict(optimizer="rmsprop", lr=2e-3, steps=600, eig_every=10, chunk_steps=100),
             cpu_minutes=4,
+        ),
+        Preset(
+            "digits-central",
+            "the default run (GD at eta = 0.2 on the digits MLP) with its processes from one "
+            "initialization: the midpoint iterates, gradient flow (stable) and the central "
+            "flow (Cohen, Damian et al., arXiv 2410.24206), compared in figures/processes.png "
+            "and the report",
+            dict(lr=0.2, steps=400, eig_every=4, chunk_steps=100,
+                 processes=("discrete", "midpoint", "stable", "central")),
+            cpu_minutes=30,
         ),
         Preset(
             "tiny",

@@ -24,6 +24,7 @@ from ..flows import limiting_flow, project_solve, stableness
 from ..optim import METHODS
 from ..problems import Toy, quadratic, toy_a, toy_b, toy_c
 from ..runner import write_json
+from ._verify_central import adaptive_eos_rows, central_flow_rows
 
 SLOPE_MIN = 0.8
 
@@ -321,6 +322,10 @@ def _run_verify(out_dir, *, quick, log) -> list[Check]:
     # more claims appended by claim_eos / claim_gd_contrast
     claim_eos(checks, B, quick)
     claim_gd_contrast(checks, A)
+    say("claim 8: the central flow on a closed form")
+    checks += central_flow_rows(Check)
+    say("claim 9: Adam at its edge, 38/eta")
+    checks += adaptive_eos_rows(Check)
     elapsed = time.perf_counter() - t0
     say(f"done in {elapsed:.1f} s")
     if out_dir is not None:

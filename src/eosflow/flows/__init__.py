@@ -34,4 +34,5 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     "distance_estimate": "._start",
     "phase_one_distance": "._start",
     "prediction_start": "._start",
+    "CENTRAL_FLOW_OPTIMIZERS": "._central",
 })

@@ -36,11 +36,12 @@ import optax
 
 from .._tree import check_floating, leading_block, ravel
 from .._types import Array, Bool, Float, Int, PyTree
-from ..curvature import top_eigenpairs
-from ..curvature._operator import sum_over_batches
+from ..curvature import sum_over_batches, top_eigenpairs
+from ..optim import METHODS
 from ._sdcp import solve_sdcp
 
-SUPPORTED = ("gd",)
+# optimizers whose central flow is implemented (their Method record says so)
+CENTRAL_FLOW_OPTIMIZERS = tuple(name for name, m in METHODS.items() if m.central_flow)
 
 
 class CentralState(eqx.Module):
@@ -111,9 +112,9 @@ class CentralFlow(eqx.Module):
 
 
 def _check(optimizer, lr, substeps, k):
-    if optimizer not in SUPPORTED:
+    if optimizer not in CENTRAL_FLOW_OPTIMIZERS:
         raise ValueError(
-            f"optimizer must be one of {list(SUPPORTED)} for the central flow, got "
+            f"optimizer must be one of {list(CENTRAL_FLOW_OPTIMIZERS)} for the central flow, got "
             f"{optimizer!r} (RMSProp's central flow, with its nu ODE, is not implemented)."
         )
     if isinstance(lr, bool) or not isinstance(lr, int | float) or not lr > 0:

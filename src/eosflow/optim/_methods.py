@@ -43,10 +43,10 @@ class Method:
     Attributes:
         name: the name used in configurations (``--optimizer NAME``).
         description: one line for ``eosflow list`` and the docs.
-        factory: ``factory(lr, *, momentum, loss_min, seed)`` → an optax transformation; the
-            hyperparameters may be traced arrays (vmapped sweeps).
+        factory: ``factory(lr, *, momentum, loss_min, decay, seed)`` → an optax
+            transformation; the hyperparameters may be traced arrays (vmapped sweeps).
         hyper: the hyperparameters the method reads besides ``lr`` (``"momentum"`` is β or
-            β1, ``"loss_min"`` is L*).
+            β1, ``"loss_min"`` is L*, ``"decay"`` RMSProp's second-moment decay).
         edge: ``edge(lr, momentum)`` → the critical value of the EoS quantity (1/length²
             units of the loss's curvature: the same units as λ1), or None when the step size
             is not fixed (normalized GD, GD on √L).
@@ -65,6 +65,9 @@ class Method:
             (``ScaleByAdamState``, P = √ν̂ + ε) or ``"rms"`` (``ScaleByRmsState``,
             P = √(ν + ε)); None for P = I (:func:`eosflow.optim.preconditioner_from_state`).
         beta_name: the paper's name of its ``momentum`` hyperparameter (β, or β1 for Adam).
+        central_flow: whether :func:`eosflow.flows.central_flow` (Cohen, Damian et al.,
+            arXiv 2410.24206) is implemented for it (and so the runner's ``stable`` and
+            ``central`` processes).
         step_stableness: S = η_t·λ1 with the step's effective learning rate (plain GD and
             the adaptive-step methods); otherwise S = 2λ1/edge.
     """
@@ -85,16 +88,18 @@ class Method:
     step_stableness: bool = False
     moment: Literal["adam", "rms"] | None = None
     beta_name: str = "beta"
+    central_flow: bool = False
 
     @property
     def flow_clock(self) -> str | None:
         """The limiting flow's clock as text (``"η²t/4"``), None without a flow."""
         return None if self.flow_constant is None else f"η²t/{1 / self.flow_constant:g}"
 
-    def build(self, lr: Any, *, momentum: Any = 0.9, loss_min: Any = 0.0,
+    def build(self, lr: Any, *, momentum: Any = 0.9, loss_min: Any = 0.0, decay: Any = 0.9,
               seed: int = 0) -> "optax.GradientTransformationExtraArgs":
-        """The optax transformation at these hyperparameters."""
-        return self.factory(lr, momentum=momentum, loss_min=loss_min, seed=seed)
+        """The optax transformation at these hyperparameters (those not in ``hyper`` are
+        ignored)."""
+        return self.factory(lr, momentum=momentum, loss_min=loss_min, decay=decay, seed=seed)
 
     def stableness(self, lam: Any, eff_lr: Any, lr: float, momentum: float) -> Any:
         """S from λ1 (or the preconditioned λ1) and the step's effective learning rate:
@@ -104,43 +109,43 @@ class Method:
         return 2.0 * lam / self.edge(lr, momentum)
 
 
-def _gd(lr, *, momentum, loss_min, seed):
+def _gd(lr, *, momentum, loss_min, seed, decay):
     from ._gd import gd
 
     return gd(lr)
 
 
-def _ngd(lr, *, momentum, loss_min, seed):
+def _ngd(lr, *, momentum, loss_min, seed, decay):
     from ._gd import normalized_gd
 
     return normalized_gd(lr, seed=seed)
 
 
-def _sqrt(lr, *, momentum, loss_min, seed):
+def _sqrt(lr, *, momentum, loss_min, seed, decay):
     from ._gd import sqrt_loss_gd
 
     return sqrt_loss_gd(lr, loss_min, seed=seed)
 
 
-def _heavy_ball(lr, *, momentum, loss_min, seed):
+def _heavy_ball(lr, *, momentum, loss_min, seed, decay):
     from ._aliases import momentum as heavy_ball
 
     return heavy_ball(lr, momentum)
 
 
-def _nesterov(lr, *, momentum, loss_min, seed):
+def _nesterov(lr, *, momentum, loss_min, seed, decay):
     from ._aliases import nesterov
 
     return nesterov(lr, momentum)
 
 
-def _rmsprop(lr, *, momentum, loss_min, seed):
+def _rmsprop(lr, *, momentum, loss_min, seed, decay):
     from ._aliases import rmsprop
 
-    return rmsprop(lr)
+    return rmsprop(lr, decay)
 
 
-def _adam(lr, *, momentum, loss_min, seed):
+def _adam(lr, *, momentum, loss_min, seed, decay):
     from ._aliases import adam
 
     return adam(lr, momentum)
@@ -149,7 +154,7 @@ def _adam(lr, *, momentum, loss_min, seed):
 METHODS: dict[str, Method] = {m.name: m for m in (
     Method("gd", "plain gradient descent, x ← x − η∇L", _gd,
            edge=lambda lr, b: 2.0 / lr, edge_label="2/η", edge_tex=r"$2/\eta$", warmup=True,
-           step_stableness=True),
+           step_stableness=True, central_flow=True),
     Method("normalized_gd", "normalized GD, x ← x − η∇L/‖∇L‖ (Arora et al. 2022)", _ngd,
            stableness_label="η_t·λ1, η_t = η/‖∇L‖", adaptive_step=True, flow_constant=0.25,
            flow_log=True, step_stableness=True),
@@ -164,7 +169,8 @@ METHODS: dict[str, Method] = {m.name: m for m in (
            edge_label="(2 + 2β)/((1 + 2β)η)", edge_tex=r"$(2+2\beta)/((1+2\beta)\eta)$",
            stableness_label="2λ1/λ_crit, λ_crit = (2 + 2β)/((1 + 2β)η)"),
     Method("rmsprop", "RMSProp (optax.rmsprop); its edge is on the preconditioned sharpness",
-           _rmsprop, edge=lambda lr, b: 2.0 / lr, edge_label="2/η", edge_tex=r"$2/\eta$",
+           _rmsprop, hyper=("decay",), edge=lambda lr, b: 2.0 / lr, edge_label="2/η",
+           edge_tex=r"$2/\eta$",
            quantity="preconditioned sharpness", moment="rms",
            stableness_label="η·λ1(P⁻¹H), P = diag(√ν + ε)"),
     Method("adam", "Adam with β1 = momentum (optax.adam); its edge is on the preconditioned "
@@ -194,7 +200,7 @@ def method(name: str) -> Method:
 CUSTOM = "custom"
 
 
-def _no_factory(lr, *, momentum, loss_min, seed):
+def _no_factory(lr, **hyper):
     raise TypeError("optimizer: a custom record cannot build its transformation; pass the "
                     "transformation itself (run_experiment(config, out, optimizer=tx, edge=...))")
 

@@ -25,7 +25,7 @@ def build_optimizer(config: Config, lr: Any, *, momentum: Any = None,
     lmin = 0.0 if lmin is None else lmin
     if main is None:
         main = optim.method(config.optimizer).build(lr, momentum=beta, loss_min=lmin,
-                                                    seed=config.seed)
+                                                    decay=config.decay, seed=config.seed)
     else:
         main = optax.with_extra_args_support(main)
     if config.warmup_steps:

@@ -38,6 +38,7 @@ LOSS_NAMES = ("mse", "mse_nohalf", "mse_mean", "cross_entropy")
 DTYPES = ("float32", "float64")
 SUBSETS = ("first", "stratified")
 EIG_CRITERIA = ("residual", "gap")
+PROCESSES = ("discrete", "midpoint", "stable", "central")
 # the keys of eosflow.problems.ACTIVATIONS (spelled here so that the configuration needs no
 # JAX import; a test keeps the two equal)
 ACTIVATION_NAMES = ("tanh", "relu", "gelu", "elu", "softplus", "identity")
@@ -52,6 +53,7 @@ DtypeName = Literal[DTYPES]  # type: ignore[valid-type]
 SubsetName = Literal[SUBSETS]  # type: ignore[valid-type]
 EigCriterion = Literal[EIG_CRITERIA]  # type: ignore[valid-type]
 ActivationName = Literal[ACTIVATION_NAMES]  # type: ignore[valid-type]
+ProcessName = Literal[PROCESSES]  # type: ignore[valid-type]
 
 MAX_INT = 2**31  # counts and cadences live in int32 arrays and static loop bounds
 
@@ -106,6 +108,8 @@ class Config:
     """the learning rate eta (an expression such as 2/30 is allowed)"""
     momentum: float = 0.9
     """beta of momentum and nesterov, beta1 of adam (other optimizers ignore it); in [0, 1)"""
+    decay: float = 0.9
+    """RMSProp's second-moment decay (optax's rho; other optimizers ignore it); in [0, 1)"""
     loss_min: float | None = None
     """L*, the minimum loss GD on sqrt(L - L*) aims at, in loss units (None: the problem's)"""
     warmup_steps: int = 0
@@ -160,6 +164,12 @@ class Config:
     """steps between computing Phi(x), the end of gradient flow from x (None: never)"""
     reproject_steps: int | None = None
     """steps of the re-projection flow predicting the run after the warm-up (None: none)"""
+    processes: tuple[ProcessName, ...] = ("discrete",)
+    """processes stepped from one initialization: discrete (the optimizer), midpoint
+    ((w_{t-1} + 2w_t + w_{t+1})/4), stable (gradient flow), central (the central flow of GD,
+    arXiv 2410.24206); e.g. discrete,midpoint,stable,central"""
+    central_substeps: int = 4
+    """Euler steps per optimizer step of the stable and central processes"""
 
     def __post_init__(self):
         _check(self)
@@ -241,7 +251,7 @@ SECTIONS: dict[str, tuple[str, tuple[str, ...]]] = {
         "activation", "freeze_last_layer", "loss", "chunk_size", "hessian_examples",
         "test_examples", "x0")),
     "optimizer": ("the optimizer, its hyperparameters and an optional warm-up", (
-        "optimizer", "lr", "momentum", "loss_min", "warmup_steps", "warmup_lr",
+        "optimizer", "lr", "momentum", "decay", "loss_min", "warmup_steps", "warmup_lr",
         "warmup_optimizer", "batch_size", "batch_replace")),
     "run": ("length, precision, devices and what is recorded when", (
         "name", "steps", "seed", "dtype", "chunk_steps", "checkpoint_every", "loss_goal",
@@ -249,7 +259,7 @@ SECTIONS: dict[str, tuple[str, tuple[str, ...]]] = {
     "curvature": ("the Hessian probe: eigenvalues, alignment, density, Phi and flows", (
         "eig_every", "num_eigs", "eig_tol", "eig_block", "eig_criterion", "eig_max_matvecs",
         "track_alignment", "batch_sharpness_batches", "density_at", "phi_every",
-        "reproject_steps")),
+        "reproject_steps", "processes", "central_substeps")),
 }
 _listed = [name for _, names in SECTIONS.values() for name in names]
 assert sorted(_listed) == sorted(FIELDS) and len(_listed) == len(FIELDS), "SECTIONS vs fields"
@@ -291,7 +301,10 @@ def type_name(name: str) -> str:
     names = []
     for t in _base_types(hint):
         if typing.get_origin(t) is tuple:
-            names.append(f"a list of {typing.get_args(t)[0].__name__}")
+            item = typing.get_args(t)[0]
+            names.append("a list of " + ("{" + ",".join(typing.get_args(item)) + "}"
+                                         if typing.get_origin(item) is Literal
+                                         else item.__name__))
         elif typing.get_origin(t) is Literal:
             names.append("{" + ",".join(typing.get_args(t)) + "}")
         else:
@@ -322,9 +335,14 @@ def coerce(name: str, value: Any) -> Any:
         if typing.get_origin(base) is tuple:
             (item,) = [a for a in typing.get_args(base) if a is not Ellipsis]
             if isinstance(value, str):
-                parts = [p for p in value.replace(",", " ").replace("x", " ").split() if p]
+                text = value.replace(",", " ")
+                if item in (int, float):  # 200x200
+                    text = text.replace("x", " ")
+                parts = [p for p in text.split() if p]
             else:
                 parts = list(value)
+            if typing.get_origin(item) is Literal:
+                return tuple(_choice(name, p, typing.get_args(item)) for p in parts)
             return tuple(_scalar(item, p) for p in parts)
         if typing.get_origin(base) is Literal:
             return _choice(name, value, typing.get_args(base))
@@ -459,6 +477,8 @@ def _check(c: Config) -> None:
         raise ConfigError(f"eig_tol: must be in (0, 1), got {c.eig_tol!r}")
     if not 0 <= c.momentum < 1:
         raise ConfigError(f"momentum: must be in [0, 1), got {c.momentum!r}")
+    if not 0 <= c.decay < 1:
+        raise ConfigError(f"decay: must be in [0, 1), got {c.decay!r}")
     if c.seed < 0:
         raise ConfigError(f"seed: must be >= 0, got {c.seed!r}")
     if c.warmup_steps < 0:
@@ -492,6 +512,7 @@ def _check(c: Config) -> None:
     if "loss_min" in method(c.optimizer).hyper and c.loss_goal is not None and (
             c.loss_min is not None and c.loss_goal < c.loss_min):
         raise ConfigError(f"loss_goal: below loss_min = {c.loss_min}, got {c.loss_goal}")
+    _check_processes(c)
     if c.chunk_steps is not None and c.checkpoint_every is not None and (
         c.checkpoint_every % c.chunk_steps
     ):
@@ -499,3 +520,27 @@ def _check(c: Config) -> None:
             f"checkpoint_every: must be a multiple of chunk_steps = {c.chunk_steps}, "
             f"got {c.checkpoint_every}"
         )
+
+
+def _check_processes(c: Config) -> None:
+    """The processes stepped beside the optimizer: each once, the optimizer among them; the
+    flows (stable, central) follow GD, full batch, from the run's first step."""
+    names = c.processes
+    if len(set(names)) != len(names) or "discrete" not in names:
+        raise ConfigError(f"processes: each at most once and 'discrete' among them, got "
+                          f"{','.join(names)}")
+    _positive(c, "central_substeps", integer=True)
+    extra = [n for n in names if n != "discrete"]
+    if not extra:
+        return
+    flows = [n for n in extra if n in ("stable", "central")]
+    central = [n for n, m in METHODS.items() if m.central_flow]
+    if flows and c.optimizer not in central:
+        raise ConfigError(f"processes: {flows[0]!r} follows "
+                          f"{' and '.join(central)}, not optimizer "
+                          f"{c.optimizer!r} (keep discrete,midpoint)")
+    if c.warmup_steps:
+        raise ConfigError(f"processes: {extra[0]!r} starts at the run's first step; drop "
+                          "warmup_steps")
+    if c.batch_size is not None:
+        raise ConfigError(f"processes: {extra[0]!r} needs the full batch; drop batch_size")

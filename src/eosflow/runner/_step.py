@@ -27,6 +27,7 @@ from ._custom import CustomOptimizer
 from ._devices import _global_array, make_mesh
 from ._events import _Predictions
 from ._probes import _Probes
+from ._processes import _Processes
 
 SWEEPABLE = ("lr", "seed", "momentum", "loss_min")
 MAX_PHI_COORDS = 16  # Phi(x_t) is recorded coordinate by coordinate up to this dimension
@@ -49,9 +50,12 @@ class TrainState(NamedTuple):
     # warm start of the preconditioned-sharpness solve (optimizers whose record has a
     # `moment`: Adam, RMSProp), or None; last, so that older checkpoints (None here) load
     precond_block: Any = None
+    # the processes stepped beside the optimizer (config.processes beyond discrete): a
+    # ProcessState, or None
+    processes: Any = None
 
 
-class Program(_Probes, _Predictions):
+class Program(_Probes, _Predictions, _Processes):
     """The compiled pieces of one run (one point, or a vmapped sweep of points).
 
     Built from a configuration and its problem, it gives the initial :class:`TrainState`,
@@ -108,6 +112,9 @@ class Program(_Probes, _Predictions):
         self.on_progress: Callable[..., None] | None = None
         self.heartbeat_every = self._heartbeat_every()
         self.num_examples = self._check_minibatch()
+        if sweep is not None and self.extra_processes:
+            raise ConfigError(f"processes: {self.extra_processes[0]!r} is not stepped in a "
+                              "sweep; run each point alone")
         self._frozen = True
 
     # -- mini-batches ------------------------------------------------------------------------
@@ -214,15 +221,17 @@ class Program(_Probes, _Predictions):
         if self.sweep is None:
             opt_state, key, (eig, pre) = init_one(params, hyper, c.seed)
             batch = ()
+            procs = self.processes_init(params, key)
         else:
             seeds = jnp.asarray(self.sweep.get("seed", [c.seed] * self.points), jnp.uint32)
             opt_state, key, (eig, pre) = jax.vmap(init_one)(params, hyper, seeds)
             batch = (self.points,)
+            procs = None
         return TrainState(
             params=params, opt_state=opt_state, eig_block=eig, key=key,
             step=jnp.zeros((), jnp.int32), done=jnp.zeros(batch, bool),
             reason=jnp.zeros(batch, jnp.int32), loss0=jnp.full(batch, jnp.nan, self.dtype),
-            precond_block=pre,
+            precond_block=pre, processes=procs,
         )
 
     def fit_block(self, state: TrainState, width: int) -> TrainState:
@@ -356,6 +365,12 @@ class Program(_Probes, _Predictions):
         reason = jnp.where(nonfinite, 1, jnp.where(exploded, 2, jnp.where(goal, 3, 0)))
         stop_now = ~state.done & (reason > 0)
         new_params = optax.apply_updates(params, updates)
+        procs = state.processes
+        if self.extra_processes:
+            measure = self._measure_at(step) if self.eig_on else False
+            procs, proc_row = self.processes_step(p, procs, params, new_params, hyper, step,
+                                                  measure, jax.random.fold_in(state.key, step))
+            row.update(proc_row)
         keep = state.done | stop_now  # a stopped run keeps the state at which it stopped
 
         def choose(old, new):
@@ -371,6 +386,7 @@ class Program(_Probes, _Predictions):
             reason=jnp.where(stop_now, reason, state.reason),
             loss0=loss0,
             precond_block=choose(state.precond_block, precond_block),
+            processes=choose(state.processes, procs),
         )
         row["valid"] = ~state.done
         row["stop_reason"] = jnp.where(stop_now, reason, 0).astype(jnp.int32)
@@ -422,7 +438,7 @@ class Program(_Probes, _Predictions):
         if (n, beat) not in self._chunk_fns:
             step = self.step_fn
             if self.sweep is not None:
-                axes = TrainState(0, 0, 0, 0, None, 0, 0, 0, 0)
+                axes = TrainState(0, 0, 0, 0, None, 0, 0, 0, 0, 0)
                 step = jax.vmap(step, in_axes=(axes, 0, None), out_axes=(axes, 0))
 
             def body(s, hyper, data):
@@ -490,6 +506,15 @@ class Program(_Probes, _Predictions):
             ),
             "optimizer": (c.optimizer if self.custom is None else
                           {"custom": self.custom.describe(c, p.params)}),
+            "processes": None if not self.extra_processes else {
+                "names": list(c.processes),
+                "columns": "NAME.COLUMN in the metrics; load_run(p).processes[NAME]",
+                "midpoint": "(w_{t-1} + 2 w_t + w_{t+1}) / 4 of the discrete iterates",
+                "stable": f"gradient flow dw/dt = -lr grad L, explicit Euler, "
+                          f"{c.central_substeps} steps per optimizer step",
+                "central": f"eosflow.flows.central_flow_step, k = {self.k}, "
+                           f"{c.central_substeps} substeps, tol {c.eig_tol}",
+            },
             "chunk_steps": self.chunk,
             "minibatch": None if c.batch_size is None else {
                 "batch_size": c.batch_size, "num_examples": self.num_examples,

@@ -37,6 +37,7 @@ import numpy as np
 
 from .._errors import RunDirError
 from ._lock import LOCK, Lock, claim
+from ._processes import process_columns
 
 METRICS = "metrics"
 _UMASK = os.umask(0)
@@ -470,6 +471,12 @@ class Run:
         """The step from which the prediction runs (its ``tau = 0``), when recorded."""
         return read_prediction(self.path)[2]
 
+    @property
+    def processes(self) -> dict[str, dict[str, np.ndarray]]:
+        """Each process's columns under the metrics' names (``config.processes``):
+        ``run.processes["central"]["loss"]``; ``"discrete"`` is the run's own columns."""
+        return process_columns(self.metrics)
+
     def __getitem__(self, column: str) -> np.ndarray:
         return self.metrics[column]
 
@@ -485,6 +492,9 @@ def load_run(path: str | os.PathLike) -> Run:
     Columns measured on a cadence (``lambda_*``, ``residual_*``, ``align_*``,
     ``eig_converged``, ...) hold nan on rows without a measurement; ``eig_converged`` is
     1.0 / 0.0 where a solve ran (older runs: a boolean column, False on unmeasured rows).
+
+    A run with ``processes`` (midpoint, stable, central) stores their rows as ``NAME.COLUMN``
+    metric columns; ``run.processes[NAME]`` gives them under the metrics' own names.
 
     Example: ``load_run("runs/digits-gd").metrics["lambda_1"]`` is the sharpness column.
     """
