@@ -78,8 +78,8 @@ def test_extending_a_finished_run_equals_one_long_run(tmp_path):
 
 _HOLD = textwrap.dedent("""
     import sys, time
-    from eosflow.runner import _store
-    lock = _store.claim(sys.argv[1])
+    from eosflow.runner import claim
+    lock = claim(sys.argv[1])
     print("claimed", flush=True)
     time.sleep(60)
 """)

@@ -32,6 +32,7 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     "Run": "._store",
     "atomic_write_bytes": "._store",
     "is_run": "._store",
+    "claim": "._lock",
     "load_checkpoint": "._store",
     "load_run": "._store",
     "metric_files": "._store",
