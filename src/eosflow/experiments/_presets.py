@@ -200,10 +200,11 @@ PRESETS: dict[str, Preset] = {
             "the default run (GD at eta = 0.2 on the digits MLP) with its processes from one "
             "initialization: the midpoint iterates, gradient flow (stable) and the central "
             "flow (Cohen, Damian et al., arXiv 2410.24206), compared in figures/processes.png "
-            "and the report",
-            dict(lr=0.2, steps=400, eig_every=4, chunk_steps=100,
+            "and the report; 2 Euler substeps per GD step (as accurate as 4, at 2.6x the cost "
+            "of a tracked GD step)",
+            dict(lr=0.2, steps=400, eig_every=4, chunk_steps=100, central_substeps=2,
                  processes=("discrete", "midpoint", "stable", "central")),
-            cpu_minutes=30,
+            cpu_minutes=10,
         ),
         Preset(
             "tiny",
