@@ -117,6 +117,7 @@ def test_resume_with_processes_is_bit_for_bit(tmp_path):
     (dict(processes=("discrete", "centre")), "processes: unknown value 'centre'"),
     (dict(processes=("discrete", "midpoint"), warmup_steps=5, steps=10), "processes: .*warmup"),
     (dict(processes=("discrete", "central"), batch_size=8), "processes: .*batch_size"),
+    (dict(processes=("discrete", "midpoint"), devices=2), "processes: .*one device"),
     (dict(central_substeps=0), "central_substeps: must be positive"),
 ])
 def test_bad_processes_are_refused_naming_the_field(kw, match):

@@ -524,7 +524,8 @@ def _check(c: Config) -> None:
 
 def _check_processes(c: Config) -> None:
     """The processes stepped beside the optimizer: each once, the optimizer among them; the
-    flows (stable, central) follow GD, full batch, from the run's first step."""
+    flows (stable, central) follow GD, full batch, from the run's first step, on one
+    device."""
     names = c.processes
     if len(set(names)) != len(names) or "discrete" not in names:
         raise ConfigError(f"processes: each at most once and 'discrete' among them, got "
@@ -544,3 +545,5 @@ def _check_processes(c: Config) -> None:
                           "warmup_steps")
     if c.batch_size is not None:
         raise ConfigError(f"processes: {extra[0]!r} needs the full batch; drop batch_size")
+    if c.devices is not None:  # their state and rows are not sharded or tested on a mesh
+        raise ConfigError(f"processes: {extra[0]!r} runs on one device; drop devices")

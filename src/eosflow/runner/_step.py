@@ -115,6 +115,9 @@ class Program(_Probes, _Predictions, _Processes):
         if sweep is not None and self.extra_processes:
             raise ConfigError(f"processes: {self.extra_processes[0]!r} is not stepped in a "
                               "sweep; run each point alone")
+        if self.mesh is not None and self.extra_processes:  # e.g. a multi-process job
+            raise ConfigError(f"processes: {self.extra_processes[0]!r} runs on one device, "
+                              "not on a mesh of devices or processes")
         self._frozen = True
 
     # -- mini-batches ------------------------------------------------------------------------
