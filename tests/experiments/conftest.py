@@ -260,13 +260,23 @@ def real_toy_run(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def default_run(tmp_path_factory) -> Path:
-    """A fresh run of the default experiment (``eosflow run``'s preset), made once per session
-    (about a minute on 2 cores) and shared by the tests that read it. Those tests carry
-    ``@pytest.mark.xdist_group("default_run")`` so that under ``-n 2 --dist loadgroup`` one
-    worker makes it once, not each worker its own."""
-    from eosflow.experiments import DEFAULT, preset_config, run_experiment
+    """A fresh run of the default experiment (``eosflow run``'s preset), made once per test
+    session (about half a minute on 2 cores) and shared by the tests that read it. Under
+    xdist every worker has its own session: the first to take a file lock in the workers'
+    shared temporary folder makes the run, the others wait for it and read it."""
+    import fcntl
+    import os
 
-    out = tmp_path_factory.mktemp("default") / DEFAULT
-    record = run_experiment(preset_config(DEFAULT, {}), out, progress=False)
-    assert record.status == "completed"
+    from eosflow.experiments import DEFAULT, load_run, preset_config, run_experiment
+
+    base = tmp_path_factory.getbasetemp()
+    root = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    out = root / "shared-default-run" / DEFAULT
+    with open(root / "shared-default-run.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        done = (out / "status.json").exists() and load_run(out).status.get("state") == "completed"
+        if not done:
+            record = run_experiment(preset_config(DEFAULT, {}), out, progress=False,
+                                    overwrite=out.exists())
+            assert record.status == "completed"
     return out
