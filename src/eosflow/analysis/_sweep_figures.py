@@ -217,10 +217,11 @@ def compare_figure(runs: Sequence[RunLike]):
                 if np.isfinite(thr).any():
                     ax_lam.plot(p.steps, thr, color=color, ls="--", lw=0.9)
             bs = p.get("batch_sharpness")  # mini-batch runs: the quantity that sits at 2/eta
-            if bs is not None and np.isfinite(np.asarray(bs, np.float64)).any():
-                ok = np.isfinite(np.asarray(bs, np.float64))
-                ax_lam.plot(p.steps[ok], np.asarray(bs, np.float64)[ok], color=color, ls="-.",
-                            lw=1.0, marker="x", ms=3)
+            bs = None if bs is None else np.asarray(bs, np.float64)
+            if bs is not None and np.isfinite(bs).any():
+                ok = np.isfinite(bs)
+                ax_lam.plot(p.steps[ok], bs[ok], color=color, ls="-.", lw=1.0, marker="x",
+                            ms=3)
                 batch = True
             st = stableness(p)
             if st is not None:
