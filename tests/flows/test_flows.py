@@ -107,9 +107,10 @@ def test_project_reaches_its_gradient_tolerance():
 def test_gd_with_small_steps_follows_gradient_flow():
     toy = toy_c()
     eta, n = 1e-3, 2000
-    x = toy.x0
-    for _ in range(n):
-        x = x - eta * jax.grad(toy.loss_fn)(x)
+    # the 2000 GD steps in one compiled loop (stepped from Python, each jax.grad call would
+    # trace and dispatch anew: ~25 s of a CI run)
+    step = lambda _, x: x - eta * jax.grad(toy.loss_fn)(x)
+    x = jax.jit(lambda x0: jax.lax.fori_loop(0, n, step, x0))(toy.x0)
     _, xs = gradient_flow(toy.loss_fn, toy.x0, eta * n, num_points=2)
     np.testing.assert_allclose(x, xs[-1], atol=5e-3)
 
