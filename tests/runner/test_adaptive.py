@@ -26,8 +26,13 @@ def _oracle(config):
     prob = build_problem(config)
     prog = Program(config, prob, None, None, None)
     hyper, data = prog.hyper(), prog.data()
-    s10, _ = prog.chunk_fn(10)(prog.initial_state(), hyper, data)
-    s11, rows = prog.chunk_fn(1)(s10, hyper, data)
+    # eleven one-step chunks: one compiled program, not a 10-step and a 1-step one (chunking
+    # does not change the iterates, test_minibatch.py; the run steps in one 11-step chunk)
+    one = prog.chunk_fn(1)
+    s10 = prog.initial_state()
+    for _ in range(10):
+        s10, _ = one(s10, hyper, data)
+    s11, rows = one(s10, hyper, data)
     P = preconditioner_from_state(config.optimizer, s11.opt_state)
     x, unravel = jax.flatten_util.ravel_pytree(s10.params)
     p = jax.flatten_util.ravel_pytree(P)[0]
