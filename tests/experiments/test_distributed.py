@@ -12,7 +12,7 @@ import pytest
 
 from eosflow.experiments import Config, load_run, run_experiment
 
-BASE = dict(name="dp", num_examples=200, widths=(16,), steps=30, lr=0.2, chunk_steps=10,
+BASE = dict(name="dp", num_examples=200, widths=(16,), steps=20, lr=0.2, chunk_steps=10,
             dtype="float64", chunk_size=100, eval_every=10)
 COLUMNS = ("loss", "grad_norm", "lambda_1", "residual_1", "align_rayleigh", "accuracy")
 
@@ -101,7 +101,7 @@ def _free_port() -> int:
 
 def test_two_processes_match_one(tmp_path):
     port = _free_port()
-    args = ["--steps", "30", "--chunk_steps", "10", "--num_examples", "200", "--widths", "16",
+    args = ["--steps", "20", "--chunk_steps", "10", "--num_examples", "200", "--widths", "16",
             "--dtype", "float64", "--chunk_size", "100", "--eval_every", "10", "--devices", "2",
             "--quiet", "--no-report", "--out", str(tmp_path / "mp"),
             "--coordinator", f"localhost:{port}", "--num-processes", "2"]
