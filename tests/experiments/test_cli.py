@@ -109,6 +109,7 @@ def test_sweep_vmapped_and_serial(tmp_path):
         (["run", "tiny", "--num_eigs", "0"], "num_eigs: must be positive"),
         (["run", "tiny", "--eig_every", "0"], "eig_every: must be positive"),
         (["run", "tiny", "--eig-every", "-4"], "eig_every: must be positive"),
+        (["run", "tiny", "--phi_gtol", "0"], "phi_gtol: must be positive"),
         (["run", "tiny", "--momentum", "1"], "momentum: must be in [0, 1)"),
         (["run", "tiny", "--optimizer", "normalised_gd"], "did you mean 'normalized_gd'"),
         (["run", "tiny", "--warmup_optimizer", "sgd"], "warmup_optimizer: unknown value 'sgd'"),

@@ -241,13 +241,15 @@ def test_normalized_gd_measures_sharpness_in_consecutive_pairs(tmp_path):
 
 
 def test_reprojection_prediction_starts_within_the_phase_one_distance(tmp_path):
+    from eosflow.analysis import prediction_comparison
     from eosflow.experiments import load_run
 
     from .conftest import solve_potential, toy_a_flow
 
     eta, warm, steps = 0.05, 50, 450
     config = _toy(optimizer="normalized_gd", lr=eta, steps=steps, warmup_steps=warm,
-                  warmup_lr=0.02, reproject_steps=40, chunk_steps=100, eig_every=10)
+                  warmup_lr=0.02, reproject_steps=40, chunk_steps=100, eig_every=10,
+                  phi_every=200)
     run_experiment(config, tmp_path / "r")
     run = load_run(tmp_path / "r")
     # the first boundary after the warm-up whose last measured pair is within 1.5 eta of Γ
@@ -263,21 +265,58 @@ def test_reprojection_prediction_starts_within_the_phase_one_distance(tmp_path):
     x, y = 3.0, -1.0
     for _ in range(warm):
         x, y = x - 0.02 * 2 * x * y * y, y - 0.02 * 2 * (1 + x * x) * y
-    for _ in range(start - warm):
+    at = {}
+    for t in range(warm, steps):
+        at[t] = (x, y)
         gx, gy = 2 * x * y * y, 2 * (1 + x * x) * y
         norm = np.hypot(gx, gy)
         x, y = x - eta * gx / norm, y - eta * gy / norm
-    X0 = solve_potential(np.log(x) + x * x / 2 - y * y / 2)
+    at[steps] = (x, y)
+    def phi(x, y):  # the closed form of Phi on toy A: the flow's invariant at y = 0
+        return solve_potential(np.log(x) + x * x / 2 - y * y / 2)
+
+    X0 = phi(*at[start])
     lam = 2 * (1 + toy_a_flow(X0, pred["tau"]) ** 2)
     np.testing.assert_allclose(pred["lambda_1"], lam, rtol=2e-3)  # O(h) re-projection steps
     assert pred["lambda_1"][-1] < 0.95 * pred["lambda_1"][0]  # the flow moves: lambda1 falls
+    # lambda1 at Phi(x_t) every phi_every steps from the start and at the end, on Gamma
+    checks = run.phi
+    np.testing.assert_array_equal(checks["step"], [300, steps])
+    phis = np.array([phi(*at[t]) for t in checks["step"]])
+    np.testing.assert_allclose(checks["lambda_phi"], 2 * (1 + phis**2), rtol=1e-6)
+    dist = [np.hypot(at[t][0] - X, at[t][1]) for t, X in zip(checks["step"], phis, strict=True)]
+    np.testing.assert_allclose(checks["phi_dist"], dist, rtol=1e-5,
+                               atol=1e-9)  # Phi to the flow's gtol 2.5e-9
+    # Phi(x_t) follows the flow (Thm 4.3): the run's comparison on Gamma, from the oracle
+    tau = eta**2 * (checks["step"] - start)
+    ref = np.interp(tau, pred["tau"], pred["lambda_1"])
+    gap = np.max(np.abs(2 * (1 + phis**2) - ref) / ref)
+    cmp = prediction_comparison(run)
+    np.testing.assert_allclose(cmp["phi_max_rel_gap"], gap, rtol=1e-4)
+    assert cmp["phi_num_compared"] == 2 and gap < 5e-3
+
+
+def test_a_run_that_never_comes_within_the_phase_one_distance_says_so(tmp_path):
+    from eosflow.analysis import headline, prediction_line
+    from eosflow.experiments import load_run
+
+    # the first boundary after the warm-up is the run's end: no start, said everywhere
+    config = _toy(optimizer="normalized_gd", lr=0.05, steps=100, warmup_steps=50,
+                  warmup_lr=0.02, reproject_steps=4, phi_every=50, chunk_steps=100,
+                  eig_every=10)
+    run_experiment(config, tmp_path / "r")
+    run = load_run(tmp_path / "r")
+    entry = run.status["prediction"]
+    assert entry["status"] == "failed" and entry["start_step"] is None
+    assert entry["reason"].startswith("not computed: the run never came within the phase-I")
+    assert run.prediction is None and run.prediction_error == entry["reason"]
+    assert run.phi is None  # no prediction, nothing to check it against
+    assert prediction_line(headline(run)) == f"prediction: FAILED: {entry['reason']}"
 
 
 def test_reprojection_needs_a_flow_optimizer():
     with pytest.raises(ConfigError, match="reproject_steps: the re-projection flow predicts"):
         _toy(optimizer="gd", reproject_steps=10)
-    with pytest.raises(ConfigError, match="not both"):
-        _toy(optimizer="normalized_gd", reproject_steps=10, phi_every=5)
 
 
 def test_a_run_written_before_a_field_existed_resumes(tmp_path):

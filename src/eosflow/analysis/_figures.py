@@ -72,7 +72,8 @@ def flow_figure(run: RunLike):
     Per trajectory, the two-step average $\tfrac12(\lambda_1(x_t) + \lambda_1(x_{t+1}))$
     (:func:`two_step_average`; the iterate alternates sides of Γ, so single measurements
     zigzag by $O(\eta)$; they are drawn as faint dots), and the prediction's
-    $\lambda_1(X)$ dashed from its start (a dotted vertical line, "prediction starts");
+    $\lambda_1(X)$ dashed from its start (a dotted vertical line, "prediction starts"),
+    with λ1 at Φ(x_t) as diamonds where the run computed it (:attr:`Run.phi`);
     a failed prediction is written on the axes ("prediction failed: <reason>") in place of
     its curve. The title quotes :func:`collapse` for an ``lr`` sweep, else the largest gap
     between the run and the prediction. None for optimizers without a limiting flow
@@ -120,6 +121,12 @@ def flow_figure(run: RunLike):
             s0 = eta0**2 * (int(start or t_w) - t_w) / c
             ax.plot(s0 + np.asarray(pred["tau"]) / c, pred["lambda_1"], color="black",
                     ls="--", lw=1.3, label=r"$\lambda_1(X)$, predicted flow")
+            phi = run.phi
+            if phi is not None:  # from the start, where X = Phi(x_start)
+                ax.plot(np.append(s0, eta0**2 * (phi["step"] - t_w) / c),
+                        np.append(pred["lambda_1"][0], phi["lambda_phi"]), ls="none",
+                        marker="D", ms=5, mfc="white", mec="#c62828", mew=1.3,
+                        label=r"$\lambda_1(\Phi(x_t))$, the run projected onto $\Gamma$")
         elif st is not None and st["status"] != "ok":
             word = "failed" if st["status"] == "failed" else st["status"]
             msg = "\n".join(textwrap.wrap(f"prediction {word}: {st.get('reason')}", 70))
@@ -139,6 +146,9 @@ def flow_figure(run: RunLike):
             title = (f"two-step average within {100 * cmp['max_rel_gap']:.1f}% of the "
                      f"prediction; λ1 falls {100 * cmp['lambda_fall']:.0f}% "
                      f"(predicted {100 * cmp['predicted_fall']:.0f}%)")
+            if cmp.get("phi_max_rel_gap") is not None:
+                title += (f"\nλ1 at Φ(x_t) within {100 * cmp['phi_max_rel_gap']:.1f}% "
+                          f"({cmp['phi_num_compared']} projections)")
         elif st is not None and st["status"] == "failed":
             title = "prediction failed"
         else:

@@ -40,14 +40,21 @@ def prediction_comparison(run: Run) -> dict[str, Any] | None:
       \lambda_1^{\rm pred}$ over the run (None when failed or nothing to compare);
     * ``lambda_start``, ``lambda_end`` (the run's two-step averages at the first and last
       compared pair), ``lambda_fall`` = their relative fall, and ``predicted_fall`` (the
-      prediction's, over the same τ range); ``num_compared``; ``tau_end``.
+      prediction's, over the same τ range); ``num_compared``; ``tau_end``;
+    * on Γ itself, where the run computed λ1 at Φ(x_t) (``phi_every``, :attr:`Run.phi`):
+      ``phi_max_rel_gap`` of $|\lambda_1(\Phi(x_t)) - \lambda_1^{\rm pred}| /
+      \lambda_1^{\rm pred}$ over the checks, ``phi_lambda_end`` (the last check's λ1),
+      ``phi_fall`` (its fall from the prediction's start, where $X = \Phi(x_{t_0})$),
+      ``phi_num_compared`` (None / 0 without checks). The theory predicts Φ(x_t); x_t
+      itself may sit far from Γ along flat directions, where λ1 differs.
     """
     st = prediction_status(run)
     if st is None:
         return None
     out = {**st, "max_rel_gap": None, "median_rel_gap": None, "lambda_start": None,
            "lambda_end": None, "lambda_fall": None, "predicted_fall": None,
-           "num_compared": 0, "tau_end": None}
+           "num_compared": 0, "tau_end": None, "phi_max_rel_gap": None,
+           "phi_lambda_end": None, "phi_fall": None, "phi_num_compared": 0}
     pred = run.prediction
     pts = points(run)
     if st["status"] != "ok" or pred is None or not pts:
@@ -56,11 +63,12 @@ def prediction_comparison(run: Run) -> dict[str, Any] | None:
     tau_p = np.asarray(pred["tau"], np.float64)
     lam_p = np.asarray(pred["lambda_1"], np.float64)
     out["tau_end"] = _num(tau_p[-1])
+    eta = float(pts[0].config["lr"])
+    out.update(_phi_gaps(run.phi, eta, start, tau_p, lam_p))
     avg = two_step_average(pts[0])
     if avg is None:
         return out
     steps, lam = avg
-    eta = float(pts[0].config["lr"])
     tau = eta**2 * (np.asarray(steps, np.float64) - start)
     keep = (steps >= start) & (tau <= tau_p[-1] * (1 + 1e-9))
     if not keep.any():
@@ -74,6 +82,23 @@ def prediction_comparison(run: Run) -> dict[str, Any] | None:
         lambda_fall=_num((lam[0] - lam[-1]) / lam[0]),
         predicted_fall=_num((ref[0] - ref[-1]) / ref[0]), num_compared=len(rel))
     return out
+
+
+def _phi_gaps(phi: dict[str, np.ndarray] | None, eta: float, start: int,
+              tau_p: np.ndarray, lam_p: np.ndarray) -> dict[str, Any]:
+    """The ``phi_*`` keys of :func:`prediction_comparison` from the run's Φ checks."""
+    if phi is None:
+        return {}
+    tau = eta**2 * (np.asarray(phi["step"], np.float64) - start)
+    keep = (tau > 0) & (tau <= tau_p[-1] * (1 + 1e-9)) & np.isfinite(phi["lambda_phi"])
+    if not keep.any():
+        return {}
+    lam = np.asarray(phi["lambda_phi"], np.float64)[keep]
+    rel = np.abs(lam - np.interp(tau[keep], tau_p, lam_p)) / np.abs(np.interp(
+        tau[keep], tau_p, lam_p))
+    return {"phi_max_rel_gap": _num(np.max(rel)), "phi_lambda_end": _num(lam[-1]),
+            "phi_fall": _num((lam_p[0] - lam[-1]) / lam_p[0]),
+            "phi_num_compared": int(keep.sum())}
 
 
 def prediction_line(h: dict[str, Any]) -> str | None:
@@ -94,4 +119,7 @@ def prediction_line(h: dict[str, Any]) -> str | None:
                  f"predicted flow (max gap); λ1 falls {pr['lambda_start']:.4g} → "
                  f"{pr['lambda_end']:.4g} ({100 * pr['lambda_fall']:.0f}%), predicted "
                  f"{100 * pr['predicted_fall']:.0f}%")
+    if pr.get("phi_max_rel_gap") is not None:
+        line += (f"; λ1 at Φ(x_t) within {100 * pr['phi_max_rel_gap']:.1f}% "
+                 f"({pr['phi_num_compared']} checks, falls to {pr['phi_lambda_end']:.4g})")
     return line

@@ -161,7 +161,12 @@ class Config:
     density_at: tuple[int, ...] = ()
     """steps at which to estimate the Hessian's spectral density, e.g. 0,500"""
     phi_every: int | None = None
-    """steps between computing Phi(x), the end of gradient flow from x (None: never)"""
+    """steps between computing Phi(x), the end of gradient flow from x (None: never); with
+    reproject_steps, lambda_1 at Phi(x_t) at chunk boundaries this many steps apart from
+    the prediction's start, and at the end"""
+    phi_gtol: float | None = None
+    """|grad L| at which a projection onto Γ (the re-projection flow, Phi(x_t) checks) counts
+    as converged (None: project_solve's default, 2.5e-9 in float64, 1.6e-4 in float32)"""
     reproject_steps: int | None = None
     """steps of the re-projection flow predicting the run after the warm-up (None: none)"""
     processes: tuple[ProcessName, ...] = ("discrete",)
@@ -259,7 +264,7 @@ SECTIONS: dict[str, tuple[str, tuple[str, ...]]] = {
     "curvature": ("the Hessian probe: eigenvalues, alignment, density, Phi and flows", (
         "eig_every", "num_eigs", "eig_tol", "eig_block", "eig_criterion", "eig_max_matvecs",
         "track_alignment", "batch_sharpness_batches", "density_at", "phi_every",
-        "reproject_steps", "processes", "central_substeps")),
+        "phi_gtol", "reproject_steps", "processes", "central_substeps")),
 }
 _listed = [name for _, names in SECTIONS.values() for name in names]
 assert sorted(_listed) == sorted(FIELDS) and len(_listed) == len(FIELDS), "SECTIONS vs fields"
@@ -473,6 +478,7 @@ def _check(c: Config) -> None:
         _positive(c, name, allow_none=True, integer=True)
     _positive(c, "warmup_lr", allow_none=True)
     _positive(c, "divergence_factor", allow_none=True)
+    _positive(c, "phi_gtol", allow_none=True)
     if not 0 < c.eig_tol < 1:
         raise ConfigError(f"eig_tol: must be in (0, 1), got {c.eig_tol!r}")
     if not 0 <= c.momentum < 1:
@@ -489,9 +495,6 @@ def _check(c: Config) -> None:
         flows = [n for n, m in METHODS.items() if m.flow_constant is not None]
         raise ConfigError(f"reproject_steps: the re-projection flow predicts {' and '.join(flows)}"
                           f" runs, not {c.optimizer!r}")
-    if c.reproject_steps is not None and c.phi_every is not None:
-        raise ConfigError("reproject_steps: give it or phi_every (the limiting flow from "
-                          "Phi(x_0)), not both")
     _positive(c, "batch_sharpness_batches", integer=True)
     if c.batch_size is not None and c.problem in TOYS:
         raise ConfigError(f"batch_size: toy problem '{c.problem}' has no examples to sample")

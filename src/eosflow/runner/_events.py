@@ -13,6 +13,7 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 
 from .. import flows
+from ..curvature import top_eigenpairs
 from ..flows import (
     distance_estimate,
     limiting_flow,
@@ -40,7 +41,8 @@ class _Predictions:
         (``prediction_error.json`` with the reason when it fails). Returns the ``prediction``
         entry of status.json, or None when the run asks for no limiting flow."""
         c = self.config
-        if c.phi_every is None or self.method.flow_constant is None:
+        if (c.phi_every is None or c.reproject_steps is not None
+                or self.method.flow_constant is None):
             return None
         if c.warmup_steps:  # the flow would start at Phi(x) after the warm-up, not at x_0
             return rd.write_prediction_error(
@@ -105,6 +107,11 @@ class _Predictions:
             return {"status": "failed", "reason": reason, "start_step": None, "method": name}
         return rd.write_prediction_error(out, reason, method=name)
 
+    def _project_kwargs(self) -> dict[str, Any]:
+        """``project_solve`` options of every projection onto Γ the run makes."""
+        gtol = self.config.phi_gtol
+        return {} if gtol is None else {"gtol": float(gtol)}
+
     def _first(self, params):
         return params if self.sweep is None else jax.tree.map(lambda x: x[0], params)
 
@@ -133,7 +140,8 @@ class _Predictions:
         flow = flows.reprojection_flow(  # looked up at call time: a caller may wrap it
             self._loss(), params, method=c.optimizer, num_steps=c.reproject_steps,
             step_size=const * lr**2 * rest / c.reproject_steps,
-            residual_fn=self.problem.full_residual, throw=False)
+            residual_fn=self.problem.full_residual, throw=False,
+            project_kwargs=self._project_kwargs())
         jax.block_until_ready(flow.sharpness)
         seconds = round(time.perf_counter() - t0, 1)  # compilation included
         if not write:
@@ -142,3 +150,25 @@ class _Predictions:
         entry = rd.write_prediction(out, flow, start_step=start_step, method=name)
         return {**entry, "seconds": seconds}
 
+    def write_phi_check(self, out: Path, params, step: int, *, write: bool) -> dict[str, Any]:
+        """λ1 at Φ(x_t) for the state ``params`` at chunk boundary ``step`` (a sweep's first
+        point): the check of the re-projection prediction on Γ itself (Arora et al., Thm
+        4.3: Φ(x_t) follows the flow, while x_t may sit far from Γ along flat directions).
+        Φ is ``project_solve``'s default with the loss's residuals, as for the prediction;
+        λ1 by ``top_eigenpairs`` on the full loss. Written (when ``write``) as
+        ``phi/STEP.npz``: ``step``, ``lambda_phi``, ``phi_dist`` = |x_t - Φ(x_t)|,
+        ``grad_norm`` at Φ(x_t), ``converged``, ``seconds``. Returns the row."""
+        params = self._first(params)
+        loss = self._loss()
+        t0 = time.perf_counter()
+        proj = flows.project_solve(loss, params, residual_fn=self.problem.full_residual,
+                                   throw=False, **self._project_kwargs())
+        lam = top_eigenpairs(loss, proj.value, 1).eigenvalues[0]
+        row = {"step": np.asarray(step), "lambda_phi": np.asarray(lam, np.float64),
+               "phi_dist": np.asarray(proj.distance, np.float64),
+               "grad_norm": np.asarray(proj.grad_norm, np.float64),
+               "converged": np.asarray(bool(proj.converged))}
+        row["seconds"] = np.asarray(round(time.perf_counter() - t0, 1))
+        if write:
+            rd.write_phi_check(out, row)
+        return row

@@ -34,7 +34,8 @@ def _at_boundary(prog: Program, out: Path, state: TrainState, step: int, write: 
     re-projection prediction at the first boundary from the warm-up's end where the run is
     within the phase-I distance of Γ (:meth:`Program.prediction_ready`; ``columns``: the
     chunk just run), recorded as ``status["prediction"]`` (ok or failed, the reason, the
-    start step)."""
+    start step); then, with ``phi_every``, λ1 at Φ(x_t) at the boundaries ``phi_every``
+    apart from the prediction's start and at the end (``status["phi_checked"]``: the last)."""
     c = prog.config
     if step in c.density_at:
         _density(prog, out, state, write)
@@ -45,6 +46,13 @@ def _at_boundary(prog: Program, out: Path, state: TrainState, step: int, write: 
                                                            start_step=step)
         elif step >= c.steps:
             status["prediction"] = prog.prediction_not_started(out, distance, write=write)
+    pred = status.get("prediction")
+    if (c.reproject_steps is not None and c.phi_every is not None and pred
+            and pred.get("status") == "ok" and step > pred["start_step"]):
+        last = int(status.get("phi_checked", pred["start_step"]))
+        if step - last >= c.phi_every or (step >= c.steps and step > last):
+            prog.write_phi_check(out, state.params, step, write=write)
+            status["phi_checked"] = step
 
 def _density(prog: Program, out: Path, state: TrainState, write: bool) -> None:
     """The Hessian's spectral density at the current step (a chunk boundary)."""

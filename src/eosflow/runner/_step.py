@@ -332,7 +332,7 @@ class Program(_Probes, _Predictions, _Processes):
             s = self.method.stableness(pre_row["precond_lambda_1"], eff_lr, hyper["lr"],
                                        hyper["momentum"])
             row["eta_lambda"] = jnp.where(step >= c.warmup_steps, s, row["eta_lambda"])
-        if c.phi_every is not None:
+        if c.phi_every is not None and c.reproject_steps is None:  # else at boundaries
             row.update(jax.lax.cond(
                 step % c.phi_every == 0, lambda: self._phi(params), self._no_phi
             ))

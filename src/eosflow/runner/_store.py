@@ -315,7 +315,7 @@ def remove_temporaries(run: Path) -> list[Path]:
     """Delete the temporary files an interrupted atomic write left (``.NAME.*.tmp``)."""
     run = Path(run)
     gone = []
-    for folder in (run, run / METRICS, run / "density"):
+    for folder in (run, run / METRICS, run / "density", run / PHI_CHECKS):
         if folder.is_dir():
             for p in folder.glob(f".*{TMP_SUFFIX}"):
                 p.unlink(missing_ok=True)
@@ -472,6 +472,14 @@ class Run:
         return read_prediction(self.path)[2]
 
     @property
+    def phi(self) -> dict[str, np.ndarray] | None:
+        """λ1 at Φ(x_t) where the run computed it (``phi_every`` with ``reproject_steps``;
+        ``RUN/phi/``), as columns of equal length sorted by ``step``: ``step``,
+        ``lambda_phi``, ``phi_dist`` (|x_t - Φ(x_t)|), ``grad_norm`` (at Φ(x_t)),
+        ``converged`` (1.0 / 0.0), ``seconds``. None when there is none."""
+        return read_phi_checks(self.path)
+
+    @property
     def processes(self) -> dict[str, dict[str, np.ndarray]]:
         """Each process's columns under the metrics' names (``config.processes``):
         ``run.processes["central"]["loss"]``; ``"discrete"`` is the run's own columns."""
@@ -541,6 +549,33 @@ def write_prediction(run: Path, flow: Any, *, start_step: int, method: str,
     else:
         write_prediction_error(run, flow.reason, start_step=start_step, method=method)
     return entry
+
+
+PHI_CHECKS = "phi"
+
+
+def write_phi_check(run: Path, row: dict[str, np.ndarray]) -> None:
+    """One λ1-at-Φ(x_t) check (:meth:`Run.phi`) as ``RUN/phi/STEP.npz``."""
+    path = Path(run) / PHI_CHECKS / f"{int(row['step']):012d}.npz"
+    atomic_write_bytes(path, _npz_bytes({k: np.asarray(v) for k, v in row.items()}))
+
+
+def read_phi_checks(run: Path) -> dict[str, np.ndarray] | None:
+    """The checks :func:`write_phi_check` wrote, as columns sorted by step (see
+    :attr:`Run.phi`); None when there are none."""
+    files = sorted((Path(run) / PHI_CHECKS).glob("*.npz"))
+    rows = []
+    for p in files:
+        try:
+            with np.load(p, allow_pickle=False) as z:
+                rows.append({k: np.asarray(z[k], np.float64) for k in z.files})
+        except _DAMAGE as err:
+            raise RunDirError(_damaged(p, err)) from None
+    if not rows:
+        return None
+    cols = {k: np.array([r[k] for r in rows]) for k in rows[0]}
+    cols["step"] = cols["step"].astype(np.int64)
+    return cols
 
 
 def write_prediction_error(run: Path, reason: str, *, start_step: int | None = None,
