@@ -211,3 +211,26 @@ def test_compared_runs_that_coincide_stay_distinguishable(tmp_path):
             marked.append(set(np.asarray(ln.get_xdata())[start::every].tolist()))
         assert marked[0] and marked[1] and not marked[0] & marked[1]
     assert "staggered" in ax_loss.get_legend().get_title().get_text()
+
+
+def test_titles_wider_than_the_figure_are_wrapped_not_cut(tmp_path):
+    from eosflow.analysis import save_figure
+
+    name = "a-very-long-run-name-" * 6  # as a sweep's name with its eta range
+    fig = cohen_panel(_gd_run(tmp_path, name=name))
+    title = fig.get_suptitle()
+    assert name in title
+    save_figure(fig, tmp_path, "fig", formats=("png",))
+    fig.draw_without_rendering()
+    from matplotlib.text import Text
+
+    box = fig.bbox
+    texts = [t for t in fig.findobj(Text) if t.get_text() == fig.get_suptitle()]
+    assert len(texts) == 1
+    texts += [ax.title for ax in fig.axes if ax.get_title()]
+    for t in texts:
+        e = t.get_window_extent()
+        assert box.x0 <= e.x0 and e.x1 <= box.x1, (t.get_text(), e, box)
+    # wrapped, nothing lost
+    assert "\n" in fig.get_suptitle()
+    assert "".join(fig.get_suptitle().split()) == "".join(title.split())

@@ -202,11 +202,40 @@ def _mark_onsets(ax, pts: Sequence[Point], colors, *, label: bool = True) -> Non
             labelled = True
 
 
+def _fit_titles(fig) -> None:
+    """Wrap the figure's title and each axes title that is wider than the figure (a long
+    run name, a sweep's η range), so that none is cut at the figure's edges; a line with
+    mathtext is left whole."""
+    import textwrap
+
+    fig.draw_without_rendering()
+    width = 0.96 * fig.bbox.width
+    from matplotlib.text import Text
+
+    texts = [ax.title for ax in fig.axes]
+    sup = fig.get_suptitle()
+    texts += [t for t in fig.findobj(Text, include_self=False) if sup and t.get_text() == sup]
+    for t in texts:
+        text = t.get_text()
+        lines = text.split("\n")
+        chars = max(map(len, lines)) if text else 0
+        for _ in range(8):  # narrower until it fits: characters differ in width
+            w = t.get_window_extent().width
+            if not text or w <= width or chars <= 20:
+                break
+            chars = max(20, min(chars - 1, int(chars * width / w)))
+            t.set_text("\n".join(ln if "$" in ln else textwrap.fill(ln, chars)
+                                  for ln in lines))
+    fig.draw_without_rendering()
+
+
 def save_figure(fig, out_dir: str | os.PathLike, stem: str,
                 formats: Iterable[str] = FORMATS) -> list[Path]:
-    """Write ``fig`` as ``out_dir/stem.<format>`` for each format (atomically); the paths."""
+    """Write ``fig`` as ``out_dir/stem.<format>`` for each format (atomically); the paths.
+    Titles wider than the figure are wrapped first."""
     out = []
     with _style():
+        _fit_titles(fig)
         for fmt in formats:
             buf = io.BytesIO()
             meta = {"Date": None} if fmt == "svg" else None
@@ -221,6 +250,7 @@ def png_bytes(fig) -> bytes:
     """The figure as PNG bytes (for embedding)."""
     buf = io.BytesIO()
     with _style():
+        _fit_titles(fig)
         fig.savefig(buf, format="png")
     return buf.getvalue()
 
