@@ -53,6 +53,7 @@ def test_paper_presets_follow_the_authors_protocol():
         assert (c.warmup_optimizer, c.warmup_lr, c.warmup_steps, c.lr) == ("gd", 0.01, 9000,
                                                                            0.01)
         assert c.test_examples and c.reproject_steps and c.eval_every
+        assert c.track_alignment and c.trace_samples  # logged: alignment, Hessian trace
     assert preset_config("paper-mnist-ngd", {"data_dir": "/data"}).steps - 9000 == 120_000
 
 
@@ -72,6 +73,7 @@ def test_preset_code_path_on_a_tiny_idx_file(tiny_mnist, tmp_path, monkeypatch):
     assert record.status == "completed"
     m = record.metrics
     assert np.isfinite(m["test_loss"][0]) and np.isfinite(m["test_accuracy"][20])
+    assert np.isfinite(m["hessian_trace"][0]) and np.isfinite(m["align_rayleigh"][0])
     run = load_run(out)
     entry = run.status["prediction"]
     assert entry["status"] == "ok" and entry["start_step"] == run.prediction_start == 40

@@ -32,7 +32,7 @@ class Preset:
 _MNIST_PAPER = dict(
     problem="mlp", dataset="mnist", num_examples=1000, widths=(128,), activation="gelu",
     loss="mse_nohalf", lr=0.01, warmup_lr=0.01, warmup_steps=9000, steps=129_000,
-    test_examples=1000, eig_every=100, chunk_steps=1000, eval_every=1000,
+    test_examples=1000, eig_every=100, chunk_steps=1000, eval_every=1000, trace_samples=10,
     reproject_steps=120, phi_every=12_000,
     # float32's floor of |grad L| on this net is ~1e-4, at the default gtol 1.6e-4: a
     # projection could stall there for minutes; 1e-3 moves lambda1 at Phi by 0.01%

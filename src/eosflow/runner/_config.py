@@ -156,6 +156,9 @@ class Config:
     """most Hessian-vector products per eigen-solve"""
     track_alignment: bool = True
     """record how the gradient and the update align with the top eigenvector"""
+    trace_samples: int | None = None
+    """Rademacher probes of Hutchinson's Hessian-trace estimate at every eigen-solve (None:
+    no trace; the hessian_trace and hessian_trace_se columns)"""
     batch_sharpness_batches: int = 16
     """i.i.d. mini-batches averaged by each batch-sharpness estimate (mini-batch runs)"""
     density_at: tuple[int, ...] = ()
@@ -263,7 +266,7 @@ SECTIONS: dict[str, tuple[str, tuple[str, ...]]] = {
         "divergence_factor", "eval_every", "devices")),
     "curvature": ("the Hessian probe: eigenvalues, alignment, density, Phi and flows", (
         "eig_every", "num_eigs", "eig_tol", "eig_block", "eig_criterion", "eig_max_matvecs",
-        "track_alignment", "batch_sharpness_batches", "density_at", "phi_every",
+        "track_alignment", "trace_samples", "batch_sharpness_batches", "density_at", "phi_every",
         "phi_gtol", "reproject_steps", "processes", "central_substeps")),
 }
 _listed = [name for _, names in SECTIONS.values() for name in names]
@@ -479,6 +482,9 @@ def _check(c: Config) -> None:
     _positive(c, "warmup_lr", allow_none=True)
     _positive(c, "divergence_factor", allow_none=True)
     _positive(c, "phi_gtol", allow_none=True)
+    if c.trace_samples is not None and c.trace_samples < 2:
+        raise ConfigError(f"trace_samples: must be at least 2 (its standard error needs two "
+                          f"probes), got {c.trace_samples}")
     if not 0 < c.eig_tol < 1:
         raise ConfigError(f"eig_tol: must be in (0, 1), got {c.eig_tol!r}")
     if not 0 <= c.momentum < 1:

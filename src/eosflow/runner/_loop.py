@@ -534,7 +534,7 @@ def _loop(prog: Program, out: Path, state: TrainState, status: dict,
                     wall += time.perf_counter() - t0
                     columns = _columns(prog, rows, begin, end)
                     session.append(columns)
-                    hvps += _hvps(columns, c.track_alignment)
+                    hvps += _hvps(columns, c.track_alignment, c.trace_samples)
                     done = bool(np.all(to_host(state.done)))
                     if writer and len(columns["step"]):  # before the boundary's (long) work
                         rd.write_metrics_chunk(out, begin, columns)

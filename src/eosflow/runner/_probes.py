@@ -14,6 +14,7 @@ from jax.flatten_util import ravel_pytree
 from ..curvature import (
     batch_sharpness,
     hessian_operator,
+    hutchinson_trace,
     preconditioned_sharpness,
     sum_over_batches,
     top_eigenpairs,
@@ -54,6 +55,12 @@ class _Probes:
         if c.track_alignment:
             hg = hessian_operator(p.loss_fn, params, batches=p.curvature_batches).mv(ghat)
             row["align_rayleigh"] = optax.tree.vdot(ghat, hg) / lam[0]
+        if c.trace_samples is not None:
+            tr = hutchinson_trace(p.loss_fn, params, num_samples=c.trace_samples,
+                                  batches=p.curvature_batches, key=jax.random.fold_in(key, 7),
+                                  throw=False)
+            row["hessian_trace"] = tr.trace.astype(self.dtype)
+            row["hessian_trace_se"] = tr.stderr.astype(self.dtype)
         return res.warm_start, row
 
     def _precond_eigen(self, p, params, opt_state, block, key):
@@ -103,6 +110,8 @@ class _Probes:
         row["align_cos"] = nan
         if self.config.track_alignment:
             row["align_rayleigh"] = nan
+        if self.config.trace_samples is not None:
+            row["hessian_trace"] = row["hessian_trace_se"] = nan
         return row
 
     def _phi(self, params):

@@ -93,13 +93,16 @@ def _concat(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 
-def _hvps(columns: dict[str, np.ndarray], alignment: bool) -> int:
+def _hvps(columns: dict[str, np.ndarray], alignment: bool, trace_samples: int | None) -> int:
     if "eig_matvecs" not in columns:
         return 0
     mv = columns["eig_matvecs"]
     if "batch_sharpness_matvecs" in columns:
         mv = mv + columns["batch_sharpness_matvecs"]
-    extra = np.sum(np.isfinite(columns["lambda_1"])) if alignment else 0
+    solves = np.sum(np.isfinite(columns["lambda_1"]))
+    extra = solves if alignment else 0
+    if "hessian_trace" in columns:  # trace_samples HVPs per solve
+        extra += solves * trace_samples
     return int(np.sum(mv) + extra)
 
 
