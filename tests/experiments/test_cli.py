@@ -247,6 +247,8 @@ def test_python_dash_m_and_no_traceback_in_a_real_process(tmp_path):
     assert res.returncode == 0 and "--overwrite" in res.stdout and "--eig_every" in res.stdout
 
 
+@pytest.mark.slow  # ~32 s (CI's 15 minutes); sweeps through the CLI run in CI:
+# test_sweep_vmapped_and_serial
 def test_sweep_split_across_processes_then_merged(tmp_path):
     out = str(tmp_path)
     for shard in ("0/2", "1/2"):  # as two processes (or hosts) would, by grid index

@@ -99,6 +99,8 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow  # two JAX processes, ~45 s on CI's two cores (CI's 15 minutes); the
+# sharded path itself runs in CI: test_four_cpu_devices_match_one
 def test_two_processes_match_one(tmp_path):
     port = _free_port()
     args = ["--steps", "20", "--chunk_steps", "10", "--num_examples", "200", "--widths", "16",

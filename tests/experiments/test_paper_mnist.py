@@ -68,7 +68,7 @@ def test_preset_code_path_on_a_tiny_idx_file(tiny_mnist, tmp_path, monkeypatch):
     monkeypatch.setattr(Program, "prediction_distance",
                         lambda self, params, columns, step: (step > 20, 0.0))
     out = tmp_path / "run"
-    config = _tiny(tiny_mnist, phi_every=40)
+    config = _tiny(tiny_mnist, phi_every=40, reproject_steps=1)
     record = run_experiment(config, out)
     assert record.status == "completed"
     m = record.metrics
@@ -79,7 +79,7 @@ def test_preset_code_path_on_a_tiny_idx_file(tiny_mnist, tmp_path, monkeypatch):
     assert entry["status"] == "ok" and entry["start_step"] == run.prediction_start == 40
     pred = run.prediction
     assert run.prediction_error is None
-    assert pred["tau"][0] == 0 and len(pred["tau"]) == 3  # reproject_steps + 1
+    assert pred["tau"][0] == 0 and len(pred["tau"]) == 2  # reproject_steps + 1
     # tau = eta^2 t from the prediction's start to the end of the run
     np.testing.assert_allclose(pred["tau"][-1], 0.01**2 * (60 - 40), rtol=1e-5)
     assert np.all(np.isfinite(pred["lambda_1"]))

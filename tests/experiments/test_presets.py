@@ -44,7 +44,10 @@ CPU = [name for name, p in PRESETS.items() if p.cpu_minutes is not None and name
 GPU = [name for name, p in PRESETS.items() if p.cpu_minutes is None]
 
 
-@pytest.mark.parametrize("name", CPU)
+# digits-central steps four processes (~45 s; CI's 15 minutes): slow; the processes
+# themselves run in CI (tests/runner/test_processes.py)
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow)
+                                  if n == "digits-central" else n for n in CPU])
 def test_cpu_presets_run_at_reduced_size(name, tmp_path):
     base = preset_config(name, {})
     small = {"steps": 40, "chunk_steps": 20}
