@@ -185,6 +185,8 @@ def _max_chunk(run: Path) -> int:
     return int(files[-1].stem) if files else -1
 
 
+@pytest.mark.slow  # ~36 s of subprocesses (CI's 15 minutes); kills at every write point
+# of the run store are checked in CI in-process: tests/runner/test_store.py, test_signals.py
 @pytest.mark.parametrize("kill_after", [[10, 170, 370, 580, 780]])
 def test_sigkill_at_many_points_then_resume_is_bit_identical(tmp_path, kill_after):
     run = tmp_path / "killed"

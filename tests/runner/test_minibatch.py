@@ -15,6 +15,8 @@ def _run(tmp_path, name, **changes):
     return run_experiment(Config(**{**BASE, **changes}), tmp_path / name, progress=False)
 
 
+@pytest.mark.slow  # ~34 s (CI's 15 minutes); the order's independence of chunking and
+# resume stays in CI at the level of batch indices: tests/problems/test_batches.py
 def test_sampling_order_is_independent_of_chunking(tmp_path):
     a = _run(tmp_path, "a")
     b = _run(tmp_path, "b", chunk_steps=8)
