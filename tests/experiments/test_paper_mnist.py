@@ -44,6 +44,17 @@ def _tiny(data_dir, **kw):
     return preset_config("paper-mnist-ngd-cpu", {**small, **kw})
 
 
+def _run_tiny(config, out):
+    """Run ``config``; check the columns the preset logs (held-out metrics, the Hessian
+    trace, the alignment); the loaded run."""
+    record = run_experiment(config, out)
+    assert record.status == "completed"
+    m = record.metrics
+    assert np.isfinite(m["test_loss"][0]) and np.isfinite(m["test_accuracy"][20])
+    assert np.isfinite(m["hessian_trace"][0]) and np.isfinite(m["align_rayleigh"][0])
+    return load_run(out)
+
+
 def test_paper_presets_follow_the_authors_protocol():
     for name in ("paper-mnist-ngd", "paper-mnist-sqrt", "paper-mnist-ngd-cpu"):
         c = preset_config(name, {"data_dir": "/data"})
@@ -60,13 +71,7 @@ def test_paper_presets_follow_the_authors_protocol():
 def test_preset_code_path_on_a_tiny_idx_file(tiny_mnist, tmp_path):
     """The preset on a tiny idx file (random labels: it never comes within the phase-I
     distance of Γ, which it says): held-out metrics, the Hessian trace, the alignment."""
-    out = tmp_path / "run"
-    record = run_experiment(_tiny(tiny_mnist), out)
-    assert record.status == "completed"
-    m = record.metrics
-    assert np.isfinite(m["test_loss"][0]) and np.isfinite(m["test_accuracy"][20])
-    assert np.isfinite(m["hessian_trace"][0]) and np.isfinite(m["align_rayleigh"][0])
-    run = load_run(out)
+    run = _run_tiny(_tiny(tiny_mnist), tmp_path / "run")
     entry = run.status["prediction"]
     assert entry["status"] == "failed" and entry["start_step"] is None
     assert entry["reason"].startswith("not computed: the run never came within")
@@ -88,14 +93,8 @@ def test_network_prediction_and_phi_checks_on_a_tiny_idx_file(tiny_mnist, tmp_pa
     # as if the run were within the phase-I distance at the first boundary after the warm-up
     monkeypatch.setattr(Program, "prediction_distance",
                         lambda self, params, columns, step: (step > 20, 0.0))
-    out = tmp_path / "run"
     config = _tiny(tiny_mnist, phi_every=40, reproject_steps=1)
-    record = run_experiment(config, out)
-    assert record.status == "completed"
-    m = record.metrics
-    assert np.isfinite(m["test_loss"][0]) and np.isfinite(m["test_accuracy"][20])
-    assert np.isfinite(m["hessian_trace"][0]) and np.isfinite(m["align_rayleigh"][0])
-    run = load_run(out)
+    run = _run_tiny(config, tmp_path / "run")
     entry = run.status["prediction"]
     assert entry["status"] == "ok" and entry["start_step"] == run.prediction_start == 40
     pred = run.prediction

@@ -94,8 +94,8 @@ def _phi_gaps(phi: dict[str, np.ndarray] | None, eta: float, start: int,
     if not keep.any():
         return {}
     lam = np.asarray(phi["lambda_phi"], np.float64)[keep]
-    rel = np.abs(lam - np.interp(tau[keep], tau_p, lam_p)) / np.abs(np.interp(
-        tau[keep], tau_p, lam_p))
+    ref = np.interp(tau[keep], tau_p, lam_p)
+    rel = np.abs(lam - ref) / np.abs(ref)
     return {"phi_max_rel_gap": _num(np.max(rel)), "phi_lambda_end": _num(lam[-1]),
             "phi_fall": _num((lam_p[0] - lam[-1]) / lam_p[0]),
             "phi_num_compared": int(keep.sum())}

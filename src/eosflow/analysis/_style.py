@@ -208,10 +208,10 @@ def _fit_titles(fig) -> None:
     mathtext is left whole."""
     import textwrap
 
-    fig.draw_without_rendering()
-    width = 0.96 * fig.bbox.width
     from matplotlib.text import Text
 
+    fig.draw_without_rendering()
+    width = 0.96 * fig.bbox.width
     texts = [ax.title for ax in fig.axes]
     sup = fig.get_suptitle()
     texts += [t for t in fig.findobj(Text, include_self=False) if sup and t.get_text() == sup]
