@@ -84,3 +84,13 @@ def test_gaussian_clusters_are_balanced_and_separated(d, num_classes, geometry):
     np.testing.assert_array_equal(again.x, data.x)
     with pytest.raises(ValueError, match="num_classes must be an int >= 2"):
         gaussian_clusters(10, num_classes=1)
+
+
+def test_digits_are_scikit_learns_pixels_and_labels():
+    """eosflow reads scikit-learn's digits.csv.gz itself (importing scikit-learn takes
+    seconds); the arrays are those of sklearn.datasets.load_digits."""
+    from sklearn.datasets import load_digits as sk_digits
+
+    raw, ref = load_digits(standardize_inputs=False), sk_digits()
+    np.testing.assert_array_equal(raw.x, ref.data.astype(np.float32))
+    np.testing.assert_array_equal(raw.labels, ref.target)

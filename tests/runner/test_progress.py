@@ -82,8 +82,8 @@ _CHILD = textwrap.dedent("""
 
 
 def test_a_run_piped_to_a_file_logs_progress_while_it_runs(tmp_path):
-    """One 20k-step chunk of a small network: the lines come from the in-scan callback, not
-    chunk ends (toys, whose chunks take milliseconds, report at chunk ends only)."""
+    """One 20k-step chunk of a small network: the lines come from between its compiled
+    pieces, not chunk ends (toys, whose chunks take milliseconds, report at chunk ends only)."""
     log = tmp_path / "stderr.log"
     code = _CHILD.format(out=str(tmp_path / "run"))
     src = str(Path(__file__).resolve().parents[2] / "src")
@@ -109,3 +109,39 @@ def test_a_run_piped_to_a_file_logs_progress_while_it_runs(tmp_path):
     first = seen[0]
     step = int(first.split("step ")[1].split("/")[0])
     assert 0 < step < 20_000 and "steps/s" in first and "λ1" in first
+
+
+def test_a_network_chunk_runs_as_pieces_without_host_callbacks():
+    """With 100-step chunks a network run's pieces are 10 steps long (at most ten per chunk),
+    so a 23-step chunk (e.g. the last) runs as pieces of 10, 10 and 3 steps, reports after
+    each (lambda_1 in the reports: the piped-run test above), and gives the rows and the
+    state of one 23-step scan. No piece contains a host
+    callback: JAX's persistent cache does not store programs that do, so every process would
+    compile every chunk again."""
+    import jax
+    import numpy as np
+
+    from eosflow import Config
+    from eosflow.problems import build_problem
+    from eosflow.runner import Program
+
+    config = Config(num_examples=32, widths=(6,), steps=100, chunk_steps=100, eig_every=None,
+                    eval_every=None, dtype="float64")
+    prog = Program(config, build_problem(config), None, None, None)
+    state, hyper, data = prog.initial_state(), prog.hyper(), prog.data()
+    assert prog.pieces(23) == [10, 10, 3]
+    for m in (10, 3):
+        text = prog.chunk_fn(m).lower(state, hyper, data).as_text()
+        assert "callback" not in text.lower()
+    heard = []
+    prog.on_progress = lambda *a: heard.append(a)
+    fn, seconds = prog.compiled(23, state, hyper, data)
+    assert seconds > 0 and prog.is_compiled(23)
+    new, rows = fn(state, hyper, data)
+    assert [h[0] for h in heard] == [10, 20, 23]
+    assert [h[1] for h in heard] == [rows["loss"][i] for i in (9, 19, 22)]
+    whole, ref = prog.chunk_fn(23)(state, hyper, data)
+    for k in ref:
+        np.testing.assert_allclose(rows[k], np.asarray(ref[k]), rtol=1e-12, atol=0, err_msg=k)
+    np.testing.assert_allclose(jax.flatten_util.ravel_pytree(new.params)[0],
+                               jax.flatten_util.ravel_pytree(whole.params)[0], rtol=1e-12)

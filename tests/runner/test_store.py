@@ -339,3 +339,17 @@ def test_a_diverged_run_says_so_on_resume(tmp_path):
     assert any("already stopped" in n for n in again.notes)
     assert sorted(p.name for p in (tmp_path / "r" / "metrics").iterdir()) == before
     np.testing.assert_array_equal(again.metrics["loss"], record.metrics["loss"])
+
+
+def test_status_records_the_peak_memory(tmp_path):
+    """``status.json["peak_memory"]``: the host's peak resident set size is at least what
+    this process held before the run; the device's peak is what its backend reports (CPU
+    reports none)."""
+    held = np.ones(64 * 2**20 // 8)  # 64 MiB, touched
+    run_experiment(_toy(), tmp_path / "t", progress=False)
+    peak = json.loads((tmp_path / "t" / "status.json").read_text())["peak_memory"]
+    assert peak["host_rss"] >= held.nbytes
+    if jax.devices()[0].memory_stats() is None:
+        assert peak["device"] is None
+    else:
+        assert peak["device"] > 0

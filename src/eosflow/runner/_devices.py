@@ -2,6 +2,7 @@
 
 import os
 import socket
+import sys
 import time
 
 import jax
@@ -149,3 +150,20 @@ def to_host(tree):
     return jax.tree.map(one, tree)
 
 
+
+
+def peak_memory() -> dict[str, int | None]:
+    """This process's peak memory so far, in bytes: ``device`` (the first device's
+    ``peak_bytes_in_use``; None where the backend does not report it, e.g. CPU) and
+    ``host_rss`` (the peak resident set size, ``getrusage``; None where unavailable)."""
+    stats = jax.devices()[0].memory_stats() or {}
+    device = stats.get("peak_bytes_in_use")
+    try:
+        import resource
+
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        rss *= 1 if sys.platform == "darwin" else 1024  # kilobytes on Linux
+    except (ImportError, OSError):
+        rss = None
+    return {"device": None if device is None else int(device),
+            "host_rss": None if rss is None else int(rss)}

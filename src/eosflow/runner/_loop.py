@@ -41,7 +41,7 @@ from ._custom import (
     custom_optimizer,
     saved_config_dict,
 )
-from ._devices import to_host
+from ._devices import peak_memory, to_host
 from ._loggers import Logger
 from ._progress import DEFAULT_INTERVAL, Progress
 from ._rows import (
@@ -147,8 +147,8 @@ def run_experiment(
             shows a bar on a terminal, and elsewhere (a file, a pipe) one plain line every
             ``progress_interval`` seconds; both say when a chunk compiles and how long it
             took, and give the rate and ETA without compilation, the loss, and lambda_1 and
-            the stableness at the last measurement. A host callback every ~1/20 chunk
-            (on a measurement step) reports from inside long chunks.
+            the stableness at the last measurement. A network run's chunk runs as up to
+            ten compiled pieces, and reports after each (``Program.pieces``).
         progress_interval: seconds between plain progress lines on a non-terminal.
         loggers: objects with ``log_rows(columns, start_step)`` and ``close()``
             (:class:`~eosflow.runner.Logger`; e.g. ``TensorBoardLogger``, ``WandbLogger``),
@@ -486,7 +486,7 @@ def _loop(prog: Program, out: Path, state: TrainState, status: dict,
     start = int(to_host(state.step))
     bar = Progress(c.steps, start=start, enabled=progress if writer else False, label=c.name,
                    interval=progress_interval, stableness=_stableness(prog))
-    prog.on_progress = None if progress is False else bar.heartbeat  # same program everywhere
+    prog.on_progress = None if progress is False else bar.heartbeat  # the same pieces either way
     hvps = int(status.get("hvps_total", 0))
     wall = float(status.get("wall_seconds", 0.0))
     compile_s = float(status.get("compile_seconds", 0.0))
@@ -524,8 +524,7 @@ def _loop(prog: Program, out: Path, state: TrainState, status: dict,
                         break
                     t0 = time.perf_counter()
                     try:
-                        new_state, rows = fn(state, hyper, data)
-                        rows = to_host(rows)
+                        new_state, rows = fn(state, hyper, data)  # rows on the host
                     except Exception as err:  # raised inside the compiled chunk
                         stopped = ("failed", f"failed in steps {begin}..{end - 1}: "
                                    f"{_error_message(err)}")
@@ -577,6 +576,7 @@ def _loop(prog: Program, out: Path, state: TrainState, status: dict,
     if writer:
         status.update(state=final, message=message, step=step, steps_done=steps_done,
                       hvps_total=hvps, wall_seconds=wall, compile_seconds=compile_s,
+                      peak_memory=peak_memory(),
                       finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
         if final == "diverged":
             status["diverged_at"] = _stop_step(metrics)

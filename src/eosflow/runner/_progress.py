@@ -4,8 +4,9 @@ On a terminal the bar redraws in place; piped to a file (nohup, SLURM) one plain
 written every ``interval`` seconds, so a log shows a run's progress while it runs. Both say
 when a chunk is compiled and how long that took, the rate and ETA *excluding* compilation,
 and the loss, λ1 and the stableness at the last measurement. Besides the per-chunk
-:meth:`Progress.update`, the compiled chunk calls :meth:`Progress.heartbeat` from inside
-its ``lax.scan`` every few steps (``Program.on_progress``), so a long chunk is not silent.
+:meth:`Progress.update`, a network run's chunk calls :meth:`Progress.heartbeat` between
+its compiled pieces (``Program.pieces``, ``Program.on_progress``), so a long chunk is not
+silent.
 """
 
 import datetime
@@ -89,7 +90,7 @@ class Progress:
         self._record(step, loss, lam, eff_lr, force=False)
 
     def heartbeat(self, step, loss, lam, eff_lr) -> None:
-        """Called from inside the compiled chunk (host callback) every few steps."""
+        """Called between the compiled pieces of a chunk (``Program.pieces``)."""
         self._record(int(step), float(loss), float(lam), float(eff_lr), force=False)
 
     def _record(self, step, loss, lam, eff_lr, *, force) -> None:

@@ -3,6 +3,7 @@ probes (eigen-solve, alignment, Φ, evaluation), and the ``lax.scan`` over a chu
 
 
 import dataclasses
+import math
 import time
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -24,7 +25,7 @@ from ..problems import Problem, batch_indices
 from ._build import build_optimizer, initial_params
 from ._config import Config, ConfigError
 from ._custom import CustomOptimizer
-from ._devices import _global_array, make_mesh
+from ._devices import _global_array, make_mesh, to_host
 from ._events import _Predictions
 from ._probes import _Probes
 from ._processes import _Processes
@@ -65,7 +66,7 @@ class Program(_Probes, _Predictions, _Processes):
 
     Immutable once built: every attribute is fixed by the constructor except two that are
     not part of the computation — the memo of compiled chunks, and ``on_progress``, the
-    listener the compiled chunk's host callback forwards to (the same compiled program runs
+    listener told of each piece of a chunk as it arrives (the same compiled programs run
     with or without one, so that a resumed ``--quiet`` run equals a shown one bit for bit).
     """
 
@@ -107,8 +108,8 @@ class Program(_Probes, _Predictions, _Processes):
         self.dtype = jnp.result_type(*jax.tree.leaves(problem.params))
         self.mesh = make_mesh(c.devices)
         self._chunk_fns: dict[Any, Callable] = {}
-        # progress from inside a chunk: a host callback every `heartbeat_every` steps while
-        # `on_progress(step, loss, lambda_1, eff_lr)` is set (point 0 of a sweep)
+        # progress from inside a chunk: `on_progress(step, loss, lambda_1, eff_lr)` (point 0
+        # of a sweep) after each piece of `heartbeat_every` steps (network problems)
         self.on_progress: Callable[..., None] | None = None
         self.heartbeat_every = self._heartbeat_every()
         self.num_examples = self._check_minibatch()
@@ -405,71 +406,91 @@ class Program(_Probes, _Predictions, _Processes):
         return step % every == 0
 
     def _heartbeat_every(self) -> int:
-        """At most 10 progress callbacks per chunk, on steps where lambda_1 is measured
-        (a callback costs ~1 ms on CPU: 0.04% of a default-run chunk, ~1% of a toy's)."""
+        """The length of a chunk's pieces: at most 10 per chunk, a multiple of ``eig_every``
+        (a piece's end is a moment for a progress line with a fresh lambda_1)."""
         every = max(1, -(-self.chunk // 10))
         if self.eig_on:
             e = self.config.eig_every
             every = e * -(-every // e)
         return every
 
-    def _heartbeat(self, step, row) -> None:
-        """Call ``on_progress`` from inside the scan on every ``heartbeat_every``-th step."""
-        def pick(name):
-            v = row.get(name, jnp.asarray(jnp.nan))
-            return v if self.sweep is None else v[0]
+    def pieces(self, n: int) -> list[int]:
+        """The lengths of the compiled scans an ``n``-step chunk runs as, one after the other:
+        pieces of ``heartbeat_every`` steps for network problems, so that a long chunk reports
+        progress between them; one piece for toys (a toy chunk takes milliseconds).
 
-        args = (step + 1, pick("loss"), pick("lambda_1"), pick("eff_lr"))
-        jax.lax.cond(step % self.heartbeat_every == 0,
-                     lambda: jax.debug.callback(self._emit, *args), lambda: None)
-
-    def _emit(self, *args) -> None:
-        if self.on_progress is not None:
-            self.on_progress(*args)
-
-    @property
-    def beats(self) -> bool:
-        """Whether chunks report progress from inside the scan: for network problems, always
-        (whether anyone listens or not), never for toys (a toy chunk takes milliseconds).
-        The compiled program must not depend on whether progress is shown: a callback
-        changes XLA's fusion, and a run resumed with ``--quiet`` must equal, bit for bit, one
-        run with progress."""
-        return not self.config.is_toy
+        Progress comes from the host *between* compiled calls, not from a callback inside
+        the scan: a host callback keeps a program out of JAX's persistent compilation cache
+        (every process would compile every chunk again) and changes XLA's fusion. The pieces
+        do not depend on whether anyone listens, so a ``--quiet`` run equals a shown one bit
+        for bit."""
+        if self.config.is_toy:
+            return [n]
+        m = self.heartbeat_every
+        return [m] * (n // m) + ([n % m] if n % m else [])
 
     def chunk_fn(self, n: int) -> Callable:
-        beat = self.beats
-        if (n, beat) not in self._chunk_fns:
+        """The jitted ``n``-step scan ``(state, hyper, data) -> (state, rows)``; every row
+        field has a leading axis of length ``n``."""
+        if n not in self._chunk_fns:
             step = self.step_fn
             if self.sweep is not None:
                 axes = TrainState(0, 0, 0, 0, None, 0, 0, 0, 0, 0)
                 step = jax.vmap(step, in_axes=(axes, 0, None), out_axes=(axes, 0))
 
-            def body(s, hyper, data):
-                new, row = step(s, hyper, data)
-                if beat:
-                    self._heartbeat(s.step, row)
-                return new, row
-
             def run(state, hyper, data):
-                return jax.lax.scan(lambda s, _: body(s, hyper, data), state, None, length=n)
+                return jax.lax.scan(lambda s, _: step(s, hyper, data), state, None, length=n)
 
-            self._chunk_fns[(n, beat)] = jax.jit(run)
-        return self._chunk_fns[(n, beat)]
+            self._chunk_fns[n] = jax.jit(run)
+        return self._chunk_fns[n]
 
     def is_compiled(self, n: int) -> bool:
         """Whether the ``n``-step chunk is compiled already (then :meth:`compiled` is free)."""
-        return ("compiled", n) in self._chunk_fns
+        return all(("compiled", m) in self._chunk_fns for m in self.pieces(n))
 
     def compiled(self, n: int, state, hyper, data):
-        """The chunk of ``n`` steps compiled ahead of time; returns it with the seconds
-        spent compiling (0 when cached), so that stepping time excludes compilation."""
-        key = ("compiled", n)
-        if key in self._chunk_fns:
-            return self._chunk_fns[key], 0.0
-        t0 = time.perf_counter()
-        fn = self.chunk_fn(n).lower(state, hyper, data).compile()
-        self._chunk_fns[key] = fn
-        return fn, time.perf_counter() - t0
+        """The chunk of ``n`` steps compiled ahead of time, as a callable
+        ``(state, hyper, data) -> (state, rows)`` whose rows are NumPy arrays on the host;
+        returned with the seconds spent compiling (0 when cached), so that stepping time
+        excludes compilation. The callable runs :meth:`pieces` in turn, dispatching the next
+        before it reads the last (the device never waits for the host), and calls
+        ``on_progress`` as each piece's rows arrive."""
+        t0, fns, lengths = time.perf_counter(), [], self.pieces(n)
+        for m in lengths:
+            key = ("compiled", m)
+            if key not in self._chunk_fns:
+                self._chunk_fns[key] = self.chunk_fn(m).lower(state, hyper, data).compile()
+            fns.append(self._chunk_fns[key])
+
+        def run(state, hyper, data):
+            parts, pending, end = [], None, int(to_host(state.step))
+            for fn, m in zip(fns, lengths, strict=True):
+                state, rows = fn(state, hyper, data)
+                if pending is not None:
+                    parts.append(self._arrived(*pending))
+                end += m
+                pending = rows, end
+            parts.append(self._arrived(*pending))
+            return state, jax.tree.map(lambda *xs: np.concatenate(xs), *parts)
+
+        return run, time.perf_counter() - t0
+
+    def _arrived(self, rows, end: int):
+        """A piece's rows on the host; tells ``on_progress`` the step reached (``end``), the
+        last loss and the last lambda_1 measured in the piece (point 0 of a sweep)."""
+        rows = to_host(rows)
+        if self.on_progress is not None:
+            def col(name):
+                v = rows.get(name)
+                return None if v is None else (v if v.ndim == 1 else v[:, 0])
+
+            loss, lam, eff = col("loss"), col("lambda_1"), col("eff_lr")
+            seen = np.flatnonzero(np.isfinite(lam)) if lam is not None else []
+            i = seen[-1] if len(seen) else None
+            self.on_progress(end, float(loss[-1]),
+                             math.nan if i is None else float(lam[i]),
+                             math.nan if i is None else float(eff[i]))
+        return rows
 
     def boundaries(self) -> list[int]:
         c = self.config
