@@ -59,7 +59,7 @@ def _run(name: str, out: Path, **overrides) -> dict:
     status = json.loads((out / name / "status.json").read_text())
     run = load_run(out / name)
     row = {"preset": name, "overrides": {k: v for k, v in overrides.items() if k != "data_dir"},
-           "state": record.state, "steps": status["step"], "seconds_total": round(total, 1),
+           "state": record.status, "steps": status["step"], "seconds_total": round(total, 1),
            "wall_seconds": status["wall_seconds"], "compile_seconds": status["compile_seconds"],
            "seconds_per_step": status["wall_seconds"] / max(status["step"], 1),
            "hvps_total": status["hvps_total"], "peak_memory": status.get("peak_memory"),
