@@ -137,6 +137,7 @@ def test_a_network_chunk_runs_as_pieces_without_host_callbacks():
     prog.on_progress = lambda *a: heard.append(a)
     fn, seconds = prog.compiled(23, state, hyper, data)
     assert seconds > 0 and prog.is_compiled(23)
+    assert prog.compiled(23, state, hyper, data)[1] == 0.0  # cached: "compiled" not said
     new, rows = fn(state, hyper, data)
     assert [h[0] for h in heard] == [10, 20, 23]
     assert [h[1] for h in heard] == [rows["loss"][i] for i in (9, 19, 22)]

@@ -455,11 +455,13 @@ class Program(_Probes, _Predictions, _Processes):
         excludes compilation. The callable runs :meth:`pieces` in turn, dispatching the next
         before it reads the last (the device never waits for the host), and calls
         ``on_progress`` as each piece's rows arrive."""
-        t0, fns, lengths = time.perf_counter(), [], self.pieces(n)
+        fns, lengths, seconds = [], self.pieces(n), 0.0
         for m in lengths:
             key = ("compiled", m)
             if key not in self._chunk_fns:
+                t0 = time.perf_counter()
                 self._chunk_fns[key] = self.chunk_fn(m).lower(state, hyper, data).compile()
+                seconds += time.perf_counter() - t0
             fns.append(self._chunk_fns[key])
 
         def run(state, hyper, data):
@@ -473,7 +475,7 @@ class Program(_Probes, _Predictions, _Processes):
             parts.append(self._arrived(*pending))
             return state, jax.tree.map(lambda *xs: np.concatenate(xs), *parts)
 
-        return run, time.perf_counter() - t0
+        return run, seconds
 
     def _arrived(self, rows, end: int):
         """A piece's rows on the host; tells ``on_progress`` the step reached (``end``), the
