@@ -353,3 +353,24 @@ def test_status_records_the_peak_memory(tmp_path):
         assert peak["device"] is None
     else:
         assert peak["device"] > 0
+
+
+@pytest.mark.parametrize("precision", ["high", "highest"])
+def test_matmul_precision_is_scoped_to_the_run_and_recorded(tmp_path, precision):
+    """``matmul_precision`` holds while the run traces its programs (TF32 on a GPU would
+    otherwise change lambda_1 at the 1e-3 level) and not after; metadata.json records it."""
+    seen = []
+
+    def metrics_fn(params, row):
+        seen.append(jax.config.jax_default_matmul_precision)
+        return {}
+
+    before = jax.config.jax_default_matmul_precision
+    run_experiment(_toy(matmul_precision=precision), tmp_path / "t", progress=False,
+                   metrics_fn=metrics_fn)
+    assert seen and set(seen) == {precision}
+    assert jax.config.jax_default_matmul_precision == before
+    meta = json.loads((tmp_path / "t" / "metadata.json").read_text())
+    assert meta["matmul_precision"].startswith(f"{precision} ")
+    with pytest.raises(ConfigError, match="matmul_precision"):
+        _toy(matmul_precision="tf32")

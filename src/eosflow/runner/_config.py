@@ -36,6 +36,7 @@ OPTIMIZER_NAMES = tuple(METHODS)
 WARMUP_OPTIMIZERS = tuple(name for name, m in METHODS.items() if m.warmup)
 LOSS_NAMES = ("mse", "mse_nohalf", "mse_mean", "cross_entropy")
 DTYPES = ("float32", "float64")
+MATMUL_PRECISIONS = ("highest", "high", "default")
 SUBSETS = ("first", "stratified")
 EIG_CRITERIA = ("residual", "gap")
 PROCESSES = ("discrete", "midpoint", "stable", "central")
@@ -50,6 +51,7 @@ OptimizerName = Literal[OPTIMIZER_NAMES]  # type: ignore[valid-type]
 WarmupOptimizerName = Literal[WARMUP_OPTIMIZERS]  # type: ignore[valid-type]
 LossName = Literal[LOSS_NAMES]  # type: ignore[valid-type]
 DtypeName = Literal[DTYPES]  # type: ignore[valid-type]
+MatmulPrecision = Literal[MATMUL_PRECISIONS]  # type: ignore[valid-type]
 SubsetName = Literal[SUBSETS]  # type: ignore[valid-type]
 EigCriterion = Literal[EIG_CRITERIA]  # type: ignore[valid-type]
 ActivationName = Literal[ACTIVATION_NAMES]  # type: ignore[valid-type]
@@ -129,6 +131,10 @@ class Config:
     """PRNG seed: initialization, data subset and eigen-solver start"""
     dtype: DtypeName = "float32"
     """floating-point precision of parameters and data"""
+    matmul_precision: MatmulPrecision = "highest"
+    """float32 matrix products and convolutions on GPUs and TPUs: highest (true float32),
+    high or default (TF32 or bfloat16 passes: faster, ~1e-3 relative error in each
+    product); the same program on CPU"""
     chunk_steps: int | None = None
     """steps per compiled chunk between writes to disk (None: 100, or 100000 for toys)"""
     checkpoint_every: int | None = None
@@ -262,8 +268,8 @@ SECTIONS: dict[str, tuple[str, tuple[str, ...]]] = {
         "optimizer", "lr", "momentum", "decay", "loss_min", "warmup_steps", "warmup_lr",
         "warmup_optimizer", "batch_size", "batch_replace")),
     "run": ("length, precision, devices and what is recorded when", (
-        "name", "steps", "seed", "dtype", "chunk_steps", "checkpoint_every", "loss_goal",
-        "divergence_factor", "eval_every", "devices")),
+        "name", "steps", "seed", "dtype", "matmul_precision", "chunk_steps", "checkpoint_every",
+        "loss_goal", "divergence_factor", "eval_every", "devices")),
     "curvature": ("the Hessian probe: eigenvalues, alignment, density, Phi and flows", (
         "eig_every", "num_eigs", "eig_tol", "eig_block", "eig_criterion", "eig_max_matvecs",
         "track_alignment", "trace_samples", "batch_sharpness_batches", "density_at", "phi_every",

@@ -96,13 +96,15 @@ StepMetricsFn = Callable[[Any, dict[str, jax.Array]], dict[str, jax.Array]]
 
 
 def _x64_for_float64(fn):
-    """Run ``fn(config, ...)`` with 64-bit types when ``config.dtype`` is float64, scoped to
-    the call (``jax.enable_x64``) rather than switched on for the rest of the process."""
+    """Run ``fn(config, ...)`` with 64-bit types when ``config.dtype`` is float64 and with
+    ``config.matmul_precision``, both scoped to the call (``jax.enable_x64``,
+    ``jax.default_matmul_precision``) rather than switched on for the rest of the process."""
 
     @functools.wraps(fn)
     def scoped(config, *args, **kwargs):
         wide = getattr(config, "dtype", None) == "float64"
-        with jax.enable_x64(True) if wide else contextlib.nullcontext():
+        with (jax.enable_x64(True) if wide else contextlib.nullcontext(),
+              jax.default_matmul_precision(getattr(config, "matmul_precision", "highest"))):
             return fn(config, *args, **kwargs)
 
     return scoped

@@ -512,6 +512,9 @@ class Program(_Probes, _Predictions, _Processes):
             "devices": [str(d) for d in devices],
             "device_kind": devices[0].device_kind,
             "dtype": c.dtype,
+            "matmul_precision": (f"{c.matmul_precision} (jax.default_matmul_precision; "
+                                 "float32 products on GPUs/TPUs: highest is true float32, "
+                                 "high/default may use TF32 or bfloat16 passes)"),
             "x64_enabled": bool(jax.config.jax_enable_x64),
             "seed": c.seed,
             "loss_convention": c.loss if not c.is_toy else "toy loss (see problem)",
