@@ -12,6 +12,7 @@ from eosflow.flows import (
     FlowRESULTS,
     ProjectionError,
     distance_estimate,
+    limiting_flow,
     phase_one_distance,
     prediction_start,
     project,
@@ -213,3 +214,28 @@ def test_problem_residual_matches_its_loss(loss):
     r = problem.full_residual(problem.params)
     np.testing.assert_allclose(0.5 * jnp.sum(r**2), problem.full_loss(problem.params),
                                rtol=1e-5)
+
+
+def test_reprojection_halves_a_step_whose_projection_fails():
+    """With three Gauss-Newton steps per projection, the plain scheme (``max_halvings=0``)
+    stops at step 2: the move off Γ is too long for the budget. Halving that step's
+    substeps finishes the flow, on the same tau grid, as close to the ODE flow (closed
+    form for toy C, integrated by ``limiting_flow``) as the plain scheme with a budget that
+    suffices."""
+    toy = toy_c()
+    kwargs = dict(method="sqrt_loss_gd", step_size=0.0625, num_steps=4,
+                  residual_fn=lambda z: z[:1] * z[1:] - 1)
+    tight = dict(max_steps=1, gn_steps=3)
+    plain = reprojection_flow(toy.loss_fn, toy.x0, project_kwargs=tight, max_halvings=0,
+                              throw=False, **kwargs)
+    assert plain.status == "failed" and plain.reason.startswith("re-projection step 2 of 4")
+    halved = reprojection_flow(toy.loss_fn, toy.x0, project_kwargs=tight, **kwargs)
+    ample = reprojection_flow(toy.loss_fn, toy.x0, project_kwargs=dict(max_steps=1, gn_steps=4),
+                              max_halvings=0, **kwargs)
+    assert halved.status == "ok" and ample.status == "ok"
+    np.testing.assert_allclose(halved.ts, ample.ts)
+    ode = limiting_flow(toy.loss_fn, toy.x0, method="sqrt_loss_gd", t_end=2.0, num_points=5)
+    err = [float(jnp.linalg.norm(f.xs[-1] - ode.xs[-1])) for f in (halved, ample)]
+    assert err[0] <= err[1] < 0.1
+    with pytest.raises(ValueError, match="max_halvings"):
+        reprojection_flow(toy.loss_fn, toy.x0, max_halvings=-1, **kwargs)

@@ -260,6 +260,7 @@ def reprojection_flow(
     gap_rtol: float = 1e-6,
     residual_fn: Callable[[PyTree], Array] | None = None,
     project_kwargs: dict | None = None,
+    max_halvings: int = 4,
     throw: bool = True,
 ) -> LimitingFlow:
     r"""The scalable form of the limiting flow: descend $g$, then re-project onto Γ.
@@ -283,6 +284,11 @@ def reprojection_flow(
         gap_rtol: the start is rejected without an eigen-gap.
         residual_fn: $r$ with $L = \tfrac12\|r\|^2$ (see :func:`project_solve`).
         project_kwargs: options of :func:`project_solve` for every projection.
+        max_halvings: a step whose projection fails is retried as substeps of $h/2$, $h/4$,
+            ... down to $h/2^{\text{max\_halvings}}$ (the substep doubles again after each
+            success), so that a fast stretch of the flow (e.g. GD on √L just after phase I)
+            does not stop the prediction; the saved points stay on the grid $kh$. With no
+            failure this is the plain scheme, one projection per step.
         throw: raise ``ValueError`` with the reason when the start or any projection fails;
             with ``False`` the result's ``status`` is ``"failed"`` and ``reason`` says at
             which step and with what $\|\nabla L\|$.
@@ -295,6 +301,8 @@ def reprojection_flow(
         raise ValueError(f"step_size must be positive, got {step_size!r}.")
     if not isinstance(num_steps, int) or num_steps < 1:
         raise ValueError(f"num_steps must be a positive int, got {num_steps!r}.")
+    if not isinstance(max_halvings, int) or not 0 <= max_halvings <= 20:
+        raise ValueError(f"max_halvings must be an int in 0..20, got {max_halvings!r}.")
     check_floating("x0", x0)
     project_kwargs = dict(project_kwargs or {})
     X0, reason = _start(loss_fn, x0, gap_rtol, project_kwargs, residual_fn)
@@ -307,28 +315,47 @@ def reprojection_flow(
     project_kwargs["throw"] = False
     dtype = jnp.result_type(*jax.tree.leaves(X0))
     flow, ok = _reproject(loss_fn, X0, jnp.asarray(step_size, dtype), num_steps,
-                          jnp.asarray(c, dtype), jnp.asarray(use_log), project_kwargs)
+                          jnp.asarray(c, dtype), jnp.asarray(use_log), project_kwargs,
+                          2**max_halvings)
     if _is_traced(ok) or bool(jnp.all(ok)):
         return flow
     k = int(jnp.argmin(ok))
+    halved = f" (substeps down to h/{2**max_halvings})" if max_halvings else ""
     reason = (f"re-projection step {k + 1} of {num_steps} (tau = {float(flow.ts[k + 1]):.4g}): "
-              f"Phi did not converge, |grad L| = {float(flow.grad_norms[k + 1]):.3g} after the "
-              f"projection (start of that step: {float(flow.grad_norms[k]):.3g})")
+              f"Phi did not converge{halved}, |grad L| = {float(flow.grad_norms[k + 1]):.3g} "
+              f"after the projection (start of that step: {float(flow.grad_norms[k]):.3g})")
     if throw:
         raise ValueError(reason)
     return LimitingFlow(flow.ts, flow.xs, flow.sharpness, flow.result, flow.grad_norms, reason)
 
 
 @eqx.filter_jit
-def _reproject(loss_fn, X0, h, num_steps, c, use_log, project_kwargs):
+def _reproject(loss_fn, X0, h, num_steps, c, use_log, project_kwargs, units):
+    """``num_steps`` steps of ``h``, each as substeps of ``u`` of its ``units`` parts (``u`` a
+    power of two: halved when a projection fails, doubled after a success); the step fails
+    when a substep of one part does."""
     grad = jax.grad(loss_fn)
+    units = int(units)
 
-    def step(x, _):
+    def substep(carry):
+        x, done, u, lam0, _, _ = carry
+        u = jnp.minimum(u, units - done)
         lam, dlam, _ = sharpness_and_gradient(loss_fn, x)
         g = optax.tree.scale(jnp.where(use_log, 1 / lam, 1.0), dlam)
-        proj = project_solve(loss_fn, optax.tree.add_scale(x, -h, g), **project_kwargs)
+        move = h * u.astype(h.dtype) / units
+        proj = project_solve(loss_fn, optax.tree.add_scale(x, -move, g), **project_kwargs)
         ok = proj.result == FlowRESULTS.successful
-        return proj.value, (proj.value, lam, proj.grad_norm, ok)
+        x = jax.tree.map(lambda a, b: jnp.where(ok, a, b), proj.value, x)
+        lam0 = jnp.where(jnp.isnan(lam0), lam, lam0)  # lambda_1 where the step starts
+        return (x, done + jnp.where(ok, u, 0), jnp.where(ok, jnp.minimum(2 * u, units), u // 2),
+                lam0, proj.grad_norm, ~ok & (u == 1))
+
+    def step(x, _):
+        nan = jnp.asarray(jnp.nan, h.dtype)
+        start = (x, jnp.int32(0), jnp.int32(units), nan, nan, jnp.bool_(False))
+        x, _, _, lam, gnorm, failed = jax.lax.while_loop(
+            lambda s: (s[1] < units) & ~s[5], substep, start)
+        return x, (x, lam, gnorm, ~failed)
 
     xl, (ys, lams, gnorms, ok) = jax.lax.scan(step, X0, None, length=num_steps)
     xs = jax.tree.map(lambda a, b: jnp.concatenate([a[None], b]), X0, ys)
