@@ -112,12 +112,11 @@ def test_a_run_piped_to_a_file_logs_progress_while_it_runs(tmp_path):
 
 
 def test_a_network_chunk_runs_as_pieces_without_host_callbacks():
-    """With 100-step chunks a network run's pieces are 10 steps long (at most ten per chunk),
-    so a 23-step chunk (e.g. the last) runs as pieces of 10, 10 and 3 steps, reports after
-    each (lambda_1 in the reports: the piped-run test above), and gives the rows and the
-    state of one 23-step scan. No piece contains a host
-    callback: JAX's persistent cache does not store programs that do, so every process would
-    compile every chunk again."""
+    """A network run's chunk runs as at most ten equal pieces (one compiled program; a prime
+    length runs whole), reports after each (lambda_1 in the reports: the piped-run test
+    above), and gives the rows and the state of one scan over the chunk. No piece contains a
+    host callback: JAX's persistent cache does not store programs that do, so every process
+    would compile every chunk again."""
     import jax
     import numpy as np
 
@@ -128,20 +127,20 @@ def test_a_network_chunk_runs_as_pieces_without_host_callbacks():
     config = Config(num_examples=32, widths=(6,), steps=100, chunk_steps=100, eig_every=None,
                     eval_every=None, dtype="float64")
     prog = Program(config, build_problem(config), None, None, None)
+    assert prog.pieces(100) == [10] * 10 and prog.pieces(23) == [23]
+    assert prog.pieces(12) == [2] * 6 and prog.pieces(5) == [1] * 5
     state, hyper, data = prog.initial_state(), prog.hyper(), prog.data()
-    assert prog.pieces(23) == [10, 10, 3]
-    for m in (10, 3):
-        text = prog.chunk_fn(m).lower(state, hyper, data).as_text()
-        assert "callback" not in text.lower()
+    text = prog.chunk_fn(3).lower(state, hyper, data).as_text()
+    assert "callback" not in text.lower()
     heard = []
     prog.on_progress = lambda *a: heard.append(a)
-    fn, seconds = prog.compiled(23, state, hyper, data)
-    assert seconds > 0 and prog.is_compiled(23)
-    assert prog.compiled(23, state, hyper, data)[1] == 0.0  # cached: "compiled" not said
+    fn, seconds = prog.compiled(30, state, hyper, data)
+    assert seconds > 0 and prog.is_compiled(30) and prog.pieces(30) == [3] * 10
+    assert prog.compiled(30, state, hyper, data)[1] == 0.0  # cached: "compiled" not said
     new, rows = fn(state, hyper, data)
-    assert [h[0] for h in heard] == [10, 20, 23]
-    assert [h[1] for h in heard] == [rows["loss"][i] for i in (9, 19, 22)]
-    whole, ref = prog.chunk_fn(23)(state, hyper, data)
+    assert [h[0] for h in heard] == list(range(3, 31, 3))
+    assert [h[1] for h in heard] == [rows["loss"][i] for i in range(2, 30, 3)]
+    whole, ref = prog.chunk_fn(30)(state, hyper, data)
     for k in ref:
         np.testing.assert_allclose(rows[k], np.asarray(ref[k]), rtol=1e-12, atol=0, err_msg=k)
     np.testing.assert_allclose(jax.flatten_util.ravel_pytree(new.params)[0],

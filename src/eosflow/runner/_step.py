@@ -109,9 +109,8 @@ class Program(_Probes, _Predictions, _Processes):
         self.mesh = make_mesh(c.devices)
         self._chunk_fns: dict[Any, Callable] = {}
         # progress from inside a chunk: `on_progress(step, loss, lambda_1, eff_lr)` (point 0
-        # of a sweep) after each piece of `heartbeat_every` steps (network problems)
+        # of a sweep) after each of its pieces (network problems, see `pieces`)
         self.on_progress: Callable[..., None] | None = None
-        self.heartbeat_every = self._heartbeat_every()
         self.num_examples = self._check_minibatch()
         if sweep is not None and self.extra_processes:
             raise ConfigError(f"processes: {self.extra_processes[0]!r} is not stepped in a "
@@ -405,19 +404,12 @@ class Program(_Probes, _Predictions, _Processes):
             return step % every <= 1
         return step % every == 0
 
-    def _heartbeat_every(self) -> int:
-        """The length of a chunk's pieces: at most 10 per chunk, a multiple of ``eig_every``
-        (a piece's end is a moment for a progress line with a fresh lambda_1)."""
-        every = max(1, -(-self.chunk // 10))
-        if self.eig_on:
-            e = self.config.eig_every
-            every = e * -(-every // e)
-        return every
-
     def pieces(self, n: int) -> list[int]:
         """The lengths of the compiled scans an ``n``-step chunk runs as, one after the other:
-        pieces of ``heartbeat_every`` steps for network problems, so that a long chunk reports
-        progress between them; one piece for toys (a toy chunk takes milliseconds).
+        for network problems, equal pieces of the smallest divisor of ``n`` that is at least
+        ``n / 10`` (at most ten pieces, one compiled program; a prime ``n`` runs whole), so
+        that a long chunk reports progress between them; one piece for toys (a toy chunk
+        takes milliseconds).
 
         Progress comes from the host *between* compiled calls, not from a callback inside
         the scan: a host callback keeps a program out of JAX's persistent compilation cache
@@ -426,8 +418,8 @@ class Program(_Probes, _Predictions, _Processes):
         for bit."""
         if self.config.is_toy:
             return [n]
-        m = self.heartbeat_every
-        return [m] * (n // m) + ([n % m] if n % m else [])
+        m = next(d for d in range(-(-n // 10), n + 1) if n % d == 0)
+        return [m] * (n // m)
 
     def chunk_fn(self, n: int) -> Callable:
         """The jitted ``n``-step scan ``(state, hyper, data) -> (state, rows)``; every row
