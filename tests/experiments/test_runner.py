@@ -242,7 +242,7 @@ def test_normalized_gd_measures_sharpness_in_consecutive_pairs(tmp_path):
                                   [0, 10, 20])
 
 
-def test_reprojection_prediction_starts_within_the_phase_one_distance(tmp_path):
+def test_reprojection_prediction_starts_within_the_phase_one_distance(tmp_path, capfd):
     from eosflow.analysis import prediction_comparison
     from eosflow.experiments import load_run
 
@@ -296,6 +296,11 @@ def test_reprojection_prediction_starts_within_the_phase_one_distance(tmp_path):
     cmp = prediction_comparison(run)
     np.testing.assert_allclose(cmp["phi_max_rel_gap"], gap, rtol=1e-4)
     assert cmp["phi_num_compared"] == 2 and gap < 5e-3
+    # the progress report says what the run is doing between chunks, and how it ended
+    err = capfd.readouterr().err
+    assert "step 100: computing the re-projection prediction (40 steps)..." in err
+    assert "prediction ok in " in err
+    assert f"step 300: lambda_1 at Phi(x_t) = {float(checks['lambda_phi'][0]):.4g}" in err
 
 
 def test_a_run_that_never_comes_within_the_phase_one_distance_says_so(tmp_path):

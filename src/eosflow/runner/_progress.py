@@ -141,6 +141,10 @@ class Progress:
             parts.append(f"{self.stableness[1]} {self.s:.3f}")
         return ", ".join(parts)
 
+    def note(self, text: str) -> None:
+        """One line about work between chunks (e.g. the prediction), prefixed by the label."""
+        self._write(f"{self.label}: {text}")
+
     def _write(self, line: str) -> None:
         if self.mode == "off":
             return

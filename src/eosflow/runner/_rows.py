@@ -3,6 +3,7 @@ message, the chunk-boundary work (spectral density, prediction), the progress qu
 
 
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 import jax
@@ -28,22 +29,28 @@ def _columns(prog: Program, rows: dict[str, np.ndarray], begin: int,
     return cols
 
 def _at_boundary(prog: Program, out: Path, state: TrainState, step: int, write: bool,
-                 columns: dict[str, np.ndarray] | None, status: dict) -> None:
+                 columns: dict[str, np.ndarray] | None, status: dict,
+                 note: Callable[[str], None] = lambda text: None) -> None:
     """What a chunk boundary computes on every process (arrays may be sharded across
     them) and process 0 writes: the spectral density at the ``density_at`` steps; the
     re-projection prediction at the first boundary from the warm-up's end where the run is
     within the phase-I distance of Γ (:meth:`Program.prediction_ready`; ``columns``: the
     chunk just run), recorded as ``status["prediction"]`` (ok or failed, the reason, the
     start step); then, with ``phi_every``, λ1 at Φ(x_t) at the boundaries ``phi_every``
-    apart from the prediction's start and at the end (``status["phi_checked"]``: the last)."""
+    apart from the prediction's start and at the end (``status["phi_checked"]``: the last).
+    ``note`` is told when each of these starts and how it ended (the progress report)."""
     c = prog.config
     if step in c.density_at:
         _density(prog, out, state, write)
     if c.reproject_steps is not None and "prediction" not in status:
         ready, distance = prog.prediction_distance(state.params, columns, step)
         if ready and step < c.steps:
-            status["prediction"] = prog.write_reprojection(out, state.params, write=write,
-                                                           start_step=step)
+            note(f"step {step}: computing the re-projection prediction "
+                 f"({c.reproject_steps} steps)...")
+            pred = prog.write_reprojection(out, state.params, write=write, start_step=step)
+            status["prediction"] = pred
+            note(f"prediction {pred['status']} in {pred['seconds']:.0f} s"
+                 + (f": {pred['reason']}" if pred.get("reason") else ""))
         elif step >= c.steps:
             status["prediction"] = prog.prediction_not_started(out, distance, write=write)
     pred = status.get("prediction")
@@ -51,8 +58,11 @@ def _at_boundary(prog: Program, out: Path, state: TrainState, step: int, write: 
             and pred.get("status") == "ok" and step > pred["start_step"]):
         last = int(status.get("phi_checked", pred["start_step"]))
         if step - last >= c.phi_every or (step >= c.steps and step > last):
-            prog.write_phi_check(out, state.params, step, write=write)
+            note(f"step {step}: lambda_1 at Phi(x_t)...")
+            row = prog.write_phi_check(out, state.params, step, write=write)
             status["phi_checked"] = step
+            note(f"step {step}: lambda_1 at Phi(x_t) = {float(row['lambda_phi']):.4g} "
+                 f"({float(row['seconds']):.0f} s)")
 
 def _density(prog: Program, out: Path, state: TrainState, write: bool) -> None:
     """The Hessian's spectral density at the current step (a chunk boundary)."""
