@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from eosflow import load_run, run_experiment
-from eosflow.analysis import headline
+from eosflow.analysis import headline, points
 from eosflow.runner import Config, ConfigError
 from eosflow.runner import _store as rd
 
@@ -118,6 +118,8 @@ def test_a_sweep_records_each_points_stop(tmp_path):
             np.testing.assert_array_equal(got[name][:n, j], want[name], err_msg=name)
         stops.append(int(point["step"][-1]))
     assert len(set(stops)) == 3 and any(s % K != K - 1 for s in stops)
+    # the analysis reads each point's own steps
+    assert [int(p.steps[-1]) for p in points(load_run(tmp_path / "dec"))] == stops
 
 
 @pytest.mark.parametrize("at", [6, 9])

@@ -102,6 +102,8 @@ def points(run: Run) -> list[Point]:
     for j in range(n):
         values = {k: v[j] for k, v in sweep.items()}
         cols = {k: (v if v.ndim == 1 else v[:, j]) for k, v in m.items()}
+        if "point_step" in cols:  # record_every > 1: the point's own step (where it stopped)
+            cols["step"] = cols.pop("point_step")
         if "valid" in cols and len(cols["valid"]):
             keep = np.asarray(cols["valid"], bool)
             cols = {k: v[keep] for k, v in cols.items()}
