@@ -102,6 +102,8 @@ def points(run: Run) -> list[Point]:
     for j in range(n):
         values = {k: v[j] for k, v in sweep.items()}
         cols = {k: (v if v.ndim == 1 else v[:, j]) for k, v in m.items()}
+        if "point_step" in cols:  # record_every > 1: the point's own step (where it stopped)
+            cols["step"] = cols.pop("point_step")
         if "valid" in cols and len(cols["valid"]):
             keep = np.asarray(cols["valid"], bool)
             cols = {k: v[keep] for k, v in cols.items()}
@@ -440,10 +442,14 @@ def point_headline(point: Point, *, level: float = ONSET_LEVEL) -> dict[str, Any
         return out
     steps, s = st
     measured = np.isfinite(np.asarray(lam_col, np.float64))
-    out["num_estimates"] = int(measured.sum())
+    # record_every > 1: a row's eig_matvecs are summed over its window's eig_solves solves
+    solves = point.get("eig_solves")
+    solves = measured.astype(np.int64) if solves is None else np.asarray(solves)
+    out["num_estimates"] = int(solves[measured].sum())
     mv = point.get("eig_matvecs")
     if mv is not None and measured.any():
-        out["eig_matvecs_per_estimate"] = float(np.mean(np.asarray(mv)[measured]))
+        out["eig_matvecs_per_estimate"] = float(np.sum(np.asarray(mv)[measured])
+                                                / np.sum(solves[measured]))
     solved = converged_rows(point.get("eig_converged"), lam_col)
     if solved is not None and len(solved):
         out["eig_converged_fraction"] = float(np.mean(solved))

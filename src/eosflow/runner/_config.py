@@ -139,6 +139,9 @@ class Config:
     """steps per compiled chunk between writes to disk (None: 100, or 100000 for toys)"""
     checkpoint_every: int | None = None
     """steps between checkpoints, a multiple of chunk_steps (None: every chunk)"""
+    record_every: int | None = None
+    """record one metrics row per this many steps, reduced on the device: the window's last
+    values, the last finite sharpness, and loss_min/max/mean_window (None or 1: every step)"""
     loss_goal: float | None = None
     """stop when the loss reaches this value, in loss units (None: never)"""
     divergence_factor: float | None = 1e3
@@ -233,6 +236,17 @@ class Config:
         return self.problem in TOYS
 
     @property
+    def chunk_length(self) -> int:
+        """Steps per compiled chunk: chunk_steps, else 100 (100000 for toys) or fewer."""
+        return self.chunk_steps or (min(self.steps, 100_000) if self.is_toy
+                                    else min(self.steps, 100))
+
+    @property
+    def record_stride(self) -> int:
+        """Steps per recorded metrics row (``record_every``, 1 when None)."""
+        return self.record_every or 1
+
+    @property
     def problem_spec(self) -> "ProblemSpec":
         """The problem half of the configuration (what :func:`eosflow.problems.build_problem`
         needs)."""
@@ -269,7 +283,7 @@ SECTIONS: dict[str, tuple[str, tuple[str, ...]]] = {
         "warmup_optimizer", "batch_size", "batch_replace")),
     "run": ("length, precision, devices and what is recorded when", (
         "name", "steps", "seed", "dtype", "matmul_precision", "chunk_steps", "checkpoint_every",
-        "loss_goal", "divergence_factor", "eval_every", "devices")),
+        "record_every", "loss_goal", "divergence_factor", "eval_every", "devices")),
     "curvature": ("the Hessian probe: eigenvalues, alignment, density, Phi and flows", (
         "eig_every", "num_eigs", "eig_tol", "eig_block", "eig_criterion", "eig_max_matvecs",
         "track_alignment", "trace_samples", "batch_sharpness_batches", "density_at", "phi_every",
@@ -483,7 +497,7 @@ def _check(c: Config) -> None:
     for name in ("num_examples", "chunk_size", "hessian_examples", "chunk_steps",
                  "checkpoint_every", "eval_every", "eig_every", "eig_block", "phi_every",
                  "reproject_steps", "devices", "num_classes", "batch_size",
-                 "test_examples"):
+                 "test_examples", "record_every"):
         _positive(c, name, allow_none=True, integer=True)
     _positive(c, "warmup_lr", allow_none=True)
     _positive(c, "divergence_factor", allow_none=True)
@@ -535,6 +549,36 @@ def _check(c: Config) -> None:
             f"checkpoint_every: must be a multiple of chunk_steps = {c.chunk_steps}, "
             f"got {c.checkpoint_every}"
         )
+    _check_record_every(c)
+
+
+def _check_record_every(c: Config) -> None:
+    """``record_every = k > 1`` reduces each window of k steps to one row inside the compiled
+    chunk, so every chunk, and so every chunk boundary (the run's end, the density_at steps),
+    must fall on a window's edge. The re-projection prediction (started from consecutive
+    lambda_1 pairs) and the processes beside the optimizer (compared with it step by step)
+    need every row."""
+    k = c.record_stride
+    if k == 1:
+        return
+    for name, value in (("steps", c.steps), ("chunk_steps", c.chunk_length),
+                        ("checkpoint_every", c.checkpoint_every)):
+        if value is not None and value % k:
+            default = (" (its default: min(steps, 100), 100000 for toys)"
+                       if name == "chunk_steps" and c.chunk_steps is None else "")
+            raise ConfigError(f"{name}: must be a multiple of record_every = {k}, got "
+                              f"{value}{default}")
+    bad = [s for s in c.density_at if s % k]
+    if bad:
+        raise ConfigError(f"density_at: steps must be multiples of record_every = {k}, got "
+                          f"{bad[0]}")
+    if c.reproject_steps is not None:
+        raise ConfigError("record_every: reproject_steps starts its prediction from lambda_1 "
+                          "at two consecutive steps; record every step (record_every 1)")
+    extra = [n for n in c.processes if n != "discrete"]
+    if extra:
+        raise ConfigError(f"record_every: {extra[0]!r} is compared with the optimizer step by "
+                          "step; record every step (record_every 1) with processes")
 
 
 def _check_processes(c: Config) -> None:

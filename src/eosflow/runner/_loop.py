@@ -52,6 +52,7 @@ from ._rows import (
     _hvps,
     _last_valid,
     _stableness,
+    _steps_done,
     _stop_step,
 )
 from ._step import SWEEPABLE, Program, TrainState
@@ -246,7 +247,8 @@ def _start(config: Config, out: Path, resuming: bool, writer: bool, notes: list[
         if int(np.asarray(state.step)) != reached:
             raise RunDirError(f"{out / rd.CHECKPOINT}: its info says step {reached}, its state "
                               f"step {int(np.asarray(state.step))}; start again with --overwrite.")
-        end = rd.check_metrics(out)  # no gap, no overlap, or refused naming the file
+        # no gap, no overlap, or refused naming the file
+        end = rd.check_metrics(out, config.record_stride)
         stopped = bool(np.all(np.asarray(state.done)))
         # a checkpoint from before eosflow 0.2 has no metrics_end: a stopped run's rows end
         # at its stopping step, a running one's at the checkpoint
@@ -391,8 +393,7 @@ def _already_stopped(prog: Program, out: Path, state: TrainState, status: dict, 
     final, message = _final(prog, state, metrics)
     msg = f"the run had already stopped ({message}); nothing to resume"
     _say(out, notes, msg)
-    valid = metrics.get("valid", np.zeros(0, bool))
-    steps_done = int(valid.sum(axis=0).max()) if valid.size else 0
+    steps_done = _steps_done(metrics)
     if writer:
         status["resumed_at"].pop()
         status.update(state=final, message=message, step=int(np.asarray(state.step)),
@@ -407,7 +408,7 @@ def _already_stopped(prog: Program, out: Path, state: TrainState, status: dict, 
 def _final(prog: Program, state: TrainState, metrics: dict) -> tuple[str, str]:
     reasons = np.atleast_1d(to_host(state.reason))
     if np.any((reasons == 1) | (reasons == 2)):
-        return "diverged", _divergence_message(prog, metrics)
+        return "diverged", _divergence_message(prog, metrics, to_host(state.loss0))
     if np.all(reasons == 3):
         return "goal_reached", f"loss goal {prog.config.loss_goal} reached"
     return "completed", ""
@@ -493,7 +494,7 @@ def _loop(prog: Program, out: Path, state: TrainState, status: dict,
     wall = float(status.get("wall_seconds", 0.0))
     compile_s = float(status.get("compile_seconds", 0.0))
     session: list[dict[str, np.ndarray]] = []
-    written = rd.check_metrics(out) if writer else 0  # the end of the rows on disk
+    written = rd.check_metrics(out, c.record_stride) if writer else 0  # the rows' end
     stopped: tuple[str, str] | None = None  # ("failed" | "interrupted", message)
     sig = _Signals()
     quiet = logging.getLogger("jax._src.callback")  # it logs a traceback of a failed check
@@ -572,8 +573,7 @@ def _loop(prog: Program, out: Path, state: TrainState, status: dict,
         final, message = stopped
     else:
         final, message = _final(prog, state, metrics)
-    valid = metrics.get("valid", np.zeros(0, bool))
-    steps_done = int(valid.sum(axis=0).max()) if valid.size else 0
+    steps_done = _steps_done(metrics)
     step = int(to_host(state.step))
     if writer:
         status.update(state=final, message=message, step=step, steps_done=steps_done,

@@ -14,16 +14,25 @@ from . import _store as rd
 from ._step import DIVERGENCE_FLOOR, Program, TrainState
 
 
+def _row_step(m: dict[str, np.ndarray], i: tuple) -> int:
+    """The step of row ``i[0]`` (of point ``i[1]`` in a sweep: its own ``point_step`` with
+    record_every > 1, where a point may stop before its window's last step)."""
+    if len(i) > 1 and "point_step" in m:
+        return int(m["point_step"][i[0], i[1]])
+    return int(m["step"][i[0]])
+
+
 def _stop_step(m: dict[str, np.ndarray]) -> int | None:
     idx = np.argwhere(m.get("stop_reason", np.zeros(0)) > 0)
-    return int(m["step"][idx[0][0]]) if len(idx) else None
+    return _row_step(m, tuple(idx[0])) if len(idx) else None
 
 
 def _columns(prog: Program, rows: dict[str, np.ndarray], begin: int,
              end: int) -> dict[str, np.ndarray]:
     """One chunk's rows as columns; a stopped single run keeps rows up to its stopping step."""
     cols = {"step": np.arange(begin, end, dtype=np.int64)}
-    cols.update({k: np.asarray(v) for k, v in rows.items()})
+    cols.update({k: np.asarray(v) for k, v in rows.items()})  # record_every > 1: its steps
+    cols["step"] = cols["step"].astype(np.int64)
     if prog.sweep is None:
         cols = {k: v[cols["valid"]] for k, v in cols.items()}
     return cols
@@ -78,18 +87,36 @@ def _density(prog: Program, out: Path, state: TrainState, write: bool) -> None:
         path = out / "density" / f"{step:012d}.npz"
         rd.atomic_write_bytes(path, rd._npz_bytes(arrays))
 
-def _divergence_message(prog: Program, m: dict[str, np.ndarray]) -> str:
+def _steps_done(m: dict[str, np.ndarray]) -> int:
+    """The steps run (the most of any point of a sweep): one past the last valid row's step,
+    which counts the valid rows when every step is recorded (a run's valid rows are steps 0
+    to its stopping step) and stays right with ``record_every`` > 1."""
+    valid = np.asarray(m.get("valid", np.zeros(0, bool)), bool)
+    if not valid.any():
+        return 0
+    steps = m["point_step"] if "point_step" in m else np.asarray(m["step"]).reshape(
+        (-1,) + (1,) * (valid.ndim - 1))
+    return int(np.max(np.where(valid, steps + 1, 0)))
+
+
+def _divergence_message(prog: Program, m: dict[str, np.ndarray],
+                        loss0: np.ndarray | None = None) -> str:
+    """The message of a diverged run; ``loss0``: the state's loss at step 0 (per point),
+    the first row's loss when None (step 0's when every step is recorded)."""
     reason = m["stop_reason"]
     idx = np.argwhere(reason > 0)
     if not len(idx):
         return "diverged"
     i = tuple(idx[0])
-    step = int(m["step"][i[0]])
+    step = _row_step(m, i)
     loss = float(m["loss"][i])
     point = f" (sweep point {i[1]})" if len(i) > 1 else ""
     if reason[i] == 1:
         return f"diverged at step {step}{point}: loss = {loss} is not finite"
-    first = float(m["loss"][0] if m["loss"].ndim == 1 else m["loss"][0, i[1]])
+    if loss0 is None:
+        first = float(m["loss"][0] if m["loss"].ndim == 1 else m["loss"][0, i[1]])
+    else:
+        first = float(np.ravel(loss0)[i[1] if len(i) > 1 else 0])
     base = (f"the initial loss {first:.4g}" if first >= DIVERGENCE_FLOOR else
             f"the floor {DIVERGENCE_FLOOR:g} (the initial loss is {first:.4g})")
     return (f"diverged at step {step}{point}: loss {loss:.4g} exceeds divergence_factor "
@@ -109,7 +136,9 @@ def _hvps(columns: dict[str, np.ndarray], alignment: bool, trace_samples: int | 
     mv = columns["eig_matvecs"]
     if "batch_sharpness_matvecs" in columns:
         mv = mv + columns["batch_sharpness_matvecs"]
-    solves = np.sum(np.isfinite(columns["lambda_1"]))
+    # with record_every > 1 a row's matvecs are its window's, over eig_solves solves
+    solves = (np.sum(columns["eig_solves"]) if "eig_solves" in columns
+              else np.sum(np.isfinite(columns["lambda_1"])))
     extra = solves if alignment else 0
     if "hessian_trace" in columns:  # trace_samples HVPs per solve
         extra += solves * trace_samples

@@ -103,7 +103,7 @@ class Program(_Probes, _Predictions, _Processes):
         # adaptive methods (a diagonal preconditioner P in their state): their EoS quantity is
         # lambda_1(P^-1 H), recorded as precond_lambda_1 beside the raw lambda_1
         self.precond_on = self.eig_on and self.method.moment is not None
-        self.chunk = c.chunk_steps or (min(c.steps, 100_000) if c.is_toy else min(c.steps, 100))
+        self.chunk = c.chunk_length
         self.ckpt_every = c.checkpoint_every or self.chunk
         self.dtype = jnp.result_type(*jax.tree.leaves(problem.params))
         self.mesh = make_mesh(c.devices)
@@ -407,9 +407,9 @@ class Program(_Probes, _Predictions, _Processes):
     def pieces(self, n: int) -> list[int]:
         """The lengths of the compiled scans an ``n``-step chunk runs as, one after the other:
         for network problems, equal pieces of the smallest divisor of ``n`` that is at least
-        ``n / 10`` (at most ten pieces, one compiled program; a prime ``n`` runs whole), so
-        that a long chunk reports progress between them; one piece for toys (a toy chunk
-        takes milliseconds).
+        ``n / 10`` and a multiple of ``record_every`` (at most ten pieces, one compiled
+        program; a prime ``n`` runs whole), so that a long chunk reports progress between
+        them; one piece for toys (a toy chunk takes milliseconds).
 
         Progress comes from the host *between* compiled calls, not from a callback inside
         the scan: a host callback keeps a program out of JAX's persistent compilation cache
@@ -418,20 +418,38 @@ class Program(_Probes, _Predictions, _Processes):
         for bit."""
         if self.config.is_toy:
             return [n]
-        m = next(d for d in range(-(-n // 10), n + 1) if n % d == 0)
+        k = self.config.record_stride  # n is a multiple of it (Config checks)
+        m = next(d for d in range(-(-n // 10), n + 1) if n % d == 0 and d % k == 0)
         return [m] * (n // m)
 
     def chunk_fn(self, n: int) -> Callable:
         """The jitted ``n``-step scan ``(state, hyper, data) -> (state, rows)``; every row
-        field has a leading axis of length ``n``."""
+        field has a leading axis of length ``n``, or ``n / record_every`` with
+        ``record_every`` > 1: an outer scan over windows of ``record_every`` steps whose inner
+        scan's rows are reduced on the device (:func:`_reduce_window`), so that the host
+        never receives, and the device never stores, a row per step."""
         if n not in self._chunk_fns:
             step = self.step_fn
             if self.sweep is not None:
                 axes = TrainState(0, 0, 0, 0, None, 0, 0, 0, 0, 0)
                 step = jax.vmap(step, in_axes=(axes, 0, None), out_axes=(axes, 0))
 
+            k = self.config.record_stride
+
+            def steps(state, hyper, data, length):
+                return jax.lax.scan(lambda s, _: step(s, hyper, data), state, None,
+                                    length=length)
+
             def run(state, hyper, data):
-                return jax.lax.scan(lambda s, _: step(s, hyper, data), state, None, length=n)
+                if k == 1:
+                    return steps(state, hyper, data, n)
+
+                def window(s, _):  # k steps, their rows reduced to one before stacking
+                    first = s.step
+                    s, rows = steps(s, hyper, data, k)
+                    return s, _reduce_window(rows, first, points=self.sweep is not None)
+
+                return jax.lax.scan(window, state, None, length=n // k)
 
             self._chunk_fns[n] = jax.jit(run)
         return self._chunk_fns[n]
@@ -537,6 +555,14 @@ class Program(_Probes, _Predictions, _Processes):
                            f"{c.central_substeps} substeps, tol {c.eig_tol}",
             },
             "chunk_steps": self.chunk,
+            "record_every": c.record_stride,
+            "record_window": None if c.record_stride == 1 else (
+                f"one metrics row per {c.record_stride} steps, reduced on the device: the "
+                "row of the window's last step (a stopped run's stopping step; step column, "
+                "and a sweep's point_step per point), "
+                "loss_min/max/mean_window over the window, the last finite value of the "
+                "columns measured only at some steps (lambda_i, evaluation, Phi), *matvecs "
+                "summed with eig_solves the solves they count"),
             "minibatch": None if c.batch_size is None else {
                 "batch_size": c.batch_size, "num_examples": self.num_examples,
                 "sampling": ("with replacement, keyed by (seed, step)" if c.batch_replace else
@@ -559,6 +585,76 @@ class Program(_Probes, _Predictions, _Processes):
         if self.sweep is not None:
             meta["sweep"] = {k: [float(x) for x in v] for k, v in self.sweep.items()}
         return meta
+
+
+# the columns measured at every step: with record_every > 1 a NaN in them at a window's last
+# step is the step's own value (e.g. a loss that overflowed), not a missing measurement
+EVERY_STEP = ("loss", "grad_norm", "eff_lr", "param_norm", "update_norm")
+
+
+def _reduce_window(rows: dict[str, jax.Array], first: jax.Array, *,
+                   points: bool) -> dict[str, jax.Array]:
+    """One metrics row for a window of ``k`` steps (``record_every``), on the device.
+
+    ``rows``: the window's per-step rows, each of shape ``(k,)``, or ``(k, P)`` for a sweep
+    of ``P`` points; ``first``: the window's first step. The row is that of the window's
+    last step that counts: the last step at which the run was still going (``valid``), so a
+    run that stops mid-window records its stopping step, or the window's last step for a
+    point stopped before the window. Its columns:
+
+    * ``step``: that step; in a sweep the window's last step (a shared column), and
+      ``point_step`` each point's (shape ``(P,)``);
+    * ``loss`` and the other columns measured at every step: the value at that step;
+    * ``loss_min_window``, ``loss_max_window``, ``loss_mean_window``: the loss reduced over
+      the window's counted steps (loss units);
+    * the columns measured only at some steps (lambda_i and the eigen-solve's columns every
+      ``eig_every`` steps, evaluation every ``eval_every``, Phi, ``metrics_fn`` columns
+      that are NaN between measurements): the last finite value in the window, NaN if none;
+    * ``*matvecs`` (Hessian-vector products): summed over the window, and ``eig_solves``,
+      the number of eigen-solves they count (the finite lambda_1 in the window);
+    * ``valid``: whether any step of the window counted; ``stop_reason``: the stopping
+      step's reason (at most one step of a run stops).
+    """
+    valid = rows["valid"]
+    k = valid.shape[0]
+    # a point stopped before the window keeps a row (a sweep's columns stay rectangular)
+    use = valid | ~jnp.any(valid, axis=0)
+    idx = jnp.arange(k).reshape((k,) + (1,) * (valid.ndim - 1))
+
+    def last(mask):  # the index of the last True along the window (0 if none)
+        return jnp.max(jnp.where(mask, idx, 0), axis=0)
+
+    def at(x, i):  # x[i] per point
+        i = jnp.broadcast_to(i.reshape((1,) + i.shape + (1,) * (x.ndim - 1 - i.ndim)),
+                             (1, *x.shape[1:]))
+        return jnp.take_along_axis(x, i, axis=0)[0]
+
+    end = last(use)
+    loss = rows["loss"]
+    count = jnp.sum(use, axis=0)
+    out = {"step": first + (k - 1 if points else end)}
+    if points:  # each point's own step (its stopping step in the window where it stopped)
+        out["point_step"] = first + end
+    for name, x in rows.items():
+        if name == "valid":
+            out[name] = jnp.any(valid, axis=0)
+        elif name == "stop_reason":
+            out[name] = jnp.max(x, axis=0)
+        elif name.endswith("matvecs"):
+            out[name] = jnp.sum(jnp.where(use, x, 0), axis=0).astype(x.dtype)
+        elif name in EVERY_STEP or not jnp.issubdtype(x.dtype, jnp.floating):
+            out[name] = at(x, end)
+        else:
+            seen = use & jnp.isfinite(x)
+            out[name] = jnp.where(jnp.any(seen, axis=0), at(x, last(seen)),
+                                  jnp.asarray(jnp.nan, x.dtype))
+        if name == "loss":
+            out["loss_min_window"] = jnp.min(jnp.where(use, loss, jnp.inf), axis=0)
+            out["loss_max_window"] = jnp.max(jnp.where(use, loss, -jnp.inf), axis=0)
+            out["loss_mean_window"] = jnp.sum(jnp.where(use, loss, 0), axis=0) / count
+        if name == "eig_matvecs" and "lambda_1" in rows:
+            out["eig_solves"] = jnp.sum(use & jnp.isfinite(rows["lambda_1"]), axis=0)
+    return out
 
 
 def _is_kick(x) -> bool:

@@ -281,10 +281,14 @@ def _norm(x):
 # --- integrity -------------------------------------------------------------------------------
 
 
-def check_metrics(run: Path) -> int:
+def check_metrics(run: Path, every: int = 1) -> int:
     """Check that the metric files cover steps 0, 1, ... with no gap and no overlap; return
     the end of the covered range (the first step not recorded). A file that cannot be read,
-    a gap or an overlap is a :class:`RunDirError` naming the file."""
+    a gap or an overlap is a :class:`RunDirError` naming the file.
+
+    ``every``: the run's ``record_every``. A file starting at ``start`` then holds the rows
+    of steps ``start + every - 1``, ``start + 2 every - 1``, ... (each window's last step),
+    the last of which may come earlier (the step where the run stopped)."""
     run = Path(run)
     end = 0
     for start, p in metric_files(run):
@@ -293,8 +297,11 @@ def check_metrics(run: Path) -> int:
                 steps = np.asarray(z["step"])
         except _DAMAGE as err:
             raise RunDirError(_damaged(p, err)) from None
-        if len(steps) and (steps[0] != start or np.any(np.diff(steps) != 1)):
-            raise RunDirError(f"{p}: its steps are not {start}, {start + 1}, ... (the file was "
+        ends = start + every * np.arange(1, len(steps) + 1) - 1  # the windows' last steps
+        if len(steps) and (np.any(steps[:-1] != ends[:-1])
+                           or not ends[-1] - every < steps[-1] <= ends[-1]):
+            first = ", ".join(str(s) for s in ends[:2])
+            raise RunDirError(f"{p}: its steps are not {first}, ... (the file was "
                               "edited or renamed); start the run again with --overwrite.")
         if start > end:
             raise RunDirError(
@@ -307,7 +314,7 @@ def check_metrics(run: Path) -> int:
                 f"{p} starts at step {start}, inside the previous file (which ends at step "
                 f"{end - 1}): overlapping metrics; start the run again with --overwrite."
             )
-        end = start + len(steps)
+        end = int(steps[-1]) + 1 if len(steps) else start
     return end
 
 
@@ -397,7 +404,7 @@ def check_status(path: Path, config: dict[str, Any], status: dict[str, Any]) -> 
     finished run's metrics and checkpoint must reach the end it claims."""
     path = Path(path)
     try:
-        end = check_metrics(path)
+        end = check_metrics(path, int(config.get("record_every") or 1))
         info = checkpoint_info(path)
     except RunDirError as err:
         return [str(err)]
