@@ -219,23 +219,20 @@ def test_problem_residual_matches_its_loss(loss):
 def test_reprojection_halves_a_step_whose_projection_fails():
     """With three Gauss-Newton steps per projection, the plain scheme (``max_halvings=0``)
     stops at step 2: the move off Γ is too long for the budget. Halving that step's
-    substeps finishes the flow, on the same tau grid, as close to the ODE flow (closed
-    form for toy C, integrated by ``limiting_flow``) as the plain scheme with a budget that
-    suffices."""
+    substeps finishes the flow, on the same tau grid, within 0.05 of the ODE flow (closed
+    form for toy C, integrated by ``limiting_flow``); the plain scheme with a budget that
+    suffices ends 0.07 from it at this step, and within 0.05 only at h = 0.025
+    (test_flows.py)."""
     toy = toy_c()
     kwargs = dict(method="sqrt_loss_gd", step_size=0.0625, num_steps=4,
-                  residual_fn=lambda z: z[:1] * z[1:] - 1)
-    tight = dict(max_steps=1, gn_steps=3)
-    plain = reprojection_flow(toy.loss_fn, toy.x0, project_kwargs=tight, max_halvings=0,
-                              throw=False, **kwargs)
+                  residual_fn=lambda z: z[:1] * z[1:] - 1,
+                  project_kwargs=dict(max_steps=1, gn_steps=3))
+    plain = reprojection_flow(toy.loss_fn, toy.x0, max_halvings=0, throw=False, **kwargs)
     assert plain.status == "failed" and plain.reason.startswith("re-projection step 2 of 4")
-    halved = reprojection_flow(toy.loss_fn, toy.x0, project_kwargs=tight, **kwargs)
-    ample = reprojection_flow(toy.loss_fn, toy.x0, project_kwargs=dict(max_steps=1, gn_steps=4),
-                              max_halvings=0, **kwargs)
-    assert halved.status == "ok" and ample.status == "ok"
-    np.testing.assert_allclose(halved.ts, ample.ts)
+    halved = reprojection_flow(toy.loss_fn, toy.x0, **kwargs)
+    assert halved.status == "ok"
+    np.testing.assert_allclose(halved.ts, np.arange(5) * 0.0625 * 8)
     ode = limiting_flow(toy.loss_fn, toy.x0, method="sqrt_loss_gd", t_end=2.0, num_points=5)
-    err = [float(jnp.linalg.norm(f.xs[-1] - ode.xs[-1])) for f in (halved, ample)]
-    assert err[0] <= err[1] < 0.1
+    assert float(jnp.linalg.norm(halved.xs[-1] - ode.xs[-1])) < 0.05
     with pytest.raises(ValueError, match="max_halvings"):
         reprojection_flow(toy.loss_fn, toy.x0, max_halvings=-1, **kwargs)
