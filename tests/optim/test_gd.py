@@ -57,6 +57,13 @@ def test_sqrt_loss_gd_rejects_loss_below_minimum():
     opt = sqrt_loss_gd(0.1, loss_min=1.0)
     with pytest.raises(Exception, match="below loss_min"):
         jax.jit(opt.update)(TREE, opt.init(TREE), TREE, value=0.5)[0]["a"].block_until_ready()
+    # without the check (the runner's build): a nan step below L*, never a kick; at L* + 4
+    # the step of GD with eta / (2 sqrt(4))
+    quiet = sqrt_loss_gd(0.1, loss_min=1.0, check=False)
+    u, s = jax.jit(quiet.update)(TREE, quiet.init(TREE), TREE, value=0.5)
+    assert np.all(np.isnan(_flat(u))) and int(s.num_kicks) == 0
+    u, _ = jax.jit(quiet.update)(TREE, quiet.init(TREE), TREE, value=5.0)
+    np.testing.assert_allclose(_flat(u), -0.1 / 4 * _flat(TREE), rtol=1e-12)
 
 
 @pytest.mark.parametrize("make", [lambda lr: gd(lr), lambda lr: normalized_gd(lr),

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from eosflow import load_run, run_experiment
+from eosflow.optim._gd import BELOW_LOSS_MIN
 from eosflow.problems import build_problem
 from eosflow.runner import CHECKPOINT, Config, ConfigError, Program, RunDirError, load_checkpoint
 
@@ -288,30 +289,40 @@ def test_leftover_temporaries_are_removed_and_the_run_continues(tmp_path, halfwa
 
 
 def test_an_error_inside_the_compiled_loop_ends_the_run_cleanly(tmp_path):
-    # GD on sqrt(L - L*) with L* = 100 above the loss: the optimizer's check fires in step 0
-    config = _toy(optimizer="sqrt_loss_gd", loss_min=100.0, steps=20)
-    record = run_experiment(config, tmp_path / "r", progress=False)
+    # a caller's optax transformation with a run-time check (equinox.error_if): GD on
+    # sqrt(L - L*) with L* = 100 above the loss fires in step 0, inside the compiled chunk
+    from eosflow.optim import sqrt_loss_gd
+
+    record = run_experiment(_toy(steps=20), tmp_path / "r", progress=False,
+                            optimizer=sqrt_loss_gd(0.05, loss_min=100.0), edge="sqrt_loss_gd")
     assert record.status == "failed" and not record.ok
     assert "the loss is below loss_min" in record.message and "\n" not in record.message
+    assert record.message.startswith("failed in steps 0..9: ")
     status = load_run(tmp_path / "r").status
     assert status["state"] == "failed" and status["message"] == record.message
     assert not (tmp_path / "r" / ".lock").exists()
 
 
-def test_a_run_that_fails_later_keeps_its_data(tmp_path):
+def test_a_loss_below_loss_min_stops_the_run_at_its_step(tmp_path):
     # L* = 0.5 lies above toy A's minimum value 0: GD on sqrt(L - L*) walks down until the
-    # loss falls below 0.5, and fails in a later chunk
+    # loss falls below 0.5 in a later chunk; the step stops the run there (stop code 4,
+    # not the optimizer's host callback, which keeps programs out of the persistent cache)
     config = _toy(optimizer="sqrt_loss_gd", loss_min=0.5, lr=0.05, steps=400, chunk_steps=10,
                   checkpoint_every=None, x0=(1.0, -2.0))
     record = run_experiment(config, tmp_path / "r", progress=False)
     assert record.status == "failed"
     run = load_run(tmp_path / "r")
-    n = len(run.metrics["step"])
-    assert n > 0 and n % 10 == 0  # every chunk before the failing one is kept
-    assert np.all(run.metrics["loss"] >= 0.5)
-    assert run.status["step"] == n and f"steps {n}..{n + 9}" in run.status["message"]
+    loss, steps = run.metrics["loss"], run.metrics["step"]
+    stop = int(steps[-1])
+    assert stop > 10 and np.all(loss[:-1] >= 0.5) and loss[-1] < 0.5  # every step kept
+    np.testing.assert_array_equal(steps, np.arange(stop + 1))
+    assert run.status["message"] == f"step {stop}: {BELOW_LOSS_MIN}"
     info = json.loads(bytes(np.load(tmp_path / "r" / CHECKPOINT)["info"]).decode())
-    assert info["step"] == n  # checkpointed where it stopped: nothing lost
+    assert info["step"] == run.status["step"]  # checkpointed where it stopped: nothing lost
+    # the check is the step's own: no host callback in the compiled program
+    prog = Program(config, build_problem(config), None, None, None)
+    text = prog.chunk_fn(2).lower(prog.initial_state(), prog.hyper(), prog.data()).as_text()
+    assert "callback" not in text.lower()
 
 
 def test_no_false_divergence_at_a_minimum(tmp_path):

@@ -163,6 +163,7 @@ def sqrt_loss_gd(
     min_gap: float | None = None,
     kick: float | None = None,
     seed: int = 0,
+    check: bool = True,
 ) -> optax.GradientTransformationExtraArgs:
     r"""GD on $\sqrt{L - L^*}$: $x_{t+1} = x_t - \eta\, \nabla L(x_t) / (2\sqrt{L(x_t) - L^*})$.
 
@@ -180,6 +181,10 @@ def sqrt_loss_gd(
         min_gap: gaps at or below this are treated as zero; finite, >= 0.
         kick: norm of the random step taken instead; finite, > 0.
         seed: seed of the kick direction (an int).
+        check: raise where ``value`` < ``loss_min`` (an ``equinox.error_if``: a host
+            callback, so a compiled program holding it is not kept in JAX's persistent
+            cache). With ``False`` the update is nan there instead, for a caller that stops
+            on it and names the cause itself (the runner does).
 
     Raises:
         ValueError: ``lr`` not finite and positive, ``loss_min`` not finite, or a bad
@@ -208,18 +213,21 @@ def sqrt_loss_gd(
                 "opt.update(grads, state, params, value=loss)."
             )
         value = jnp.asarray(value)
-        value = eqx.error_if(
-            value,
-            value < loss_min,
-            "sqrt_loss_gd: the loss is below loss_min; pass the true minimum value L* "
-            "(a lower bound of the loss) as loss_min.",
-        )
+        below = value < loss_min
+        if check:
+            value = eqx.error_if(value, below, BELOW_LOSS_MIN)
         gap = value - loss_min
-        underflow = gap <= _floor(updates, min_gap)  # false for nan: no kick hides it
-        scale = -lr / (2 * jnp.sqrt(jnp.where(underflow, 1, gap)))
+        # false for nan (no kick hides it) and below L* (nan, not a kick)
+        underflow = (gap <= _floor(updates, min_gap)) & ~below
+        scale = -lr / (2 * jnp.sqrt(jnp.where(underflow | below, 1, gap)))
+        scale = jnp.where(below, jnp.nan, scale)
         return _scaled_or_kicked(updates, scale, underflow, state, kick)
 
     return optax.GradientTransformationExtraArgs(_init_kick(seed), update)
+
+
+BELOW_LOSS_MIN = ("sqrt_loss_gd: the loss is below loss_min; pass the true minimum value L* "
+                  "(a lower bound of the loss) as loss_min.")
 
 
 def _floor(tree: PyTree, value: float | None) -> Array:

@@ -96,10 +96,12 @@ class Method:
         return None if self.flow_constant is None else f"η²t/{1 / self.flow_constant:g}"
 
     def build(self, lr: Any, *, momentum: Any = 0.9, loss_min: Any = 0.0, decay: Any = 0.9,
-              seed: int = 0) -> "optax.GradientTransformationExtraArgs":
+              seed: int = 0, check: bool = True) -> "optax.GradientTransformationExtraArgs":
         """The optax transformation at these hyperparameters (those not in ``hyper`` are
-        ignored)."""
-        return self.factory(lr, momentum=momentum, loss_min=loss_min, decay=decay, seed=seed)
+        ignored). ``check=False`` drops the optimizer's run-time check (GD on √L: L >= L*,
+        a host callback) for a caller that detects the failure itself, as the runner does."""
+        return self.factory(lr, momentum=momentum, loss_min=loss_min, decay=decay, seed=seed,
+                            check=check)
 
     def stableness(self, lam: Any, eff_lr: Any, lr: float, momentum: float) -> Any:
         """S from λ1 (or the preconditioned λ1) and the step's effective learning rate:
@@ -109,43 +111,43 @@ class Method:
         return 2.0 * lam / self.edge(lr, momentum)
 
 
-def _gd(lr, *, momentum, loss_min, seed, decay):
+def _gd(lr, *, momentum, loss_min, seed, decay, check=True):
     from ._gd import gd
 
     return gd(lr)
 
 
-def _ngd(lr, *, momentum, loss_min, seed, decay):
+def _ngd(lr, *, momentum, loss_min, seed, decay, check=True):
     from ._gd import normalized_gd
 
     return normalized_gd(lr, seed=seed)
 
 
-def _sqrt(lr, *, momentum, loss_min, seed, decay):
+def _sqrt(lr, *, momentum, loss_min, seed, decay, check=True):
     from ._gd import sqrt_loss_gd
 
-    return sqrt_loss_gd(lr, loss_min, seed=seed)
+    return sqrt_loss_gd(lr, loss_min, seed=seed, check=check)
 
 
-def _heavy_ball(lr, *, momentum, loss_min, seed, decay):
+def _heavy_ball(lr, *, momentum, loss_min, seed, decay, check=True):
     from ._aliases import momentum as heavy_ball
 
     return heavy_ball(lr, momentum)
 
 
-def _nesterov(lr, *, momentum, loss_min, seed, decay):
+def _nesterov(lr, *, momentum, loss_min, seed, decay, check=True):
     from ._aliases import nesterov
 
     return nesterov(lr, momentum)
 
 
-def _rmsprop(lr, *, momentum, loss_min, seed, decay):
+def _rmsprop(lr, *, momentum, loss_min, seed, decay, check=True):
     from ._aliases import rmsprop
 
     return rmsprop(lr, decay)
 
 
-def _adam(lr, *, momentum, loss_min, seed, decay):
+def _adam(lr, *, momentum, loss_min, seed, decay, check=True):
     from ._aliases import adam
 
     return adam(lr, momentum)

@@ -25,7 +25,6 @@ SWEEPABLE = ("lr", "seed", "momentum", "loss_min")
 MAX_PHI_COORDS = 16  # Phi(x_t) is recorded coordinate by coordinate up to this dimension
 # the divergence test compares the loss with divergence_factor * max(initial loss, this)
 DIVERGENCE_FLOOR = 1e-3
-REASONS = {0: "running", 1: "diverged", 2: "diverged", 3: "goal_reached"}
 
 
 

@@ -30,6 +30,7 @@ import jax
 import numpy as np
 
 from .._errors import RunDirError
+from ..optim._gd import BELOW_LOSS_MIN
 from ..problems import Problem, build_problem
 from . import _store as rd
 from ._config import Config, ConfigError
@@ -407,6 +408,9 @@ def _already_stopped(prog: Program, out: Path, state: TrainState, status: dict, 
 
 def _final(prog: Program, state: TrainState, metrics: dict) -> tuple[str, str]:
     reasons = np.atleast_1d(to_host(state.reason))
+    if np.any(reasons == 4):
+        step = _stop_step(metrics)
+        return "failed", (f"step {step}: " if step is not None else "") + BELOW_LOSS_MIN
     if np.any((reasons == 1) | (reasons == 2)):
         return "diverged", _divergence_message(prog, metrics, to_host(state.loss0))
     if np.all(reasons == 3):

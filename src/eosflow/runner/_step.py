@@ -34,7 +34,8 @@ SWEEPABLE = ("lr", "seed", "momentum", "loss_min")
 MAX_PHI_COORDS = 16  # Phi(x_t) is recorded coordinate by coordinate up to this dimension
 # the divergence test compares the loss with divergence_factor * max(initial loss, this)
 DIVERGENCE_FLOOR = 1e-3
-REASONS = {0: "running", 1: "diverged", 2: "diverged", 3: "goal_reached"}
+# the stop codes of TrainState.reason and the stop_reason column
+REASONS = {0: "running", 1: "diverged", 2: "diverged", 3: "goal_reached", 4: "failed"}
 
 
 class TrainState(NamedTuple):
@@ -365,7 +366,11 @@ class Program(_Probes, _Predictions, _Processes):
             if c.divergence_factor is not None else False
         )
         goal = loss <= c.loss_goal if c.loss_goal is not None else False
-        reason = jnp.where(nonfinite, 1, jnp.where(exploded, 2, jnp.where(goal, 3, 0)))
+        # GD on sqrt(L - L*) below L*: its optimizer, built without its own check, stepped nan
+        below = ((loss < hyper["loss_min"]) & (step >= c.warmup_steps)
+                 if self.custom is None and c.optimizer == "sqrt_loss_gd" else False)
+        reason = jnp.where(below, 4, jnp.where(nonfinite, 1, jnp.where(
+            exploded, 2, jnp.where(goal, 3, 0))))
         stop_now = ~state.done & (reason > 0)
         new_params = optax.apply_updates(params, updates)
         procs = state.processes
