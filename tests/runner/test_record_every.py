@@ -5,12 +5,14 @@ import numpy as np
 import pytest
 
 from eosflow import load_run, run_experiment
-from eosflow.analysis import headline, points
+from eosflow.analysis import headline, points, stableness
 from eosflow.runner import Config, ConfigError
 from eosflow.runner import _store as rd
 
 K = 10
-TOY = dict(name="t", problem="toy_a", dataset="none", optimizer="normalized_gd", lr=0.05,
+# GD below its edge (2/lr = 500 > lambda_1 = 434 at the start): normalized GD's stableness
+# pairs lambda_1 at consecutive steps, which decimated rows cannot keep (refused)
+TOY = dict(name="t", problem="toy_a", dataset="none", optimizer="gd", lr=0.004,
            x0=(14.7, -3.0), steps=200, chunk_steps=100, dtype="float64", eig_every=3)
 EVERY_STEP = ("loss", "grad_norm", "eff_lr", "param_norm", "update_norm", "num_kicks")
 
@@ -43,7 +45,10 @@ def _reduced(full: dict[str, np.ndarray], k: int) -> dict[str, np.ndarray]:
         out.setdefault("loss_min_window", []).append(loss.min())
         out.setdefault("loss_max_window", []).append(loss.max())
         out.setdefault("loss_mean_window", []).append(loss.mean())
-        out.setdefault("eig_solves", []).append(np.isfinite(full["lambda_1"][rows]).sum())
+        measured = rows[np.isfinite(full["lambda_1"][rows])]
+        out.setdefault("eig_solves", []).append(len(measured))
+        out.setdefault("lambda_step", []).append(full["step"][measured[-1]] if len(measured)
+                                                 else -1)
     return {name: np.asarray(v) for name, v in out.items()}
 
 
@@ -75,7 +80,11 @@ def test_decimated_rows_are_the_windows_of_the_full_run(tmp_path, goal):
     np.testing.assert_array_equal(load_run(tmp_path / "dec").metrics["step"], dec.metrics["step"])
     meta = load_run(tmp_path / "dec").metadata
     assert meta["record_every"] == K and "loss_min" in meta["record_window"]
-    # the summary reads the decimated rows (normalized GD's S_t, S_t+1 pairs: none here)
+    # the summary places each lambda_1 at the step it was measured: the decimated run's
+    # stableness is the full run's at those steps
+    (ds, dS), (fs, fS) = (stableness(points(load_run(tmp_path / n))[0]) for n in ("dec", "full"))
+    assert len(ds) and set(ds) <= set(fs)
+    np.testing.assert_array_equal(dS, fS[np.searchsorted(fs, ds)])
     s, f = (headline(load_run(tmp_path / n)) for n in ("dec", "full"))
     assert s["num_estimates"] == f["num_estimates"]
     assert s["eig_matvecs_per_estimate"] == pytest.approx(f["eig_matvecs_per_estimate"])
@@ -96,7 +105,7 @@ def test_record_every_one_is_the_default_bit_for_bit(tmp_path):
 def test_a_sweep_records_each_points_stop(tmp_path):
     """Points stopping at different steps: each keeps its stopping step's values and
     stop_reason in the window where it stopped; the final parameters bit for bit."""
-    config = _toy(eig_every=None, steps=100, loss_goal=100.0)
+    config = _toy(optimizer="normalized_gd", eig_every=None, steps=100, loss_goal=100.0)
     sweep = {"lr": [0.03, 0.05, 0.1]}
     full = run_experiment(config, tmp_path / "full", sweep=sweep, progress=False)
     dec = run_experiment(config.replace(record_every=K), tmp_path / "dec", sweep=sweep,
@@ -166,7 +175,9 @@ def test_a_kill_at_a_write_resumes_bit_for_bit(tmp_path, monkeypatch, at):
     (dict(checkpoint_every=15, chunk_steps=None, record_every=10), "checkpoint_every"),
     (dict(density_at=(0, 15), record_every=10), "density_at"),
     (dict(processes=("discrete", "midpoint"), record_every=10), "record_every"),
-    (dict(reproject_steps=50, warmup_steps=20, record_every=10), "record_every"),
+    (dict(optimizer="normalized_gd", eig_every=None, reproject_steps=50, warmup_steps=20,
+          record_every=10), "record_every"),
+    (dict(optimizer="normalized_gd", lr=0.05, record_every=10), "record_every"),
 ])
 def test_bad_record_every_is_a_config_error_naming_the_field(changes, field):
     with pytest.raises(ConfigError, match=f"^{field}: "):

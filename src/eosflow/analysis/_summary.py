@@ -176,7 +176,9 @@ def stableness(point: Point) -> tuple[np.ndarray, np.ndarray] | None:
         return None
     lam = np.asarray(lam, np.float64)
     measured = np.isfinite(lam)
-    steps = point.steps[measured]
+    # decimated rows (record_every) carry the step each lambda_1 was measured at
+    at = point.get("lambda_step")
+    steps = (point.steps if at is None else np.asarray(at, np.int64))[measured]
     lam = lam[measured]
     eta_lam = point.get("eta_lambda")
     if eta_lam is None:

@@ -575,6 +575,11 @@ def _check_record_every(c: Config) -> None:
     if c.reproject_steps is not None:
         raise ConfigError("record_every: reproject_steps starts its prediction from lambda_1 "
                           "at two consecutive steps; record every step (record_every 1)")
+    if c.eig_every is not None and method(c.optimizer).adaptive_step:
+        raise ConfigError(f"record_every: {c.optimizer}'s stableness pairs lambda_1 at "
+                          "consecutive steps t, t + 1 (Thm 4.7), which one row per window "
+                          "cannot keep; record every step (record_every 1), or track no "
+                          "sharpness (eig_every None)")
     extra = [n for n in c.processes if n != "discrete"]
     if extra:
         raise ConfigError(f"record_every: {extra[0]!r} is compared with the optimizer step by "

@@ -617,6 +617,8 @@ def _reduce_window(rows: dict[str, jax.Array], first: jax.Array, *,
       that are NaN between measurements): the last finite value in the window, NaN if none;
     * ``*matvecs`` (Hessian-vector products): summed over the window, and ``eig_solves``,
       the number of eigen-solves they count (the finite lambda_1 in the window);
+    * ``lambda_step``: the step at which the window's last lambda_1 was measured (-1 if
+      none), where the analysis places it;
     * ``valid``: whether any step of the window counted; ``stop_reason``: the stopping
       step's reason (at most one step of a run stops).
     """
@@ -659,6 +661,9 @@ def _reduce_window(rows: dict[str, jax.Array], first: jax.Array, *,
             out["loss_mean_window"] = jnp.sum(jnp.where(use, loss, 0), axis=0) / count
         if name == "eig_matvecs" and "lambda_1" in rows:
             out["eig_solves"] = jnp.sum(use & jnp.isfinite(rows["lambda_1"]), axis=0)
+        if name == "lambda_1":  # the step the window's last lambda_1 was measured at
+            seen = use & jnp.isfinite(x)
+            out["lambda_step"] = jnp.where(jnp.any(seen, axis=0), first + last(seen), -1)
     return out
 
 
