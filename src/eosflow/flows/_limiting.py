@@ -288,7 +288,8 @@ def reprojection_flow(
             ... down to $h/2^{\text{max\_halvings}}$ (the substep doubles again after each
             success), so that a fast stretch of the flow (e.g. GD on √L just after phase I)
             does not stop the prediction; the saved points stay on the grid $kh$. With no
-            failure this is the plain scheme, one projection per step.
+            failure this is the plain scheme, one projection per step; after a step fails
+            the rest are not computed (``sharpness`` and ``grad_norms`` are nan there).
         throw: raise ``ValueError`` with the reason when the start or any projection fails;
             with ``False`` the result's ``status`` is ``"failed"`` and ``reason`` says at
             which step and with what $\|\nabla L\|$.
@@ -301,7 +302,8 @@ def reprojection_flow(
         raise ValueError(f"step_size must be positive, got {step_size!r}.")
     if not isinstance(num_steps, int) or num_steps < 1:
         raise ValueError(f"num_steps must be a positive int, got {num_steps!r}.")
-    if not isinstance(max_halvings, int) or not 0 <= max_halvings <= 20:
+    if isinstance(max_halvings, bool) or not isinstance(max_halvings, int) or not (
+            0 <= max_halvings <= 20):
         raise ValueError(f"max_halvings must be an int in 0..20, got {max_halvings!r}.")
     check_floating("x0", x0)
     project_kwargs = dict(project_kwargs or {})
@@ -331,33 +333,50 @@ def reprojection_flow(
 
 @eqx.filter_jit
 def _reproject(loss_fn, X0, h, num_steps, c, use_log, project_kwargs, units):
-    """``num_steps`` steps of ``h``, each as substeps of ``u`` of its ``units`` parts (``u`` a
-    power of two: halved when a projection fails, doubled after a success); the step fails
-    when a substep of one part does."""
+    """``num_steps`` steps of ``h``, each as substeps of ``u`` of its ``units`` parts: ``u``
+    starts at ``units``, halves when a projection fails, doubles after a success (capped by
+    what is left of the step); the step fails when a substep of one part does. After a
+    failed step the rest are skipped (the result is failed anyway)."""
     grad = jax.grad(loss_fn)
     units = int(units)
 
-    def substep(carry):
-        x, done, u, lam0, _, _ = carry
-        u = jnp.minimum(u, units - done)
+    def descent(x):  # the direction of -grad g at x, and lambda_1 there
         lam, dlam, _ = sharpness_and_gradient(loss_fn, x)
-        g = optax.tree.scale(jnp.where(use_log, 1 / lam, 1.0), dlam)
+        return lam, optax.tree.scale(jnp.where(use_log, 1 / lam, 1.0), dlam)
+
+    def substep(carry):
+        x, g, done, u, _, _ = carry
+        u = jnp.minimum(u, units - done)
         move = h * u.astype(h.dtype) / units
         proj = project_solve(loss_fn, optax.tree.add_scale(x, -move, g), **project_kwargs)
         ok = proj.result == FlowRESULTS.successful
         x = jax.tree.map(lambda a, b: jnp.where(ok, a, b), proj.value, x)
-        lam0 = jnp.where(jnp.isnan(lam0), lam, lam0)  # lambda_1 where the step starts
-        return (x, done + jnp.where(ok, u, 0), jnp.where(ok, jnp.minimum(2 * u, units), u // 2),
-                lam0, proj.grad_norm, ~ok & (u == 1))
+        done = done + jnp.where(ok, u, 0)
+        # a new direction only where the iterate moved and the step goes on
+        g = jax.lax.cond(ok & (done < units), lambda: descent(x)[1], lambda: g)
+        return (x, g, done, jnp.where(ok, jnp.minimum(2 * u, units), u // 2),
+                proj.grad_norm, ~ok & (u == 1))
 
-    def step(x, _):
-        nan = jnp.asarray(jnp.nan, h.dtype)
-        start = (x, jnp.int32(0), jnp.int32(units), nan, nan, jnp.bool_(False))
-        x, _, _, lam, gnorm, failed = jax.lax.while_loop(
-            lambda s: (s[1] < units) & ~s[5], substep, start)
-        return x, (x, lam, gnorm, ~failed)
+    def step(carry, _):
+        x, dead = carry
 
-    xl, (ys, lams, gnorms, ok) = jax.lax.scan(step, X0, None, length=num_steps)
+        def go():
+            lam, g = descent(x)
+            start = (x, g, jnp.int32(0), jnp.int32(units), jnp.asarray(jnp.nan, h.dtype),
+                     jnp.bool_(False))
+            y, _, _, _, gnorm, failed = jax.lax.while_loop(
+                lambda s: (s[2] < units) & ~s[5], substep, start)
+            return y, lam, gnorm, failed
+
+        def skip():
+            nan = jnp.asarray(jnp.nan, h.dtype)
+            return x, nan, nan, jnp.bool_(True)
+
+        y, lam, gnorm, failed = jax.lax.cond(dead, skip, go)
+        return (y, dead | failed), (y, lam, gnorm, ~failed)
+
+    (xl, _), (ys, lams, gnorms, ok) = jax.lax.scan(step, (X0, jnp.bool_(False)), None,
+                                                  length=num_steps)
     xs = jax.tree.map(lambda a, b: jnp.concatenate([a[None], b]), X0, ys)
     lam_last = sharpness_and_gradient(loss_fn, xl)[0]
     ts = jnp.arange(num_steps + 1) * (h / c)
