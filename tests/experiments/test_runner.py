@@ -301,6 +301,7 @@ def test_reprojection_prediction_starts_within_the_phase_one_distance(tmp_path, 
     assert "step 100: computing the re-projection prediction (40 steps)..." in err
     assert "prediction ok in " in err
     assert f"step 300: lambda_1 at Phi(x_t) = {float(checks['lambda_phi'][0]):.4g}" in err
+    assert "40 steps" in run.metadata["prediction"] and "h/16" in run.metadata["prediction"]
 
 
 def test_a_run_that_never_comes_within_the_phase_one_distance_says_so(tmp_path):

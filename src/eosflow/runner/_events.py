@@ -21,11 +21,8 @@ from ..flows import (
 )
 from . import _store as rd
 
-SWEEPABLE = ("lr", "seed", "momentum", "loss_min")
-MAX_PHI_COORDS = 16  # Phi(x_t) is recorded coordinate by coordinate up to this dimension
-# the divergence test compares the loss with divergence_factor * max(initial loss, this)
-DIVERGENCE_FLOOR = 1e-3
-
+# a re-projection step whose projection fails is retried as substeps down to h / 2**this
+REPROJECT_HALVINGS = 4
 
 
 class _Predictions:
@@ -140,7 +137,7 @@ class _Predictions:
             self._loss(), params, method=c.optimizer, num_steps=c.reproject_steps,
             step_size=const * lr**2 * rest / c.reproject_steps,
             residual_fn=self.problem.full_residual, throw=False,
-            project_kwargs=self._project_kwargs())
+            project_kwargs=self._project_kwargs(), max_halvings=REPROJECT_HALVINGS)
         jax.block_until_ready(flow.sharpness)
         seconds = round(time.perf_counter() - t0, 1)  # compilation included
         if not write:

@@ -25,11 +25,7 @@ from ..flows import (
 from ..optim import SwitchState, preconditioner_from_state
 from ..problems import random_batch_indices
 
-SWEEPABLE = ("lr", "seed", "momentum", "loss_min")
 MAX_PHI_COORDS = 16  # Phi(x_t) is recorded coordinate by coordinate up to this dimension
-# the divergence test compares the loss with divergence_factor * max(initial loss, this)
-DIVERGENCE_FLOOR = 1e-3
-
 
 
 class _Probes:

@@ -26,12 +26,11 @@ from ._build import build_optimizer, initial_params
 from ._config import Config, ConfigError
 from ._custom import CustomOptimizer
 from ._devices import _global_array, make_mesh, to_host
-from ._events import _Predictions
+from ._events import REPROJECT_HALVINGS, _Predictions
 from ._probes import _Probes
 from ._processes import _Processes
 
 SWEEPABLE = ("lr", "seed", "momentum", "loss_min")
-MAX_PHI_COORDS = 16  # Phi(x_t) is recorded coordinate by coordinate up to this dimension
 # the divergence test compares the loss with divergence_factor * max(initial loss, this)
 DIVERGENCE_FLOOR = 1e-3
 # the stop codes of TrainState.reason and the stop_reason column
@@ -584,6 +583,12 @@ class Program(_Probes, _Predictions, _Processes):
                 "devices": [str(d) for d in self.mesh.devices.ravel()],
                 "processes": jax.process_count(),
             },
+            "prediction": None if c.reproject_steps is None else (
+                f"eosflow.flows.reprojection_flow, {c.reproject_steps} steps from the first "
+                "chunk boundary within the phase-I distance of Γ, a failed projection retried "
+                f"as substeps down to h/{2**REPROJECT_HALVINGS}, each Phi by project_solve "
+                f"(gtol {c.phi_gtol if c.phi_gtol is not None else 'default'}), float "
+                f"{c.dtype}"),
             "checkpoint_every": self.ckpt_every,
             "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
