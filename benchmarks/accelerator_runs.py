@@ -62,6 +62,7 @@ def _run(name: str, out: Path, **overrides) -> dict:
            "state": record.status, "steps": status["step"], "seconds_total": round(total, 1),
            "wall_seconds": status["wall_seconds"], "compile_seconds": status["compile_seconds"],
            "seconds_per_step": status["wall_seconds"] / max(status["step"], 1),
+           "matmul_precision": config.matmul_precision,
            "hvps_total": status["hvps_total"], "peak_memory": status.get("peak_memory"),
            "prediction": status.get("prediction")}
     if run.phi is not None:
@@ -95,6 +96,8 @@ def main(argv=None) -> int:
         print(json.dumps(result["runs"][-1]), flush=True)
     if "mnist" not in args.skip:
         mnist = _mnist_train_copy(args.mnist, args.out / "scratch" / "mnist")
+        result["mnist"] = ("the t10k digits copied as the training files (the preset trains on "
+                           "the first 1000, holds out 1000 other t10k digits)")
         row = _run("paper-mnist-ngd-cpu", args.out, data_dir=str(mnist))
         warm, ngd = 9000, row["steps"] - 9000
         pred = row["prediction"] or {}

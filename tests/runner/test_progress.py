@@ -130,8 +130,12 @@ def test_a_network_chunk_runs_as_pieces_without_host_callbacks():
     assert prog.pieces(100) == [10] * 10 and prog.pieces(23) == [23]
     assert prog.pieces(12) == [2] * 6 and prog.pieces(5) == [1] * 5
     state, hyper, data = prog.initial_state(), prog.hyper(), prog.data()
-    text = prog.chunk_fn(3).lower(state, hyper, data).as_text()
-    assert "callback" not in text.lower()
+    # the default configuration's step (eigen-solves, evaluation) holds no callback either
+    default = Config(num_examples=32, widths=(6,))
+    tracked = Program(default, build_problem(default), None, None, None)
+    text = tracked.chunk_fn(2).lower(tracked.initial_state(), tracked.hyper(),
+                                     tracked.data()).as_text()
+    assert "callback" not in text.lower() and tracked.config.eig_every is not None
     heard = []
     prog.on_progress = lambda *a: heard.append(a)
     fn, seconds = prog.compiled(30, state, hyper, data)

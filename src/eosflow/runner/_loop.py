@@ -44,14 +44,13 @@ from ._custom import (
 )
 from ._devices import peak_memory, to_host
 from ._loggers import Logger
-from ._progress import DEFAULT_INTERVAL, Progress
+from ._progress import DEFAULT_INTERVAL, Progress, last_valid
 from ._rows import (
     _at_boundary,
     _columns,
     _concat,
     _divergence_message,
     _hvps,
-    _last_valid,
     _stableness,
     _steps_done,
     _stop_step,
@@ -552,7 +551,7 @@ def _loop(prog: Program, out: Path, state: TrainState, status: dict,
                                    or sig.received is not None):
                         checkpoint(state, end)
                         rd.write_json(out / "status.json", status)
-                    bar.update(end, **_last_valid(columns))
+                    bar.update(end, **last_valid(columns))
                     if done:
                         break
             except KeyboardInterrupt:  # a second signal: the files are resumable as they are

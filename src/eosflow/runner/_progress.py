@@ -15,7 +15,9 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from typing import TextIO
+from typing import Any, TextIO
+
+import numpy as np
 
 DEFAULT_INTERVAL = 30.0  # seconds between log lines on a non-terminal
 
@@ -97,7 +99,7 @@ class Progress:
         if self.mode == "off":
             return
         with self._lock:
-            if step < self.step:  # a heartbeat that arrives after its chunk's update
+            if step < self.step:  # never report going back
                 return
             self.step = step
             if loss is not None and math.isfinite(loss):
@@ -159,3 +161,20 @@ class Progress:
             self._bar.close()
         elif self.mode == "log" and self.printed_step != self.step:
             self._print_line(time.perf_counter())
+
+
+def last_valid(rows: dict[str, Any]) -> dict[str, float | None]:
+    """What a progress line shows of some rows (NumPy columns, point 0 of a sweep): the last
+    finite loss, and the last lambda_1 with the effective step of its row (None if none)."""
+    def col(name):
+        v = rows.get(name)
+        return None if v is None else (v if v.ndim == 1 else v[:, 0])
+
+    loss = col("loss")
+    loss = loss[np.isfinite(loss)] if loss is not None else np.zeros(0)
+    out = {"loss": float(loss[-1]) if len(loss) else math.nan, "lam": None, "eff_lr": None}
+    lam = col("lambda_1")
+    if lam is not None and np.isfinite(lam).any():
+        i = np.flatnonzero(np.isfinite(lam))[-1]
+        out["lam"], out["eff_lr"] = float(lam[i]), float(col("eff_lr")[i])
+    return out

@@ -2,7 +2,6 @@
 message, the chunk-boundary work (spectral density, prediction), the progress quantities."""
 
 
-import math
 from collections.abc import Callable
 from pathlib import Path
 
@@ -143,22 +142,6 @@ def _hvps(columns: dict[str, np.ndarray], alignment: bool, trace_samples: int | 
     if "hessian_trace" in columns:  # trace_samples HVPs per solve
         extra += solves * trace_samples
     return int(np.sum(mv) + extra)
-
-
-def _last_valid(columns: dict[str, np.ndarray]) -> dict[str, float | None]:
-    """The last finite loss, and lambda_1 with the effective step of its row (point 0)."""
-    def col(name):
-        v = columns.get(name)
-        return None if v is None else (v if v.ndim == 1 else v[:, 0])
-
-    loss = col("loss")
-    loss = loss[np.isfinite(loss)] if loss is not None else np.zeros(0)
-    out = {"loss": float(loss[-1]) if len(loss) else math.nan, "lam": None, "eff_lr": None}
-    lam = col("lambda_1")
-    if lam is not None and np.isfinite(lam).any():
-        i = np.flatnonzero(np.isfinite(lam))[-1]
-        out["lam"], out["eff_lr"] = float(lam[i]), float(col("eff_lr")[i])
-    return out
 
 
 def _stableness(prog: Program):

@@ -29,6 +29,7 @@ from ._devices import _global_array, make_mesh, to_host
 from ._events import REPROJECT_HALVINGS, _Predictions
 from ._probes import _Probes
 from ._processes import _Processes
+from ._progress import last_valid
 
 SWEEPABLE = ("lr", "seed", "momentum", "loss_min")
 # the divergence test compares the loss with divergence_factor * max(initial loss, this)
@@ -422,7 +423,10 @@ class Program(_Probes, _Predictions, _Processes):
         for bit."""
         if self.config.is_toy:
             return [n]
-        k = self.config.record_stride  # n is a multiple of it (Config checks)
+        k = self.config.record_stride
+        if n < 1 or n % k:
+            raise ValueError(f"a chunk of {n} steps: must be a positive multiple of "
+                             f"record_every = {k}")
         m = next(d for d in range(-(-n // 10), n + 1) if n % d == 0 and d % k == 0)
         return [m] * (n // m)
 
@@ -493,19 +497,12 @@ class Program(_Probes, _Predictions, _Processes):
 
     def _arrived(self, rows, end: int):
         """A piece's rows on the host; tells ``on_progress`` the step reached (``end``), the
-        last loss and the last lambda_1 measured in the piece (point 0 of a sweep)."""
+        last finite loss and the last lambda_1 measured in the piece (point 0 of a sweep)."""
         rows = to_host(rows)
         if self.on_progress is not None:
-            def col(name):
-                v = rows.get(name)
-                return None if v is None else (v if v.ndim == 1 else v[:, 0])
-
-            loss, lam, eff = col("loss"), col("lambda_1"), col("eff_lr")
-            seen = np.flatnonzero(np.isfinite(lam)) if lam is not None else []
-            i = seen[-1] if len(seen) else None
-            self.on_progress(end, float(loss[-1]),
-                             math.nan if i is None else float(lam[i]),
-                             math.nan if i is None else float(eff[i]))
+            seen = last_valid(rows)
+            self.on_progress(end, seen["loss"], math.nan if seen["lam"] is None else seen["lam"],
+                             math.nan if seen["eff_lr"] is None else seen["eff_lr"])
         return rows
 
     def boundaries(self) -> list[int]:
