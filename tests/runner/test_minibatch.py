@@ -53,6 +53,10 @@ def test_minibatch_bad_input(tmp_path):
         Config(batch_size=0)
 
 
+# slow (~25 s: two compiles; CI's 15 minutes): in CI batch_sharpness is checked against
+# dense per-batch Hessians (tests/curvature/test_batch.py), mini-batch runs here, and
+# compare_figure's overlay of runs in tests/experiments/test_plots.py
+@pytest.mark.slow
 def test_a_batch_size_grid_is_drawn_per_run_with_its_batch_sharpness(tmp_path):
     """Runs at one lr that differ in batch size: the sweep figure overlays them against the
     step, each run's batch sharpness dash-dotted in its colour beside its lambda_1."""
