@@ -96,7 +96,7 @@ class RunRecord:
 StepMetricsFn = Callable[[Any, dict[str, jax.Array]], dict[str, jax.Array]]
 
 
-def _x64_for_float64(fn):
+def _scoped_numerics(fn):
     """Run ``fn(config, ...)`` with 64-bit types when ``config.dtype`` is float64 and with
     ``config.matmul_precision``, both scoped to the call (``jax.enable_x64``,
     ``jax.default_matmul_precision``) rather than switched on for the rest of the process."""
@@ -111,7 +111,7 @@ def _x64_for_float64(fn):
     return scoped
 
 
-@_x64_for_float64
+@_scoped_numerics
 def run_experiment(
     config: Config,
     out_dir: str | Path,
