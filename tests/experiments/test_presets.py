@@ -44,10 +44,14 @@ CPU = [name for name, p in PRESETS.items() if p.cpu_minutes is not None and name
 GPU = [name for name, p in PRESETS.items() if p.cpu_minutes is None]
 
 
-# digits-central steps four processes (~45 s; CI's 15 minutes): slow; the processes
-# themselves run in CI (tests/runner/test_processes.py)
+# slow (CI's 15 minutes): digits-central steps four processes (~45 s; the processes run in
+# CI in tests/runner/test_processes.py); digits-gd-sweep and digits-sgd (~15-20 s each) run
+# the code paths of digits-gd (the default run's test below) and digits-sgd-narrow
+SLOW_PRESETS = ("digits-central", "digits-gd-sweep", "digits-sgd")
+
+
 @pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow)
-                                  if n == "digits-central" else n for n in CPU])
+                                  if n in SLOW_PRESETS else n for n in CPU])
 def test_cpu_presets_run_at_reduced_size(name, tmp_path):
     base = preset_config(name, {})
     small = {"steps": 40, "chunk_steps": 20}
