@@ -43,8 +43,9 @@ class Method:
     Attributes:
         name: the name used in configurations (``--optimizer NAME``).
         description: one line for ``eosflow list`` and the docs.
-        factory: ``factory(lr, *, momentum, loss_min, decay, seed)`` → an optax
-            transformation; the hyperparameters may be traced arrays (vmapped sweeps).
+        factory: ``factory(lr, *, momentum, loss_min, decay, seed, check=True)`` → an optax
+            transformation; the hyperparameters may be traced arrays (vmapped sweeps);
+            ``check=False`` drops a run-time check that would be a host callback.
         hyper: the hyperparameters the method reads besides ``lr`` (``"momentum"`` is β or
             β1, ``"loss_min"`` is L*, ``"decay"`` RMSProp's second-moment decay).
         edge: ``edge(lr, momentum)`` → the critical value of the EoS quantity (1/length²

@@ -366,9 +366,10 @@ class Program(_Probes, _Predictions, _Processes):
             if c.divergence_factor is not None else False
         )
         goal = loss <= c.loss_goal if c.loss_goal is not None else False
-        # GD on sqrt(L - L*) below L*: its optimizer, built without its own check, stepped nan
+        # a method that reads L* (GD on sqrt(L - L*)), below it: built without its own check
+        # (build_optimizer), it stepped nan
         below = ((loss < hyper["loss_min"]) & (step >= c.warmup_steps)
-                 if self.custom is None and c.optimizer == "sqrt_loss_gd" else False)
+                 if self.custom is None and "loss_min" in self.method.hyper else False)
         reason = jnp.where(below, 4, jnp.where(nonfinite, 1, jnp.where(
             exploded, 2, jnp.where(goal, 3, 0))))
         stop_now = ~state.done & (reason > 0)
@@ -641,6 +642,8 @@ def _reduce_window(rows: dict[str, jax.Array], first: jax.Array, *,
     end = last(use)
     loss = rows["loss"]
     count = jnp.sum(use, axis=0)
+    # the window's eigen-solves: the steps with a finite lambda_1
+    solved = use & jnp.isfinite(rows["lambda_1"]) if "lambda_1" in rows else None
     out = {"step": first + (k - 1 if points else end)}
     if points:  # each point's own step (its stopping step in the window where it stopped)
         out["point_step"] = first + end
@@ -661,11 +664,10 @@ def _reduce_window(rows: dict[str, jax.Array], first: jax.Array, *,
             out["loss_min_window"] = jnp.min(jnp.where(use, loss, jnp.inf), axis=0)
             out["loss_max_window"] = jnp.max(jnp.where(use, loss, -jnp.inf), axis=0)
             out["loss_mean_window"] = jnp.sum(jnp.where(use, loss, 0), axis=0) / count
-        if name == "eig_matvecs" and "lambda_1" in rows:
-            out["eig_solves"] = jnp.sum(use & jnp.isfinite(rows["lambda_1"]), axis=0)
+        if name == "eig_matvecs" and solved is not None:
+            out["eig_solves"] = jnp.sum(solved, axis=0)
         if name == "lambda_1":  # the step the window's last lambda_1 was measured at
-            seen = use & jnp.isfinite(x)
-            out["lambda_step"] = jnp.where(jnp.any(seen, axis=0), first + last(seen), -1)
+            out["lambda_step"] = jnp.where(jnp.any(solved, axis=0), first + last(solved), -1)
     return out
 
 
