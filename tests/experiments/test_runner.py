@@ -243,7 +243,7 @@ def test_normalized_gd_measures_sharpness_in_consecutive_pairs(tmp_path):
 
 
 def test_reprojection_prediction_starts_within_the_phase_one_distance(tmp_path, capfd):
-    from eosflow.analysis import prediction_comparison
+    from eosflow.analysis import headline, prediction_comparison, prediction_line
     from eosflow.experiments import load_run
 
     from .conftest import solve_potential, toy_a_flow
@@ -301,7 +301,12 @@ def test_reprojection_prediction_starts_within_the_phase_one_distance(tmp_path, 
     assert "step 100: computing the re-projection prediction (40 steps)..." in err
     assert "prediction ok in " in err
     assert f"step 300: lambda_1 at Phi(x_t) = {float(checks['lambda_phi'][0]):.4g}" in err
-    assert "40 steps" in run.metadata["prediction"] and "h/16" in run.metadata["prediction"]
+    assert "40 steps" in run.metadata["prediction"] and "h/256" in run.metadata["prediction"]
+    # the step control's cost is counted: every step at least one substep, none unresolved
+    entry = run.status["prediction"]
+    assert pred["substeps"][0] == 0 and np.all(pred["substeps"][1:] >= 1)
+    assert entry["substeps"] == pred["substeps"].sum() and entry["unresolved"] == 0
+    assert f"; {entry['substeps']} substeps" in prediction_line(headline(run))
 
 
 def test_a_run_that_never_comes_within_the_phase_one_distance_says_so(tmp_path):

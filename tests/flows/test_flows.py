@@ -79,11 +79,54 @@ def test_reprojection_flow_converges_to_the_ode_flow():
     errs = []
     for h in (0.025, 0.0125):
         rp = reprojection_flow(toy.loss_fn, toy.x0, method="sqrt_loss_gd", step_size=h,
-                               num_steps=round(2.0 / (8 * h)))
+                               num_steps=round(2.0 / (8 * h)), step_rtol=None)
         np.testing.assert_allclose(rp.ts[-1], 2.0)
         errs.append(float(jnp.linalg.norm(rp.xs[-1] - ode.xs[-1])))
     assert errs[1] < errs[0] < 0.05
     assert 1.6 < errs[0] / errs[1] < 2.5  # first order in h
+
+
+def test_reprojection_step_control_error_is_proportional_to_step_rtol():
+    """The step control makes the error a function of ``step_rtol``, not of ``h``: one step
+    of h = 0.25 over tau = 2 on toy C (closed-form flow, integrated by ``limiting_flow``)
+    ends 0.17 from the ODE flow unsubdivided, and with the control first order in
+    ``step_rtol``; the substeps it took grow as ``step_rtol`` shrinks."""
+    toy = toy_c()
+    ode = limiting_flow(toy.loss_fn, toy.x0, method="sqrt_loss_gd", t_end=2.0, num_points=2)
+
+    def run(rtol):
+        rp = reprojection_flow(toy.loss_fn, toy.x0, method="sqrt_loss_gd", step_size=0.25,
+                               num_steps=1, step_rtol=rtol)
+        np.testing.assert_allclose(rp.ts[-1], 2.0)
+        assert int(rp.unresolved.sum()) == 0  # a smooth flow: every substep resolved
+        return float(jnp.linalg.norm(rp.xs[-1] - ode.xs[-1])), int(rp.substeps[-1])
+
+    plain, n_plain = run(None)
+    rtols = [0.1, 0.03, 0.01]
+    errs, subs = zip(*map(run, rtols), strict=True)
+    assert n_plain == 1 and plain > 0.1
+    assert errs[0] < plain / 3
+    assert 0.8 < fit_slope(rtols, errs) < 1.2, errs
+    assert subs[0] < subs[1] < subs[2], subs
+
+
+def test_reprojection_fails_where_lambda_1_rises_at_the_finest_substep():
+    """Toy A, GD on sqrt L: a step of h = 0.6 from x = 2 jumps to x = -2.8 and raises
+    lambda_1 from 10 to 17.7; without halvings to fall back on, the flow fails and says so."""
+    toy = toy_a((2.0, 0.0))
+    kwargs = dict(method="sqrt_loss_gd", step_size=0.6, num_steps=2)
+    flow = reprojection_flow(toy.loss_fn, toy.x0, max_halvings=0, throw=False, **kwargs)
+    assert flow.status == "failed"
+    assert flow.reason.startswith("re-projection step 1 of 2") and "lambda_1 rose from 10" in (
+        flow.reason), flow.reason
+    assert np.isnan(np.asarray(flow.sharpness[1:])).all()
+    # with the default halvings it follows the flow x = 2 exp(-tau / 2) down to tau = 4.8
+    ok = reprojection_flow(toy.loss_fn, toy.x0, **dict(kwargs, num_steps=1))
+    exact = 2.0 * np.exp(-float(ok.ts[-1]) / 2)
+    assert abs(np.log(float(ok.xs[-1, 0]) / exact)) < 0.1 * abs(np.log(exact / 2.0))
+    for bad in (0, 1.5, True, "0.1"):
+        with pytest.raises(ValueError, match="step_rtol must be a number in"):
+            reprojection_flow(toy.loss_fn, toy.x0, step_rtol=bad, **kwargs)
 
 
 def test_project_reaches_its_gradient_tolerance():

@@ -283,10 +283,11 @@ def _project(loss_fn, x, gtol, t_max, solver, dt0, controller, max_steps, flow, 
         ok, FlowRESULTS.successful,
         FlowRESULTS.where(finite, FlowRESULTS.not_converged, FlowRESULTS.nonfinite),
     )
-    return ProjectResult(z, gnorm, time, num_steps, result,
+    # int32 whatever the solver counts in (diffrax's count is int64 under x64)
+    return ProjectResult(z, gnorm, time, num_steps.astype(jnp.int32), result,
                          distance=optax.tree.norm(optax.tree.sub(z, x)),
                          correction=optax.tree.norm(optax.tree.sub(z, y)),
-                         flow_grad_norm=flow_gnorm, num_gn_steps=num_gn)
+                         flow_grad_norm=flow_gnorm, num_gn_steps=num_gn.astype(jnp.int32))
 
 
 def _gauss_newton(loss_fn, residual_fn, x, gnorm0, gtol, num_steps, cg_steps, cg_rtol):

@@ -21,8 +21,11 @@ from ..flows import (
 )
 from . import _store as rd
 
-# a re-projection step whose projection fails is retried as substeps down to h / 2**this
-REPROJECT_HALVINGS = 4
+# the re-projection flow's step control (eosflow.flows.reprojection_flow): substeps down to
+# h / 2**REPROJECT_HALVINGS, each accepted when lambda_1 changes as predicted to first order
+# within REPROJECT_RTOL
+REPROJECT_HALVINGS = 8
+REPROJECT_RTOL = 0.05
 
 
 class _Predictions:
@@ -137,14 +140,21 @@ class _Predictions:
             self._loss(), params, method=c.optimizer, num_steps=c.reproject_steps,
             step_size=const * lr**2 * rest / c.reproject_steps,
             residual_fn=self.problem.full_residual, throw=False,
-            project_kwargs=self._project_kwargs(), max_halvings=REPROJECT_HALVINGS)
+            project_kwargs=self._project_kwargs(), max_halvings=REPROJECT_HALVINGS,
+            step_rtol=REPROJECT_RTOL)
         jax.block_until_ready(flow.sharpness)
         seconds = round(time.perf_counter() - t0, 1)  # compilation included
         if not write:
             return {"status": flow.status, "reason": flow.reason, "start_step": start_step,
                     "method": name, "seconds": seconds}
-        entry = rd.write_prediction(out, flow, start_step=start_step, method=name)
-        return {**entry, "seconds": seconds}
+        if flow.substeps is None:  # it failed at its start
+            entry = rd.write_prediction(out, flow, start_step=start_step, method=name)
+            return {**entry, "seconds": seconds}
+        subs, unres = np.asarray(flow.substeps), np.asarray(flow.unresolved)
+        entry = rd.write_prediction(out, flow, start_step=start_step, method=name,
+                                    extra={"substeps": subs, "unresolved": unres})
+        return {**entry, "seconds": seconds, "substeps": int(subs.sum()),
+                "unresolved": int(unres.sum()), "finest": f"h/{2**REPROJECT_HALVINGS}"}
 
     def write_phi_check(self, out: Path, params, step: int, *, write: bool) -> dict[str, Any]:
         """λ1 at Φ(x_t) for the state ``params`` at chunk boundary ``step`` (a sweep's first

@@ -20,13 +20,14 @@ from ..curvature import (
     hessian_operator,
     sum_over_batches,
 )
+from ..flows._limiting import step_noise
 from ..optim import KickState, method
 from ..problems import Problem, batch_indices
 from ._build import build_optimizer, initial_params
 from ._config import Config, ConfigError
 from ._custom import CustomOptimizer
 from ._devices import _global_array, make_mesh, to_host
-from ._events import REPROJECT_HALVINGS, _Predictions
+from ._events import REPROJECT_HALVINGS, REPROJECT_RTOL, _Predictions
 from ._probes import _Probes
 from ._processes import _Processes
 from ._progress import last_valid
@@ -583,10 +584,13 @@ class Program(_Probes, _Predictions, _Processes):
             },
             "prediction": None if c.reproject_steps is None else (
                 f"eosflow.flows.reprojection_flow, {c.reproject_steps} steps from the first "
-                "chunk boundary within the phase-I distance of Γ, a failed projection retried "
-                f"as substeps down to h/{2**REPROJECT_HALVINGS}, each Phi by project_solve "
-                f"(gtol {c.phi_gtol if c.phi_gtol is not None else 'default'}), float "
-                f"{c.dtype}"),
+                "chunk boundary within the phase-I distance of Γ, as substeps down to "
+                f"h/{2**REPROJECT_HALVINGS}, each accepted when its projection converged and "
+                f"lambda_1 changed as predicted to first order within {REPROJECT_RTOL:g} "
+                f"(step_rtol) + {step_noise(c.dtype):g} of lambda_1 (step_atol), each Phi by "
+                "Gauss-Newton from the moved point (project_solve's default where it fails, "
+                "and for the start; gtol "
+                f"{c.phi_gtol if c.phi_gtol is not None else 'default'}), float {c.dtype}"),
             "checkpoint_every": self.ckpt_every,
             "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
