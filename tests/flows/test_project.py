@@ -219,14 +219,15 @@ def test_problem_residual_matches_its_loss(loss):
 def test_reprojection_halves_a_step_whose_projection_fails():
     """With three Gauss-Newton steps per projection, the plain scheme (``max_halvings=0``)
     stops at step 2: the move off Γ is too long for the budget. Halving that step's
-    substeps finishes the flow, on the same tau grid, within 0.05 of the ODE flow (closed
+    substeps (the step control off, ``step_rtol=None``: only failed projections halve)
+    finishes the flow, on the same tau grid, within 0.05 of the ODE flow (closed
     form for toy C, integrated by ``limiting_flow``); the plain scheme with a budget that
     suffices ends 0.07 from it at this step, and within 0.05 only at h = 0.025
     (test_flows.py)."""
     toy = toy_c()
     kwargs = dict(method="sqrt_loss_gd", step_size=0.0625, num_steps=4,
                   residual_fn=lambda z: z[:1] * z[1:] - 1,
-                  project_kwargs=dict(max_steps=1, gn_steps=3))
+                  project_kwargs=dict(max_steps=1, gn_steps=3), step_rtol=None)
     plain = reprojection_flow(toy.loss_fn, toy.x0, max_halvings=0, throw=False, **kwargs)
     assert plain.status == "failed" and plain.reason.startswith("re-projection step 2 of 4")
     halved = reprojection_flow(toy.loss_fn, toy.x0, **kwargs)

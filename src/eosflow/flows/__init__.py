@@ -22,6 +22,7 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     "flow_field": "._limiting",
     "limiting_flow": "._limiting",
     "reprojection_flow": "._limiting",
+    "step_noise": "._limiting",
     "FlowRESULTS": "._project",
     "GradientFlowSolution": "._project",
     "ProjectionError": "._project",

@@ -124,11 +124,14 @@ class _Predictions:
         state at ``start_step``, see :meth:`prediction_ready`; a sweep's first point) over
         the rest of the run's flow time at its largest lr, in ``reproject_steps`` steps:
         prediction.npz (``tau`` from ``start_step``, ``lambda_1``, ``grad_norm``,
-        ``method``, ``start_step``), or prediction_error.json with the reason when a
-        projection fails (written when ``write``). Each Phi is ``project_solve``'s default:
-        gradient flow, then Levenberg-Marquardt on the loss's residuals
-        (``Problem.full_residual``), then a polishing flow. Returns the ``prediction`` entry
-        of status.json."""
+        ``substeps`` and ``unresolved`` per step, ``method``, ``start_step``), or
+        prediction_error.json with the reason when the start or a step fails (written when
+        ``write``). Phi at the start is ``project_solve``'s default (gradient flow, then
+        Levenberg-Marquardt on the loss's residuals ``Problem.full_residual``, then a
+        polishing flow); each substep's is Gauss-Newton from the moved point when the loss
+        has residuals (see ``reprojection_flow``'s step control, ``REPROJECT_*``). Returns
+        the ``prediction`` entry of status.json, with ``seconds`` and, when the flow
+        started, the total ``substeps``, ``unresolved`` and the ``finest`` substep."""
         c = self.config
         params = self._first(params)
         lr = self._largest_lr()

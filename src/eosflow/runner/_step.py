@@ -20,7 +20,7 @@ from ..curvature import (
     hessian_operator,
     sum_over_batches,
 )
-from ..flows._limiting import step_noise
+from ..flows import step_noise
 from ..optim import KickState, method
 from ..problems import Problem, batch_indices
 from ._build import build_optimizer, initial_params
@@ -588,8 +588,8 @@ class Program(_Probes, _Predictions, _Processes):
                 f"h/{2**REPROJECT_HALVINGS}, each accepted when its projection converged and "
                 f"lambda_1 changed as predicted to first order within {REPROJECT_RTOL:g} "
                 f"(step_rtol) + {step_noise(c.dtype):g} of lambda_1 (step_atol), each Phi by "
-                "Gauss-Newton from the moved point (project_solve's default where it fails, "
-                "and for the start; gtol "
+                "Gauss-Newton from the moved point when the loss has residuals "
+                "(project_solve's default where it fails or has none, and for the start; gtol "
                 f"{c.phi_gtol if c.phi_gtol is not None else 'default'}), float {c.dtype}"),
             "checkpoint_every": self.ckpt_every,
             "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
