@@ -56,8 +56,7 @@ def _run_tiny(config, out):
 
 
 def test_paper_presets_follow_the_authors_protocol():
-    for name in ("paper-mnist-ngd", "paper-mnist-sqrt", "paper-mnist-ngd-cpu",
-                 "paper-mnist-sqrt-cpu"):
+    for name in ("paper-mnist-ngd", "paper-mnist-sqrt", "paper-mnist-ngd-cpu"):
         c = preset_config(name, {"data_dir": "/data"})
         assert (c.dataset, c.num_examples, c.widths, c.activation, c.loss) == (
             "mnist", 1000, (128,), "gelu", "mse_nohalf")

@@ -41,9 +41,6 @@ _MNIST_PAPER = dict(
 )
 # the same protocol (warm-up, eta, network, data) with 12 000 normalized-GD steps
 _MNIST_PAPER_CPU = dict(_MNIST_PAPER, steps=21_000, reproject_steps=12, phi_every=3000)
-# GD on sqrt L's flow moves lambda_1 ~30x faster on the eta^2 t clock: 3000 steps show the
-# fall, and its prediction needs ~250 controlled substeps per 0.1 of tau
-_MNIST_PAPER_SQRT_CPU = dict(_MNIST_PAPER, steps=12_000, reproject_steps=4, phi_every=1000)
 _CIFAR_VGG = dict(
     problem="vgg11", dataset="cifar10", num_examples=5000, widths=(512, 512),
     activation="relu", freeze_last_layer=True, loss="mse", lr=0.25, steps=20_000,
@@ -119,14 +116,6 @@ PRESETS: dict[str, Preset] = {
             "Arora et al. 2022: MNIST-1k MLP, 9000 GD steps, then 120 000 steps of GD on "
             "sqrt(MSE) at eta = 0.01 beside the re-projection flow; needs --data_dir",
             dict(_MNIST_PAPER, optimizer="sqrt_loss_gd"),
-        ),
-        Preset(
-            "paper-mnist-sqrt-cpu",
-            "the paper's MNIST protocol for GD on sqrt(MSE) sized for two CPU cores: 9000 GD "
-            "steps, then 3000 steps at eta = 0.01 beside the re-projection flow, lambda1 at "
-            "Phi(x_t) every 1000 steps; needs --data_dir",
-            dict(_MNIST_PAPER_SQRT_CPU, optimizer="sqrt_loss_gd"),
-            cpu_minutes=25,
         ),
         Preset(
             "paper-cifar-vgg-ngd",

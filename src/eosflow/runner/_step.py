@@ -584,10 +584,9 @@ class Program(_Probes, _Predictions, _Processes):
             },
             "prediction": None if c.reproject_steps is None else (
                 f"eosflow.flows.reprojection_flow, {c.reproject_steps} steps from the first "
-                "chunk boundary within the phase-I distance of Γ, as substeps down to "
-                f"h/{2**REPROJECT_HALVINGS}, each accepted when its projection converged and "
-                f"lambda_1 changed as predicted to first order within {REPROJECT_RTOL:g} "
-                f"(step_rtol) + {step_noise(c.dtype):g} of lambda_1 (step_atol), each Phi by "
+                "chunk boundary within the phase-I distance of Γ, a step whose projection "
+                f"fails retried as substeps down to h/{2**REPROJECT_HALVINGS} (step_rtol "
+                f"{REPROJECT_RTOL}; step_atol {step_noise(c.dtype):g}), each Phi by "
                 "Gauss-Newton from the moved point when the loss has residuals "
                 "(project_solve's default where it fails or has none, and for the start; gtol "
                 f"{c.phi_gtol if c.phi_gtol is not None else 'default'}), float {c.dtype}"),
