@@ -25,7 +25,8 @@ from . import _store as rd
 # h / 2**REPROJECT_HALVINGS when a projection fails. Its first-order step control is off
 # (REPROJECT_RTOL None): on the MNIST MLP in float32 the first-order change it predicts is
 # 2-3x the actual one down to h/32 (measured on normalized GD's flow from Phi(x_9000) of
-# paper-mnist-ngd-cpu), so it halves steps that the plain scheme follows within 3.6%
+# paper-mnist-ngd-cpu, with Gauss-Newton projections), so it halves steps that the plain
+# scheme follows within 3.6%
 REPROJECT_HALVINGS = 8
 REPROJECT_RTOL = None
 
@@ -128,10 +129,9 @@ class _Predictions:
         prediction.npz (``tau`` from ``start_step``, ``lambda_1``, ``grad_norm``,
         ``substeps`` and ``unresolved`` per step, ``method``, ``start_step``), or
         prediction_error.json with the reason when the start or a step fails (written when
-        ``write``). Phi at the start is ``project_solve``'s default (gradient flow, then
+        ``write``). Each Phi is ``project_solve``'s default (gradient flow, then
         Levenberg-Marquardt on the loss's residuals ``Problem.full_residual``, then a
-        polishing flow); each substep's is Gauss-Newton from the moved point when the loss
-        has residuals (see ``reprojection_flow``'s step control, ``REPROJECT_*``). Returns
+        polishing flow); substeps as ``REPROJECT_*`` say. Returns
         the ``prediction`` entry of status.json, with ``seconds`` and, when the flow
         started, the total ``substeps``, ``unresolved`` and the ``finest`` substep."""
         c = self.config

@@ -587,8 +587,7 @@ class Program(_Probes, _Predictions, _Processes):
                 "chunk boundary within the phase-I distance of Γ, a step whose projection "
                 f"fails retried as substeps down to h/{2**REPROJECT_HALVINGS} (step_rtol "
                 f"{REPROJECT_RTOL}; step_atol {step_noise(c.dtype):g}), each Phi by "
-                "Gauss-Newton from the moved point when the loss has residuals "
-                "(project_solve's default where it fails or has none, and for the start; gtol "
+                "project_solve (gtol "
                 f"{c.phi_gtol if c.phi_gtol is not None else 'default'}), float {c.dtype}"),
             "checkpoint_every": self.ckpt_every,
             "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
