@@ -306,7 +306,7 @@ def test_reprojection_prediction_starts_within_the_phase_one_distance(tmp_path, 
     entry = run.status["prediction"]
     assert pred["substeps"].shape == pred["tau"].shape and pred["substeps"][0] == 0
     assert entry["substeps"] == pred["substeps"].sum() and entry["unresolved"] == 0
-    assert f"; {entry['substeps']} substeps" in prediction_line(headline(run))
+    assert f"; {entry['substeps']} re-projection substeps" in prediction_line(headline(run))
 
 
 def test_a_run_that_never_comes_within_the_phase_one_distance_says_so(tmp_path):

@@ -123,7 +123,7 @@ def prediction_line(h: dict[str, Any]) -> str | None:
         line += (f"; λ1 at Φ(x_t) within {100 * pr['phi_max_rel_gap']:.1f}% "
                  f"({pr['phi_num_compared']} checks, falls to {pr['phi_lambda_end']:.4g})")
     if pr.get("substeps") is not None:  # the re-projection flow's step control
-        line += f"; {pr['substeps']} substeps"
+        line += f"; {pr['substeps']} re-projection substeps"
         if pr.get("unresolved"):
             line += f", {pr['unresolved']} unresolved at {pr.get('finest')}"
     return line
