@@ -49,10 +49,9 @@ class LimitingFlow(eqx.Module):
         substeps: :func:`reprojection_flow` only: the accepted substeps of each step (0 at
             the start), the step control's cost; ``None`` for :func:`limiting_flow`.
         unresolved: :func:`reprojection_flow` only: of those, the substeps of the finest
-            length accepted although $\lambda_1$ changed non-linearly (it did not rise more
-            than its first-order change):
-            where the step control could not resolve the flow (an eigenvalue crossing, or
-            too few halvings).
+            length accepted although $\lambda_1$ changed non-linearly (it rose no more than
+            its first-order change), where the step control could not resolve the flow (an
+            eigenvalue crossing, or too few halvings).
     """
 
     ts: Array
