@@ -25,8 +25,7 @@ from . import _store as rd
 # h / 2**REPROJECT_HALVINGS when a projection fails. Its first-order step control is off
 # (REPROJECT_RTOL None): on the MNIST MLP in float32 the first-order change it predicts is
 # 2-3x the actual one down to h/32 (measured on normalized GD's flow from Phi(x_9000) of
-# paper-mnist-ngd-cpu, with Gauss-Newton projections), so it halves steps that the plain
-# scheme follows within 3.6%
+# paper-mnist-ngd-cpu, with Gauss-Newton projections), so it halves steps for nothing
 REPROJECT_HALVINGS = 8
 REPROJECT_RTOL = None
 
