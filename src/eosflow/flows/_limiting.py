@@ -419,8 +419,7 @@ def _reproject(loss_fn, X0, h, num_steps, c, use_log, project_kwargs, units, rto
     nan = jnp.asarray(jnp.nan, dtype)
 
     def descent(x):  # lambda_1 and grad lambda_1 at x
-        lam, dlam, _ = sharpness_and_gradient(loss_fn, x)
-        return lam, dlam
+        return sharpness_and_gradient(loss_fn, x)[:2]
 
     def substep(s):
         x, lam, dlam, done, u, _, code, n, _ = s

@@ -151,14 +151,14 @@ class _Predictions:
         if not write:
             return {"status": flow.status, "reason": flow.reason, "start_step": start_step,
                     "method": name, "seconds": seconds}
-        if flow.substeps is None:  # it failed at its start
-            entry = rd.write_prediction(out, flow, start_step=start_step, method=name)
-            return {**entry, "seconds": seconds}
-        subs, unres = np.asarray(flow.substeps), np.asarray(flow.unresolved)
+        counts = {} if flow.substeps is None else {  # None: it failed at its start
+            "substeps": np.asarray(flow.substeps), "unresolved": np.asarray(flow.unresolved)}
         entry = rd.write_prediction(out, flow, start_step=start_step, method=name,
-                                    extra={"substeps": subs, "unresolved": unres})
-        return {**entry, "seconds": seconds, "substeps": int(subs.sum()),
-                "unresolved": int(unres.sum()), "finest": f"h/{2**REPROJECT_HALVINGS}"}
+                                    extra=counts)
+        totals = {k: int(v.sum()) for k, v in counts.items()}
+        if counts:
+            totals["finest"] = f"h/{2**REPROJECT_HALVINGS}"
+        return {**entry, "seconds": seconds, **totals}
 
     def write_phi_check(self, out: Path, params, step: int, *, write: bool) -> dict[str, Any]:
         """λ1 at Φ(x_t) for the state ``params`` at chunk boundary ``step`` (a sweep's first
