@@ -96,17 +96,50 @@ def test_midpoint_is_the_formula_on_the_saved_iterates(tmp_path):
     assert "central.loss" not in run.processes["discrete"]
 
 
-def test_resume_with_processes_is_bit_for_bit(tmp_path):
-    config = Config(name="r", num_examples=40, widths=(6,), lr=0.5, steps=20, chunk_steps=10,
-                    eig_every=3, dtype="float64", eval_every=None,
+@pytest.mark.parametrize("optimizer, lr", [("gd", 0.5), ("rmsprop", 0.01)])
+def test_resume_with_processes_is_bit_for_bit(tmp_path, optimizer, lr):
+    config = Config(name="r", num_examples=40, widths=(6,), lr=lr, steps=20, chunk_steps=10,
+                    eig_every=3, dtype="float64", eval_every=None, optimizer=optimizer,
                     processes=("discrete", "midpoint", "stable", "central"), num_eigs=2)
     straight = run_experiment(config, tmp_path / "a", progress=False).metrics
     run_experiment(config.replace(steps=10), tmp_path / "b", progress=False)
     resumed = run_experiment(config, tmp_path / "b", resume=True, progress=False).metrics
-    assert "central.predicted_loss" in straight and "stable.lambda_2" in straight
+    lam = "precond_lambda_2" if optimizer == "rmsprop" else "lambda_2"
+    assert "central.predicted_loss" in straight and f"central.{lam}" in straight
+    assert "stable.lambda_2" in straight
     assert set(resumed) == set(straight)
     for k in straight:
         np.testing.assert_array_equal(resumed[k], straight[k], err_msg=k)
+
+
+def test_rmsprop_processes_are_rmsprops_flows(tmp_path):
+    """optimizer rmsprop: the central process is central_flow(optimizer="rmsprop") from
+    nu(0) = (1 - decay) grad L(w_0)^2, its eigenvalues written as precond_lambda_1; the stable
+    process at y = 0 is x' = lr c / sqrt(nu_x + eps), nu_x' = -ln(decay) (c^2 - nu_x) in
+    Euler steps (nu_y stays 0), in closed form for nu_x."""
+    from eosflow.optim import RMSPROP_EPS
+
+    config = _config(optimizer="rmsprop", lr=LR, steps=30, chunk_steps=30, decay=0.9)
+    x0, y0 = 4.0, 0.5
+    _run(tmp_path / "r", [x0, y0], config)
+    run = load_run(tmp_path / "r")
+    cen = run.processes["central"]
+    with jax.enable_x64(True):
+        flow = central_flow(toy_loss, jnp.array([x0, y0]), lr=LR, num_steps=30, tol=1e-10,
+                            substeps=config.central_substeps, optimizer="rmsprop", decay=0.9,
+                            eps=RMSPROP_EPS)
+    np.testing.assert_allclose(cen["predicted_loss"], flow.metrics.predicted_loss, rtol=1e-12)
+    np.testing.assert_allclose(cen["precond_lambda_1"], flow.metrics.eigenvalues[:, 0],
+                               rtol=1e-12)
+    np.testing.assert_allclose(cen["sigma2"], flow.metrics.sigma2, atol=1e-14)
+    assert "lambda_1" not in cen and np.max(cen["sigma2"]) > 0  # it reached the edge
+
+    _run(tmp_path / "s", [x0, 0.0], config)
+    st = load_run(tmp_path / "s").processes["stable"]
+    n, dt, kappa = config.central_substeps, 1 / config.central_substeps, -np.log(0.9)
+    nu = C**2 - (C**2 - 0.1 * C**2) * (1 - dt * kappa) ** np.arange(30 * n)
+    x = x0 + np.concatenate([[0.0], np.cumsum(LR * dt * C / np.sqrt(nu + RMSPROP_EPS))])
+    np.testing.assert_allclose(st["loss"], -C * x[: 30 * n : n], rtol=1e-12)
 
 
 @pytest.mark.parametrize("kw, match", [

@@ -25,8 +25,33 @@ to $2/\eta$ in one substep (a projection, like the restoring term of the limitin
 diffrax: the field switches on and off at the onset (no higher-order solver gains there), the
 projection is tied to the step, and the eigen-solver's warm start must be carried from step
 to step, which a diffrax vector field cannot do.
+
+**RMSProp** (``optimizer="rmsprop"``, optax's update $\nu \leftarrow \beta_2\nu + (1 -
+\beta_2)g^{\odot2}$, $w \leftarrow w - \eta\,g/D$, $D = \sqrt{\nu + \epsilon}$): the state is
+$(w, \nu)$, the critical directions are those of the *preconditioned* sharpness
+$\lambda_i(D^{-1}H)$, held at $2/\eta$, and, with $u_i$ the generalized eigenvectors
+($Hu_i = \lambda_iDu_i$, $U^\top DU = I$, $\Sigma = UXU^\top$ the weights' covariance),
+
+$$\dot w = -\eta D^{-1}\bar g,\quad \bar g = \nabla L + \tfrac12\nabla\langle\Sigma,
+H\rangle,\qquad \dot\nu = \kappa\Big[\bar g^{\odot2} + \operatorname{diag}(H\Sigma H) -
+\nu\Big],\qquad \kappa = -\ln\beta_2,$$
+
+the second because the oscillation $\delta$ ($\mathbb E\,\delta\delta^\top = \Sigma$) makes the
+gradient $\bar g + H\delta$ to second order, whose mean square the EMA follows ($\kappa$: the
+EMA's exact decay rate for a constant input). With $A = U^\top(\tfrac2\eta D - H)U$ and $\dot D = \dot\nu/(2D)$,
+$\dot A_{ij} = \tfrac1\eta\langle u_i\odot u_j, \dot\nu/D\rangle - \langle G_{ij}, \dot w\rangle$,
+affine in $X$: the same complementarity problem with
+$\mathcal B_{ijkl} = \tfrac\eta2\langle G_{ij}, D^{-1}G_{kl}\rangle +
+\tfrac\kappa\eta\big(\lambda_k\lambda_l\langle D, u_i u_j u_k u_l\rangle +
+\langle u_iu_j, D^{-1}\nabla L\, G_{kl}\rangle\big)$ (products elementwise), symmetrised for
+the solver: the second term with $\sqrt{\lambda_i\lambda_j\lambda_k\lambda_l}$, the third by
+averaging over $(ij)\leftrightarrow(kl)$; exact for one critical eigenvalue, and for several
+where they are equal (at the edge) up to the third term's asymmetry, which the next substep's
+projection absorbs. The oscillation stabilises RMSProp twice: the
+cubic term lowers $H$, and the larger $\nu$ lowers $D^{-1}$ (Cohen, Damian et al., Sec. 5).
 """
 
+import math
 from collections.abc import Callable
 
 import equinox as eqx
@@ -36,7 +61,7 @@ import optax
 
 from .._tree import check_floating, leading_block, ravel
 from .._types import Array, Bool, Float, Int, PyTree
-from ..curvature import sum_over_batches, top_eigenpairs
+from ..curvature import preconditioned_sharpness, sum_over_batches, top_eigenpairs
 from ..optim import METHODS
 from ._sdcp import solve_sdcp
 
@@ -52,12 +77,15 @@ class CentralState(eqx.Module):
         warm_start: the eigen-solver's warm start (leading block axis), for the next step.
         X: the last $X$ (``(k, k)``), in the basis of ``warm_start``'s first ``k`` vectors.
         step: $t$, in steps.
+        nu: RMSProp's second moment $\nu(t)$ (shaped like ``params``); None for GD. The
+            warm start is then in the symmetric coordinates of $D^{-1/2}HD^{-1/2}$.
     """
 
     params: PyTree
     warm_start: PyTree
     X: Float[Array, "k k"]
     step: Int[Array, ""]
+    nu: PyTree = None
 
 
 class CentralMetrics(eqx.Module):
@@ -69,10 +97,11 @@ class CentralMetrics(eqx.Module):
             X_{ii}\lambda_i$: the predicted time average of GD's loss.
         grad_norm: $\|\nabla L(w)\|$.
         predicted_grad_norm_sq: $\|\nabla L(w)\|^2 + \langle\Sigma, H^2\rangle$: the predicted
-            time average of GD's $\|\nabla L\|^2$.
+            time average of the optimizer's $\|\nabla L\|^2$.
         sigma2: $\operatorname{tr} X$ ($=\sigma^2$ with one critical eigenvalue), units of
             $\|w\|^2$.
-        eigenvalues: the top ``k`` Hessian eigenvalues (descending).
+        eigenvalues: the top ``k`` Hessian eigenvalues (descending); for RMSProp those of
+            the preconditioned Hessian $D^{-1}H$ (units of $1/\eta$, edge $2/\eta$).
         X: $\Sigma$ in the eigenbasis, ``(k, k)``.
         num_matvecs: Hessian-vector products spent in the step's eigen-solves.
         converged: every eigen-solve of the step met its tolerance.
@@ -111,17 +140,26 @@ class CentralFlow(eqx.Module):
     state: CentralState
 
 
-def _check(optimizer, lr, substeps, k):
+def _count(name, value):
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be an int >= 1, got {value!r}.")
+
+
+def _check(optimizer, lr, substeps, k, decay=0.9, eps=1e-8):
     if optimizer not in CENTRAL_FLOW_OPTIMIZERS:
         raise ValueError(
-            f"optimizer must be one of {list(CENTRAL_FLOW_OPTIMIZERS)} for the central flow, got "
-            f"{optimizer!r} (RMSProp's central flow, with its nu ODE, is not implemented)."
+            f"optimizer must be one of {list(CENTRAL_FLOW_OPTIMIZERS)} for the central flow, "
+            f"got {optimizer!r}."
         )
     if isinstance(lr, bool) or not isinstance(lr, int | float) or not lr > 0:
         raise ValueError(f"lr must be a positive number, got {lr!r}.")
-    for name, value in (("substeps", substeps), ("k", k)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be an int >= 1, got {value!r}.")
+    _count("substeps", substeps)
+    _count("k", k)
+    if optimizer == "rmsprop":
+        if isinstance(decay, bool) or not isinstance(decay, int | float) or not 0 < decay < 1:
+            raise ValueError(f"decay must be a number in (0, 1), got {decay!r}.")
+        if isinstance(eps, bool) or not isinstance(eps, int | float) or not eps >= 0:
+            raise ValueError(f"eps must be a number >= 0, got {eps!r}.")
 
 
 def _full_loss(loss_fn: Callable, batches: PyTree | None) -> Callable:
@@ -130,17 +168,60 @@ def _full_loss(loss_fn: Callable, batches: PyTree | None) -> Callable:
     return lambda w: sum_over_batches(lambda b: loss_fn(w, b), batches)
 
 
+def _scale(nu, eps):
+    r"""$D = \sqrt{\nu + \epsilon}$ (optax.rmsprop's denominator)."""
+    return jax.tree.map(lambda n: jnp.sqrt(n + eps), nu)
+
+
+def _check_nu(nu, params, eps):
+    r"""``nu`` shaped like ``params``, finite, >= 0, and $\nu + \epsilon > 0$ (where concrete)."""
+    if jax.tree.structure(nu) != jax.tree.structure(params) or [
+            jnp.shape(x) for x in jax.tree.leaves(nu)] != [
+            jnp.shape(x) for x in jax.tree.leaves(params)]:
+        raise ValueError("nu0 must be a PyTree shaped like params (RMSProp's second moment).")
+    leaves = jax.tree.leaves(nu)
+    if all(not isinstance(x, jax.core.Tracer) for x in leaves):
+        bad = sum(int(jnp.sum(~(x >= 0) | ~jnp.isfinite(x))) for x in leaves)
+        if bad:
+            raise ValueError(f"nu0 has {bad} negative or non-finite entries; a second moment "
+                             "is >= 0.")
+        zero = sum(int(jnp.sum(x + eps <= 0)) for x in leaves)
+        if zero:
+            raise ValueError(
+                f"eps = {eps!r} with {zero} zero entries of nu0 (a zero second moment): the "
+                "preconditioner sqrt(nu + eps) would be 0; pass eps > 0.")
+
+
 def central_flow_init(loss_fn: Callable, params: PyTree, *, k: int = 1, v0: PyTree | None = None,
-                      tol: float = 1e-3, batches: PyTree | None = None) -> CentralState:
-    """The start state: ``params`` and a converged eigen-solve there (the warm start)."""
+                      tol: float = 1e-3, batches: PyTree | None = None, optimizer: str = "gd",
+                      decay: float = 0.9, eps: float = 1e-8,
+                      nu0: PyTree | None = None) -> CentralState:
+    r"""The start state: ``params`` and a converged eigen-solve there (the warm start).
+
+    For ``optimizer="rmsprop"``, also $\nu(0)$: ``nu0``, or by default the second moment
+    optax.rmsprop's first step uses, $(1 - \beta_2)\nabla L(w_0)^{\odot2}$ (from $\nu = 0$);
+    the eigen-solve is then of $D^{-1/2}HD^{-1/2}$. Raises ``ValueError`` for a bad
+    optimizer, ``decay``, ``eps`` or ``nu0`` (negative entries, zeros with ``eps = 0``).
+    """
+    _check(optimizer, 1.0, 1, k, decay, eps)
     check_floating("params", params)
     if v0 is not None:
         leading_block("v0", v0, params)
     loss = _full_loss(loss_fn, batches)
-    res = top_eigenpairs(loss, params, k, v0=v0, tol=tol, throw=False)
     dtype = jnp.result_type(*jax.tree.leaves(params))
+    nu = None
+    if optimizer == "rmsprop":
+        if nu0 is None:
+            g = jax.grad(loss)(params)
+            nu0 = jax.tree.map(lambda x: (1 - decay) * x * x, g)
+        _check_nu(nu0, params, eps)
+        nu = jax.tree.map(lambda n, x: jnp.asarray(n, x.dtype), nu0, params)
+        res = preconditioned_sharpness(loss, params, _scale(nu, eps), k, v0=v0, tol=tol,
+                                       throw=False)
+    else:
+        res = top_eigenpairs(loss, params, k, v0=v0, tol=tol, throw=False)
     return CentralState(params, res.warm_start, jnp.zeros((k, k), dtype),
-                        jnp.zeros((), jnp.int32))
+                        jnp.zeros((), jnp.int32), nu)
 
 
 def _third(loss, w, U, pairs_i, pairs_j):
@@ -157,31 +238,61 @@ def _third(loss, w, U, pairs_i, pairs_j):
     return jax.vmap(one)(pairs_i, pairs_j)
 
 
-def _substep(loss, w, warm, lr, dt, k, tol):
+def _substep(loss, w, nu, warm, lr, dt, k, tol, rms):
     L, g = jax.value_and_grad(loss)(w)
-    eig = top_eigenpairs(loss, w, k, v0=warm, tol=tol, throw=False)
-    lam, U = eig.eigenvalues, eig.eigenvectors
+    gf = ravel(g)[0]
     iu, ju = jnp.triu_indices(k)
+    if rms is None:
+        eig = top_eigenpairs(loss, w, k, v0=warm, tol=tol, throw=False)
+        U = eig.eigenvectors
+    else:
+        kappa, eps = rms
+        D = _scale(nu, eps)
+        eig = preconditioned_sharpness(loss, w, D, k, v0=warm, tol=tol, throw=False)
+        # generalized eigenvectors u = D^{-1/2} v: H u = lambda D u, U^T D U = I
+        U = jax.tree.map(lambda v, d: v * jax.lax.rsqrt(d).astype(v.dtype), eig.eigenvectors, D)
+    lam = eig.eigenvalues
     G = _third(loss, w, U, iu, ju)  # (p, ...) PyTree, p = k(k+1)/2
     Gf = jax.vmap(lambda t: ravel(t)[0])(G)
-    gf = ravel(g)[0]
     idx = jnp.zeros((k, k), jnp.int32).at[iu, ju].set(jnp.arange(iu.size, dtype=jnp.int32))
     idx = idx.at[ju, iu].set(jnp.arange(iu.size, dtype=jnp.int32))
-    gram = Gf @ Gf.T
-    gG = (Gf @ gf)[idx]  # <G_ij, grad L>
-    B = gram[idx][:, :, idx] * (dt * lr / 2)  # (k, k, k, k)
-    alpha = jnp.diag(2 / lr - lam) + dt * lr * gG
+    if rms is None:
+        a = lr * (Gf @ gf)  # dA_ij/dt at X = 0: <G_ij, -dw/dt>
+        Bp = (lr / 2) * (Gf @ Gf.T)
+    else:
+        Df, nuf = ravel(D)[0], ravel(nu)[0]
+        Uf = jax.vmap(lambda t: ravel(t)[0])(U)
+        pairs = Uf[iu] * Uf[ju]  # u_i * u_j, (p, D)
+        GD = Gf / Df
+        a = lr * (GD @ gf) + (kappa / lr) * (pairs @ ((gf * gf - nuf) / Df))
+        root = jnp.sqrt(jnp.maximum(lam, 0))
+        W = pairs * (root[iu] * root[ju])[:, None] * jnp.sqrt(Df)
+        cross = (pairs * (gf / Df)) @ Gf.T  # from g * drift in the mean gradient's square
+        Bp = (lr / 2) * (GD @ Gf.T) + (kappa / lr) * (W @ W.T + 0.5 * (cross + cross.T))
+    B = Bp[idx][:, :, idx] * dt  # (k, k, k, k)
+    alpha = jnp.diag(2 / lr - lam) + dt * a[idx]
     sol = solve_sdcp(alpha, B)
     X = sol.X
     weights = X[iu, ju] * jnp.where(iu == ju, 1.0, 2.0)  # sum over i, j of X_ij G_ij
-    drift = jax.tree.map(lambda a: jnp.tensordot(weights.astype(a.dtype), a, 1), G)
+    drift = jax.tree.map(lambda t: jnp.tensordot(weights.astype(t.dtype), t, 1), G)
     dw = optax.tree.add_scale(g, 0.5, drift)
+    if rms is None:
+        grad_sq = jnp.sum(jnp.diag(X) * lam**2)  # <Sigma, H^2>, U orthonormal
+        nu_next = None
+    else:
+        HU = lam[:, None] * Df * Uf  # H u_i = lambda_i D u_i
+        osc = jnp.einsum("ij,in,jn->n", X, HU, HU)  # diag(H Sigma H)
+        grad_sq = jnp.sum(osc)
+        mean = ravel(dw)[0]  # the mean gradient, before the division by D
+        nu_new = nuf + dt * kappa * (mean * mean + osc - nuf)
+        nu_next = ravel(nu)[1](nu_new.astype(nuf.dtype))
+        dw = jax.tree.map(lambda x, d: x / d, dw, D)
     w_next = optax.tree.add_scale(w, -lr * dt, dw)
     metrics = CentralMetrics(
         loss=L,
         predicted_loss=L + 0.5 * jnp.sum(jnp.diag(X) * lam),
         grad_norm=jnp.linalg.norm(gf),
-        predicted_grad_norm_sq=jnp.vdot(gf, gf) + jnp.sum(jnp.diag(X) * lam**2),
+        predicted_grad_norm_sq=jnp.vdot(gf, gf) + grad_sq,
         sigma2=jnp.trace(X),
         eigenvalues=lam,
         X=X,
@@ -190,34 +301,38 @@ def _substep(loss, w, warm, lr, dt, k, tol):
         sdcp_residual=sol.residual,
         sdcp_iters=sol.num_iters,
     )
-    return w_next, eig.warm_start, metrics
+    return w_next, nu_next, eig.warm_start, metrics
 
 
 def central_flow_step(loss_fn: Callable, state: CentralState, *, lr: float, substeps: int = 4,
-                      tol: float = 1e-3, batches: PyTree | None = None) -> tuple[
-                          CentralState, CentralMetrics]:
-    """Advance the central flow by one GD step ($t \\to t + 1$), in ``substeps`` Euler steps.
+                      tol: float = 1e-3, batches: PyTree | None = None, decay: float = 0.9,
+                      eps: float = 1e-8) -> tuple[CentralState, CentralMetrics]:
+    r"""Advance the central flow by one optimizer step ($t \to t + 1$), in ``substeps`` Euler
+    steps: GD's, or RMSProp's (with ``decay`` $\beta_2$ and ``eps``) when ``state.nu`` is set.
 
     Returns the new state and the metrics at the step's start (matvecs summed over the
-    substeps). ``jit``-able; ``lr``, ``tol`` static floats, ``substeps`` a static int.
+    substeps). ``jit``-able; ``lr``, ``tol``, ``decay``, ``eps`` static floats, ``substeps`` a
+    static int.
     """
     k = state.X.shape[0]
     loss = _full_loss(loss_fn, batches)
     dt = 1.0 / substeps
+    rms = None if state.nu is None else (-math.log(decay), eps)
 
     def body(carry, _):
-        w, warm = carry
-        w, warm, m = _substep(loss, w, warm, lr, dt, k, tol)
-        return (w, warm), m
+        w, nu, warm = carry
+        w, nu, warm, m = _substep(loss, w, nu, warm, lr, dt, k, tol, rms)
+        return (w, nu, warm), m
 
-    (w, warm), ms = jax.lax.scan(body, (state.params, state.warm_start), None, length=substeps)
+    (w, nu, warm), ms = jax.lax.scan(body, (state.params, state.nu, state.warm_start), None,
+                                     length=substeps)
     first = jax.tree.map(lambda a: a[0], ms)
     metrics = eqx.tree_at(
         lambda m: (m.num_matvecs, m.converged, m.sdcp_residual, m.sdcp_iters), first,
         (jnp.sum(ms.num_matvecs), jnp.all(ms.converged), jnp.max(ms.sdcp_residual),
          jnp.max(ms.sdcp_iters)),
     )
-    return CentralState(w, warm, ms.X[-1], state.step + 1), metrics
+    return CentralState(w, warm, ms.X[-1], state.step + 1, nu), metrics
 
 
 def central_flow(
@@ -233,37 +348,52 @@ def central_flow(
     v0: PyTree | None = None,
     batches: PyTree | None = None,
     optimizer: str = "gd",
+    decay: float = 0.9,
+    eps: float = 1e-8,
+    nu0: PyTree | None = None,
 ) -> CentralFlow:
-    r"""The central flow of GD with step size ``lr`` from ``params``, for ``num_steps`` steps.
+    r"""The central flow of GD (or RMSProp) with step size ``lr`` from ``params``.
 
-    Predicts the time average of GD's trajectory at the Edge of Stability: while the
-    sharpness is below $2/\eta$ the flow is gradient flow $\dot w = -\eta\nabla L$ (the
+    Predicts the time average of the optimizer's trajectory at the Edge of Stability: while
+    the sharpness is below $2/\eta$ the flow is gradient flow $\dot w = -\eta\nabla L$ (the
     "stable" flow); once it reaches $2/\eta$, the term $-\tfrac\eta2\nabla\langle\Sigma, H\rangle$
-    holds every tracked eigenvalue at $\le 2/\eta$. See the module docstring for the equations
-    and the discretisation (Euler in $t$, ``substeps`` per GD step, the complementarity
-    problem solved in JAX at each substep).
+    holds every tracked eigenvalue at $\le 2/\eta$. For RMSProp the state is $(w, \nu)$, the
+    edge is on the preconditioned sharpness $\lambda_1(D^{-1}H)$, $D = \sqrt{\nu + \epsilon}$,
+    and the oscillation also feeds $\nu$. See the module docstring for the equations and the
+    discretisation (Euler in $t$, ``substeps`` per step, the complementarity problem solved in
+    JAX at each substep).
 
     Args:
         loss_fn: $L$, ``loss_fn(params)`` (or ``loss_fn(params, batch)`` summed over
             ``batches``), a scalar.
         params: $w(0)$, a PyTree of floating arrays ($D$ entries).
-        lr: $\eta$. The threshold is $2/\eta$ on the largest algebraic Hessian eigenvalue.
-        num_steps: how many GD steps of time to integrate ($t \in [0, \text{num\_steps}]$).
+        lr: $\eta$. The threshold is $2/\eta$ on the largest algebraic eigenvalue of $H$
+            (GD) or $D^{-1}H$ (RMSProp).
+        num_steps: how many optimizer steps of time to integrate
+            ($t \in [0, \text{num\_steps}]$).
         k: eigenvalues tracked (and allowed to be critical together); the paper tracks a few.
-        substeps: Euler steps per GD step ($\Delta t = 1/\text{substeps}$).
+        substeps: Euler steps per optimizer step ($\Delta t = 1/\text{substeps}$).
         save_every: keep $w$ every this many steps (``num_steps`` must be a multiple).
         tol: relative tolerance of each warm-started eigen-solve.
         v0: warm start for the first eigen-solve.
         batches: optional batches summed by the loss.
-        optimizer: only ``"gd"``.
+        optimizer: ``"gd"`` or ``"rmsprop"`` (optax.rmsprop: no momentum, no bias
+            correction, $\epsilon$ inside the square root).
+        decay: RMSProp's $\beta_2$ (the EMA's rate is $-\ln\beta_2$ per step).
+        eps: RMSProp's $\epsilon$.
+        nu0: RMSProp's $\nu(0)$, shaped like ``params``; default
+            $(1 - \beta_2)\nabla L(w_0)^{\odot 2}$, the second moment of optax.rmsprop's first
+            step.
 
     Returns:
         A :class:`CentralFlow`: per-step :class:`CentralMetrics` (``predicted_loss``,
         ``predicted_grad_norm_sq``, ``sigma2``, ``eigenvalues``, ...), $w$ at
-        ``saved_steps``, and the final state.
+        ``saved_steps``, and the final state (with $\nu$ for RMSProp).
 
     Raises:
-        ValueError: an optimizer other than ``"gd"``, non-positive ``lr``, or a bad count.
+        ValueError: an optimizer other than ``"gd"`` or ``"rmsprop"``, non-positive ``lr``,
+            a bad count, ``decay`` outside (0, 1), negative ``eps``, a ``nu0`` not shaped
+            like ``params`` or with negative entries, or zeros in ``nu0`` with ``eps = 0``.
 
     References:
         Cohen, Damian, Talwalkar, Kolter, Lee, *Understanding Optimization in Deep Learning
@@ -280,22 +410,24 @@ def central_flow(
         >>> round(float(flow.state.params[0]), 6), round(float(flow.metrics.sigma2[-1]), 6)
         (19.0, 1.0)
     """
-    _check(optimizer, lr, substeps, k)
+    _check(optimizer, lr, substeps, k, decay, eps)
     for name, value in (("num_steps", num_steps), ("save_every", save_every)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be an int >= 1, got {value!r}.")
+        _count(name, value)
     if num_steps % save_every:
         raise ValueError(
             f"num_steps = {num_steps} must be a multiple of save_every = {save_every}."
         )
-    state = central_flow_init(loss_fn, params, k=k, v0=v0, tol=tol, batches=batches)
-    return _run(loss_fn, state, batches, float(lr), substeps, float(tol), num_steps, save_every)
+    state = central_flow_init(loss_fn, params, k=k, v0=v0, tol=tol, batches=batches,
+                              optimizer=optimizer, decay=float(decay), eps=float(eps), nu0=nu0)
+    return _run(loss_fn, state, batches, float(lr), substeps, float(tol), num_steps, save_every,
+                float(decay), float(eps))
 
 
 @eqx.filter_jit
-def _run(loss_fn, state, batches, lr, substeps, tol, num_steps, save_every):
+def _run(loss_fn, state, batches, lr, substeps, tol, num_steps, save_every, decay, eps):
     def step(s, _):
-        return central_flow_step(loss_fn, s, lr=lr, substeps=substeps, tol=tol, batches=batches)
+        return central_flow_step(loss_fn, s, lr=lr, substeps=substeps, tol=tol, batches=batches,
+                                 decay=decay, eps=eps)
 
     def chunk(s, _):
         s, ms = jax.lax.scan(step, s, None, length=save_every)

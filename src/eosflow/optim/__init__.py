@@ -7,6 +7,7 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     "momentum": "._aliases",
     "nesterov": "._aliases",
     "rmsprop": "._aliases",
+    "RMSPROP_EPS": "._aliases",
     "KickState": "._gd",
     "gd": "._gd",
     "normalized_gd": "._gd",

@@ -2,6 +2,8 @@
 
 import optax
 
+RMSPROP_EPS = 1e-8  # rmsprop's eps (inside the square root), also the runner's flows'
+
 
 def momentum(lr: float, beta: float = 0.9) -> optax.GradientTransformationExtraArgs:
     """Heavy-ball GD, ``optax.sgd(lr, momentum=beta)``."""
@@ -18,6 +20,6 @@ def adam(lr: float, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8)
     return optax.with_extra_args_support(optax.adam(lr, b1=beta1, b2=beta2, eps=eps))
 
 
-def rmsprop(lr: float, decay: float = 0.9, eps: float = 1e-8):
+def rmsprop(lr: float, decay: float = 0.9, eps: float = RMSPROP_EPS):
     """RMSProp, ``optax.rmsprop`` (no bias correction, ε inside the square root's sum)."""
     return optax.with_extra_args_support(optax.rmsprop(lr, decay=decay, eps=eps))

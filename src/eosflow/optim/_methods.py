@@ -175,7 +175,7 @@ METHODS: dict[str, Method] = {m.name: m for m in (
            _rmsprop, hyper=("decay",), edge=lambda lr, b: 2.0 / lr, edge_label="2/η",
            edge_tex=r"$2/\eta$",
            quantity="preconditioned sharpness", moment="rms",
-           stableness_label="η·λ1(P⁻¹H), P = diag(√ν + ε)"),
+           stableness_label="η·λ1(P⁻¹H), P = diag(√ν + ε)", central_flow=True),
     Method("adam", "Adam with β1 = momentum (optax.adam); its edge is on the preconditioned "
            "sharpness", _adam, hyper=("momentum",),
            edge=lambda lr, b: (2.0 + 2.0 * b) / ((1.0 - b) * lr),

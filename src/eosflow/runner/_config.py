@@ -183,7 +183,7 @@ class Config:
     """steps of the re-projection flow predicting the run after the warm-up (None: none)"""
     processes: tuple[ProcessName, ...] = ("discrete",)
     """processes stepped from one initialization: discrete (the optimizer), midpoint
-    ((w_{t-1} + 2w_t + w_{t+1})/4), stable (gradient flow), central (the central flow of GD,
+    ((w_{t-1} + 2w_t + w_{t+1})/4), stable (gradient flow), central (the central flow of GD or RMSProp,
     arXiv 2410.24206); e.g. discrete,midpoint,stable,central"""
     central_substeps: int = 4
     """Euler steps per optimizer step of the stable and central processes"""
@@ -588,7 +588,7 @@ def _check_record_every(c: Config) -> None:
 
 def _check_processes(c: Config) -> None:
     """The processes stepped beside the optimizer: each once, the optimizer among them; the
-    flows (stable, central) follow GD, full batch, from the run's first step, on one
+    flows (stable, central) follow GD or RMSProp, full batch, from the run's first step, on one
     device."""
     names = c.processes
     if len(set(names)) != len(names) or "discrete" not in names:

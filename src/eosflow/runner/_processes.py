@@ -8,9 +8,16 @@ al., *Understanding Optimization in Deep Learning with Central Flows*, ICLR 2025
 * ``stable``: gradient flow $\dot w = -\eta\nabla L$ ($t$ in steps), explicit Euler with
   ``central_substeps`` steps of $\Delta t = 1/\text{central\_substeps}$ per optimizer step
   (GD at $\eta\Delta t$), and $\lambda_1$ on the ``eig_every`` cadence from its own warm start;
+  for RMSProp its preconditioned analogue $\dot w = -\eta\nabla L/\sqrt{\nu + \epsilon}$,
+  $\dot\nu = -\ln\beta_2\,(\nabla L^{\odot 2} - \nu)$ (same Euler steps);
 * ``central``: :func:`eosflow.flows.central_flow_step` with ``num_eigs`` tracked eigenvalues
-  and ``central_substeps`` substeps; its state (weights, the eigen-solver's warm start,
-  $X$) lives in the :class:`~eosflow.runner.TrainState`, so checkpoints keep it.
+  and ``central_substeps`` substeps; its state (weights, RMSProp's $\nu$, the eigen-solver's
+  warm start, $X$) lives in the :class:`~eosflow.runner.TrainState`, so checkpoints keep it.
+  For RMSProp its eigenvalues are the preconditioned sharpness, written as
+  ``precond_lambda_i`` like the discrete run's.
+
+For RMSProp both flows start from $\nu(0) = (1 - \beta_2)\nabla L(w_0)^{\odot 2}$, the second
+moment optax.rmsprop's first step uses (its state starts at $\nu = 0$).
 
 Each row of process ``P`` is written as columns ``"P.NAME"`` with the metrics' own names
 (``loss``, ``grad_norm``, ``lambda_1``, ...) beside the run's columns, in the same chunk files
@@ -18,6 +25,7 @@ Each row of process ``P`` is written as columns ``"P.NAME"`` with the metrics' o
 splits them back out (``load_run(p).processes["central"]["loss"]``).
 """
 
+import math
 from typing import Any, NamedTuple
 
 import jax
@@ -27,6 +35,7 @@ import optax
 
 from ..curvature import hessian_operator, top_eigenpairs
 from ..flows import central_flow_init, central_flow_step
+from ..optim import RMSPROP_EPS
 
 SEP = "."  # "central.loss": process name, separator, metric name
 
@@ -38,6 +47,7 @@ class ProcessState(NamedTuple):
     stable: Any  # gradient flow's weights
     stable_block: Any  # its eigen-solver warm start (with eig_every), else None
     central: Any  # eosflow.flows.CentralState
+    stable_nu: Any = None  # RMSProp's second moment along the stable flow, else None
 
 
 def process_columns(metrics: dict[str, np.ndarray]) -> dict[str, dict[str, np.ndarray]]:
@@ -73,7 +83,12 @@ class _Processes:
         if not names:
             return None
         c, p = self.config, self.problem
+        rms = self.rmsprop_flows
         stable = params if "stable" in names else None
+        nu = None
+        if stable is not None and rms:
+            g = self._process_loss(p, params)[1]
+            nu = jax.tree.map(lambda x: (1 - c.decay) * x * x, g)
         block = None
         if stable is not None and self.eig_on:
             leaves, treedef = jax.tree.flatten(params)
@@ -84,8 +99,20 @@ class _Processes:
         central = None
         if "central" in names:
             central = central_flow_init(p.loss_fn, params, k=self.k, tol=c.eig_tol,
-                                        batches=p.batches)
-        return ProcessState(prev=params, stable=stable, stable_block=block, central=central)
+                                        batches=p.batches, **self._flow_optimizer)
+        return ProcessState(prev=params, stable=stable, stable_block=block, central=central,
+                            stable_nu=nu)
+
+    @property
+    def rmsprop_flows(self) -> bool:
+        return self.config.optimizer == "rmsprop"
+
+    @property
+    def _flow_optimizer(self) -> dict:
+        """The central flow's optimizer options (RMSProp's from the run's config)."""
+        if not self.rmsprop_flows:
+            return {}
+        return dict(optimizer="rmsprop", decay=float(self.config.decay), eps=RMSPROP_EPS)
 
     def processes_step(self, p, ps: ProcessState, params, new_params, hyper, step, measure,
                        key) -> tuple[ProcessState, dict[str, jax.Array]]:
@@ -107,7 +134,7 @@ class _Processes:
         def dist(w):
             return jnp.where(step == 0, nan, optax.tree.norm(optax.tree.sub(w, mid)))
 
-        stable, block = ps.stable, ps.stable_block
+        stable, block, nu = ps.stable, ps.stable_block, ps.stable_nu
         if "stable" in names:
             lr = hyper["lr"]
             dt = 1.0 / c.central_substeps
@@ -122,20 +149,36 @@ class _Processes:
                     lambda: (block, {f"stable.lambda_{i + 1}": nan for i in range(self.k)}
                              | {"stable.eig_matvecs": jnp.zeros((), jnp.int32)}))
                 row.update(eig)
-            w = optax.tree.add_scale(stable, -lr * dt, grad)
+            if self.rmsprop_flows:
+                kappa = -math.log(c.decay)
 
-            def euler(_, w):
-                return optax.tree.add_scale(w, -lr * dt, self._process_loss(p, w)[1])
+                def euler(w, nu, g):
+                    w = jax.tree.map(lambda x, gi, n: x - lr * dt * gi / jnp.sqrt(n + RMSPROP_EPS),
+                                     w, g, nu)
+                    return w, jax.tree.map(lambda n, gi: n + dt * kappa * (gi * gi - n), nu, g)
 
-            stable = jax.lax.fori_loop(1, c.central_substeps, euler, w)
+                stable, nu = jax.lax.fori_loop(
+                    1, c.central_substeps,
+                    lambda _, wn: euler(*wn, self._process_loss(p, wn[0])[1]),
+                    euler(stable, nu, grad))
+            else:
+                w = optax.tree.add_scale(stable, -lr * dt, grad)
+
+                def euler(_, w):
+                    return optax.tree.add_scale(w, -lr * dt, self._process_loss(p, w)[1])
+
+                stable = jax.lax.fori_loop(1, c.central_substeps, euler, w)
         central = ps.central
         if "central" in names:
+            opts = self._flow_optimizer
             central, m = central_flow_step(p.loss_fn, central, lr=hyper["lr"],
                                            substeps=c.central_substeps, tol=c.eig_tol,
-                                           batches=p.batches)
+                                           batches=p.batches,
+                                           **{k: v for k, v in opts.items() if k != "optimizer"})
             row["central.loss"] = m.loss
             row["central.grad_norm"] = m.grad_norm
-            row.update({f"central.lambda_{i + 1}": m.eigenvalues[i] for i in range(self.k)})
+            lam = "precond_lambda" if opts else "lambda"
+            row.update({f"central.{lam}_{i + 1}": m.eigenvalues[i] for i in range(self.k)})
             row["central.predicted_loss"] = m.predicted_loss
             row["central.predicted_grad_norm"] = jnp.sqrt(m.predicted_grad_norm_sq)
             row["central.sigma2"] = m.sigma2
@@ -147,7 +190,7 @@ class _Processes:
         row = {k: v.astype(self.dtype) if jnp.issubdtype(v.dtype, jnp.floating) else v
                for k, v in row.items()}
         return ProcessState(prev=params, stable=stable, stable_block=block,
-                            central=central), row
+                            central=central, stable_nu=nu), row
 
     def _stable_eigen(self, p, w, block, key):
         c = self.config

@@ -552,10 +552,15 @@ class Program(_Probes, _Predictions, _Processes):
                 "names": list(c.processes),
                 "columns": "NAME.COLUMN in the metrics; load_run(p).processes[NAME]",
                 "midpoint": "(w_{t-1} + 2 w_t + w_{t+1}) / 4 of the discrete iterates",
-                "stable": f"gradient flow dw/dt = -lr grad L, explicit Euler, "
-                          f"{c.central_substeps} steps per optimizer step",
+                "stable": ("gradient flow dw/dt = -lr grad L" if not self.rmsprop_flows else
+                           "dw/dt = -lr grad L / sqrt(nu + eps), dnu/dt = -ln(decay) "
+                           "(grad L^2 - nu), nu(0) = (1 - decay) grad L(w_0)^2")
+                          + f", explicit Euler, {c.central_substeps} steps per optimizer step",
                 "central": f"eosflow.flows.central_flow_step, k = {self.k}, "
-                           f"{c.central_substeps} substeps, tol {c.eig_tol}",
+                           f"{c.central_substeps} substeps, tol {c.eig_tol}"
+                           + (", RMSProp's (optimizer='rmsprop', decay, eps = "
+                              "eosflow.optim.RMSPROP_EPS; eigenvalues of P^-1 H as "
+                              "precond_lambda_i)" if self.rmsprop_flows else ""),
             },
             "chunk_steps": self.chunk,
             "record_every": c.record_stride,
