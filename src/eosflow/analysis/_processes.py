@@ -121,7 +121,8 @@ def comparison_line(c: dict[str, Any] | None) -> str | None:
 
 def processes_figure(run: RunLike):
     """Losses of the processes (discrete, its two-step average, midpoint, the central flow's
-    prediction and its own loss, stable) and their sharpness against $2/\\eta$."""
+    prediction and its own loss, stable) and their sharpness against $2/\\eta$ (RMSProp: the
+    preconditioned sharpness of the discrete run and the central flow)."""
     run = _load(run)
     procs = run.processes
     if len(procs) == 1:
@@ -134,8 +135,10 @@ def processes_figure(run: RunLike):
     _line(ax_l, t, loss, color="0.7", lw=0.6, label="discrete")
     _line(ax_l, t[:-1], 0.5 * (loss[:-1] + loss[1:]), color="k", lw=0.9,
           label="discrete, two-step mean")
+    rms = run.config.get("optimizer") == "rmsprop"
     styles = {"midpoint": ("C0", "-", "loss", "midpoint"),
-              "stable": ("C2", "--", "loss", "stable (gradient flow)"),
+              "stable": ("C2", "--", "loss", "stable (preconditioned flow)" if rms
+                         else "stable (gradient flow)"),
               "central": ("C3", "-", "predicted_loss", "central, predicted")}
     for name, (color, ls, col, label) in styles.items():
         if name in procs:
@@ -149,13 +152,20 @@ def processes_figure(run: RunLike):
     ax_l.set(xlabel="step", ylabel="training loss")
     ax_l.legend(fontsize=7)
     lr = float(run.config.get("lr", np.nan))
+    # RMSProp's central flow holds the preconditioned sharpness at 2/eta (the stable
+    # process records only the raw lambda_1, so it is left out of that panel)
+    pre = "precond_lambda_1" in procs.get("central", {})
+    col = "precond_lambda_1" if pre else "lambda_1"
     for name, color in (("discrete", "0.5"), ("stable", "C2"), ("central", "C3")):
-        lam = procs.get(name, {}).get("lambda_1")
+        lam = procs.get(name, {}).get(col)
         if lam is not None:
             ok = np.isfinite(lam)
             _line(ax_s, t[ok], np.asarray(lam)[ok], color=color, lw=1.0, label=name)
     ax_s.axhline(2 / lr, color="k", ls="--", lw=0.8, label=r"$2/\eta$")
-    ax_s.set(xlabel="step", ylabel=r"sharpness $\lambda_1$")
+    ax_s.set(xlabel="step", ylabel=r"preconditioned sharpness $\lambda_1(P^{-1}H)$" if pre
+             else r"sharpness $\lambda_1$")
+    if pre:  # from nu = (1 - decay) g^2 the first steps' value is ~10x the edge
+        ax_s.set_ylim(0, 2.5 * 2 / lr)
     ax_s.legend(fontsize=7)
     fig.suptitle(_title(run, "processes from one initialization"))
     return fig
