@@ -149,3 +149,22 @@ def test_a_network_chunk_runs_as_pieces_without_host_callbacks():
         np.testing.assert_allclose(rows[k], np.asarray(ref[k]), rtol=1e-12, atol=0, err_msg=k)
     np.testing.assert_allclose(jax.flatten_util.ravel_pytree(new.params)[0],
                                jax.flatten_util.ravel_pytree(whole.params)[0], rtol=1e-12)
+
+
+def test_adaptive_methods_show_s_from_the_preconditioned_sharpness():
+    """RMSProp's S = 2 lambda_1(P^-1 H) / (2/eta): formed from precond_lambda_1, while the line
+    still shows the raw lambda_1 (it showed 2 * 3 / 1000 = 0.006 before)."""
+    import numpy as np
+
+    from eosflow.optim import METHODS
+    from eosflow.runner._progress import last_valid
+
+    m, lr = METHODS["rmsprop"], 0.002
+    rows = {"loss": np.array([0.5, 0.4]), "lambda_1": np.array([3.0, np.nan]),
+            "eff_lr": np.array([lr, lr]), "precond_lambda_1": np.array([1100.0, np.nan])}
+    out = io.StringIO()
+    bar = Progress(10, stream=out, label="r", interval=3600.0,
+                   stableness=((lambda lam, e: m.stableness(lam, e, lr, 0.9)), "S"))
+    bar.update(10, **last_valid(rows))
+    bar.close()
+    assert "λ1 3, S 2.200" in out.getvalue()

@@ -86,16 +86,18 @@ class Progress:
 
     # -- steps ---------------------------------------------------------------------------------
     def update(self, step: int, *, loss: float, lam: float | None = None,
-               eff_lr: float | None = None) -> None:
+               eff_lr: float | None = None, s_lam: float | None = None) -> None:
         """The run has reached ``step`` (a chunk boundary); ``lam`` and ``eff_lr`` are those
-        of the last measurement (``None``: none in this chunk)."""
-        self._record(step, loss, lam, eff_lr, force=False)
+        of the last measurement (``None``: none in this chunk); ``s_lam``, where given, is the
+        eigenvalue S is formed from (the preconditioned sharpness of Adam and RMSProp)."""
+        self._record(step, loss, lam, eff_lr, force=False, s_lam=s_lam)
 
-    def heartbeat(self, step, loss, lam, eff_lr) -> None:
+    def heartbeat(self, step, loss, lam, eff_lr, s_lam=None) -> None:
         """Called between the compiled pieces of a chunk (``Program.pieces``)."""
-        self._record(int(step), float(loss), float(lam), float(eff_lr), force=False)
+        self._record(int(step), float(loss), float(lam), float(eff_lr), force=False,
+                     s_lam=s_lam)
 
-    def _record(self, step, loss, lam, eff_lr, *, force) -> None:
+    def _record(self, step, loss, lam, eff_lr, *, force, s_lam=None) -> None:
         if self.mode == "off":
             return
         with self._lock:
@@ -106,8 +108,10 @@ class Progress:
                 self.loss = loss
             if lam is not None and math.isfinite(lam):
                 self.lam = lam
-                if self.stableness is not None and eff_lr is not None and math.isfinite(eff_lr):
-                    self.s = float(self.stableness[0](lam, eff_lr))
+                s_lam = lam if s_lam is None else s_lam
+                if (self.stableness is not None and eff_lr is not None and math.isfinite(eff_lr)
+                        and math.isfinite(s_lam)):
+                    self.s = float(self.stableness[0](s_lam, eff_lr))
             now = time.perf_counter()
             if self.mode == "bar":
                 self._bar.n = step
@@ -165,14 +169,19 @@ class Progress:
 
 def last_valid(rows: dict[str, Any]) -> dict[str, float | None]:
     """What a progress line shows of some rows (NumPy columns, point 0 of a sweep): the last
-    finite loss, and the last lambda_1 with the effective step of its row (None if none)."""
+    finite loss, and the last lambda_1 with the effective step of its row (None if none), and
+    ``s_lam`` the last preconditioned sharpness where the rows have one (else None)."""
     def col(name):
         v = rows.get(name)
         return None if v is None else (v if v.ndim == 1 else v[:, 0])
 
     loss = col("loss")
     loss = loss[np.isfinite(loss)] if loss is not None else np.zeros(0)
-    out = {"loss": float(loss[-1]) if len(loss) else math.nan, "lam": None, "eff_lr": None}
+    out = {"loss": float(loss[-1]) if len(loss) else math.nan, "lam": None, "eff_lr": None,
+           "s_lam": None}
+    pre = col("precond_lambda_1")
+    if pre is not None and np.isfinite(pre).any():
+        out["s_lam"] = float(pre[np.flatnonzero(np.isfinite(pre))[-1]])
     lam = col("lambda_1")
     if lam is not None and np.isfinite(lam).any():
         i = np.flatnonzero(np.isfinite(lam))[-1]

@@ -504,7 +504,8 @@ class Program(_Probes, _Predictions, _Processes):
         if self.on_progress is not None:
             seen = last_valid(rows)
             self.on_progress(end, seen["loss"], math.nan if seen["lam"] is None else seen["lam"],
-                             math.nan if seen["eff_lr"] is None else seen["eff_lr"])
+                             math.nan if seen["eff_lr"] is None else seen["eff_lr"],
+                             seen["s_lam"])
         return rows
 
     def boundaries(self) -> list[int]:
