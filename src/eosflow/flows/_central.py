@@ -38,7 +38,8 @@ H\rangle,\qquad \dot\nu = \kappa\Big[\bar g^{\odot2} + \operatorname{diag}(H\Sig
 
 the second because the oscillation $\delta$ ($\mathbb E\,\delta\delta^\top = \Sigma$) makes the
 gradient $\bar g + H\delta$ to second order, whose mean square the EMA follows ($\kappa$: the
-EMA's exact decay rate for a constant input). With $A = U^\top(\tfrac2\eta D - H)U$ and $\dot D = \dot\nu/(2D)$,
+EMA's exact decay rate for a constant input). With $A = U^\top(\tfrac2\eta D - H)U$ and
+$\dot D = \dot\nu/(2D)$,
 $\dot A_{ij} = \tfrac1\eta\langle u_i\odot u_j, \dot\nu/D\rangle - \langle G_{ij}, \dot w\rangle$,
 affine in $X$: the same complementarity problem with
 $\mathcal B_{ijkl} = \tfrac\eta2\langle G_{ij}, D^{-1}G_{kl}\rangle +

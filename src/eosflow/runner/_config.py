@@ -183,8 +183,8 @@ class Config:
     """steps of the re-projection flow predicting the run after the warm-up (None: none)"""
     processes: tuple[ProcessName, ...] = ("discrete",)
     """processes stepped from one initialization: discrete (the optimizer), midpoint
-    ((w_{t-1} + 2w_t + w_{t+1})/4), stable (gradient flow), central (the central flow of GD or RMSProp,
-    arXiv 2410.24206); e.g. discrete,midpoint,stable,central"""
+    ((w_{t-1} + 2w_t + w_{t+1})/4), stable (gradient flow), central (the central flow of GD
+    or RMSProp, arXiv 2410.24206); e.g. discrete,midpoint,stable,central"""
     central_substeps: int = 4
     """Euler steps per optimizer step of the stable and central processes"""
 
