@@ -25,4 +25,5 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     "Check": "._verify",
     "adaptive_eos_rows": "._verify_central",
     "central_flow_rows": "._verify_central",
+    "rmsprop_central_rows": "._verify_central",
 })

@@ -24,7 +24,7 @@ from ..flows import limiting_flow, project_solve, stableness
 from ..optim import METHODS
 from ..problems import Toy, quadratic, toy_a, toy_b, toy_c
 from ..runner import write_json
-from ._verify_central import adaptive_eos_rows, central_flow_rows
+from ._verify_central import adaptive_eos_rows, central_flow_rows, rmsprop_central_rows
 
 SLOPE_MIN = 0.8
 
@@ -326,6 +326,8 @@ def _run_verify(out_dir, *, quick, log) -> list[Check]:
     checks += central_flow_rows(Check)
     say("claim 9: Adam at its edge, 38/eta")
     checks += adaptive_eos_rows(Check)
+    say("claim 10: RMSProp's central flow against RMSProp")
+    checks += rmsprop_central_rows(Check)
     elapsed = time.perf_counter() - t0
     say(f"done in {elapsed:.1f} s")
     if out_dir is not None:

@@ -7,8 +7,12 @@ simulated by the runner's own compiled step (:class:`~eosflow.runner.Program`).
   predicts the time-averaged loss $-cx^* + \sigma^2/\eta$, $x^* = 2/\eta - a$.
 * Adaptive EoS (Cohen et al., arXiv 2207.14484): full-batch Adam with $\beta_1 = 0.9$ holds
   $\eta\,\lambda_1(P^{-1}H)$ near $(2 + 2\beta_1)/(1 - \beta_1) = 38$ on a small digits MLP.
+* RMSProp's central flow on the same toy against ``optax.rmsprop`` itself (not the runner):
+  after the oscillation settles, the flow moves $x$ at RMSProp's speed, its $\nu$ is the
+  EMA's and $\Sigma_{yy} = X/\sqrt{\nu_y}$ the time average of $y^2$.
 """
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -78,3 +82,43 @@ def adaptive_eos_rows(check) -> list:
                   f"Adam b1 = 0.9, digits MLP 64-32-10, {config.steps} steps: mean eta * "
                   "lambda1(P^-1 H) over the last third", f"{edge:g}", mean,
                   f"within {ADAM_TOL:.0%}", rel <= ADAM_TOL)]
+
+
+def rmsprop_central_rows(check) -> list:
+    r"""RMSProp's central flow against ``optax.rmsprop`` on the toy, from $(4, 10^{-3})$ with
+    $\eta = 0.1$, decay 0.9, $\epsilon = 0$, over steps 200-400."""
+    import optax
+
+    from ..flows import central_flow
+
+    def loss(w):
+        return -_C * w[0] + 0.5 * (_A + w[0]) * w[1] ** 2
+
+    w0, n, decay = jnp.array([4.0, 1e-3]), 400, 0.9
+    tx = optax.rmsprop(_LR, decay=decay, eps=0.0)
+
+    def step(carry, _):
+        w, st = carry
+        u, st = tx.update(jax.grad(loss)(w), st, w)
+        return (w + u, st), (w, st[0].nu)
+
+    _, (ws, nus) = jax.lax.scan(step, (w0, tx.init(w0)), None, length=n)
+    ws, nus = np.asarray(ws), np.asarray(nus)
+    flow = central_flow(loss, w0, lr=_LR, num_steps=n, substeps=8, optimizer="rmsprop",
+                        decay=decay, eps=0.0)
+    late = slice(n // 2, n)
+    speed = abs(np.diff(np.asarray(flow.params[late, 0])).mean()
+                / np.diff(ws[late, 0]).mean() - 1)
+    nu = float(np.max(np.abs(np.asarray(flow.state.nu) / nus[-1] - 1)))
+    syy = np.asarray(flow.metrics.sigma2[late]) / np.sqrt(nus[late, 1])
+    var = abs(syy.mean() / np.mean(ws[late, 1] ** 2) - 1)
+    claim = "10 RMSProp central flow"
+    toy = "same toy, optax.rmsprop"
+    return [
+        check(claim, f"{toy}: rel. error of the flow's speed in x", "0", float(speed),
+              "<= 1e-3", speed <= 1e-3),
+        check(claim, f"{toy}: max rel. error of nu at the end", "0", nu, "<= 5e-3",
+              nu <= 5e-3),
+        check(claim, f"{toy}: rel. error of Sigma_yy against the mean of y^2", "0",
+              float(var), "<= 2e-2", var <= 2e-2),
+    ]
