@@ -373,6 +373,8 @@ def central_flow(
         num_steps: how many optimizer steps of time to integrate
             ($t \in [0, \text{num\_steps}]$).
         k: eigenvalues tracked (and allowed to be critical together); the paper tracks a few.
+            RMSProp's preconditioned spectrum has a cluster at the top: on a digits MLP one
+            tracked eigenvalue left the flow's sharpness 20% above the edge, three 5-9%.
         substeps: Euler steps per optimizer step ($\Delta t = 1/\text{substeps}$).
         save_every: keep $w$ every this many steps (``num_steps`` must be a multiple).
         tol: relative tolerance of each warm-started eigen-solve.
