@@ -162,7 +162,7 @@ def processes_figure(run: RunLike):
             ok = np.isfinite(lam)
             _line(ax_s, t[ok], np.asarray(lam)[ok], color=color, lw=1.0, label=name)
     ax_s.axhline(2 / lr, color="k", ls="--", lw=0.8, label=r"$2/\eta$")
-    ax_s.set(xlabel="step", ylabel=r"preconditioned sharpness $\lambda_1(P^{-1}H)$" if pre
+    ax_s.set(xlabel="step", ylabel=r"preconditioned $\lambda_1(P^{-1}H)$" if pre
              else r"sharpness $\lambda_1$")
     if pre:  # from nu = (1 - decay) g^2 the first steps' value is ~10x the edge
         ax_s.set_ylim(0, 2.5 * 2 / lr)

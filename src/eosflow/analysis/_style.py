@@ -56,7 +56,9 @@ CAPTIONS = {
     "loss of the discrete run (grey) and its two-step mean (black), the loss at the midpoint "
     "iterates (w_{t-1} + 2w_t + w_{t+1})/4, gradient flow (stable, dashed), the central flow's "
     "predicted time-averaged loss L + ½⟨Σ, H⟩ and its own L(w) (dotted). Right: λ1 of the "
-    "discrete run, gradient flow and the central flow against 2/η.",
+    "discrete run, gradient flow and the central flow against 2/η (RMSProp: the "
+    "preconditioned sharpness λ1(P⁻¹H) of the discrete run and of the central flow; its "
+    "stable flow is RMSProp's own with Σ = 0).",
     "compare": "Runs overlaid: training loss, sharpness λ1 (dashed: each GD run's 2/η) "
     "and the two-step harmonic mean of the stableness S_t, 2/(1/S_t + 1/S_{t+1}), which "
     "sits at 2 during EoS for GD and normalized GD alike. Each run has its own marker, "
