@@ -257,9 +257,9 @@ def _substep(loss, w, nu, warm, lr, dt, k, tol, rms):
     Gf = jax.vmap(lambda t: ravel(t)[0])(G)
     idx = jnp.zeros((k, k), jnp.int32).at[iu, ju].set(jnp.arange(iu.size, dtype=jnp.int32))
     idx = idx.at[ju, iu].set(jnp.arange(iu.size, dtype=jnp.int32))
-    if rms is None:
-        a = lr * (Gf @ gf)  # dA_ij/dt at X = 0: <G_ij, -dw/dt>
-        Bp = (lr / 2) * (Gf @ Gf.T)
+    if rms is None:  # dA_ij/dt = <G_ij, -dw/dt>: lr <G_ij, g> + lr/2 <G_ij, G_kl> X_kl
+        alpha = jnp.diag(2 / lr - lam) + dt * lr * (Gf @ gf)[idx]
+        B = (Gf @ Gf.T)[idx][:, :, idx] * (dt * lr / 2)  # (k, k, k, k)
     else:
         Df, nuf = ravel(D)[0], ravel(nu)[0]
         Uf = jax.vmap(lambda t: ravel(t)[0])(U)
@@ -270,8 +270,8 @@ def _substep(loss, w, nu, warm, lr, dt, k, tol, rms):
         W = pairs * (root[iu] * root[ju])[:, None] * jnp.sqrt(Df)
         cross = (pairs * (gf / Df)) @ Gf.T  # from g * drift in the mean gradient's square
         Bp = (lr / 2) * (GD @ Gf.T) + (kappa / lr) * (W @ W.T + 0.5 * (cross + cross.T))
-    B = Bp[idx][:, :, idx] * dt  # (k, k, k, k)
-    alpha = jnp.diag(2 / lr - lam) + dt * a[idx]
+        alpha = jnp.diag(2 / lr - lam) + dt * a[idx]
+        B = Bp[idx][:, :, idx] * dt
     sol = solve_sdcp(alpha, B)
     X = sol.X
     weights = X[iu, ju] * jnp.where(iu == ju, 1.0, 2.0)  # sum over i, j of X_ij G_ij
