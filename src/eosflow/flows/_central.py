@@ -174,6 +174,23 @@ def _scale(nu, eps):
     return jax.tree.map(lambda n: jnp.sqrt(n + eps), nu)
 
 
+def rmsprop_nu0(grad: PyTree, decay: float) -> PyTree:
+    r"""$(1 - \beta_2)\nabla L(w_0)^{\odot 2}$: the second moment optax.rmsprop's first step
+    divides by (its state starts at $\nu = 0$); RMSProp's flows start there by default."""
+    return jax.tree.map(lambda x: (1 - decay) * x * x, grad)
+
+
+def rmsprop_stable_substep(w: PyTree, nu: PyTree, grad: PyTree, *, lr, dt: float, decay: float,
+                           eps: float) -> tuple[PyTree, PyTree]:
+    r"""One Euler substep of RMSProp's stable flow (its central flow with $\Sigma = 0$):
+    $w \leftarrow w - \eta\,\Delta t\,\nabla L/\sqrt{\nu + \epsilon}$,
+    $\nu \leftarrow \nu - \ln\beta_2\,\Delta t\,(\nabla L^{\odot 2} - \nu)$; ``grad`` is
+    $\nabla L(w)$."""
+    kappa = -math.log(decay)
+    w = jax.tree.map(lambda x, g, n: x - lr * dt * g / jnp.sqrt(n + eps), w, grad, nu)
+    return w, jax.tree.map(lambda n, g: n + dt * kappa * (g * g - n), nu, grad)
+
+
 def _check_nu(nu, params, eps):
     r"""``nu`` shaped like ``params``, finite, >= 0, and $\nu + \epsilon > 0$ (where concrete)."""
     if jax.tree.structure(nu) != jax.tree.structure(params) or [
@@ -213,8 +230,7 @@ def central_flow_init(loss_fn: Callable, params: PyTree, *, k: int = 1, v0: PyTr
     nu = None
     if optimizer == "rmsprop":
         if nu0 is None:
-            g = jax.grad(loss)(params)
-            nu0 = jax.tree.map(lambda x: (1 - decay) * x * x, g)
+            nu0 = rmsprop_nu0(jax.grad(loss)(params), decay)
         _check_nu(nu0, params, eps)
         nu = jax.tree.map(lambda n, x: jnp.asarray(n, x.dtype), nu0, params)
         res = preconditioned_sharpness(loss, params, _scale(nu, eps), k, v0=v0, tol=tol,

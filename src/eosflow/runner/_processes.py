@@ -25,7 +25,6 @@ Each row of process ``P`` is written as columns ``"P.NAME"`` with the metrics' o
 splits them back out (``load_run(p).processes["central"]["loss"]``).
 """
 
-import math
 from typing import Any, NamedTuple
 
 import jax
@@ -34,7 +33,7 @@ import numpy as np
 import optax
 
 from ..curvature import hessian_operator, top_eigenpairs
-from ..flows import central_flow_init, central_flow_step
+from ..flows import central_flow_init, central_flow_step, rmsprop_nu0, rmsprop_stable_substep
 from ..optim import RMSPROP_EPS
 
 SEP = "."  # "central.loss": process name, separator, metric name
@@ -83,12 +82,10 @@ class _Processes:
         if not names:
             return None
         c, p = self.config, self.problem
-        rms = self.rmsprop_flows
         stable = params if "stable" in names else None
         nu = None
-        if stable is not None and rms:
-            g = self._process_loss(p, params)[1]
-            nu = jax.tree.map(lambda x: (1 - c.decay) * x * x, g)
+        if stable is not None and self.rmsprop_flows:
+            nu = rmsprop_nu0(self._process_loss(p, params)[1], c.decay)
         block = None
         if stable is not None and self.eig_on:
             leaves, treedef = jax.tree.flatten(params)
@@ -99,7 +96,8 @@ class _Processes:
         central = None
         if "central" in names:
             central = central_flow_init(p.loss_fn, params, k=self.k, tol=c.eig_tol,
-                                        batches=p.batches, **self._flow_optimizer)
+                                        batches=p.batches, optimizer=c.optimizer,
+                                        **self._rmsprop_options)
         return ProcessState(prev=params, stable=stable, stable_block=block, central=central,
                             stable_nu=nu)
 
@@ -108,11 +106,11 @@ class _Processes:
         return self.config.optimizer == "rmsprop"
 
     @property
-    def _flow_optimizer(self) -> dict:
-        """The central flow's optimizer options (RMSProp's from the run's config)."""
+    def _rmsprop_options(self) -> dict:
+        """RMSProp's options for its flows (from the run's config), or none for GD."""
         if not self.rmsprop_flows:
             return {}
-        return dict(optimizer="rmsprop", decay=float(self.config.decay), eps=RMSPROP_EPS)
+        return dict(decay=float(self.config.decay), eps=RMSPROP_EPS)
 
     def processes_step(self, p, ps: ProcessState, params, new_params, hyper, step, measure,
                        key) -> tuple[ProcessState, dict[str, jax.Array]]:
@@ -150,12 +148,9 @@ class _Processes:
                              | {"stable.eig_matvecs": jnp.zeros((), jnp.int32)}))
                 row.update(eig)
             if self.rmsprop_flows:
-                kappa = -math.log(c.decay)
-
                 def euler(w, nu, g):
-                    w = jax.tree.map(lambda x, gi, n: x - lr * dt * gi / jnp.sqrt(n + RMSPROP_EPS),
-                                     w, g, nu)
-                    return w, jax.tree.map(lambda n, gi: n + dt * kappa * (gi * gi - n), nu, g)
+                    return rmsprop_stable_substep(w, nu, g, lr=lr, dt=dt,
+                                                  **self._rmsprop_options)
 
                 stable, nu = jax.lax.fori_loop(
                     1, c.central_substeps,
@@ -170,14 +165,12 @@ class _Processes:
                 stable = jax.lax.fori_loop(1, c.central_substeps, euler, w)
         central = ps.central
         if "central" in names:
-            opts = self._flow_optimizer
             central, m = central_flow_step(p.loss_fn, central, lr=hyper["lr"],
                                            substeps=c.central_substeps, tol=c.eig_tol,
-                                           batches=p.batches,
-                                           **{k: v for k, v in opts.items() if k != "optimizer"})
+                                           batches=p.batches, **self._rmsprop_options)
             row["central.loss"] = m.loss
             row["central.grad_norm"] = m.grad_norm
-            lam = "precond_lambda" if opts else "lambda"
+            lam = "precond_lambda" if self.rmsprop_flows else "lambda"
             row.update({f"central.{lam}_{i + 1}": m.eigenvalues[i] for i in range(self.k)})
             row["central.predicted_loss"] = m.predicted_loss
             row["central.predicted_grad_norm"] = jnp.sqrt(m.predicted_grad_norm_sq)
