@@ -177,33 +177,40 @@ def _rms_toy(w):
     return -RMS_C * w[0] + 0.5 * (RMS_A + w[0]) * w[1] ** 2
 
 
-def _rms_reference(x0, nu0, t_end, h=1e-3):
+def _rms_reference(x0, nu0, t_end, h=1e-3, bias_correction=False):
     """RK4 on the reduced system; returns x, nu_x, nu_y and s at integer times. Once on the
-    edge it stays there (s > 0 throughout on this toy): nu_y is then a function of x."""
-    kappa, lr, c = -np.log(RMS_DECAY), LR, RMS_C
+    edge it stays there (s > 0 throughout on this toy): nu_y is then a function of x. With
+    ``bias_correction`` the state is nu_hat and the rate kappa / (1 - decay^(t + 1))."""
+    lr, c = LR, RMS_C
 
-    def s_of(z, edge):
+    def rate(t):
+        kappa = -np.log(RMS_DECAY)
+        return kappa / (1 - RMS_DECAY ** (t + 1)) if bias_correction else kappa
+
+    def s_of(z, edge, t):
         x, nx, ny = z
+        kappa = rate(t)
         if not edge:
             return 0.0
         r = np.sqrt(ny / nx)
         return (lr**2 * c * r + kappa * ny) / (kappa * (RMS_A + x) ** 2 + lr**2 * r / 2)
 
-    def f(z, edge):
+    def f(z, edge, t):
         x, nx, ny = z
-        s = s_of(z, edge)
+        s, kappa = s_of(z, edge, t), rate(t)
         return np.array([lr * (c - s / 2) / np.sqrt(nx), kappa * ((c - s / 2) ** 2 - nx),
                          kappa * (s * (RMS_A + x) ** 2 - ny)])
 
     z, out, edge = np.array([x0, *nu0], float), [], False
     per = round(1 / h)
-    for _ in range(t_end + 1):
-        out.append([*z, s_of(z, edge)])
-        for _ in range(per):
-            k1 = f(z, edge)
-            k2 = f(z + h / 2 * k1, edge)
-            k3 = f(z + h / 2 * k2, edge)
-            k4 = f(z + h * k3, edge)
+    for step in range(t_end + 1):
+        out.append([*z, s_of(z, edge, step)])
+        for i in range(per):
+            t = step + i * h
+            k1 = f(z, edge, t)
+            k2 = f(z + h / 2 * k1, edge, t + h / 2)
+            k3 = f(z + h / 2 * k2, edge, t + h / 2)
+            k4 = f(z + h * k3, edge, t + h)
             z = z + h / 6 * (k1 + 2 * k2 + 2 * k3 + k4)
             edge = edge or (RMS_A + z[0]) >= (2 / lr) * np.sqrt(z[2])
             if edge:  # the onset, to within one RK4 step h
@@ -211,20 +218,22 @@ def _rms_reference(x0, nu0, t_end, h=1e-3):
     return np.array(out)
 
 
-def test_rmsprop_against_the_reduced_flow():
-    r"""Below the edge ($\nu_y$ 4x its edge value) then on it: $x$, $\nu$ and
+@pytest.mark.parametrize("bias_correction", [False, True])
+def test_rmsprop_against_the_reduced_flow(bias_correction):
+    r"""Below the edge ($\nu_y$ 4x, or 40x, its edge value) then on it: $x$, $\nu$ and
     $\Sigma_{yy} = X/\sqrt{\nu_y}$ follow the reduced system, and the error is Euler's
-    (it falls ~4x from 4 to 16 substeps)."""
+    (it falls ~4x from 4 to 16 substeps); with bias correction, at its time-dependent rate."""
     x0, n = 4.0, 120
-    nu0 = np.array([RMS_C**2, 4.0 * (LR * (RMS_A + x0) / 2) ** 2])
-    ref = _rms_reference(x0, nu0, n)
+    above = 40.0 if bias_correction else 4.0  # nu_hat's early rate is ~1 per step
+    nu0 = np.array([RMS_C**2, above * (LR * (RMS_A + x0) / 2) ** 2])
+    ref = _rms_reference(x0, nu0, n, bias_correction=bias_correction)
     onset = int(np.argmax(ref[:, 3] > 0))
     assert 5 < onset < 60
     errs = []
     for substeps in (4, 16):
         flow = central_flow(_rms_toy, jnp.array([x0, 0.0]), lr=LR, num_steps=n,
                             substeps=substeps, optimizer="rmsprop", decay=RMS_DECAY, eps=0.0,
-                            nu0=jnp.asarray(nu0))
+                            nu0=jnp.asarray(nu0), bias_correction=bias_correction)
         m = flow.metrics
         np.testing.assert_allclose(flow.params[:, 1], 0.0)
         after = slice(onset + 3, n)
@@ -237,28 +246,33 @@ def test_rmsprop_against_the_reduced_flow():
                      np.max(np.abs(flow.state.nu - ref[-1, 1:3]) / ref[-1, 1:3]),
                      np.max(np.abs(s - ref[after, 3]) / ref[after, 3])])
     errs = np.array(errs)
-    assert np.all(errs[1] < [5e-5, 5e-5, 5e-4]), errs
+    # bias correction's early rate (~1 per step) makes Euler's error in x larger, not slower
+    assert np.all(errs[1] < [2e-4 if bias_correction else 5e-5, 5e-5, 5e-4]), errs
     assert np.all(errs[1] < errs[0] / 3), errs
 
 
-def test_rmsprop_predicts_discrete_rmsprop():
+@pytest.mark.parametrize(("decay", "bias_correction"), [(RMS_DECAY, False), (0.99, True)])
+def test_rmsprop_predicts_discrete_rmsprop(decay, bias_correction):
     """optax.rmsprop itself on the toy, from y = 1e-3 (the flow from the same point, nu(0)
     its first step's): after the oscillation settles, the flow's x moves at RMSProp's speed,
-    nu matches the EMA, and Sigma_yy the time average of y^2."""
+    nu matches the EMA, and Sigma_yy the time average of y^2. With bias correction (at 0.99
+    it still matters at step 200: 1 - 0.99^200 = 0.87) the flow's nu_hat is optax's."""
     import optax
 
     w0, n = jnp.array([4.0, 1e-3]), 400
-    tx = optax.rmsprop(LR, decay=RMS_DECAY, eps=0.0)
+    tx = optax.rmsprop(LR, decay=decay, eps=0.0, bias_correction=bias_correction)
 
     def step(carry, _):
         w, st = carry
         u, st = tx.update(jax.grad(_rms_toy)(w), st, w)
-        return (w + u, st), (w, st[0].nu)  # (ScaleByRmsState, ScaleByLearningRate)
+        rms = st[0]  # (ScaleByRms[WithCount]State, ScaleByLearningRate)
+        nu = rms.nu / (1 - decay**rms.count) if bias_correction else rms.nu
+        return (w + u, st), (w, nu)
 
     _, (ws, nus) = jax.lax.scan(step, (w0, tx.init(w0)), None, length=n)
     ws, nus = np.asarray(ws), np.asarray(nus)
     flow = central_flow(_rms_toy, w0, lr=LR, num_steps=n, substeps=8, optimizer="rmsprop",
-                        decay=RMS_DECAY, eps=0.0)
+                        decay=decay, eps=0.0, bias_correction=bias_correction)
     late = slice(200, n)
     speed = np.diff(ws[late, 0]).mean(), np.diff(np.asarray(flow.params[late, 0])).mean()
     np.testing.assert_allclose(speed[0], speed[1], rtol=1e-3)
@@ -276,6 +290,8 @@ def test_rmsprop_bad_input():
         central_flow(loss, jnp.ones(2), decay=1.0, **kw)
     with pytest.raises(ValueError, match="eps must be"):
         central_flow(loss, jnp.ones(2), eps=-1.0, **kw)
+    with pytest.raises(ValueError, match="bias_correction must be True or False"):
+        central_flow(loss, jnp.ones(2), bias_correction=1, **kw)
     with pytest.raises(ValueError, match=r"eps = 0.0 with 1 zero entries of nu0"):
         central_flow(loss, jnp.ones(2), eps=0.0, nu0=jnp.array([1.0, 0.0]), **kw)
     with pytest.raises(ValueError, match="negative or non-finite"):

@@ -33,7 +33,8 @@ def _oracle(config):
     for _ in range(10):
         s10, _ = one(s10, hyper, data)
     s11, rows = one(s10, hyper, data)
-    P = preconditioner_from_state(config.optimizer, s11.opt_state)
+    P = preconditioner_from_state(config.optimizer, s11.opt_state, **(
+        {"decay": config.decay, "bias_correction": True} if config.bias_correction else {}))
     x, unravel = jax.flatten_util.ravel_pytree(s10.params)
     p = jax.flatten_util.ravel_pytree(P)[0]
 
@@ -49,9 +50,10 @@ def _oracle(config):
 # preconditioned solver itself (tests/curvature/test_preconditioned.py::
 # test_matches_dense_oracle) and the runner's path runs in the Adam tests below
 @pytest.mark.slow
-@pytest.mark.parametrize("optimizer", ["adam", "rmsprop"])
-def test_precond_lambda_matches_dense_oracle(tmp_path, optimizer):
-    config = _tiny(optimizer=optimizer)
+@pytest.mark.parametrize(("optimizer", "bias_correction"),
+                         [("adam", False), ("rmsprop", False), ("rmsprop", True)])
+def test_precond_lambda_matches_dense_oracle(tmp_path, optimizer, bias_correction):
+    config = _tiny(optimizer=optimizer, bias_correction=bias_correction, decay=0.99)
     record = run_experiment(config, tmp_path / optimizer, progress=False)
     m = record.metrics
     measured = np.flatnonzero(np.isfinite(m["precond_lambda_1"]))
@@ -94,23 +96,28 @@ def test_adam_run_resumes_with_its_warm_start(tmp_path):
         np.testing.assert_array_equal(resumed[k], straight[k], err_msg=k)
 
 
-@pytest.mark.parametrize("decay", [0.9, 0.999])
-def test_rmsprop_decay_reaches_optax(decay):
+@pytest.mark.parametrize(("decay", "bias_correction"),
+                         [(0.9, False), (0.999, False), (0.999, True)])
+def test_rmsprop_decay_reaches_optax(decay, bias_correction):
     r"""RMSProp's first step from $\nu_0 = 0$: $\nu_1 = (1 - \rho)g^2$, update
-    $-\eta g/\sqrt{\nu_1 + \epsilon}$ (optax's rmsprop, eps = 1e-8 inside the root)."""
+    $-\eta g/\sqrt{\nu_1 + \epsilon}$ (optax's rmsprop, eps = 1e-8 inside the root); with
+    bias correction $\hat\nu_1 = g^2$, and the runner reads that P from the state."""
     from eosflow.experiments import parse
     from eosflow.runner import build_optimizer
 
-    config = parse(["run", "digits-rmsprop", "--decay", str(decay)]).config
-    assert config.decay == decay
+    config = parse(["run", "digits-rmsprop", "--decay", str(decay),
+                    "--bias_correction", str(bias_correction).lower()]).config
+    assert (config.decay, config.bias_correction) == (decay, bias_correction)
     g = jnp.array([0.5, -2.0, 1e-3])
+    nu1 = g**2 if bias_correction else (1 - decay) * g**2
     opt = build_optimizer(config, 0.01)
     state = opt.init(jnp.zeros(3))
     update, state = opt.update(g, state, jnp.zeros(3))
-    np.testing.assert_allclose(update, -0.01 * g / jnp.sqrt((1 - decay) * g**2 + 1e-8),
-                               rtol=1e-6)
-    P = preconditioner_from_state("rmsprop", state)
-    np.testing.assert_allclose(P, jnp.sqrt((1 - decay) * g**2 + 1e-8), rtol=1e-6)
+    np.testing.assert_allclose(update, -0.01 * g / jnp.sqrt(nu1 + 1e-8), rtol=1e-6)
+    prog = Program(config.replace(num_examples=20, widths=(3,)),
+                   build_problem(config.replace(num_examples=20, widths=(3,))), None, None, None)
+    P = preconditioner_from_state("rmsprop", state, **prog.precond_options)
+    np.testing.assert_allclose(P, jnp.sqrt(nu1 + 1e-8), rtol=1e-6)
 
 
 def test_decay_out_of_range_is_refused():

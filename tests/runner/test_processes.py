@@ -114,14 +114,17 @@ def test_resume_with_processes_is_bit_for_bit(tmp_path, optimizer, lr, steps):
         np.testing.assert_array_equal(resumed[k], straight[k], err_msg=k)
 
 
-def test_rmsprop_processes_are_rmsprops_flows(tmp_path):
+@pytest.mark.parametrize("bias_correction", [False, True])
+def test_rmsprop_processes_are_rmsprops_flows(tmp_path, bias_correction):
     """optimizer rmsprop: the central process is central_flow(optimizer="rmsprop") from
     nu(0) = (1 - decay) grad L(w_0)^2, its eigenvalues written as precond_lambda_1; the stable
     process at y = 0 is x' = lr c / sqrt(nu_x + eps), nu_x' = -ln(decay) (c^2 - nu_x) in
-    Euler steps (nu_y stays 0), in closed form for nu_x."""
+    Euler steps (nu_y stays 0), in closed form for nu_x. With bias correction the flows start
+    from nu_hat(0) = grad L(w_0)^2, which at y = 0 stays c^2: x moves at lr c/sqrt(c^2 + eps)."""
     from eosflow.optim import RMSPROP_EPS
 
-    config = _config(optimizer="rmsprop", lr=LR, steps=30, chunk_steps=30, decay=0.9)
+    config = _config(optimizer="rmsprop", lr=LR, steps=30, chunk_steps=30, decay=0.9,
+                     bias_correction=bias_correction)
     x0, y0 = 4.0, 0.5
     _run(tmp_path / "r", [x0, y0], config)
     run = load_run(tmp_path / "r")
@@ -129,7 +132,7 @@ def test_rmsprop_processes_are_rmsprops_flows(tmp_path):
     with jax.enable_x64(True):
         flow = central_flow(toy_loss, jnp.array([x0, y0]), lr=LR, num_steps=30, tol=1e-10,
                             substeps=config.central_substeps, optimizer="rmsprop", decay=0.9,
-                            eps=RMSPROP_EPS)
+                            eps=RMSPROP_EPS, bias_correction=bias_correction)
     np.testing.assert_allclose(cen["predicted_loss"], flow.metrics.predicted_loss, rtol=1e-12)
     np.testing.assert_allclose(cen["precond_lambda_1"], flow.metrics.eigenvalues[:, 0],
                                rtol=1e-12)
@@ -139,7 +142,10 @@ def test_rmsprop_processes_are_rmsprops_flows(tmp_path):
     _run(tmp_path / "s", [x0, 0.0], config)
     st = load_run(tmp_path / "s").processes["stable"]
     n, dt, kappa = config.central_substeps, 1 / config.central_substeps, -np.log(0.9)
-    nu = C**2 - (C**2 - 0.1 * C**2) * (1 - dt * kappa) ** np.arange(30 * n)
+    if bias_correction:
+        nu = np.full(30 * n, C**2)
+    else:
+        nu = C**2 - (C**2 - 0.1 * C**2) * (1 - dt * kappa) ** np.arange(30 * n)
     x = x0 + np.concatenate([[0.0], np.cumsum(LR * dt * C / np.sqrt(nu + RMSPROP_EPS))])
     np.testing.assert_allclose(st["loss"], -C * x[: 30 * n : n], rtol=1e-12)
 

@@ -10,6 +10,7 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     "central_flow_init": "._central",
     "central_flow_step": "._central",
     "rmsprop_nu0": "._central",
+    "rmsprop_rate": "._central",
     "rmsprop_stable_substep": "._central",
     "harmonic_sum": "._diagnostics",
     "phi_diagnostics": "._diagnostics",

@@ -50,6 +50,12 @@ averaging over $(ij)\leftrightarrow(kl)$; exact for one critical eigenvalue, and
 where they are equal (at the edge) up to the third term's asymmetry, which the next substep's
 projection absorbs. The oscillation stabilises RMSProp twice: the
 cubic term lowers $H$, and the larger $\nu$ lowers $D^{-1}$ (Cohen, Damian et al., Sec. 5).
+
+With ``bias_correction`` (optax.rmsprop's, $\hat\nu_c = \nu_c/(1 - \beta_2^c)$ after $c$
+updates) the state is $\hat\nu$ itself: differentiating $\nu/(1 - \beta_2^{t+1})$ gives the
+same equation with the time-dependent rate $\kappa/(1 - \beta_2^{t+1})$ (step $t$ of the flow
+is the optimizer's update $c = t + 1$), and $\hat\nu(0) = \nabla L(w_0)^{\odot2}$, the first
+update's. Everything above holds with that rate.
 """
 
 import math
@@ -146,7 +152,7 @@ def _count(name, value):
         raise ValueError(f"{name} must be an int >= 1, got {value!r}.")
 
 
-def _check(optimizer, lr, substeps, k, decay=0.9, eps=1e-8):
+def _check(optimizer, lr, substeps, k, decay=0.9, eps=1e-8, bias_correction=False):
     if optimizer not in CENTRAL_FLOW_OPTIMIZERS:
         raise ValueError(
             f"optimizer must be one of {list(CENTRAL_FLOW_OPTIMIZERS)} for the central flow, "
@@ -161,6 +167,8 @@ def _check(optimizer, lr, substeps, k, decay=0.9, eps=1e-8):
             raise ValueError(f"decay must be a number in (0, 1), got {decay!r}.")
         if isinstance(eps, bool) or not isinstance(eps, int | float) or not eps >= 0:
             raise ValueError(f"eps must be a number >= 0, got {eps!r}.")
+        if not isinstance(bias_correction, bool):
+            raise ValueError(f"bias_correction must be True or False, got {bias_correction!r}.")
 
 
 def _full_loss(loss_fn: Callable, batches: PyTree | None) -> Callable:
@@ -174,21 +182,33 @@ def _scale(nu, eps):
     return jax.tree.map(lambda n: jnp.sqrt(n + eps), nu)
 
 
-def rmsprop_nu0(grad: PyTree, decay: float) -> PyTree:
+def rmsprop_nu0(grad: PyTree, decay: float, bias_correction: bool = False) -> PyTree:
     r"""$(1 - \beta_2)\nabla L(w_0)^{\odot 2}$: the second moment optax.rmsprop's first step
-    divides by (its state starts at $\nu = 0$); RMSProp's flows start there by default."""
-    return jax.tree.map(lambda x: (1 - decay) * x * x, grad)
+    divides by (its state starts at $\nu = 0$); with ``bias_correction``, that step's
+    $\hat\nu = \nabla L(w_0)^{\odot 2}$. RMSProp's flows start there by default."""
+    scale = 1.0 if bias_correction else 1 - decay
+    return jax.tree.map(lambda x: scale * x * x, grad)
+
+
+def rmsprop_rate(decay: float, t, bias_correction: bool = False):
+    r"""The rate of RMSProp's second-moment flow at time ``t`` (in steps): $\kappa =
+    -\ln\beta_2$, or $\kappa/(1 - \beta_2^{t+1})$ for the bias-corrected $\hat\nu$."""
+    kappa = -math.log(decay)
+    if not bias_correction:
+        return kappa
+    return kappa / -jnp.expm1(-kappa * (jnp.asarray(t, dtype=float) + 1))
 
 
 def rmsprop_stable_substep(w: PyTree, nu: PyTree, grad: PyTree, *, lr, dt: float, decay: float,
-                           eps: float) -> tuple[PyTree, PyTree]:
-    r"""One Euler substep of RMSProp's stable flow (its central flow with $\Sigma = 0$):
-    $w \leftarrow w - \eta\,\Delta t\,\nabla L/\sqrt{\nu + \epsilon}$,
-    $\nu \leftarrow \nu - \ln\beta_2\,\Delta t\,(\nabla L^{\odot 2} - \nu)$; ``grad`` is
-    $\nabla L(w)$."""
-    kappa = -math.log(decay)
+                           eps: float, t=0.0, bias_correction: bool = False
+                           ) -> tuple[PyTree, PyTree]:
+    r"""One Euler substep of RMSProp's stable flow (its central flow with $\Sigma = 0$) at time
+    ``t``: $w \leftarrow w - \eta\,\Delta t\,\nabla L/\sqrt{\nu + \epsilon}$,
+    $\nu \leftarrow \nu + \Delta t\,\kappa\,(\nabla L^{\odot 2} - \nu)$ with $\kappa$ from
+    :func:`rmsprop_rate`; ``grad`` is $\nabla L(w)$."""
+    rate = rmsprop_rate(decay, t, bias_correction)
     w = jax.tree.map(lambda x, g, n: x - lr * dt * g / jnp.sqrt(n + eps), w, grad, nu)
-    return w, jax.tree.map(lambda n, g: n + dt * kappa * (g * g - n), nu, grad)
+    return w, jax.tree.map(lambda n, g: n + (dt * rate * (g * g - n)).astype(n.dtype), nu, grad)
 
 
 def _check_nu(nu, params, eps):
@@ -212,16 +232,18 @@ def _check_nu(nu, params, eps):
 
 def central_flow_init(loss_fn: Callable, params: PyTree, *, k: int = 1, v0: PyTree | None = None,
                       tol: float = 1e-3, batches: PyTree | None = None, optimizer: str = "gd",
-                      decay: float = 0.9, eps: float = 1e-8,
-                      nu0: PyTree | None = None) -> CentralState:
+                      decay: float = 0.9, eps: float = 1e-8, nu0: PyTree | None = None,
+                      bias_correction: bool = False) -> CentralState:
     r"""The start state: ``params`` and a converged eigen-solve there (the warm start).
 
     For ``optimizer="rmsprop"``, also $\nu(0)$: ``nu0``, or by default the second moment
-    optax.rmsprop's first step uses, $(1 - \beta_2)\nabla L(w_0)^{\odot2}$ (from $\nu = 0$);
+    optax.rmsprop's first step uses, $(1 - \beta_2)\nabla L(w_0)^{\odot2}$ (from $\nu = 0$),
+    or with ``bias_correction`` its $\hat\nu = \nabla L(w_0)^{\odot2}$ (:func:`rmsprop_nu0`);
     the eigen-solve is then of $D^{-1/2}HD^{-1/2}$. Raises ``ValueError`` for a bad
-    optimizer, ``decay``, ``eps`` or ``nu0`` (negative entries, zeros with ``eps = 0``).
+    optimizer, ``decay``, ``eps``, ``bias_correction`` or ``nu0`` (negative entries, zeros with
+    ``eps = 0``).
     """
-    _check(optimizer, 1.0, 1, k, decay, eps)
+    _check(optimizer, 1.0, 1, k, decay, eps, bias_correction)
     check_floating("params", params)
     if v0 is not None:
         leading_block("v0", v0, params)
@@ -230,7 +252,7 @@ def central_flow_init(loss_fn: Callable, params: PyTree, *, k: int = 1, v0: PyTr
     nu = None
     if optimizer == "rmsprop":
         if nu0 is None:
-            nu0 = rmsprop_nu0(jax.grad(loss)(params), decay)
+            nu0 = rmsprop_nu0(jax.grad(loss)(params), decay, bias_correction)
         _check_nu(nu0, params, eps)
         nu = jax.tree.map(lambda n, x: jnp.asarray(n, x.dtype), nu0, params)
         res = preconditioned_sharpness(loss, params, _scale(nu, eps), k, v0=v0, tol=tol,
@@ -255,7 +277,7 @@ def _third(loss, w, U, pairs_i, pairs_j):
     return jax.vmap(one)(pairs_i, pairs_j)
 
 
-def _substep(loss, w, nu, warm, lr, dt, k, tol, rms):
+def _substep(loss, w, nu, warm, lr, dt, k, tol, rms, t):
     L, g = jax.value_and_grad(loss)(w)
     gf = ravel(g)[0]
     iu, ju = jnp.triu_indices(k)
@@ -263,7 +285,10 @@ def _substep(loss, w, nu, warm, lr, dt, k, tol, rms):
         eig = top_eigenpairs(loss, w, k, v0=warm, tol=tol, throw=False)
         U = eig.eigenvectors
     else:
-        kappa, eps = rms
+        decay, eps, bias_correction = rms
+        kappa = rmsprop_rate(decay, t, bias_correction)
+        if bias_correction:  # a traced rate, in the weights' precision
+            kappa = kappa.astype(gf.dtype)
         D = _scale(nu, eps)
         eig = preconditioned_sharpness(loss, w, D, k, v0=warm, tol=tol, throw=False)
         # generalized eigenvectors u = D^{-1/2} v: H u = lambda D u, U^T D U = I
@@ -323,26 +348,29 @@ def _substep(loss, w, nu, warm, lr, dt, k, tol, rms):
 
 def central_flow_step(loss_fn: Callable, state: CentralState, *, lr: float, substeps: int = 4,
                       tol: float = 1e-3, batches: PyTree | None = None, decay: float = 0.9,
-                      eps: float = 1e-8) -> tuple[CentralState, CentralMetrics]:
+                      eps: float = 1e-8, bias_correction: bool = False
+                      ) -> tuple[CentralState, CentralMetrics]:
     r"""Advance the central flow by one optimizer step ($t \to t + 1$), in ``substeps`` Euler
-    steps: GD's, or RMSProp's (with ``decay`` $\beta_2$ and ``eps``) when ``state.nu`` is set.
+    steps: GD's, or RMSProp's (with ``decay`` $\beta_2$, ``eps`` and ``bias_correction``) when
+    ``state.nu`` is set.
 
     Returns the new state and the metrics at the step's start (matvecs summed over the
     substeps). ``jit``-able; ``lr``, ``tol``, ``decay``, ``eps`` static floats, ``substeps`` a
-    static int.
+    static int, ``bias_correction`` a static bool.
     """
     k = state.X.shape[0]
     loss = _full_loss(loss_fn, batches)
     dt = 1.0 / substeps
-    rms = None if state.nu is None else (-math.log(decay), eps)
+    rms = None if state.nu is None else (decay, eps, bias_correction)
 
-    def body(carry, _):
+    def body(carry, j):
         w, nu, warm = carry
-        w, nu, warm, m = _substep(loss, w, nu, warm, lr, dt, k, tol, rms)
+        t = state.step + j * dt
+        w, nu, warm, m = _substep(loss, w, nu, warm, lr, dt, k, tol, rms, t)
         return (w, nu, warm), m
 
-    (w, nu, warm), ms = jax.lax.scan(body, (state.params, state.nu, state.warm_start), None,
-                                     length=substeps)
+    (w, nu, warm), ms = jax.lax.scan(body, (state.params, state.nu, state.warm_start),
+                                     jnp.arange(substeps))
     first = jax.tree.map(lambda a: a[0], ms)
     metrics = eqx.tree_at(
         lambda m: (m.num_matvecs, m.converged, m.sdcp_residual, m.sdcp_iters), first,
@@ -368,6 +396,7 @@ def central_flow(
     decay: float = 0.9,
     eps: float = 1e-8,
     nu0: PyTree | None = None,
+    bias_correction: bool = False,
 ) -> CentralFlow:
     r"""The central flow of GD (or RMSProp) with step size ``lr`` from ``params``.
 
@@ -396,13 +425,18 @@ def central_flow(
         tol: relative tolerance of each warm-started eigen-solve.
         v0: warm start for the first eigen-solve.
         batches: optional batches summed by the loss.
-        optimizer: ``"gd"`` or ``"rmsprop"`` (optax.rmsprop: no momentum, no bias
-            correction, $\epsilon$ inside the square root).
+        optimizer: ``"gd"`` or ``"rmsprop"`` (optax.rmsprop: no momentum, $\epsilon$ inside
+            the square root).
         decay: RMSProp's $\beta_2$ (the EMA's rate is $-\ln\beta_2$ per step).
         eps: RMSProp's $\epsilon$.
         nu0: RMSProp's $\nu(0)$, shaped like ``params``; default
             $(1 - \beta_2)\nabla L(w_0)^{\odot 2}$, the second moment of optax.rmsprop's first
-            step.
+            step ($\nabla L(w_0)^{\odot 2}$ with ``bias_correction``).
+        bias_correction: RMSProp's (``optax.rmsprop(..., bias_correction=True)``): the state
+            is then $\hat\nu$, whose rate is $-\ln\beta_2/(1 - \beta_2^{t+1})$. With
+            $\beta_2$ near 1 it is what keeps the start near the edge: optax's uncorrected
+            first second moment $(1 - \beta_2)g^2$ puts $\lambda_1(D^{-1}H)$ a factor
+            $(1 - \beta_2)^{-1/2}$ higher, where the Euler substeps are unstable.
 
     Returns:
         A :class:`CentralFlow`: per-step :class:`CentralMetrics` (``predicted_loss``,
@@ -411,7 +445,8 @@ def central_flow(
 
     Raises:
         ValueError: an optimizer other than ``"gd"`` or ``"rmsprop"``, non-positive ``lr``,
-            a bad count, ``decay`` outside (0, 1), negative ``eps``, a ``nu0`` not shaped
+            a bad count, ``decay`` outside (0, 1), negative ``eps``, a ``bias_correction``
+            that is not a bool, a ``nu0`` not shaped
             like ``params`` or with negative entries, or zeros in ``nu0`` with ``eps = 0``.
 
     References:
@@ -429,7 +464,7 @@ def central_flow(
         >>> round(float(flow.state.params[0]), 6), round(float(flow.metrics.sigma2[-1]), 6)
         (19.0, 1.0)
     """
-    _check(optimizer, lr, substeps, k, decay, eps)
+    _check(optimizer, lr, substeps, k, decay, eps, bias_correction)
     for name, value in (("num_steps", num_steps), ("save_every", save_every)):
         _count(name, value)
     if num_steps % save_every:
@@ -437,16 +472,18 @@ def central_flow(
             f"num_steps = {num_steps} must be a multiple of save_every = {save_every}."
         )
     state = central_flow_init(loss_fn, params, k=k, v0=v0, tol=tol, batches=batches,
-                              optimizer=optimizer, decay=float(decay), eps=float(eps), nu0=nu0)
+                              optimizer=optimizer, decay=float(decay), eps=float(eps), nu0=nu0,
+                              bias_correction=bias_correction)
     return _run(loss_fn, state, batches, float(lr), substeps, float(tol), num_steps, save_every,
-                float(decay), float(eps))
+                float(decay), float(eps), bias_correction)
 
 
 @eqx.filter_jit
-def _run(loss_fn, state, batches, lr, substeps, tol, num_steps, save_every, decay, eps):
+def _run(loss_fn, state, batches, lr, substeps, tol, num_steps, save_every, decay, eps,
+         bias_correction):
     def step(s, _):
         return central_flow_step(loss_fn, s, lr=lr, substeps=substeps, tol=tol, batches=batches,
-                                 decay=decay, eps=eps)
+                                 decay=decay, eps=eps, bias_correction=bias_correction)
 
     def chunk(s, _):
         s, ms = jax.lax.scan(step, s, None, length=save_every)

@@ -20,6 +20,9 @@ def adam(lr: float, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8)
     return optax.with_extra_args_support(optax.adam(lr, b1=beta1, b2=beta2, eps=eps))
 
 
-def rmsprop(lr: float, decay: float = 0.9, eps: float = RMSPROP_EPS):
-    """RMSProp, ``optax.rmsprop`` (no bias correction, ε inside the square root's sum)."""
-    return optax.with_extra_args_support(optax.rmsprop(lr, decay=decay, eps=eps))
+def rmsprop(lr: float, decay: float = 0.9, eps: float = RMSPROP_EPS,
+            bias_correction: bool = False):
+    """RMSProp, ``optax.rmsprop`` (ε inside the square root's sum; by default no bias
+    correction, optax's default)."""
+    return optax.with_extra_args_support(
+        optax.rmsprop(lr, decay=decay, eps=eps, bias_correction=bias_correction))

@@ -47,7 +47,9 @@ class Method:
             transformation; the hyperparameters may be traced arrays (vmapped sweeps);
             ``check=False`` drops a run-time check that would be a host callback.
         hyper: the hyperparameters the method reads besides ``lr`` (``"momentum"`` is β or
-            β1, ``"loss_min"`` is L*, ``"decay"`` RMSProp's second-moment decay).
+            β1, ``"loss_min"`` is L*, ``"decay"`` RMSProp's second-moment decay,
+            ``"bias_correction"`` whether RMSProp corrects it; a factory takes
+            ``bias_correction`` only when it declares it here).
         edge: ``edge(lr, momentum)`` → the critical value of the EoS quantity (1/length²
             units of the loss's curvature: the same units as λ1), or None when the step size
             is not fixed (normalized GD, GD on √L).
@@ -97,12 +99,14 @@ class Method:
         return None if self.flow_constant is None else f"η²t/{1 / self.flow_constant:g}"
 
     def build(self, lr: Any, *, momentum: Any = 0.9, loss_min: Any = 0.0, decay: Any = 0.9,
-              seed: int = 0, check: bool = True) -> "optax.GradientTransformationExtraArgs":
+              bias_correction: bool = False, seed: int = 0,
+              check: bool = True) -> "optax.GradientTransformationExtraArgs":
         """The optax transformation at these hyperparameters (those not in ``hyper`` are
         ignored). ``check=False`` drops the optimizer's run-time check (GD on √L: L >= L*,
         a host callback) for a caller that detects the failure itself, as the runner does."""
+        extra = {"bias_correction": bias_correction} if "bias_correction" in self.hyper else {}
         return self.factory(lr, momentum=momentum, loss_min=loss_min, decay=decay, seed=seed,
-                            check=check)
+                            check=check, **extra)
 
     def stableness(self, lam: Any, eff_lr: Any, lr: float, momentum: float) -> Any:
         """S from λ1 (or the preconditioned λ1) and the step's effective learning rate:
@@ -142,10 +146,10 @@ def _nesterov(lr, *, momentum, loss_min, seed, decay, check=True):
     return nesterov(lr, momentum)
 
 
-def _rmsprop(lr, *, momentum, loss_min, seed, decay, check=True):
+def _rmsprop(lr, *, momentum, loss_min, seed, decay, bias_correction, check=True):
     from ._aliases import rmsprop
 
-    return rmsprop(lr, decay)
+    return rmsprop(lr, decay, bias_correction=bias_correction)
 
 
 def _adam(lr, *, momentum, loss_min, seed, decay, check=True):
@@ -172,7 +176,8 @@ METHODS: dict[str, Method] = {m.name: m for m in (
            edge_label="(2 + 2β)/((1 + 2β)η)", edge_tex=r"$(2+2\beta)/((1+2\beta)\eta)$",
            stableness_label="2λ1/λ_crit, λ_crit = (2 + 2β)/((1 + 2β)η)"),
     Method("rmsprop", "RMSProp (optax.rmsprop); its edge is on the preconditioned sharpness",
-           _rmsprop, hyper=("decay",), edge=lambda lr, b: 2.0 / lr, edge_label="2/η",
+           _rmsprop, hyper=("decay", "bias_correction"), edge=lambda lr, b: 2.0 / lr,
+           edge_label="2/η",
            edge_tex=r"$2/\eta$",
            quantity="preconditioned sharpness", moment="rms",
            stableness_label="η·λ1(P⁻¹H), P = diag(√ν + ε)", central_flow=True),

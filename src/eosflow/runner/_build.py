@@ -27,8 +27,9 @@ def build_optimizer(config: Config, lr: Any, *, momentum: Any = None,
         # no run-time check inside the step (a host callback keeps the program out of the
         # persistent cache): the step stops a run whose loss falls below L* (reason 4)
         main = optim.method(config.optimizer).build(lr, momentum=beta, loss_min=lmin,
-                                                    decay=config.decay, seed=config.seed,
-                                                    check=False)
+                                                    decay=config.decay,
+                                                    bias_correction=config.bias_correction,
+                                                    seed=config.seed, check=False)
     else:
         main = optax.with_extra_args_support(main)
     if config.warmup_steps:

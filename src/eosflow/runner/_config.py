@@ -112,6 +112,9 @@ class Config:
     """beta of momentum and nesterov, beta1 of adam (other optimizers ignore it); in [0, 1)"""
     decay: float = 0.9
     """RMSProp's second-moment decay (optax's rho; other optimizers ignore it); in [0, 1)"""
+    bias_correction: bool = False
+    """RMSProp's bias correction, nu / (1 - decay^t) (optax.rmsprop's; other optimizers ignore
+    it: Adam always corrects)"""
     loss_min: float | None = None
     """L*, the minimum loss GD on sqrt(L - L*) aims at, in loss units (None: the problem's)"""
     warmup_steps: int = 0
@@ -279,8 +282,8 @@ SECTIONS: dict[str, tuple[str, tuple[str, ...]]] = {
         "activation", "freeze_last_layer", "loss", "chunk_size", "hessian_examples",
         "test_examples", "x0")),
     "optimizer": ("the optimizer, its hyperparameters and an optional warm-up", (
-        "optimizer", "lr", "momentum", "decay", "loss_min", "warmup_steps", "warmup_lr",
-        "warmup_optimizer", "batch_size", "batch_replace")),
+        "optimizer", "lr", "momentum", "decay", "bias_correction", "loss_min", "warmup_steps",
+        "warmup_lr", "warmup_optimizer", "batch_size", "batch_replace")),
     "run": ("length, precision, devices and what is recorded when", (
         "name", "steps", "seed", "dtype", "matmul_precision", "chunk_steps", "checkpoint_every",
         "record_every", "loss_goal", "divergence_factor", "eval_every", "devices")),

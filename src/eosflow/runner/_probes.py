@@ -64,7 +64,7 @@ class _Probes:
         c = self.config
         if isinstance(opt_state, SwitchState):
             opt_state = opt_state.then
-        P = preconditioner_from_state(self.precond_name, opt_state)
+        P = preconditioner_from_state(self.precond_name, opt_state, **self.precond_options)
         res = preconditioned_sharpness(
             p.loss_fn, params, P, 1, v0=block, tol=c.eig_tol, batches=p.curvature_batches,
             block_size=self.block, max_matvecs=c.eig_max_matvecs,

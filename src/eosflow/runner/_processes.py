@@ -17,7 +17,9 @@ al., *Understanding Optimization in Deep Learning with Central Flows*, ICLR 2025
   ``precond_lambda_i`` like the discrete run's.
 
 For RMSProp both flows start from $\nu(0) = (1 - \beta_2)\nabla L(w_0)^{\odot 2}$, the second
-moment optax.rmsprop's first step uses (its state starts at $\nu = 0$).
+moment optax.rmsprop's first step uses (its state starts at $\nu = 0$); with
+``bias_correction`` from that step's $\hat\nu = \nabla L(w_0)^{\odot 2}$, and $\hat\nu$ follows
+the rate $-\ln\beta_2/(1 - \beta_2^{t+1})$ (:func:`eosflow.flows.rmsprop_rate`).
 
 Each row of process ``P`` is written as columns ``"P.NAME"`` with the metrics' own names
 (``loss``, ``grad_norm``, ``lambda_1``, ...) beside the run's columns, in the same chunk files
@@ -85,7 +87,7 @@ class _Processes:
         stable = params if "stable" in names else None
         nu = None
         if stable is not None and self.rmsprop_flows:
-            nu = rmsprop_nu0(self._process_loss(p, params)[1], c.decay)
+            nu = rmsprop_nu0(self._process_loss(p, params)[1], c.decay, c.bias_correction)
         block = None
         if stable is not None and self.eig_on:
             leaves, treedef = jax.tree.flatten(params)
@@ -110,7 +112,8 @@ class _Processes:
         """RMSProp's options for its flows (from the run's config), or none for GD."""
         if not self.rmsprop_flows:
             return {}
-        return dict(decay=float(self.config.decay), eps=RMSPROP_EPS)
+        return dict(decay=float(self.config.decay), eps=RMSPROP_EPS,
+                    bias_correction=bool(self.config.bias_correction))
 
     def processes_step(self, p, ps: ProcessState, params, new_params, hyper, step, measure,
                        key) -> tuple[ProcessState, dict[str, jax.Array]]:
@@ -148,14 +151,14 @@ class _Processes:
                              | {"stable.eig_matvecs": jnp.zeros((), jnp.int32)}))
                 row.update(eig)
             if self.rmsprop_flows:
-                def euler(w, nu, g):
-                    return rmsprop_stable_substep(w, nu, g, lr=lr, dt=dt,
+                def euler(j, w, nu, g):
+                    return rmsprop_stable_substep(w, nu, g, lr=lr, dt=dt, t=step + j * dt,
                                                   **self._rmsprop_options)
 
                 stable, nu = jax.lax.fori_loop(
                     1, c.central_substeps,
-                    lambda _, wn: euler(*wn, self._process_loss(p, wn[0])[1]),
-                    euler(stable, nu, grad))
+                    lambda j, wn: euler(j, *wn, self._process_loss(p, wn[0])[1]),
+                    euler(0, stable, nu, grad))
             else:
                 w = optax.tree.add_scale(stable, -lr * dt, grad)
 

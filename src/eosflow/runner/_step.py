@@ -21,7 +21,7 @@ from ..curvature import (
     sum_over_batches,
 )
 from ..flows import step_noise
-from ..optim import KickState, method
+from ..optim import RMSPROP_EPS, KickState, method
 from ..problems import Problem, batch_indices
 from ._build import build_optimizer, initial_params
 from ._config import Config, ConfigError
@@ -105,6 +105,11 @@ class Program(_Probes, _Predictions, _Processes):
         # adaptive methods (a diagonal preconditioner P in their state): their EoS quantity is
         # lambda_1(P^-1 H), recorded as precond_lambda_1 beside the raw lambda_1
         self.precond_on = self.eig_on and self.method.moment is not None
+        # how to read P: RMSProp's decay and bias correction are the run's (Adam's optax
+        # defaults are eosflow.optim.adam's)
+        self.precond_options = (
+            {"decay": c.decay, "bias_correction": c.bias_correction, "eps": RMSPROP_EPS}
+            if self.precond_name == "rmsprop" else {})
         self.chunk = c.chunk_length
         self.ckpt_every = c.checkpoint_every or self.chunk
         self.dtype = jnp.result_type(*jax.tree.leaves(problem.params))
@@ -555,11 +560,14 @@ class Program(_Probes, _Predictions, _Processes):
                 "midpoint": "(w_{t-1} + 2 w_t + w_{t+1}) / 4 of the discrete iterates",
                 "stable": ("gradient flow dw/dt = -lr grad L" if not self.rmsprop_flows else
                            "dw/dt = -lr grad L / sqrt(nu + eps), dnu/dt = -ln(decay) "
-                           "(grad L^2 - nu), nu(0) = (1 - decay) grad L(w_0)^2")
+                           "(grad L^2 - nu), nu(0) = (1 - decay) grad L(w_0)^2"
+                           if not c.bias_correction else
+                           "dw/dt = -lr grad L / sqrt(nu_hat + eps), dnu_hat/dt = -ln(decay) / "
+                           "(1 - decay^(t+1)) (grad L^2 - nu_hat), nu_hat(0) = grad L(w_0)^2")
                           + f", explicit Euler, {c.central_substeps} steps per optimizer step",
                 "central": f"eosflow.flows.central_flow_step, k = {self.k}, "
                            f"{c.central_substeps} substeps, tol {c.eig_tol}"
-                           + (", RMSProp's (optimizer='rmsprop', decay, eps = "
+                           + (", RMSProp's (optimizer='rmsprop', decay, bias_correction, eps = "
                               "eosflow.optim.RMSPROP_EPS; eigenvalues of P^-1 H as "
                               "precond_lambda_i)" if self.rmsprop_flows else ""),
             },
