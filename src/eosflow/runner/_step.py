@@ -441,8 +441,8 @@ class Program(_Probes, _Predictions, _Processes):
         """The jitted ``n``-step scan ``(state, hyper, data) -> (state, rows)``; every row
         field has a leading axis of length ``n``, or ``n / record_every`` with
         ``record_every`` > 1: an outer scan over windows of ``record_every`` steps whose inner
-        scan's rows are reduced on the device (:func:`_reduce_window`), so that the host
-        never receives, and the device never stores, a row per step."""
+        scan adds each step's row to an accumulator in its carry (:func:`_window_row`), so
+        that the host never receives, and the device never stores, a row per step."""
         if n not in self._chunk_fns:
             step = self.step_fn
             if self.sweep is not None:
@@ -458,11 +458,19 @@ class Program(_Probes, _Predictions, _Processes):
             def run(state, hyper, data):
                 if k == 1:
                     return steps(state, hyper, data, n)
+                shapes = jax.eval_shape(step, state, hyper, data)[1]
 
-                def window(s, _):  # k steps, their rows reduced to one before stacking
-                    first = s.step
-                    s, rows = steps(s, hyper, data, k)
-                    return s, _reduce_window(rows, first, points=self.sweep is not None)
+                def window(s, _):  # k steps, their rows reduced as they come (no stacking)
+                    first, counted = s.step, ~s.done  # valid steps are a prefix of the window
+
+                    def body(carry, _):
+                        s, acc = carry
+                        s, row = step(s, hyper, data)
+                        return (s, _window_add(acc, row, counted)), None
+
+                    (s, acc), _ = jax.lax.scan(body, (s, _window_init(shapes)), None, length=k)
+                    return s, _window_row(acc, shapes, first, counted, k,
+                                          points=self.sweep is not None)
 
                 return jax.lax.scan(window, state, None, length=n // k)
 
@@ -616,15 +624,88 @@ class Program(_Probes, _Predictions, _Processes):
 EVERY_STEP = ("loss", "grad_norm", "eff_lr", "param_norm", "update_norm")
 
 
-def _reduce_window(rows: dict[str, jax.Array], first: jax.Array, *,
-                   points: bool) -> dict[str, jax.Array]:
-    """One metrics row for a window of ``k`` steps (``record_every``), on the device.
+def _window_kind(name: str, dtype) -> str:
+    """How a column is reduced over a window (see :func:`_window_row`)."""
+    if name.endswith("matvecs"):
+        return "sum"
+    if name in EVERY_STEP or name == "stop_reason" or not jnp.issubdtype(dtype, jnp.floating):
+        return "last"
+    return "last_finite"
 
-    ``rows``: the window's per-step rows, each of shape ``(k,)``, or ``(k, P)`` for a sweep
-    of ``P`` points; ``first``: the window's first step. The row is that of the window's
-    last step that counts: the last step at which the run was still going (``valid``), so a
-    run that stops mid-window records its stopping step, or the window's last step for a
-    point stopped before the window. Its columns:
+
+def _window_groups(shapes: dict[str, jax.ShapeDtypeStruct]) -> dict[tuple, list[str]]:
+    """The row's columns but ``valid`` grouped by reduction and dtype: each group is carried
+    as one array (one buffer in the scan's carry rather than one per column: on a toy, whose
+    step is a few nanoseconds of arithmetic, each costs about as much again)."""
+    groups: dict[tuple, list[str]] = {}
+    for name, x in sorted(shapes.items()):  # a step's row and its eval_shape agree on order
+        if name != "valid":
+            groups.setdefault((_window_kind(name, x.dtype), jnp.dtype(x.dtype).name),
+                              []).append(name)
+    return groups
+
+
+def _window_init(shapes: dict[str, jax.ShapeDtypeStruct]) -> dict[str, Any]:
+    """The accumulator of an empty window, for rows shaped like ``shapes``."""
+    one = shapes["valid"].shape
+
+    def full(value, dtype, *tail):
+        return jnp.full((*one, *tail), value, dtype)
+
+    acc = {"packs": {key: full(jnp.nan if key[0] == "last_finite" else 0, key[1], len(names))
+                     for key, names in _window_groups(shapes).items()},
+           "count": full(0, jnp.int32)}
+    if "loss" in shapes:
+        dtype = shapes["loss"].dtype
+        acc["loss"] = jnp.stack([full(jnp.inf, dtype), full(-jnp.inf, dtype), full(0, dtype)],
+                                axis=-1)  # min, max, sum
+    if "lambda_1" in shapes:
+        acc |= {"solves": full(0, jnp.int32), "lambda_at": full(-1, jnp.int32)}
+    return acc
+
+
+def _window_add(acc: dict[str, Any], row: dict[str, jax.Array],
+                counted: jax.Array) -> dict[str, Any]:
+    """``acc`` with the window's next step (its row ``row``) added. ``counted``: whether any
+    step of the window counts. A run's counted steps are a prefix of the window (the first
+    step's ``valid`` says whether there are any), and a point stopped before the window
+    counts every step, so that it keeps a row; either way the step's index in the window is
+    ``acc["count"]`` when it counts."""
+    use = row["valid"] | ~counted
+    u = use[..., None]
+    packs = {}
+    for (kind, dtype), names in _window_groups(row).items():
+        old, x = acc["packs"][kind, dtype], jnp.stack([row[n] for n in names], axis=-1)
+        if kind == "sum":
+            packs[kind, dtype] = old + jnp.where(u, x, 0).astype(x.dtype)
+        elif kind == "last":
+            packs[kind, dtype] = jnp.where(u, x, old)
+        else:
+            packs[kind, dtype] = jnp.where(u & jnp.isfinite(x), x, old)
+    out = acc | {"packs": packs, "count": acc["count"] + use}
+    if "loss" in row:
+        loss, (lo, hi, total) = row["loss"], jnp.moveaxis(acc["loss"], -1, 0)
+        out["loss"] = jnp.stack([jnp.minimum(lo, jnp.where(use, loss, jnp.inf)),
+                                 jnp.maximum(hi, jnp.where(use, loss, -jnp.inf)),
+                                 total + jnp.where(use, loss, 0)], axis=-1)
+    if "lambda_1" in row:
+        solved = use & jnp.isfinite(row["lambda_1"])
+        out |= {"solves": acc["solves"] + solved,
+                "lambda_at": jnp.where(solved, acc["count"], acc["lambda_at"])}
+    return out
+
+
+def _window_row(acc: dict[str, Any], shapes: dict[str, jax.ShapeDtypeStruct], first: jax.Array,
+                counted: jax.Array, k: int, *, points: bool) -> dict[str, jax.Array]:
+    """One metrics row for a window of ``k`` steps (``record_every``), on the device, from
+    the accumulator its steps were added to (:func:`_window_add`); ``shapes``: a step's row;
+    ``counted``: whether any step of the window counted.
+
+    Each column is of shape ``()``, or ``(P,)`` for a sweep of ``P`` points; ``first`` is the
+    window's first step. The row is that of the window's last step that counts: the last
+    step at which the run was still going (``valid``), so a run that stops mid-window
+    records its stopping step, or the window's last step for a point stopped before the
+    window. Its columns:
 
     * ``step``: that step; in a sweep the window's last step (a shared column), and
       ``point_step`` each point's (shape ``(P,)``);
@@ -641,49 +722,22 @@ def _reduce_window(rows: dict[str, jax.Array], first: jax.Array, *,
     * ``valid``: whether any step of the window counted; ``stop_reason``: the stopping
       step's reason (at most one step of a run stops).
     """
-    valid = rows["valid"]
-    k = valid.shape[0]
-    # a point stopped before the window keeps a row (a sweep's columns stay rectangular)
-    use = valid | ~jnp.any(valid, axis=0)
-    idx = jnp.arange(k).reshape((k,) + (1,) * (valid.ndim - 1))
-
-    def last(mask):  # the index of the last True along the window (0 if none)
-        return jnp.max(jnp.where(mask, idx, 0), axis=0)
-
-    def at(x, i):  # x[i] per point
-        i = jnp.broadcast_to(i.reshape((1,) + i.shape + (1,) * (x.ndim - 1 - i.ndim)),
-                             (1, *x.shape[1:]))
-        return jnp.take_along_axis(x, i, axis=0)[0]
-
-    end = last(use)
-    loss = rows["loss"]
-    count = jnp.sum(use, axis=0)
-    # the window's eigen-solves: the steps with a finite lambda_1
-    solved = use & jnp.isfinite(rows["lambda_1"]) if "lambda_1" in rows else None
+    end = acc["count"] - 1  # the last counted step (counted steps are a prefix)
     out = {"step": first + (k - 1 if points else end)}
     if points:  # each point's own step (its stopping step in the window where it stopped)
         out["point_step"] = first + end
-    for name, x in rows.items():
-        if name == "valid":
-            out[name] = jnp.any(valid, axis=0)
-        elif name == "stop_reason":
-            out[name] = jnp.max(x, axis=0)
-        elif name.endswith("matvecs"):
-            out[name] = jnp.sum(jnp.where(use, x, 0), axis=0).astype(x.dtype)
-        elif name in EVERY_STEP or not jnp.issubdtype(x.dtype, jnp.floating):
-            out[name] = at(x, end)
-        else:
-            seen = use & jnp.isfinite(x)
-            out[name] = jnp.where(jnp.any(seen, axis=0), at(x, last(seen)),
-                                  jnp.asarray(jnp.nan, x.dtype))
+    cols = {name: acc["packs"][key][..., i] for key, names in _window_groups(shapes).items()
+            for i, name in enumerate(names)}
+    for name in shapes:
+        out[name] = counted if name == "valid" else cols[name]
         if name == "loss":
-            out["loss_min_window"] = jnp.min(jnp.where(use, loss, jnp.inf), axis=0)
-            out["loss_max_window"] = jnp.max(jnp.where(use, loss, -jnp.inf), axis=0)
-            out["loss_mean_window"] = jnp.sum(jnp.where(use, loss, 0), axis=0) / count
-        if name == "eig_matvecs" and solved is not None:
-            out["eig_solves"] = jnp.sum(solved, axis=0)
-        if name == "lambda_1":  # the step the window's last lambda_1 was measured at
-            out["lambda_step"] = jnp.where(jnp.any(solved, axis=0), first + last(solved), -1)
+            lo, hi, total = jnp.moveaxis(acc["loss"], -1, 0)
+            out["loss_min_window"], out["loss_max_window"] = lo, hi
+            out["loss_mean_window"] = total / acc["count"]
+        if name == "eig_matvecs" and "solves" in acc:
+            out["eig_solves"] = acc["solves"]
+        if name == "lambda_1":
+            out["lambda_step"] = jnp.where(acc["lambda_at"] >= 0, first + acc["lambda_at"], -1)
     return out
 
 
