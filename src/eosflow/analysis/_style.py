@@ -180,6 +180,9 @@ def _title(run: rd.Run, what: str) -> str:
     else:
         eta = f"η = {float(c.get('lr', math.nan)):g}"
     batch = f", B = {c['batch_size']}" if c.get("batch_size") else ""
+    if "decay" in method_of(c).hyper:  # RMSProp's second moment
+        opt += f", decay {float(c.get('decay', math.nan)):g}" + (
+            ", bias-corrected" if c.get("bias_correction") else "")
     return f"{_text(name)}: {what} ({opt}, {eta}{batch})"
 
 
