@@ -22,8 +22,11 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from eosflow.flows import rmsprop_rate
+from eosflow.optim import METHODS
+
 LR, C, A, BETA1 = 0.1, 0.5, 1.0, 0.9
-EDGE = (2 + 2 * BETA1) / (1 - BETA1)
+EDGE = LR * METHODS["adam"].edge(LR, BETA1)  # (2 + 2 beta1)/(1 - beta1) = 38, times eta
 
 
 def loss(w):
@@ -54,10 +57,9 @@ def main() -> None:
           "mean y^2, reduction's s | nu_hat_y / (mean y^2 (a + x)^2)")
     for beta2 in a.beta2:
         ws, nus = run(beta2, a.steps)
-        kappa = -np.log(beta2)
         for lo, hi in ((a.steps // 15, a.steps // 3), (2 * a.steps // 3, a.steps - 1)):
             x, nx, ny = ws[lo:hi, 0], nus[lo:hi, 0], nus[lo:hi, 1]
-            rate = kappa / (1 - beta2 ** (np.arange(lo, hi) + 1))
+            rate = np.asarray(rmsprop_rate(beta2, np.arange(lo, hi), bias_correction=True))
             s = ((LR * C / np.sqrt(nx) + EDGE * rate * np.sqrt(ny) / (2 * LR))
                  / (EDGE * rate * (A + x) ** 2 / (2 * LR * np.sqrt(ny)) + LR / (2 * np.sqrt(nx))))
             y2 = np.mean(ws[lo:hi, 1] ** 2)

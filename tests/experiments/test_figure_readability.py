@@ -243,13 +243,9 @@ def test_titles_wider_than_the_figure_are_wrapped_not_cut(tmp_path):
      "(rmsprop, decay 0.9, η = 0.002)"),
     (dict(optimizer="gd", decay=0.9, lr=0.2), "(gd, η = 0.2)"),  # decay is RMSProp's alone
 ])
-def test_titles_name_rmsprops_second_moment(config, want):
+def test_titles_name_rmsprops_second_moment(tmp_path, config, want):
     """RMSProp's decay and bias correction set where it sits (2.01 against 3.09 on digits):
     a figure's title says them, and no other optimizer's does."""
-    from pathlib import Path
-    from types import SimpleNamespace
-
-    from eosflow.analysis._style import _title
-
-    run = SimpleNamespace(config={"name": "r", **config}, path=Path("r"), sweep=None)
-    assert _title(run, "what") == f"r: what {want}"
+    run = make_run(tmp_path / "r", gd_columns(), config={"name": "r", **config})
+    fig = cohen_panel(run)
+    assert fig.get_suptitle().endswith(want), fig.get_suptitle()

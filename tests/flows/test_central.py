@@ -281,6 +281,21 @@ def test_rmsprop_predicts_discrete_rmsprop(decay, bias_correction):
     np.testing.assert_allclose(sigma_yy.mean(), np.mean(ws[late, 1] ** 2), rtol=2e-2)
 
 
+def test_rmsprop_rate():
+    """-ln(decay) per step; bias-corrected -ln(decay) / (1 - decay^(t + 1)): at t = 0
+    -ln(decay) / (1 - decay), tending to -ln(decay)."""
+    from eosflow.flows import rmsprop_rate
+
+    k = -np.log(0.99)
+    assert rmsprop_rate(0.99, 5.0) == pytest.approx(k, rel=1e-15)
+    got = np.asarray(rmsprop_rate(0.99, jnp.array([0.0, 1.0, 0.5, 1e4]), bias_correction=True))
+    want = k / (1 - 0.99 ** np.array([1.0, 2.0, 1.5, 1e4 + 1]))
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+    for bad in (0.0, 1.0, True):
+        with pytest.raises(ValueError, match="decay must be a number in"):
+            rmsprop_rate(bad, 0.0)
+
+
 def test_rmsprop_bad_input():
     loss = lambda w: jnp.sum(w**2)
     kw = dict(lr=0.1, num_steps=2, optimizer="rmsprop")

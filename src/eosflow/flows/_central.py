@@ -182,17 +182,43 @@ def _scale(nu, eps):
     return jax.tree.map(lambda n: jnp.sqrt(n + eps), nu)
 
 
-def rmsprop_nu0(grad: PyTree, decay: float, bias_correction: bool = False) -> PyTree:
-    r"""$(1 - \beta_2)\nabla L(w_0)^{\odot 2}$: the second moment optax.rmsprop's first step
-    divides by (its state starts at $\nu = 0$); with ``bias_correction``, that step's
-    $\hat\nu = \nabla L(w_0)^{\odot 2}$. RMSProp's flows start there by default."""
+def rmsprop_nu0(grad: PyTree, decay: float, *, bias_correction: bool = False) -> PyTree:
+    r"""The second moment optax.rmsprop's first update divides by (its state starts at
+    $\nu = 0$): RMSProp's flows start there by default.
+
+    Args:
+        grad: $\nabla L(w_0)$, a PyTree like the parameters.
+        decay: $\beta_2$.
+        bias_correction: optax's; then the first update's $\hat\nu$.
+
+    Returns:
+        $(1 - \beta_2)\nabla L(w_0)^{\odot 2}$, or $\nabla L(w_0)^{\odot 2}$ with
+        ``bias_correction`` (a PyTree like ``grad``, units of the gradient squared).
+    """
     scale = 1.0 if bias_correction else 1 - decay
     return jax.tree.map(lambda x: scale * x * x, grad)
 
 
-def rmsprop_rate(decay: float, t, bias_correction: bool = False):
-    r"""The rate of RMSProp's second-moment flow at time ``t`` (in steps): $\kappa =
-    -\ln\beta_2$, or $\kappa/(1 - \beta_2^{t+1})$ for the bias-corrected $\hat\nu$."""
+def rmsprop_rate(decay: float, t: float | Array, *, bias_correction: bool = False):
+    r"""The rate of RMSProp's second-moment flow $\dot\nu = r(t)(g^{\odot2} - \nu)$.
+
+    Args:
+        decay: $\beta_2 \in (0, 1)$.
+        t: the flow's time in optimizer steps (a number or a scalar array; step $t$ is
+            optax's update $t + 1$).
+        bias_correction: the rate of optax's bias-corrected $\hat\nu = \nu/(1 -
+            \beta_2^{t+1})$ rather than of $\nu$.
+
+    Returns:
+        $\kappa = -\ln\beta_2$ per step (a float), or with ``bias_correction``
+        $\kappa/(1 - \beta_2^{t+1})$ (an array of JAX's default float dtype, shaped like
+        ``t``), which is $\kappa/(1 - \beta_2)$ at $t = 0$ and tends to $\kappa$.
+
+    Raises:
+        ValueError: ``decay`` outside (0, 1).
+    """
+    if isinstance(decay, bool) or not isinstance(decay, int | float) or not 0 < decay < 1:
+        raise ValueError(f"decay must be a number in (0, 1), got {decay!r}.")
     kappa = -math.log(decay)
     if not bias_correction:
         return kappa
@@ -206,7 +232,7 @@ def rmsprop_stable_substep(w: PyTree, nu: PyTree, grad: PyTree, *, lr, dt: float
     ``t``: $w \leftarrow w - \eta\,\Delta t\,\nabla L/\sqrt{\nu + \epsilon}$,
     $\nu \leftarrow \nu + \Delta t\,\kappa\,(\nabla L^{\odot 2} - \nu)$ with $\kappa$ from
     :func:`rmsprop_rate`; ``grad`` is $\nabla L(w)$."""
-    rate = rmsprop_rate(decay, t, bias_correction)
+    rate = rmsprop_rate(decay, t, bias_correction=bias_correction)
     w = jax.tree.map(lambda x, g, n: x - lr * dt * g / jnp.sqrt(n + eps), w, grad, nu)
     return w, jax.tree.map(lambda n, g: n + (dt * rate * (g * g - n)).astype(n.dtype), nu, grad)
 
@@ -252,7 +278,7 @@ def central_flow_init(loss_fn: Callable, params: PyTree, *, k: int = 1, v0: PyTr
     nu = None
     if optimizer == "rmsprop":
         if nu0 is None:
-            nu0 = rmsprop_nu0(jax.grad(loss)(params), decay, bias_correction)
+            nu0 = rmsprop_nu0(jax.grad(loss)(params), decay, bias_correction=bias_correction)
         _check_nu(nu0, params, eps)
         nu = jax.tree.map(lambda n, x: jnp.asarray(n, x.dtype), nu0, params)
         res = preconditioned_sharpness(loss, params, _scale(nu, eps), k, v0=v0, tol=tol,
@@ -286,7 +312,7 @@ def _substep(loss, w, nu, warm, lr, dt, k, tol, rms, t):
         U = eig.eigenvectors
     else:
         decay, eps, bias_correction = rms
-        kappa = rmsprop_rate(decay, t, bias_correction)
+        kappa = rmsprop_rate(decay, t, bias_correction=bias_correction)
         if bias_correction:  # a traced rate, in the weights' precision
             kappa = kappa.astype(gf.dtype)
         D = _scale(nu, eps)
@@ -435,8 +461,9 @@ def central_flow(
         bias_correction: RMSProp's (``optax.rmsprop(..., bias_correction=True)``): the state
             is then $\hat\nu$, whose rate is $-\ln\beta_2/(1 - \beta_2^{t+1})$. With
             $\beta_2$ near 1 it is what keeps the start near the edge: optax's uncorrected
-            first second moment $(1 - \beta_2)g^2$ puts $\lambda_1(D^{-1}H)$ a factor
-            $(1 - \beta_2)^{-1/2}$ higher, where the Euler substeps are unstable.
+            first second moment $(1 - \beta_2)g^2$ puts $\lambda_1(D^{-1}H)$ up to a factor
+            $(1 - \beta_2)^{-1/2}$ higher (less where $\epsilon$ matters), where the Euler
+            substeps are unstable.
 
     Returns:
         A :class:`CentralFlow`: per-step :class:`CentralMetrics` (``predicted_loss``,

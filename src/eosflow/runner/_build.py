@@ -39,6 +39,15 @@ def build_optimizer(config: Config, lr: Any, *, momentum: Any = None,
     return main
 
 
+def rmsprop_options(config: Config) -> dict[str, Any]:
+    """RMSProp's second-moment options as the run configures them (``decay``,
+    ``bias_correction``, and ``eps``, :data:`eosflow.optim.RMSPROP_EPS`): what reading P from
+    its state (:func:`eosflow.optim.preconditioner_from_state`) and its flows
+    (:func:`eosflow.flows.central_flow`) need to agree with the optimizer."""
+    return {"decay": float(config.decay), "eps": optim.RMSPROP_EPS,
+            "bias_correction": bool(config.bias_correction)}
+
+
 def initial_params(config: Config, problem: Problem, seeds: list[int] | None = None):
     """``problem.params``, or one copy per seed (stacked) for a seed sweep."""
     if seeds is None:

@@ -39,6 +39,8 @@ class CustomOptimizer:
             record named by ``like`` has no fixed edge (normalized GD, GD on √L).
         edge_from: ``"number"``, ``"callable"`` or ``"record"``.
         like: the record the threshold was taken from (``edge_from == "record"``), or None.
+            With ``"rmsprop"`` P is read from the state with the config's ``decay`` and
+            ``bias_correction``: they must be the transformation's.
     """
 
     transform: optax.GradientTransformation

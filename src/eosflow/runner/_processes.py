@@ -36,7 +36,7 @@ import optax
 
 from ..curvature import hessian_operator, top_eigenpairs
 from ..flows import central_flow_init, central_flow_step, rmsprop_nu0, rmsprop_stable_substep
-from ..optim import RMSPROP_EPS
+from ._build import rmsprop_options
 
 SEP = "."  # "central.loss": process name, separator, metric name
 
@@ -87,7 +87,8 @@ class _Processes:
         stable = params if "stable" in names else None
         nu = None
         if stable is not None and self.rmsprop_flows:
-            nu = rmsprop_nu0(self._process_loss(p, params)[1], c.decay, c.bias_correction)
+            nu = rmsprop_nu0(self._process_loss(p, params)[1], c.decay,
+                             bias_correction=c.bias_correction)
         block = None
         if stable is not None and self.eig_on:
             leaves, treedef = jax.tree.flatten(params)
@@ -110,10 +111,7 @@ class _Processes:
     @property
     def _rmsprop_options(self) -> dict:
         """RMSProp's options for its flows (from the run's config), or none for GD."""
-        if not self.rmsprop_flows:
-            return {}
-        return dict(decay=float(self.config.decay), eps=RMSPROP_EPS,
-                    bias_correction=bool(self.config.bias_correction))
+        return rmsprop_options(self.config) if self.rmsprop_flows else {}
 
     def processes_step(self, p, ps: ProcessState, params, new_params, hyper, step, measure,
                        key) -> tuple[ProcessState, dict[str, jax.Array]]:

@@ -21,9 +21,9 @@ from ..curvature import (
     sum_over_batches,
 )
 from ..flows import step_noise
-from ..optim import RMSPROP_EPS, KickState, method
+from ..optim import KickState, method
 from ..problems import Problem, batch_indices
-from ._build import build_optimizer, initial_params
+from ._build import build_optimizer, initial_params, rmsprop_options
 from ._config import Config, ConfigError
 from ._custom import CustomOptimizer
 from ._devices import _global_array, make_mesh, to_host
@@ -107,9 +107,7 @@ class Program(_Probes, _Predictions, _Processes):
         self.precond_on = self.eig_on and self.method.moment is not None
         # how to read P: RMSProp's decay and bias correction are the run's (Adam's optax
         # defaults are eosflow.optim.adam's)
-        self.precond_options = (
-            {"decay": c.decay, "bias_correction": c.bias_correction, "eps": RMSPROP_EPS}
-            if self.precond_name == "rmsprop" else {})
+        self.precond_options = rmsprop_options(c) if self.precond_name == "rmsprop" else {}
         self.chunk = c.chunk_length
         self.ckpt_every = c.checkpoint_every or self.chunk
         self.dtype = jnp.result_type(*jax.tree.leaves(problem.params))
@@ -660,7 +658,7 @@ def _window_init(shapes: dict[str, jax.ShapeDtypeStruct]) -> dict[str, Any]:
         acc["loss"] = jnp.stack([full(jnp.inf, dtype), full(-jnp.inf, dtype), full(0, dtype)],
                                 axis=-1)  # min, max, sum
     if "lambda_1" in shapes:
-        acc |= {"solves": full(0, jnp.int32), "lambda_at": full(-1, jnp.int32)}
+        acc |= {"solves": full(0, jnp.int32), "lambda_at": full(0, jnp.int32)}
     return acc
 
 
@@ -737,7 +735,7 @@ def _window_row(acc: dict[str, Any], shapes: dict[str, jax.ShapeDtypeStruct], fi
         if name == "eig_matvecs" and "solves" in acc:
             out["eig_solves"] = acc["solves"]
         if name == "lambda_1":
-            out["lambda_step"] = jnp.where(acc["lambda_at"] >= 0, first + acc["lambda_at"], -1)
+            out["lambda_step"] = jnp.where(acc["solves"] > 0, first + acc["lambda_at"], -1)
     return out
 
 
