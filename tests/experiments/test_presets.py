@@ -46,8 +46,9 @@ GPU = [name for name, p in PRESETS.items() if p.cpu_minutes is None]
 
 # slow (CI's 15 minutes): digits-central steps four processes (~45 s; the processes run in
 # CI in tests/runner/test_processes.py); digits-gd-sweep and digits-sgd (~15-20 s each) run
-# the code paths of digits-gd (the default run's test below) and digits-sgd-narrow
-SLOW_PRESETS = ("digits-central", "digits-gd-sweep", "digits-sgd")
+# the code paths of digits-gd (the default run's test below) and digits-sgd-narrow;
+# digits-rmsprop (~20 s) runs digits-adam's (the preconditioned sharpness on the digits MLP)
+SLOW_PRESETS = ("digits-central", "digits-gd-sweep", "digits-sgd", "digits-rmsprop")
 
 
 @pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow)
