@@ -133,6 +133,7 @@ def test_rmsprop_processes_are_rmsprops_flows(tmp_path, bias_correction):
     x0, y0 = 4.0, 0.5
     _run(tmp_path / "r", [x0, y0], config)
     run = load_run(tmp_path / "r")
+    assert f"'bias_correction': {bias_correction}" in run.metadata["preconditioned_sharpness"]
     cen = run.processes["central"]
     with jax.enable_x64(True):
         flow = central_flow(toy_loss, jnp.array([x0, y0]), lr=LR, num_steps=30, tol=1e-10,

@@ -556,6 +556,7 @@ class Program(_Probes, _Predictions, _Processes):
                 f"{self.precond_name} state after the step's update (eosflow.optim."
                 "preconditioner_from_state), same solver options, warm-started; "
                 f"eta_lambda = {self.method.stableness_label}"
+                + (f"; read with {self.precond_options}" if self.precond_options else "")
                 if self.precond_on else None
             ),
             "optimizer": (c.optimizer if self.custom is None else
