@@ -47,8 +47,12 @@ GPU = [name for name, p in PRESETS.items() if p.cpu_minutes is None]
 # slow (CI's 15 minutes): digits-central steps four processes (~45 s; the processes run in
 # CI in tests/runner/test_processes.py); digits-gd-sweep and digits-sgd (~15-20 s each) run
 # the code paths of digits-gd (the default run's test below) and digits-sgd-narrow;
-# digits-rmsprop (~20 s) runs digits-adam's (the preconditioned sharpness on the digits MLP)
-SLOW_PRESETS = ("digits-central", "digits-gd-sweep", "digits-sgd", "digits-rmsprop")
+# digits-adam and digits-rmsprop (~20 s each) the preconditioned sharpness, which runs in CI
+# on a smaller digits MLP in tests/runner/test_adaptive.py (Adam's warm start resumed, a
+# warm-up then Adam) and test_processes.py (RMSProp); digits-ngd (~23 s) the Adam warm-up
+# then a flow with Phi, which digits-sqrt runs with the other optimizer
+SLOW_PRESETS = ("digits-central", "digits-gd-sweep", "digits-sgd", "digits-adam",
+                "digits-rmsprop", "digits-ngd")
 
 
 @pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow)
