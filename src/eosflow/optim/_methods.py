@@ -43,13 +43,13 @@ class Method:
     Attributes:
         name: the name used in configurations (``--optimizer NAME``).
         description: one line for ``eosflow list`` and the docs.
-        factory: ``factory(lr, *, momentum, loss_min, decay, seed, check=True)`` → an optax
+        factory: ``factory(lr, *, seed, check=True, **hyper)`` → an optax
             transformation; the hyperparameters may be traced arrays (vmapped sweeps);
             ``check=False`` drops a run-time check that would be a host callback.
         hyper: the hyperparameters the method reads besides ``lr`` (``"momentum"`` is β or
             β1, ``"loss_min"`` is L*, ``"decay"`` RMSProp's second-moment decay,
-            ``"bias_correction"`` whether RMSProp corrects it; a factory takes
-            ``bias_correction`` only when it declares it here).
+            ``"bias_correction"`` whether RMSProp corrects it); the factory takes exactly
+            these as keywords.
         edge: ``edge(lr, momentum)`` → the critical value of the EoS quantity (1/length²
             units of the loss's curvature: the same units as λ1), or None when the step size
             is not fixed (normalized GD, GD on √L).
@@ -104,9 +104,9 @@ class Method:
         """The optax transformation at these hyperparameters (those not in ``hyper`` are
         ignored). ``check=False`` drops the optimizer's run-time check (GD on √L: L >= L*,
         a host callback) for a caller that detects the failure itself, as the runner does."""
-        extra = {"bias_correction": bias_correction} if "bias_correction" in self.hyper else {}
-        return self.factory(lr, momentum=momentum, loss_min=loss_min, decay=decay, seed=seed,
-                            check=check, **extra)
+        given = {"momentum": momentum, "loss_min": loss_min, "decay": decay,
+                 "bias_correction": bias_correction}
+        return self.factory(lr, seed=seed, check=check, **{h: given[h] for h in self.hyper})
 
     def stableness(self, lam: Any, eff_lr: Any, lr: float, momentum: float) -> Any:
         """S from λ1 (or the preconditioned λ1) and the step's effective learning rate:
@@ -116,43 +116,43 @@ class Method:
         return 2.0 * lam / self.edge(lr, momentum)
 
 
-def _gd(lr, *, momentum, loss_min, seed, decay, check=True):
+def _gd(lr, *, seed, check=True):
     from ._gd import gd
 
     return gd(lr)
 
 
-def _ngd(lr, *, momentum, loss_min, seed, decay, check=True):
+def _ngd(lr, *, seed, check=True):
     from ._gd import normalized_gd
 
     return normalized_gd(lr, seed=seed)
 
 
-def _sqrt(lr, *, momentum, loss_min, seed, decay, check=True):
+def _sqrt(lr, *, loss_min, seed, check=True):
     from ._gd import sqrt_loss_gd
 
     return sqrt_loss_gd(lr, loss_min, seed=seed, check=check)
 
 
-def _heavy_ball(lr, *, momentum, loss_min, seed, decay, check=True):
+def _heavy_ball(lr, *, momentum, seed, check=True):
     from ._aliases import momentum as heavy_ball
 
     return heavy_ball(lr, momentum)
 
 
-def _nesterov(lr, *, momentum, loss_min, seed, decay, check=True):
+def _nesterov(lr, *, momentum, seed, check=True):
     from ._aliases import nesterov
 
     return nesterov(lr, momentum)
 
 
-def _rmsprop(lr, *, momentum, loss_min, seed, decay, bias_correction, check=True):
+def _rmsprop(lr, *, decay, bias_correction, seed, check=True):
     from ._aliases import rmsprop
 
     return rmsprop(lr, decay, bias_correction=bias_correction)
 
 
-def _adam(lr, *, momentum, loss_min, seed, decay, check=True):
+def _adam(lr, *, momentum, seed, check=True):
     from ._aliases import adam
 
     return adam(lr, momentum)
