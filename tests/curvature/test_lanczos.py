@@ -48,3 +48,27 @@ def test_bad_num_iters():
         lanczos(lambda v: v, jnp.ones(4), 0)
     with pytest.raises(ValueError, match="num_iters"):
         lanczos(lambda v: v, jnp.ones(4), 4)
+
+
+def test_random_vector_is_uniform_and_keyed():
+    """The solvers' start and breakdown directions (a hash, not threefry): entries uniform on
+    [-1, 1) with no visible structure, a function of the key, the same for a typed and a raw
+    key."""
+    from eosflow.curvature._lanczos import random_vector
+
+    n = 200_000
+    x = np.asarray(random_vector(jax.random.key(3), n, jnp.float64), np.float64)
+    assert x.min() >= -1.0 and x.max() < 1.0
+    se = np.sqrt(1 / 3 / n)  # the standard error of the mean of U(-1, 1)
+    assert abs(x.mean()) < 5 * se
+    assert abs(x.var() - 1 / 3) < 0.01
+    counts = np.histogram(x, bins=20, range=(-1, 1))[0]
+    chi2 = np.sum((counts - n / 20) ** 2 / (n / 20))
+    assert chi2 < 60  # 19 degrees of freedom: p ~ 1e-6
+    for lag in (1, 2, 1024):  # neighbours are uncorrelated
+        assert abs(np.corrcoef(x[:-lag], x[lag:])[0, 1]) < 5 / np.sqrt(n)
+    y = np.asarray(random_vector(jax.random.key(4), n, jnp.float64))
+    assert abs(np.corrcoef(x, y)[0, 1]) < 5 / np.sqrt(n)
+    np.testing.assert_array_equal(random_vector(jax.random.PRNGKey(3), n, jnp.float64), x)
+    np.testing.assert_array_equal(jax.jit(random_vector, static_argnums=(1, 2))(
+        jax.random.key(3), n, jnp.float64), x)

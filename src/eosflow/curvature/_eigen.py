@@ -135,8 +135,8 @@ def top_eigenpairs(
             to the top eigenvector: at the Edge of Stability the gradient (free: the step
             computes it) or the iterate oscillation $x_{t+1} - x_{t-1}$. It is *added* to
             the fresh random direction (both normalised), never replaces it: the sum is a
-            shifted Gaussian, as unlikely as a random vector to miss any direction, and it
-            starts the fresh row along the hint. It adds no start vector and no product.
+            shifted random vector, as unlikely as an unshifted one to miss any direction,
+            and it starts the fresh row along the hint. It adds no start vector and no product.
         batch: one batch for ``loss_fn(params, batch)``: the same as ``batches`` with a
             leading axis of 1. Data passed here (or in ``batches``) is a traced argument,
             so calls with new data of the same shape reuse one compilation; a new closure
@@ -242,12 +242,12 @@ def _flat_hint(hint: PyTree, op: FlatOperator) -> Array:
     return ravel(hint)[0].astype(op.dtype)
 
 
-def _start_block(carried: Array, gaussian: Array, hint: Array | None = None) -> Array:
+def _start_block(carried: Array, spare: Array, hint: Array | None = None) -> Array:
     """``carried`` and one fresh direction after it, the row that no warm start can make
-    blind to the top eigenvector: the ``gaussian`` vector (n,), plus the unit ``hint`` when
-    given (the sum is a shifted Gaussian, so it is as unlikely as a random vector to miss any
-    fixed direction, and points along the hint's)."""
-    fresh = gaussian
+    blind to the top eigenvector: the random vector ``spare`` (n,), plus the unit ``hint``
+    when given (the sum is a shifted random vector, so it is as unlikely as an unshifted one
+    to miss any fixed direction, and points along the hint's)."""
+    fresh = spare
     if hint is not None:
         fresh = fresh / jnp.linalg.norm(fresh)
         norm = jnp.linalg.norm(hint)
@@ -312,8 +312,8 @@ def _solve(fn, params, batches, carried: Array, key: PRNGKeyArray, hint: Array |
     k, b, m, keep, tol, budget, floor, gap, throw = config
     nb = b + 1  # the Krylov block: the carried vectors and one fresh direction
     # one random draw per solve: the fresh direction, and (shifted) every breakdown's
-    gaussian = jax.random.normal(key, (carried.shape[1],), carried.dtype)
-    state = kr.init_state(_start_block(carried, gaussian, hint), m, gaussian)
+    spare = kr.random_vector(key, carried.shape[1], carried.dtype)
+    state = kr.init_state(_start_block(carried, spare, hint), m, spare)
 
     def check(state):
         theta, Y, res = kr.ritz(state, nb)
@@ -322,24 +322,26 @@ def _solve(fn, params, batches, carried: Array, key: PRNGKeyArray, hint: Array |
         return theta, Y, res, bounds, (state.j >= k) & jnp.all(ok)
 
     def cond(carry):
-        state, done = carry
+        state, *_, done = carry
         return ~done & (state.num_matvecs < budget) & ~state.nonfinite
 
     def body(carry):
-        state, _ = carry
-        state = kr.extend(state, op.matvec, nb)
-        theta, Y, _, _, ok = check(state)
-        done = ok & (state.num_matvecs >= floor)
-        full = ~done & (state.j == m)
+        # the Ritz pairs of the last product travel in the carry: a restart (when the basis
+        # is full) uses them, and after the loop they are the answer; one compiled check
+        state, theta, Y, *_ = carry
         state = jax.lax.cond(
-            full, lambda s: kr.restart(s, Y, theta, keep, nb), lambda s: s, state
+            state.j == m, lambda s: kr.restart(s, Y, theta, keep, nb), lambda s: s, state
         )
-        return state, done
+        state = kr.extend(state, op.matvec, nb)
+        theta, Y, res, bounds, ok = check(state)
+        return state, theta, Y, res, bounds, ok & (state.num_matvecs >= floor)
 
-    state, done = jax.lax.while_loop(cond, body, (state, jnp.zeros((), bool)))
-    theta, Y, res, bounds, _ = check(state)
+    # the loop runs at least once (budget >= 1), so the placeholders are always replaced
+    zeros = jnp.zeros((m,), carried.dtype)
+    carry = (state, zeros, jnp.zeros((m, m), carried.dtype), zeros, zeros, jnp.zeros((), bool))
+    state, theta, Y, res, bounds, done = jax.lax.while_loop(cond, body, carry)
     nw = min(b, m)
-    vecs = Y[:, : max(k, nw)].T @ state.V[:m]
+    vecs = jax.vmap(op.unravel)(Y[:, : max(k, nw)].T @ state.V[:m])
     bad = state.nonfinite
     result = RESULTS.where(
         bad,
@@ -348,13 +350,13 @@ def _solve(fn, params, batches, carried: Array, key: PRNGKeyArray, hint: Array |
     )
     return EigenResult(
         eigenvalues=finish("top_eigenpairs", result, nan_where(bad, theta[:k]), throw),
-        eigenvectors=jax.vmap(op.unravel)(vecs[:k]),
+        eigenvectors=jax.tree.map(lambda x: x[:k], vecs),
         residuals=res[:k],
         error_bounds=bounds[:k],
         num_matvecs=state.num_matvecs,
         converged=done & ~bad,
         result=result,
-        warm_start=jax.vmap(op.unravel)(vecs[:nw]),
+        warm_start=jax.tree.map(lambda x: x[:nw], vecs),
     )
 
 

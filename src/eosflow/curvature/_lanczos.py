@@ -1,14 +1,15 @@
 r"""Block Krylov–Schur Lanczos with full reorthogonalisation, on flat vectors.
 
 The basis is kept as rows of ``V`` and the projected operator as the coefficients
-``T[:, i] = V (A q_i)`` that full reorthogonalisation computes anyway. With a start block of
-``b`` vectors, multiplying basis vector ``q_j`` adds the remainder of ``A q_j`` as basis vector
-``q_{j+b}`` (band Lanczos), so after ``j`` products
+``C[i] = V (A q_i)`` that full reorthogonalisation computes anyway (one row per product, so
+storing one is a contiguous write). With a start block of ``b`` vectors, multiplying basis
+vector ``q_j`` adds the remainder of ``A q_j`` as basis vector ``q_{j+b}`` (band Lanczos), so
+after ``j`` products
 
-$$A V_j^\top = V_{j+b}^\top T_{:j+b,\,:j},$$
+$$A V_j^\top = V_{j+b}^\top C_{:j,\,:j+b}^\top,$$
 
-and for a Ritz pair $(\theta, y)$ of $S = T_{:j,:j}$ the residual is
-$\|A V_j^\top y - \theta V_j^\top y\| = \|T_{j:j+b,\,:j}\, y\|$: free. A thick restart keeps the
+and for a Ritz pair $(\theta, y)$ of $S = C_{:j,:j}$ the residual is
+$\|A V_j^\top y - \theta V_j^\top y\| = \|C_{:j,\,j:j+b}^\top y\|$: free. A thick restart keeps the
 top Ritz vectors and the ``b`` pending vectors; the relation keeps its form (Krylov–Schur,
 Stewart 2001). Breakdowns (an invariant subspace) continue from a new direction: a cyclic
 shift of one random vector drawn at the start (``spare``), orthogonalised against the
@@ -35,27 +36,74 @@ class KrylovState(NamedTuple):
     """The state of a block Krylov–Schur iteration (flat vectors as rows)."""
 
     V: Array  # (m + b, n): orthonormal rows q_0 .. q_{j+b-1}; the rest zero
-    T: Array  # (m + b, m): T[:, i] = coefficients of A q_i in the basis, for i < j
+    C: Array  # (m, m + b): C[i] = coefficients of A q_i in the basis, for i < j
     j: Array  # number of basis vectors multiplied by A
     num_matvecs: Array
     nonfinite: Array  # a product returned inf or nan
     spare: Array  # (n,): random entries; its cyclic shifts replace a broken-down direction
 
 
-def _orthogonalize(V: Array, w: Array) -> tuple[Array, Array]:
-    """Remove from ``w`` its components along the rows of ``V`` (twice is enough)."""
+def _append(V: Array, w: Array, row: Array | int, spare: Array,
+            shift: Array | int) -> tuple[Array, Array, Array]:
+    """Orthogonalise ``w`` against the rows of ``V`` and store its unit remainder as row
+    ``row``; the one routine that grows a basis, so one compiled copy serves every caller.
+
+    Classical Gram–Schmidt twice ("twice is enough"). The second pass also orthogonalises
+    ``spare`` shifted cyclically by ``shift`` (a permutation of i.i.d. random entries is as
+    generic as a fresh draw), in the same two products: that unit vector is stored instead
+    when ``w`` breaks down (its remainder is below ``eps**0.75`` of its norm, ``w`` is zero,
+    or not finite). Returns the new ``V``, the coefficients ``h`` of ``w`` along the rows of
+    ``V``, and the remainder's norm ``beta`` (0 on a breakdown).
+    """
+    w = jnp.where(_finite(w), w, 0)
+    scale = jnp.linalg.norm(w)
     h = V @ w
-    w = w - h @ V
-    h2 = V @ w
-    return w - h2 @ V, h + h2
+    W = jnp.stack([w - h @ V, jnp.roll(spare, shift)])
+    H = W @ V.T  # (2, rows of V)
+    W = W - H @ V
+    h = h + H[0]
+    beta = jnp.linalg.norm(W[0])
+    breakdown = ~(beta > _breakdown_tol(V.dtype) * scale)
+    q = jnp.where(breakdown, W[1] / jnp.linalg.norm(W[1]), W[0] / jnp.where(breakdown, 1, beta))
+    return V.at[row].set(q), h, jnp.where(breakdown, 0, beta)
 
 
-def _new_direction(V: Array, spare: Array, shift: Array | int) -> Array:
-    """A unit vector orthogonal to the rows of ``V``: ``spare`` shifted cyclically by
-    ``shift`` (a permutation of i.i.d. random entries is as generic as a fresh draw)."""
-    r = jnp.roll(spare, shift)
-    r, _ = _orthogonalize(V, r)
-    return r / jnp.linalg.norm(r)
+def random_vector(key: PRNGKeyArray, n: int, dtype) -> Array:
+    """``n`` pseudo-random entries, uniform on [-1, 1): a start or breakdown direction.
+
+    Each entry hashes its index with the key's bits through the 32-bit finaliser of
+    MurmurHash3 (Appleby), a bijection with full avalanche. A Krylov start needs entries with
+    no relation to the operator, not a stream fit for statistics; this costs XLA:CPU about
+    0.05 s to compile where ``jax.random.normal``'s threefry rounds cost about 0.3 s, and
+    every compiled solver (and every program that tracks sharpness) carries one.
+
+    Args:
+        key: a PRNG key (typed, or raw ``uint32`` key data).
+        n: the length (static).
+        dtype: a real floating dtype.
+
+    Returns:
+        An array of shape ``(n,)`` and dtype ``dtype``; the same key gives the same vector.
+    """
+    if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+        key = jax.random.key_data(key)
+    x = jnp.arange(n, dtype=jnp.uint32)
+    for word in jnp.ravel(key).astype(jnp.uint32):  # static: the key's 2 (or 4) words
+        x = _fmix32(x * jnp.uint32(0x9E3779B9) + word)
+    unit = (x >> 8).astype(jnp.float32) * (2.0**-23)  # 24 bits: exactly [0, 2)
+    return (unit - 1).astype(dtype)
+
+
+def _fmix32(x: Array) -> Array:
+    x = (x ^ (x >> 16)) * jnp.uint32(0x85EBCA6B)
+    x = (x ^ (x >> 13)) * jnp.uint32(0xC2B2AE35)
+    return x ^ (x >> 16)
+
+
+def _finite(x: Array) -> Array:
+    """Whether every entry of ``x`` is finite: its largest magnitude is (max propagates nan).
+    One reduction; ``all(isfinite(x))`` over a long vector compiles to a tree of four."""
+    return jnp.isfinite(jnp.max(jnp.abs(x)))
 
 
 def _breakdown_tol(dtype) -> float:
@@ -64,41 +112,30 @@ def _breakdown_tol(dtype) -> float:
 
 def init_state(V0: Array, m: int, spare: Array) -> KrylovState:
     """Orthonormalise the start block ``V0`` (b, n) into a basis with room for ``m`` products;
-    a zero or dependent row is replaced by a shift of ``spare`` (n,), a vector of random
-    entries (e.g. ``jax.random.normal``) kept for later breakdowns."""
+    a zero, dependent or non-finite row is replaced by a shift of ``spare`` (n,), a vector of
+    random entries (:func:`random_vector`) kept for later breakdowns."""
     b, n = V0.shape
     dtype = V0.dtype
     spare = spare.astype(dtype)
-    V = jnp.zeros((m + b, n), dtype)
-    for i in range(b):  # b is small and static
-        w, _ = _orthogonalize(V, V0[i])
-        norm = jnp.linalg.norm(w)
-        scale = jnp.linalg.norm(V0[i])
-        bad = ~(norm > _breakdown_tol(dtype) * scale) | ~jnp.isfinite(norm)
-        q = jnp.where(bad, _new_direction(V, spare, i + 1), w / jnp.where(bad, 1, norm))
-        V = V.at[i].set(q)
-    T = jnp.zeros((m + b, m), dtype)
+    # a loop, not b unrolled copies: each copy would add its products to the compiled program
+    V = jax.lax.fori_loop(
+        0, b, lambda i, V: _append(V, V0[i], i, spare, i + 1)[0], jnp.zeros((m + b, n), dtype)
+    )
+    C = jnp.zeros((m, m + b), dtype)
     zero = jnp.zeros((), jnp.int32)
-    return KrylovState(V, T, zero, zero, jnp.zeros((), bool), spare)
+    return KrylovState(V, C, zero, zero, jnp.zeros((), bool), spare)
 
 
 def extend(state: KrylovState, matvec: Callable[[Array], Array], b: int) -> KrylovState:
     """Multiply basis vector ``q_j`` by ``A`` and append the remainder as ``q_{j+b}``."""
-    V, T, j = state.V, state.T, state.j
+    V, C, j = state.V, state.C, state.j
     w = matvec(V[j])
-    nonfinite = ~jnp.all(jnp.isfinite(w))
-    w = jnp.where(nonfinite, 0, w)
-    w, h = _orthogonalize(V, w)
-    beta = jnp.linalg.norm(w)
-    scale = jnp.sqrt(jnp.sum(h**2) + beta**2)
-    breakdown = ~(beta > _breakdown_tol(V.dtype) * scale)
+    nonfinite = ~_finite(w)
     # shifts 1..b served the start block; each product gets its own after them
-    q = jnp.where(breakdown, _new_direction(V, state.spare, state.num_matvecs + b + 1),
-                  w / jnp.where(breakdown, 1, beta))
-    V = V.at[j + b].set(q)
-    T = T.at[:, j].set(h.at[j + b].set(jnp.where(breakdown, 0, beta)))
+    V, h, beta = _append(V, w, j + b, state.spare, state.num_matvecs + b + 1)
+    C = C.at[j].set(h.at[j + b].set(beta))
     return KrylovState(
-        V, T, j + 1, state.num_matvecs + 1, state.nonfinite | nonfinite, state.spare
+        V, C, j + 1, state.num_matvecs + 1, state.nonfinite | nonfinite, state.spare
     )
 
 
@@ -107,17 +144,16 @@ def ritz(state: KrylovState, b: int) -> tuple[Array, Array, Array]:
 
     Only the first ``j`` entries are meaningful; the rest are padding that sorts last.
     """
-    m = state.T.shape[1]
+    m = state.C.shape[0]
     active = jnp.arange(m) < state.j
-    S = state.T[:m, :m]
-    S = 0.5 * (S + S.T)
-    S = jnp.where(active[:, None] & active[None, :], S, 0)
+    on = active.astype(state.C.dtype)
+    S = state.C[:, :m] * on[:, None] * on[None, :]
     fill = -(2 * jnp.linalg.norm(S) + 1)
     S = S + jnp.diag(jnp.where(active, 0, fill))
-    theta, Y = jnp.linalg.eigh(S)
+    theta, Y = jnp.linalg.eigh(S)  # symmetrises S: (S + S^T) / 2
     theta, Y = theta[::-1], Y[:, ::-1]
-    pending = jax.lax.dynamic_slice_in_dim(state.T, state.j, b, axis=0)
-    residuals = jnp.linalg.norm(pending @ Y, axis=0)
+    pending = jax.lax.dynamic_slice_in_dim(state.C, state.j, b, axis=1)  # (m, b)
+    residuals = jnp.linalg.norm(pending.T @ Y, axis=0)
     return theta, Y, residuals
 
 
@@ -147,15 +183,15 @@ def error_bounds(theta: Array, residuals: Array, j: Array, *, gap: bool = False)
 
 def restart(state: KrylovState, Y: Array, theta: Array, p: int, b: int) -> KrylovState:
     """Thick restart at ``j == m``: keep the top ``p`` Ritz vectors and the pending block."""
-    V, T = state.V, state.T
-    m = T.shape[1]
+    V, C = state.V, state.C
+    m = C.shape[0]
     Yp = Y[:, :p]
     U = Yp.T @ V[:m]
     newV = jnp.zeros_like(V).at[:p].set(U).at[p : p + b].set(V[m : m + b])
-    newT = jnp.zeros_like(T)
-    newT = newT.at[:p, :p].set(jnp.diag(theta[:p]))
-    newT = newT.at[p : p + b, :p].set(T[m : m + b] @ Yp)
-    return state._replace(V=newV, T=newT, j=jnp.asarray(p, jnp.int32))
+    newC = jnp.zeros_like(C)
+    newC = newC.at[:p, :p].set(jnp.diag(theta[:p]))
+    newC = newC.at[:p, p : p + b].set(Yp.T @ C[:, m : m + b])
+    return state._replace(V=newV, C=newC, j=jnp.asarray(p, jnp.int32))
 
 
 class LanczosResult(eqx.Module):
@@ -220,11 +256,11 @@ def lanczos(
         )
     key = jax.random.key(0) if key is None else key
     flat0 = ravel(v0)[0].astype(op.dtype)
-    state = init_state(flat0[None], num_iters, jax.random.normal(key, (n,), op.dtype))
+    state = init_state(flat0[None], num_iters, random_vector(key, n, op.dtype))
     state = jax.lax.fori_loop(0, num_iters, lambda _, s: extend(s, op.matvec, 1), state)
     theta, Y, res = ritz(state, 1)
     vectors = jax.vmap(op.unravel)(Y.T @ state.V[:num_iters])
-    S = state.T[:num_iters, :num_iters]
+    S = state.C[:, :num_iters]
     result = RESULTS.where(state.nonfinite, RESULTS.nonfinite, RESULTS.successful)
     theta = finish("lanczos", result, nan_where(state.nonfinite, theta), throw)
     return LanczosResult(theta, vectors, res, state.num_matvecs, 0.5 * (S + S.T), result)
