@@ -12,9 +12,10 @@ and for a Ritz pair $(\theta, y)$ of $S = C_{:j,:j}$ the residual is
 $\|A V_j^\top y - \theta V_j^\top y\| = \|C_{:j,\,j:j+b}^\top y\|$: free. A thick restart keeps the
 top Ritz vectors and the ``b`` pending vectors; the relation keeps its form (Krylov–Schur,
 Stewart 2001). Breakdowns (an invariant subspace) continue from a new direction: a cyclic
-shift of one random vector drawn at the start (``spare``), orthogonalised against the
-basis. Drawing random numbers inside the loop instead would put a threefry generator in
-every compiled solve several times over: ~0.8 s of XLA compile time each on CPU.
+shift of one random vector drawn at the start (``spare``, :func:`random_vector`),
+orthogonalised against the basis. Drawing random numbers inside the loop instead would put a
+generator in every compiled solve several times over (threefry's: ~0.3 s of XLA compile time
+each on CPU).
 
 Every routine here is jittable and vmappable; sizes are static.
 """
