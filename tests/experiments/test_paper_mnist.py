@@ -181,3 +181,20 @@ def test_paper_mnist_cpu_variant_follows_its_prediction(tmp_path):
     assert pr["phi_num_compared"] >= 3 and pr["phi_max_rel_gap"] <= 0.10, pr
     assert pr["phi_fall"] >= 0.15, pr  # the prediction is tested on a moving lambda1
     assert pr["num_compared"] >= 100
+
+
+def test_mnist_sgd_preset_on_a_tiny_idx_file(tiny_mnist, tmp_path):
+    """Issue 18's B << N preset: mini-batches, batch sharpness beside lambda1 and the held-out
+    metrics, from parameters scaled by init_scale (recorded with the run)."""
+    small = dict(data_dir=str(tiny_mnist), num_examples=40, widths=(16,), steps=40,
+                 chunk_steps=20, eig_every=10, eval_every=20, batch_sharpness_batches=4)
+    config = preset_config("mnist-sgd", small)
+    assert (config.batch_size, config.init_scale, config.widths) == (8, 0.2, (16,))
+    record = run_experiment(config, tmp_path / "run")
+    assert record.status == "completed"
+    m = record.metrics
+    measured = np.isfinite(m["lambda_1"])
+    assert measured.sum() == 4 and np.all(np.isfinite(m["batch_sharpness"][measured]))
+    assert np.all(np.isfinite(m["full_loss"][::20]))
+    run = load_run(tmp_path / "run")
+    assert run.config["init_scale"] == 0.2 and run.metadata["problem"]["init_scale"] == 0.2

@@ -116,6 +116,23 @@ def test_synthetic_data_sets():
     assert default.batches["y"].shape[-1] == 3
 
 
+@pytest.mark.parametrize("problem", ["mlp", "cnn"])
+def test_init_scale_multiplies_every_initial_parameter(problem):
+    """A flatter start (Andreyev & Beneventano's MLPs start at 0.2): every weight and bias of
+    the seed's initialization times init_scale, recorded in the problem's info."""
+    base = Config(problem=problem, widths=(8,), num_examples=20)
+    one = build_network_problem(base)
+    scaled = build_network_problem(base.replace(init_scale=0.2))
+    for a, b in zip(jax.tree.leaves(one.params), jax.tree.leaves(scaled.params), strict=True):
+        np.testing.assert_allclose(b, 0.2 * np.asarray(a), rtol=1e-6)
+    assert (one.info["init_scale"], scaled.info["init_scale"]) == (1.0, 0.2)
+    for bad, message in ((0.0, "init_scale: must be positive"), (-0.2, "must be positive")):
+        with pytest.raises(ConfigError, match=message):
+            base.replace(init_scale=bad)
+    with pytest.raises(ConfigError, match="init_scale: toy problem 'toy_a' starts from x0"):
+        Config(problem="toy_a", dataset="none", init_scale=0.5)
+
+
 @pytest.mark.parametrize(
     "fields, message",
     [

@@ -11,7 +11,7 @@
   CNN: channels of each conv layer, Cohen et al.'s ``cnn-*`` is ``(32, 32)``; VGG-11: hidden
   widths of the classifier, Cohen et al.'s is ``(512, 512)``; ResNet: channels of each stage,
   ResNet-20 is ``(16, 32, 64)``), ``activation``, ``freeze_last_layer`` and ``dtype``,
-  initialised from ``seed``;
+  initialised from ``seed`` and scaled by ``init_scale``;
 * ``loss``, ``chunk_size`` (the physical batch: loss, gradient and HVPs accumulate over
   chunks of this many examples) and ``hessian_examples`` (curvature measured on the first
   that many training examples, each weighted ``1/hessian_examples``).
@@ -26,6 +26,7 @@ import math
 import os
 from dataclasses import dataclass
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -63,6 +64,7 @@ class ProblemSpec:
     widths: tuple[int, ...] = (200, 200)
     activation: str = "tanh"
     freeze_last_layer: bool = False
+    init_scale: float = 1.0
     loss: str = "mse"
     chunk_size: int | None = None
     hessian_examples: int | None = None
@@ -193,7 +195,17 @@ def _image_shape(data: Dataset) -> tuple[int, ...] | None:
 
 def build_model(config: ProblemSpec, in_shape: tuple[int, ...], num_outputs: int, key):
     """The configured model for inputs of shape ``in_shape`` (``(C, H, W)`` for image models)
-    with ``num_outputs`` outputs, initialised from ``key``."""
+    with ``num_outputs`` outputs, initialised from ``key``, every floating-point parameter
+    times ``config.init_scale`` (Andreyev & Beneventano, arXiv 2412.20553, start their MLPs
+    at 0.2)."""
+    model = _new_model(config, in_shape, num_outputs, key)
+    if config.init_scale == 1.0:
+        return model
+    scale = config.init_scale
+    return jax.tree.map(lambda a: a * scale if eqx.is_inexact_array(a) else a, model)
+
+
+def _new_model(config: ProblemSpec, in_shape: tuple[int, ...], num_outputs: int, key):
     dtype = jnp.dtype(config.dtype)
     problem, act, widths = config.problem, config.activation, tuple(config.widths)
     if problem == "mlp":
@@ -317,6 +329,7 @@ def build_network_problem(config: ProblemSpec) -> Problem:
         "activation": config.activation,
         "init_seed": config.seed,
         "init": describe_init(model),
+        "init_scale": config.init_scale,
         "freeze_last_layer": config.freeze_last_layer,
         "num_frozen_params": num_frozen,
         "memory_estimate_bytes": memory,

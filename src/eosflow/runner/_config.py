@@ -92,6 +92,8 @@ class Config:
     """the hidden activation"""
     freeze_last_layer: bool = False
     """keep the output layer at its initialization"""
+    init_scale: float = 1.0
+    """every initial weight and bias times this (a flatter start; the EoSS authors use 0.2)"""
     loss: LossName = "mse"
     """the loss convention: mse = 0.5 |f - y|^2 summed over outputs, mean over examples"""
     chunk_size: int | None = None
@@ -279,8 +281,8 @@ FIELD_DOCS: dict[str, str] = _field_docs(Config)
 SECTIONS: dict[str, tuple[str, tuple[str, ...]]] = {
     "problem": ("which model, which data, which loss", (
         "problem", "dataset", "data_dir", "num_examples", "subset", "num_classes", "widths",
-        "activation", "freeze_last_layer", "loss", "chunk_size", "hessian_examples",
-        "test_examples", "x0")),
+        "activation", "freeze_last_layer", "init_scale", "loss", "chunk_size",
+        "hessian_examples", "test_examples", "x0")),
     "optimizer": ("the optimizer, its hyperparameters and an optional warm-up", (
         "optimizer", "lr", "momentum", "decay", "bias_correction", "loss_min", "warmup_steps",
         "warmup_lr", "warmup_optimizer", "batch_size", "batch_replace")),
@@ -525,6 +527,10 @@ def _check(c: Config) -> None:
         raise ConfigError(f"reproject_steps: the re-projection flow predicts {' and '.join(flows)}"
                           f" runs, not {c.optimizer!r}")
     _positive(c, "batch_sharpness_batches", integer=True)
+    _positive(c, "init_scale")
+    if c.init_scale != 1.0 and c.problem in TOYS:
+        raise ConfigError(f"init_scale: toy problem '{c.problem}' starts from x0, not from an "
+                          "initialization (set x0)")
     if c.batch_size is not None and c.problem in TOYS:
         raise ConfigError(f"batch_size: toy problem '{c.problem}' has no examples to sample")
     if c.batch_size is not None and c.devices is not None:
