@@ -195,7 +195,7 @@ PRESETS: dict[str, Preset] = {
                  widths=(512, 512), activation="relu", init_scale=0.2, loss="mse", lr=0.1,
                  steps=30_000, batch_size=8, eig_every=3000, chunk_steps=3000,
                  eval_every=3000, batch_sharpness_batches=64),
-            cpu_minutes=5,
+            cpu_minutes=6,
         ),
         Preset(
             "digits-adam",
