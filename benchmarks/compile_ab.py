@@ -12,7 +12,7 @@ Two measurements, each interleaved so that the machine's swings hit both sides a
 
 Run from the repository root::
 
-    git worktree add /tmp/old HEAD~1
+    git worktree add /tmp/old COMMIT   # the commit before the change
     python benchmarks/compile_ab.py --trees /tmp/old/src src --rounds 3
     python benchmarks/compile_ab.py --fusion-emitters
 """

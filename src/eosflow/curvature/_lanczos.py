@@ -21,7 +21,7 @@ Every routine here is jittable and vmappable; sizes are static.
 """
 
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import equinox as eqx
 import jax
@@ -30,7 +30,7 @@ import jax.numpy as jnp
 from .._tree import ravel
 from .._types import Array, Float, Int, PRNGKeyArray, PyTree
 from ._operator import flat_operator
-from ._results import RESULTS, finish, nan_where
+from ._results import RESULTS, finish, nan_where, nonfinite
 
 
 class KrylovState(NamedTuple):
@@ -47,16 +47,18 @@ class KrylovState(NamedTuple):
 def _append(V: Array, w: Array, row: Array | int, spare: Array,
             shift: Array | int) -> tuple[Array, Array, Array]:
     """Orthogonalise ``w`` against the rows of ``V`` and store its unit remainder as row
-    ``row``; the one routine that grows a basis, so one compiled copy serves every caller.
+    ``row``: the one routine that grows a basis (the start block's rows in a loop, then each
+    product), so the compiled program holds one copy per call site, not one per row.
 
     Classical Gram–Schmidt twice ("twice is enough"). The second pass also orthogonalises
     ``spare`` shifted cyclically by ``shift`` (a permutation of i.i.d. random entries is as
-    generic as a fresh draw), in the same two products: that unit vector is stored instead
-    when ``w`` breaks down (its remainder is below ``eps**0.75`` of its norm, ``w`` is zero,
-    or not finite). Returns the new ``V``, the coefficients ``h`` of ``w`` along the rows of
-    ``V``, and the remainder's norm ``beta`` (0 on a breakdown).
+    generic as a fresh draw), in the same two products; one pass suffices for it while the
+    basis is small next to ``n`` (a random vector has little along it). That unit vector is
+    stored instead when ``w`` breaks down (its remainder is below ``eps**0.75`` of its norm,
+    ``w`` is zero, or not finite). Returns the new ``V``, the coefficients ``h`` of ``w`` along
+    the rows of ``V``, and the remainder's norm ``beta`` (0 on a breakdown).
     """
-    w = jnp.where(_finite(w), w, 0)
+    w = jnp.where(nonfinite(w), 0, w)
     scale = jnp.linalg.norm(w)
     h = V @ w
     W = jnp.stack([w - h @ V, jnp.roll(spare, shift)])
@@ -69,7 +71,7 @@ def _append(V: Array, w: Array, row: Array | int, spare: Array,
     return V.at[row].set(q), h, jnp.where(breakdown, 0, beta)
 
 
-def random_vector(key: PRNGKeyArray, n: int, dtype) -> Array:
+def random_vector(key: PRNGKeyArray, n: int, dtype: Any) -> Array:
     """``n`` pseudo-random entries, uniform on [-1, 1): a start or breakdown direction.
 
     Each entry hashes its index with the key's bits through the 32-bit finaliser of
@@ -84,8 +86,14 @@ def random_vector(key: PRNGKeyArray, n: int, dtype) -> Array:
         dtype: a real floating dtype.
 
     Returns:
-        An array of shape ``(n,)`` and dtype ``dtype``; the same key gives the same vector.
+        An array of shape ``(n,)`` and dtype ``dtype`` (24 random bits, rounded to ``dtype``:
+        1.0 can occur in half precision); the same key gives the same vector.
+
+    Raises:
+        TypeError: ``dtype`` is not a real floating dtype.
     """
+    if not jnp.issubdtype(dtype, jnp.floating):
+        raise TypeError(f"random_vector: dtype must be a real floating dtype, got {dtype}.")
     if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
         key = jax.random.key_data(key)
     x = jnp.arange(n, dtype=jnp.uint32)
@@ -99,12 +107,6 @@ def _fmix32(x: Array) -> Array:
     x = (x ^ (x >> 16)) * jnp.uint32(0x85EBCA6B)
     x = (x ^ (x >> 13)) * jnp.uint32(0xC2B2AE35)
     return x ^ (x >> 16)
-
-
-def _finite(x: Array) -> Array:
-    """Whether every entry of ``x`` is finite: its largest magnitude is (max propagates nan).
-    One reduction; ``all(isfinite(x))`` over a long vector compiles to a tree of four."""
-    return jnp.isfinite(jnp.max(jnp.abs(x)))
 
 
 def _breakdown_tol(dtype) -> float:
@@ -131,12 +133,12 @@ def extend(state: KrylovState, matvec: Callable[[Array], Array], b: int) -> Kryl
     """Multiply basis vector ``q_j`` by ``A`` and append the remainder as ``q_{j+b}``."""
     V, C, j = state.V, state.C, state.j
     w = matvec(V[j])
-    nonfinite = ~_finite(w)
+    bad = nonfinite(w)
     # shifts 1..b served the start block; each product gets its own after them
     V, h, beta = _append(V, w, j + b, state.spare, state.num_matvecs + b + 1)
     C = C.at[j].set(h.at[j + b].set(beta))
     return KrylovState(
-        V, C, j + 1, state.num_matvecs + 1, state.nonfinite | nonfinite, state.spare
+        V, C, j + 1, state.num_matvecs + 1, state.nonfinite | bad, state.spare
     )
 
 
@@ -147,8 +149,7 @@ def ritz(state: KrylovState, b: int) -> tuple[Array, Array, Array]:
     """
     m = state.C.shape[0]
     active = jnp.arange(m) < state.j
-    on = active.astype(state.C.dtype)
-    S = state.C[:, :m] * on[:, None] * on[None, :]
+    S = jnp.where(active[:, None] & active[None, :], state.C[:, :m], 0)
     fill = -(2 * jnp.linalg.norm(S) + 1)
     S = S + jnp.diag(jnp.where(active, 0, fill))
     theta, Y = jnp.linalg.eigh(S)  # symmetrises S: (S + S^T) / 2

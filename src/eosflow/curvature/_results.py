@@ -26,8 +26,13 @@ class RESULTS(eqx.Enumeration):
 
 
 def nonfinite(x: Array) -> Bool[Array, ""]:
-    """Whether any entry of ``x`` is inf or nan."""
-    return ~jnp.all(jnp.isfinite(x))
+    """Whether any entry of ``x`` is inf or nan.
+
+    One sum of ``0 * x`` (nan exactly where ``x`` is inf or nan): a sum always propagates
+    nan, where XLA:CPU's vectorised ``max`` drops it for long vectors, and
+    ``all(isfinite(x))`` over a long vector compiles to a tree of four reductions.
+    """
+    return ~jnp.isfinite(jnp.sum(jnp.zeros((), x.dtype) * x))
 
 
 def nan_where(bad: Array, tree: PyTree) -> PyTree:

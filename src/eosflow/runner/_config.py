@@ -93,7 +93,8 @@ class Config:
     freeze_last_layer: bool = False
     """keep the output layer at its initialization"""
     init_scale: float = 1.0
-    """every initial weight and bias times this (a flatter start; the EoSS authors use 0.2)"""
+    """every floating-point parameter of the initialization times this (a flatter start;
+    Andreyev & Beneventano's Edge of Stochastic Stability runs use 0.2)"""
     loss: LossName = "mse"
     """the loss convention: mse = 0.5 |f - y|^2 summed over outputs, mean over examples"""
     chunk_size: int | None = None
