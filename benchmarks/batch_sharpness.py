@@ -24,7 +24,6 @@ import argparse
 import dataclasses
 import time
 
-import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -38,7 +37,13 @@ from eosflow.problems import batch_indices, random_batch_indices
 def _problem(args):
     """The MLP of ``--widths`` and ``--activation`` (MSE with the 1/2) on ``--dataset``; the
     defaults give ``digits_mlp()``."""
-    from eosflow.problems import MLP, load_digits, load_mnist, supervised_problem
+    from eosflow.problems import (
+        ProblemSpec,
+        build_model,
+        load_digits,
+        load_mnist,
+        supervised_problem,
+    )
 
     if args.dataset == "digits":
         data = load_digits(args.num_examples)
@@ -53,10 +58,9 @@ def _problem(args):
         # the mean removed and the global std divided (as load_digits does)
         mean = x.mean(axis=0) if args.center == "pixel" else x.mean()
         data = dataclasses.replace(data, x=((x - mean) / (x - mean).std()).astype(np.float32))
-    model = MLP(data.x.shape[1], 10, args.widths, args.activation, key=jax.random.key(args.seed))
-    if args.init_scale != 1.0:  # every weight and bias times init_scale (a flatter start)
-        model = jax.tree.map(lambda a: a * args.init_scale if eqx.is_inexact_array(a) else a,
-                             model)
+    spec = ProblemSpec(widths=tuple(args.widths), activation=args.activation,
+                       init_scale=args.init_scale)
+    model = build_model(spec, data.x.shape[1:], 10, jax.random.key(args.seed))
     return supervised_problem(model, data, loss="mse")
 
 

@@ -45,7 +45,7 @@ class KrylovState(NamedTuple):
 
 
 def _append(V: Array, w: Array, row: Array | int, spare: Array,
-            shift: Array | int) -> tuple[Array, Array, Array]:
+            shift: Array | int) -> tuple[Array, Array, Array, Array]:
     """Orthogonalise ``w`` against the rows of ``V`` and store its unit remainder as row
     ``row``: the one routine that grows a basis (the start block's rows in a loop, then each
     product), so the compiled program holds one copy per call site, not one per row.
@@ -56,9 +56,11 @@ def _append(V: Array, w: Array, row: Array | int, spare: Array,
     basis is small next to ``n`` (a random vector has little along it). That unit vector is
     stored instead when ``w`` breaks down (its remainder is below ``eps**0.75`` of its norm,
     ``w`` is zero, or not finite). Returns the new ``V``, the coefficients ``h`` of ``w`` along
-    the rows of ``V``, and the remainder's norm ``beta`` (0 on a breakdown).
+    the rows of ``V``, the remainder's norm ``beta`` (0 on a breakdown), and whether ``w`` had
+    an inf or nan entry.
     """
-    w = jnp.where(nonfinite(w), 0, w)
+    bad = nonfinite(w)
+    w = jnp.where(bad, 0, w)
     scale = jnp.linalg.norm(w)
     h = V @ w
     W = jnp.stack([w - h @ V, jnp.roll(spare, shift)])
@@ -68,7 +70,7 @@ def _append(V: Array, w: Array, row: Array | int, spare: Array,
     beta = jnp.linalg.norm(W[0])
     breakdown = ~(beta > _breakdown_tol(V.dtype) * scale)
     q = jnp.where(breakdown, W[1] / jnp.linalg.norm(W[1]), W[0] / jnp.where(breakdown, 1, beta))
-    return V.at[row].set(q), h, jnp.where(breakdown, 0, beta)
+    return V.at[row].set(q), h, jnp.where(breakdown, 0, beta), bad
 
 
 def random_vector(key: PRNGKeyArray, n: int, dtype: Any) -> Array:
@@ -132,10 +134,8 @@ def init_state(V0: Array, m: int, spare: Array) -> KrylovState:
 def extend(state: KrylovState, matvec: Callable[[Array], Array], b: int) -> KrylovState:
     """Multiply basis vector ``q_j`` by ``A`` and append the remainder as ``q_{j+b}``."""
     V, C, j = state.V, state.C, state.j
-    w = matvec(V[j])
-    bad = nonfinite(w)
     # shifts 1..b served the start block; each product gets its own after them
-    V, h, beta = _append(V, w, j + b, state.spare, state.num_matvecs + b + 1)
+    V, h, beta, bad = _append(V, matvec(V[j]), j + b, state.spare, state.num_matvecs + b + 1)
     C = C.at[j].set(h.at[j + b].set(beta))
     return KrylovState(
         V, C, j + 1, state.num_matvecs + 1, state.nonfinite | bad, state.spare

@@ -38,6 +38,7 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     "NETWORKS": "._zoo",
     "ProblemSpec": "._zoo",
     "available_memory": "._zoo",
+    "build_model": "._zoo",
     "build_network_problem": "._zoo",
     "build_problem": "._zoo",
 })
