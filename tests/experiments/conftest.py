@@ -102,6 +102,26 @@ def gd_columns(n: int = GD_N, lr: float = GD_LR) -> dict[str, np.ndarray]:
 NGD_LR, NGD_N, NGD_ONSET = 0.1, 100, 50
 
 
+# SGD (B = 8 of 64 examples), measured every 10 steps: batch sharpness 10 before step 30, then
+# 19 and 20 alternating (eta * BS = 1.9, 2.0); lambda_1 = 8 + t/100 stays below 2/eta = 20;
+# held-out loss 1/(1 + t) and accuracy 0.5 + t/1000
+SGD_LR = 0.1
+SGD_CONFIG = {"lr": SGD_LR, "steps": 90, "num_examples": 64, "batch_size": 8, "eig_every": 10}
+
+
+def sgd_columns(n: int = 90, every: int = 10) -> dict[str, np.ndarray]:
+    t = np.arange(n)
+    on = t % every == 0
+    bs = np.where(on, np.where(t < 30, 10.0, 19.0 + (t % 20 == 0)), np.nan)
+    lam = np.where(on, 8.0 + t / 100.0, np.nan)
+    cols = base_columns(n)
+    cols.update(curvature_columns(SGD_LR * lam, lam, np.full(n, SGD_LR)))
+    cols["batch_sharpness"] = bs
+    cols["test_loss"] = np.where(on, 1.0 / (1 + t), np.nan)
+    cols["test_accuracy"] = np.where(on, 0.5 + t / 1000.0, np.nan)
+    return cols
+
+
 def ngd_columns(n: int = NGD_N) -> dict[str, np.ndarray]:
     t = np.arange(n)
     s = np.where(t < NGD_ONSET, 0.5, np.where((t - NGD_ONSET) % 2 == 0, 4.0, 4.0 / 3.0))

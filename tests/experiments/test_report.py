@@ -18,9 +18,11 @@ from .conftest import (
     GD_N,
     GD_ONSET,
     NGD_ONSET,
+    SGD_CONFIG,
     SWEEP_ONSET,
     make_run,
     ngd_columns,
+    sgd_columns,
 )
 
 VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source",
@@ -128,6 +130,8 @@ def test_report_single_run(gd_run):
     assert float(cells["wall_seconds"]) == pytest.approx(3.0)
     assert cells["state"] == "completed"
     assert "mean_harmonic_sum_after_onset" not in cells  # GD: not shown
+    # full batch, no test split: no batch-sharpness or held-out rows
+    assert not {"batch_sharpness_last_third", "test_loss_final"} & set(cells)
     # the figure, embedded
     imgs = [a for t, a in p.attrs if t == "img"]
     assert len(imgs) == 1
@@ -149,6 +153,16 @@ def test_report_normalized_gd_shows_the_harmonic_sum(ngd_run):
     assert cells["lambda_threshold"] == "—"
     imgs = [a for t, a in p.attrs if t == "img"]
     assert [a["alt"] for a in imgs] == ["ngd-synthetic: training", "ngd-synthetic: flow"]
+
+
+def test_report_minibatch_run_shows_batch_sharpness(tmp_path):
+    run = make_run(tmp_path / "sgd", sgd_columns(), config=SGD_CONFIG)
+    p, _ = parse(write_report(run))
+    cells = headline_cells(p)
+    assert float(cells["batch_sharpness_last_third"]) == pytest.approx(59.0 / 3, rel=1e-3)  # conftest
+    assert float(cells["lambda_last_third"]) == pytest.approx(8.7)
+    assert float(cells["test_accuracy_final"]) == pytest.approx(0.58)
+    assert cells["eos_onset_step"] == "30"  # eta * batch sharpness reaches 2, not eta * lambda_1
 
 
 def test_report_escapes_text(tmp_path):

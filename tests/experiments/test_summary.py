@@ -25,6 +25,8 @@ from .conftest import (
     GD_ONSET,
     NGD_N,
     NGD_ONSET,
+    SGD_CONFIG,
+    SGD_LR,
     SWEEP_LRS,
     SWEEP_N,
     SWEEP_ONSET,
@@ -34,6 +36,7 @@ from .conftest import (
     flow_sweep,
     gd_columns,
     make_run,
+    sgd_columns,
     sweep_columns,
 )
 
@@ -263,3 +266,28 @@ def test_adaptive_pairs_only_consecutive_steps(tmp_path):
     assert h["eos_onset_step"] == 0
     # without the steps, every successive measurement pairs (fixed-step optimizers)
     np.testing.assert_allclose(harmonic_sums(st)[1::2], 1.0 / (4 / 3) + 1 / 4)
+
+
+def test_minibatch_stableness_and_last_third(tmp_path):
+    """SGD: the stableness is eta * batch sharpness, not eta * lambda_1 (Andreyev & Beneventano,
+    arXiv 2412.20553); the last-third means and the held-out numbers by hand."""
+    cols = sgd_columns()
+    t, bs = cols["step"], cols["batch_sharpness"]
+    on = np.isfinite(bs)
+    run = load_run(make_run(tmp_path / "sgd", cols, config=SGD_CONFIG))
+    steps, s = stableness(points(run)[0])
+    np.testing.assert_array_equal(steps, t[on])
+    np.testing.assert_allclose(s, SGD_LR * bs[on])  # eta * lambda_1 is at most 0.89
+    h = headline(run)
+    # pairs (20, 30): 2/(1/1 + 1/2) = 1.33; (30, 40): 2/(1/1.9 + 1/2.0) = 1.95 >= 1.9
+    assert h["eos_onset_step"] == 30
+    assert "batch sharpness" in h["stableness"]
+    late = t[on] >= 2 * (len(t) - 1) / 3  # the measurements at t >= 2T/3: 60, 70, 80
+    assert list(t[on][late]) == [60, 70, 80]
+    assert h["batch_sharpness_last_third"] == pytest.approx(np.mean([20.0, 19.0, 20.0]))
+    assert h["lambda_last_third"] == pytest.approx(np.mean([8.6, 8.7, 8.8]))
+    assert h["batch_sharpness_final"] == 20.0
+    assert h["test_loss_final"] == pytest.approx(1 / 81)
+    assert h["test_accuracy_final"] == pytest.approx(0.58)
+    full = headline(load_run(make_run(tmp_path / "gd", gd_columns())))
+    assert full["batch_sharpness_last_third"] is None and full["test_loss_final"] is None

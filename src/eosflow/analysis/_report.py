@@ -47,6 +47,14 @@ HEADLINE_ROWS: tuple[tuple[str, str, str], ...] = (
     ("mean_lambda_after_onset", "mean λ1 after onset", "GD at EoS: ≈ 2/η"),
     ("lambda_final", "λ1 final", "at the last estimate"),
     ("lambda_fall", "fall of λ1 after onset", "(λ1 at onset − λ1 final) / λ1 at onset"),
+    ("batch_sharpness_final", "batch sharpness final", "mini-batch runs: at the last estimate"),
+    ("batch_sharpness_last_third", "mean batch sharpness, last third",
+     "over the estimates at t ≥ 2T/3; SGD at the edge of stochastic stability: ≈ 2/η "
+     "(arXiv 2412.20553)"),
+    ("lambda_last_third", "mean λ1, last third", "mini-batch runs: below 2/η, lower for "
+     "smaller batches"),
+    ("test_loss_final", "final test loss", "held-out loss at its last evaluation"),
+    ("test_accuracy_final", "final test accuracy", "held-out accuracy at its last evaluation"),
     ("num_estimates", "sharpness estimates", "steps at which λ1 was computed"),
     ("hvps_total", "HVPs total", "Hessian-vector products spent on curvature tracking"),
     ("hvps_per_estimate", "HVPs per estimate", "eigen-solve plus alignment products"),
@@ -57,6 +65,11 @@ HEADLINE_ROWS: tuple[tuple[str, str, str], ...] = (
     ("num_kicks", "kicks at ∇L ≈ 0", "normalized GD / √L GD: random kicks (theory: rare)"),
 )
 
+# rows and columns shown only where the run has them (normalized GD's kicks, mini-batch and
+# held-out numbers)
+OPTIONAL_ROWS = frozenset({"num_kicks", "batch_sharpness_final", "batch_sharpness_last_third",
+                           "lambda_last_third", "test_loss_final", "test_accuracy_final"})
+
 # columns of the per-point table of a sweep, and of the summary table of several runs
 POINT_COLUMNS: tuple[tuple[str, str], ...] = (
     ("eos_onset_step", "EoS onset"),
@@ -66,6 +79,9 @@ POINT_COLUMNS: tuple[tuple[str, str], ...] = (
     ("lambda_at_onset", "λ1 at onset"),
     ("lambda_final", "λ1 final"),
     ("lambda_fall", "fall of λ1"),
+    ("batch_sharpness_last_third", "batch sharpness, last third"),
+    ("lambda_last_third", "λ1, last third"),
+    ("test_accuracy_final", "test accuracy"),
     ("loss_final", "final loss"),
     ("steps", "steps"),
 )
@@ -170,7 +186,7 @@ def _headline_table(h: dict[str, Any], adaptive: bool) -> str:
             continue
         if key == "mean_harmonic_sum_after_onset" and not adaptive:
             continue
-        if key == "num_kicks" and h.get(key) is None:
+        if key in OPTIONAL_ROWS and h.get(key) is None:
             continue
         rows.append(f'<tr data-key="{_e(key)}"><th scope="row">{_e(label)}</th>'
                     f'{_num_td(h[key])}<td class="meaning">{_e(meaning)}</td></tr>')
@@ -180,7 +196,8 @@ def _headline_table(h: dict[str, Any], adaptive: bool) -> str:
 
 def _points_table(rows: Sequence[dict[str, Any]], first: str, adaptive: bool) -> str:
     cols = [(k, lbl) for k, lbl in POINT_COLUMNS
-            if adaptive or k != "mean_harmonic_sum_after_onset"]
+            if (adaptive or k != "mean_harmonic_sum_after_onset")
+            and (k not in OPTIONAL_ROWS or any(r.get(k) is not None for r in rows))]
     head = f"<th>{_e(first)}</th>" + "".join(f"<th>{_e(lbl)}</th>" for _, lbl in cols)
     body = []
     for r in rows:

@@ -59,9 +59,10 @@ CAPTIONS = {
     "discrete run, gradient flow and the central flow against 2/η (RMSProp: the "
     "preconditioned sharpness λ1(P⁻¹H) of the discrete run and of the central flow; its "
     "stable flow is RMSProp's own with Σ = 0).",
-    "compare": "Runs overlaid: training loss, sharpness λ1 (dashed: each GD run's 2/η) "
-    "and the two-step harmonic mean of the stableness S_t, 2/(1/S_t + 1/S_{t+1}), which "
-    "sits at 2 during EoS for GD and normalized GD alike. Each run has its own marker, "
+    "compare": "Runs overlaid: training loss, sharpness λ1 (dashed: each GD run's 2/η; "
+    "dash-dotted: a mini-batch run's batch sharpness) and the two-step harmonic mean of the "
+    "stableness S_t, 2/(1/S_t + 1/S_{t+1}), which sits at 2 during EoS for GD and normalized "
+    "GD alike, and for SGD with S_t = η·batch sharpness. Each run has its own marker, "
     "staggered along t, so runs that coincide stay visible; top axis: η·t when the runs "
     "share one η.",
 }

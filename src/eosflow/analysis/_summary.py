@@ -16,6 +16,11 @@ $S_t \approx 2$ for every method:
   arXiv 2207.14484); undefined (None) for runs that did not record it.
 * Steps of a GD warm-up (``warmup_steps``) use $S_t = \eta_t\lambda_1$ whatever follows;
   those of an Adam warm-up (``warmup_optimizer="adam"``) have none.
+* Mini-batch runs (``batch_size``) of the fixed-step methods: the same formulas with the
+  *batch sharpness* (the run's ``batch_sharpness`` column) in place of $\lambda_1$, as
+  $S_t = \eta\,\mathrm{BS}$ for SGD. With mini-batches it is batch sharpness, not the
+  full-batch $\lambda_1$, that rises to $2/\eta$ and stays there (Andreyev & Beneventano,
+  *Edge of Stochastic Stability*, arXiv 2412.20553); $\lambda_1$ stays below.
 
 For plain GD $S_t$ is constant in $\eta$ and EoS means $S_t \approx 2$. For normalized GD
 and GD on $\sqrt L$ it oscillates, and the prediction (Arora, Li & Panigrahi 2022,
@@ -163,7 +168,18 @@ def lambda_thresholds(config: dict[str, Any], steps: np.ndarray) -> np.ndarray:
 
 def stableness_name(config: dict[str, Any]) -> str:
     """How :func:`stableness` is defined for this configuration (for tables and labels)."""
-    return method_of(config).stableness_label
+    label = method_of(config).stableness_label
+    if stableness_from_batch_sharpness(config):
+        return label.replace("λ1", "BS") + ", BS = batch sharpness (arXiv 2412.20553)"
+    return label
+
+
+def stableness_from_batch_sharpness(config: dict[str, Any]) -> bool:
+    """Whether the stableness of this run is formed from its batch sharpness: mini-batch runs
+    of the fixed-step methods on the plain sharpness (SGD, momentum)."""
+    m = method_of(config)
+    return (config.get("batch_size") is not None and m.quantity == "sharpness"
+            and not m.adaptive_step)
 
 
 def stableness(point: Point) -> tuple[np.ndarray, np.ndarray] | None:
@@ -199,6 +215,9 @@ def stableness(point: Point) -> tuple[np.ndarray, np.ndarray] | None:
         pre = (np.full(lam.shape, np.nan) if pre is None
                else np.asarray(pre, np.float64)[measured])
         s = np.where(warm, eta_lam, 2.0 * pre / lambda_threshold(point.config))
+    elif stableness_from_batch_sharpness(point.config) and point.get("batch_sharpness") is not None:
+        bs = np.asarray(point.get("batch_sharpness"), np.float64)[measured]
+        s = 2.0 * bs / lambda_threshold(point.config)
     elif m.step_stableness:
         s = eta_lam
     else:
@@ -439,6 +458,9 @@ def point_headline(point: Point, *, level: float = ONSET_LEVEL) -> dict[str, Any
     }
     kicks = point.get("num_kicks")
     out["num_kicks"] = int(kicks[-1]) if kicks is not None and len(kicks) else None
+    out["test_loss_final"] = _last(point.get("test_loss"))
+    out["test_accuracy_final"] = _last(point.get("test_accuracy"))
+    out.update(_batch_sharpness_numbers(point))
     st = stableness(point)
     if st is None:
         return out
@@ -476,6 +498,22 @@ def point_headline(point: Point, *, level: float = ONSET_LEVEL) -> dict[str, Any
     return out
 
 
+def _batch_sharpness_numbers(point: Point) -> dict[str, Any]:
+    """A mini-batch run's batch sharpness: the last value, and the means of it and of λ1 over
+    the measurements in the last third of the run (the Edge of Stochastic Stability's test:
+    batch sharpness ≈ 2/η there, λ1 below); all None for full-batch runs."""
+    keys = ("batch_sharpness_final", "batch_sharpness_last_third", "lambda_last_third")
+    bs = point.get("batch_sharpness")
+    if bs is None or not len(point.steps):
+        return dict.fromkeys(keys)
+    bs = np.asarray(bs, np.float64)
+    lam = np.asarray(point.get("lambda_1"), np.float64)
+    at = point.get("lambda_step")  # decimated rows: the step each measurement was made at
+    steps = np.asarray(point.steps if at is None else at, np.float64)
+    late = steps >= 2.0 * float(point.steps[-1]) / 3.0
+    return dict(zip(keys, (_last(bs), _mean(bs[late]), _mean(lam[late])), strict=True))
+
+
 def headline(run: Run, *, level: float = ONSET_LEVEL) -> dict[str, Any]:
     r"""The numbers a report quotes about ``run``, all JSON-able (None where undefined).
 
@@ -503,6 +541,13 @@ def headline(run: Run, *, level: float = ONSET_LEVEL) -> dict[str, Any]:
       last measured $\lambda_1$), ``mean_lambda_after_onset``, and ``lambda_fall`` =
       (λ_onset − λ_final)/λ_onset, the relative fall of $\lambda_1$ after the onset.
     * ``lambda_threshold``: $2/\eta$ (GD) or its momentum analogue, None otherwise.
+    * Mini-batch runs: ``batch_sharpness_final``, and ``batch_sharpness_last_third`` and
+      ``lambda_last_third``, the means of batch sharpness and $\lambda_1$ over the
+      measurements at steps $t \ge \frac23 T$ (Andreyev & Beneventano, arXiv 2412.20553:
+      batch sharpness ≈ $2/\eta$, $\lambda_1$ below); None for full-batch runs. Their
+      stableness is formed from the batch sharpness (see the module docstring).
+    * ``test_loss_final``, ``test_accuracy_final``: the held-out metrics at their last
+      evaluation (None without a test split).
     * ``loss_initial``, ``loss_final``, ``accuracy_final``, ``steps`` (recorded steps),
       ``last_step``, ``num_estimates``, ``eig_matvecs_per_estimate``,
       ``eig_converged_fraction``, ``num_kicks`` (normalized GD / √L GD kicks at ∇L ≈ 0).

@@ -244,7 +244,10 @@ def compare_figure(runs: Sequence[RunLike]):
             ax_lam.plot([], [], color="0.3", ls="-.", lw=1.0, marker="x", ms=3,
                         label="batch sharpness (mini-batch runs)")
         ax_lam.legend(loc="best")
-        ax_s.axhline(2.0, color="black", ls="--", lw=1.0, label="EoS: 2")
+        # mini-batch runs: S_t is formed from the batch sharpness (see stableness)
+        ax_s.axhline(2.0, color="black", ls="--", lw=1.0,
+                     label="EoS: 2" + (r" ($S_t = \eta\,$batch sharpness for SGD)" if batch
+                                       else ""))
         ax_s.set_ylabel(HMEAN)
         ax_s.set_xlabel("step t")
         ax_s.legend(loc="best")

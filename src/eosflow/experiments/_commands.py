@@ -106,9 +106,14 @@ def _print_summary(path: Path) -> None:
         print(f"{run.config['name']}: {h.get('state')}, {len(rows)} sweep points")
     for label, p in rows:
         parts = [f"{label}: {p.get('state', h.get('state'))}", f"{p.get('steps')} steps"]
+        # mini-batch runs: the stableness is eta times the batch sharpness (BS)
+        of = "BS" if p.get("batch_sharpness_last_third") is not None else "lambda1"
         for key, fmt in (("loss_final", "loss {:.4g}"), ("lambda_final", "lambda1 {:.4g}"),
+                         ("test_accuracy_final", "test accuracy {:.4g}"),
                          ("eos_onset_step", "EoS onset step {}"),
-                         ("mean_eta_lambda_after_onset", "mean eta*lambda1 after onset {:.3f}"),
+                         ("mean_eta_lambda_after_onset", f"mean eta*{of} after onset {{:.3f}}"),
+                         ("batch_sharpness_last_third", "BS over the last third {:.4g}"),
+                         ("lambda_last_third", "lambda1 over the last third {:.4g}"),
                          ("hvps_per_estimate", "{:.2f} HVPs/estimate")):
             v = p.get(key)
             if v is not None:
