@@ -20,6 +20,19 @@ def ravel(tree: PyTree) -> tuple[Array, Callable[[Array], PyTree]]:
     return ravel_pytree(tree)
 
 
+def nonfinite(tree: PyTree) -> Array:
+    """Whether any entry of any leaf of ``tree`` (an array or a PyTree of them) is inf or nan,
+    as a scalar boolean array.
+
+    One sum of ``0 * x`` per leaf (nan exactly where ``x`` is inf or nan): a sum always
+    propagates nan, where XLA:CPU's vectorised ``max`` drops it in leaves of 4096 or more
+    entries, and ``all(isfinite(x))`` over a long vector compiles to a tree of four
+    reductions.
+    """
+    sums = [jnp.sum(jnp.zeros((), x.dtype) * x) for x in jax.tree.leaves(tree)]
+    return ~jnp.isfinite(sum(sums[1:], sums[0]))
+
+
 def describe(tree: PyTree) -> str:
     """A one-line description of a tree's leaves: ``{'w': (3, 2) float32, ...}``."""
     leaves, treedef = jax.tree.flatten(tree)

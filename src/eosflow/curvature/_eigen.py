@@ -7,11 +7,11 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
-from .._tree import leading_block, ravel
+from .._tree import leading_block, nonfinite, ravel
 from .._types import Array, Bool, Float, Int, PRNGKeyArray, PyTree
 from . import _lanczos as kr
 from ._operator import FlatOperator, operator_from
-from ._results import RESULTS, finish, nan_where, nonfinite
+from ._results import RESULTS, finish, nan_where
 
 EigenRESULTS = RESULTS  # the codes are shared by every curvature estimator
 

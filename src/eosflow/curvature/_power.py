@@ -6,10 +6,10 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
-from .._tree import ravel
+from .._tree import nonfinite, ravel
 from .._types import Array, Bool, Float, Int, PRNGKeyArray, PyTree
 from ._operator import operator_from
-from ._results import RESULTS, finish, nan_where, nonfinite
+from ._results import RESULTS, finish, nan_where
 
 
 class PowerResult(eqx.Module):

@@ -11,7 +11,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
-from .._types import Array, Bool, PyTree
+from .._types import Array, PyTree
 
 
 class RESULTS(eqx.Enumeration):
@@ -23,16 +23,6 @@ class RESULTS(eqx.Enumeration):
         "a Hessian-vector product was inf or nan; check params for nan and the loss for "
         "overflow (the Hessian of a norm ||x|| at x = 0 is nan: write sum(x**2), not norm**2)"
     )
-
-
-def nonfinite(x: Array) -> Bool[Array, ""]:
-    """Whether any entry of ``x`` is inf or nan.
-
-    One sum of ``0 * x`` (nan exactly where ``x`` is inf or nan): a sum always propagates
-    nan, where XLA:CPU's vectorised ``max`` drops it for long vectors, and
-    ``all(isfinite(x))`` over a long vector compiles to a tree of four reductions.
-    """
-    return ~jnp.isfinite(jnp.sum(jnp.zeros((), x.dtype) * x))
 
 
 def nan_where(bad: Array, tree: PyTree) -> PyTree:

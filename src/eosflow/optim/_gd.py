@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from .._tree import nonfinite
 from .._types import Array, PyTree
 
 ScalarOrSchedule = float | Array | optax.Schedule
@@ -142,15 +143,17 @@ def normalized_gd(
         floor = _floor(updates, min_grad_norm)
         # ||g|| = big * norm <= floor, without forming the product (it may overflow);
         # false for nan, so a nan gradient is not hidden by a kick
-        underflow = big <= floor / norm
-        underflow = underflow | (big == 0)
+        underflow = (big <= floor / norm) | (big == 0)
+        # ... and never for an inf or nan entry (the max above may drop a nan: _max_abs)
+        underflow = underflow & ~nonfinite(updates)
         return _scaled_or_kicked(unit, -lr / norm, underflow, state, kick)
 
     return optax.GradientTransformationExtraArgs(_init_kick(seed), update)
 
 
 def _max_abs(tree: PyTree) -> Array:
-    """The largest ``|entry|`` over every leaf (nan if any entry is nan)."""
+    """The largest ``|entry|`` over every leaf. A nan entry may be dropped (XLA:CPU's
+    vectorised max ignores nan in leaves of 4096 or more entries): test with ``nonfinite``."""
     leaves = jax.tree.leaves(tree)
     dtype = jnp.result_type(*leaves)
     return jnp.max(jnp.stack([jnp.max(jnp.abs(x)).astype(dtype) for x in leaves]))
