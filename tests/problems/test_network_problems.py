@@ -185,3 +185,21 @@ def test_the_memory_estimate_counts_the_data_the_problem_holds():
     assert estimate["data"] == actual  # no padding here: one chunk each
     params = sum(np.asarray(a).nbytes for a in jax.tree.leaves(problem.params))
     assert estimate["training_state"] >= 4 * params  # params, gradient, two moments at least
+
+
+def test_cohen_cifar_sgd_preset_runs_on_cifar_batches(cifar_dir, tmp_path):
+    """Issue 18's GPU preset at a toy size: mini-batches of the CIFAR python batches, batch
+    sharpness beside lambda1, the held-out metrics from the test batch."""
+    from eosflow.experiments import preset_config
+    from eosflow.runner import run_experiment
+
+    config = preset_config("cohen-cifar-sgd", dict(
+        data_dir=str(cifar_dir), num_examples=24, widths=(8,), steps=20, chunk_steps=10,
+        eig_every=10, eval_every=10, batch_size=8, batch_sharpness_batches=2, test_examples=4))
+    record = run_experiment(config, tmp_path / "run", progress=False)
+    m = record.metrics
+    assert record.status == "completed" and config.dataset == "cifar10"
+    assert preset_config("cohen-cifar-sgd", {"data_dir": "/d"}).test_examples == 1000
+    on = np.isfinite(m["lambda_1"])
+    assert on.sum() == 2 and np.all(np.isfinite(m["batch_sharpness"][on]))
+    assert np.isfinite(m["test_loss"][10]) and np.isfinite(m["test_accuracy"][10])

@@ -96,6 +96,14 @@ PRESETS: dict[str, Preset] = {
             _COHEN_CIFAR,
         ),
         Preset(
+            "cohen-cifar-sgd",
+            "the cohen-cifar net with mini-batch SGD (B = 32) at eta = 2/30: batch sharpness "
+            "(64 batches) beside the full-batch lambda1 every 200 steps; compare batch sizes "
+            "(`eosflow sweep cohen-cifar-sgd --data_dir DIR --grid batch_size=8,32,128`)",
+            dict(_COHEN_CIFAR, steps=50_000, batch_size=32, eig_every=200, chunk_steps=1000,
+                 eval_every=1000, test_examples=1000, batch_sharpness_batches=64),
+        ),
+        Preset(
             "paper-mnist-ngd",
             "Arora et al. 2022: MNIST-1k MLP 784-128-10 GELU, MSE without 1/2, 9000 GD steps "
             "at lr 0.01, then 120 000 normalized GD steps at eta = 0.01 beside the "
