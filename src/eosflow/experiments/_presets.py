@@ -195,14 +195,14 @@ PRESETS: dict[str, Preset] = {
         Preset(
             "mnist-sgd",
             "mini-batch SGD (B = 8) on 8192 MNIST digits with the Edge of Stochastic Stability "
-            "authors' MLP 784-512-512-10 (ReLU, MSE, initial parameters x 0.2) at eta = 0.1: "
-            "batch sharpness well above lambda1 and held by the step size, lambda1 lower for "
-            "the smaller batch (`eosflow sweep mnist-sgd --data_dir DIR --grid "
-            "batch_size=8,32`); needs --data_dir",
+            "authors' MLP 784-512-512-10 (ReLU, MSE, initial parameters x 0.2) at eta = 0.4: "
+            "batch sharpness at 2/eta with lambda1 near half of it, lower for the smaller "
+            "batch (`eosflow sweep mnist-sgd --data_dir DIR --grid batch_size=8,32`); needs "
+            "--data_dir",
             dict(problem="mlp", dataset="mnist", num_examples=8192, subset="stratified",
-                 widths=(512, 512), activation="relu", init_scale=0.2, loss="mse", lr=0.1,
-                 steps=30_000, batch_size=8, eig_every=3000, chunk_steps=3000,
-                 eval_every=3000, batch_sharpness_batches=64),
+                 widths=(512, 512), activation="relu", init_scale=0.2, loss="mse", lr=0.4,
+                 steps=15_000, batch_size=8, eig_every=1500, chunk_steps=1500,
+                 eval_every=1500, test_examples=1000, batch_sharpness_batches=64),
             cpu_minutes=6,
         ),
         Preset(
