@@ -1,4 +1,6 @@
+import atexit
 import os
+import shutil
 import tempfile
 
 import jax
@@ -9,9 +11,10 @@ jax.config.update("jax_enable_x64", True)
 
 # One on-disk compilation cache for the whole session, shared with the subprocesses the
 # tests start (the CLI reads EOSFLOW_CACHE_DIR): the same programs compile many times over.
-_CACHE = os.environ.setdefault(
-    "EOSFLOW_CACHE_DIR", tempfile.mkdtemp(prefix="eosflow-test-jax-cache-")
-)
+if "EOSFLOW_CACHE_DIR" not in os.environ:  # made here: removed when this process exits
+    os.environ["EOSFLOW_CACHE_DIR"] = tempfile.mkdtemp(prefix="eosflow-test-jax-cache-")
+    atexit.register(shutil.rmtree, os.environ["EOSFLOW_CACHE_DIR"], ignore_errors=True)
+_CACHE = os.environ["EOSFLOW_CACHE_DIR"]
 if _CACHE.lower() not in ("off", "0", "none", ""):
     jax.config.update("jax_compilation_cache_dir", _CACHE)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.1)
