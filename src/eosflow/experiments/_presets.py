@@ -201,9 +201,9 @@ PRESETS: dict[str, Preset] = {
             "--data_dir",
             dict(problem="mlp", dataset="mnist", num_examples=8192, subset="stratified",
                  widths=(512, 512), activation="relu", init_scale=0.2, loss="mse", lr=0.4,
-                 steps=15_000, batch_size=8, eig_every=1500, chunk_steps=1500,
+                 steps=15_000, batch_size=8, eig_every=500, chunk_steps=1500,
                  eval_every=1500, test_examples=1000, batch_sharpness_batches=64),
-            cpu_minutes=6,
+            cpu_minutes=8,
         ),
         Preset(
             "digits-adam",
