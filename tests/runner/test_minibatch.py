@@ -83,3 +83,43 @@ def test_a_batch_size_grid_is_drawn_per_run_with_its_batch_sharpness(tmp_path):
         assert to_rgba(ln.get_color()) == to_rgba(loss.get_color())  # the run's colour
     assert "batch sharpness (mini-batch runs)" in [
         t.get_text() for t in ax_lam.get_legend().get_texts()]
+
+
+def test_minibatch_lambda_of_fixed_batches_against_dense_hessians(tmp_path):
+    """minibatch_lambda_1: the mean (and max) of lambda_1 over fixed mini-batch losses, drawn
+    from the seed alone; checked at step 0 against dense per-batch Hessians."""
+    import jax
+    import jax.numpy as jnp
+    from jax.flatten_util import ravel_pytree
+
+    from eosflow.problems import build_problem, random_batch_indices
+    from eosflow.runner._probes import MINIBATCH_TAG
+
+    config = Config(**{**BASE, "steps": 12, "minibatch_lambda_batches": 2, "eig_tol": 1e-9})
+    record = run_experiment(config, tmp_path / "r", progress=False)
+    m = record.metrics
+    on = np.isfinite(m["lambda_1"])
+    assert np.all(np.isfinite(m["minibatch_lambda_1"][on]))
+    assert np.all(np.isnan(m["minibatch_lambda_1"][~on]))
+    problem = build_problem(config)
+    flat, unravel = ravel_pytree(problem.params)
+    examples = {k: v.reshape(-1, *v.shape[2:])[:48] for k, v in problem.batches.items()
+                if k != "w"}
+    idx = random_batch_indices(jax.random.fold_in(jax.random.key(config.seed), MINIBATCH_TAG),
+                               48, 16, 2)
+    tops = []
+    for rows in np.asarray(idx):
+        batch = {k: v[rows][None] for k, v in examples.items()}
+        batch["w"] = jnp.full((1, 16), 1 / 16)
+        one = jax.tree.map(lambda x: x[0], batch)
+        h = jax.hessian(lambda x: problem.loss_fn(unravel(x), one))(flat)
+        tops.append(float(np.linalg.eigvalsh(np.asarray(h))[-1]))
+    np.testing.assert_allclose(m["minibatch_lambda_1"][0], np.mean(tops), rtol=1e-7)
+    np.testing.assert_allclose(m["minibatch_lambda_1_max"][0], np.max(tops), rtol=1e-7)
+    # its products count in the run's total, with lambda_1's, batch sharpness's and alignment's
+    total = (m["eig_matvecs"] + m["batch_sharpness_matvecs"] + m["minibatch_lambda_matvecs"]).sum()
+    from eosflow.runner import read_json
+
+    assert read_json(tmp_path / "r" / "status.json")["hvps_total"] == total + on.sum()
+    with pytest.raises(ConfigError, match="minibatch_lambda_batches"):
+        Config(minibatch_lambda_batches=2)  # full batch

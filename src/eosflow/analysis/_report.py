@@ -53,6 +53,8 @@ HEADLINE_ROWS: tuple[tuple[str, str, str], ...] = (
      "(arXiv 2412.20553)"),
     ("lambda_last_third", "mean λ1, last third", "mini-batch runs: below 2/η, lower for "
      "smaller batches"),
+    ("minibatch_lambda_last_third", "mean mini-batch λ1, last third",
+     "λ1 of fixed mini-batch losses (minibatch_lambda_batches), averaged over the batches"),
     ("test_loss_final", "final test loss", "held-out loss at its last evaluation"),
     ("test_accuracy_final", "final test accuracy", "held-out accuracy at its last evaluation"),
     ("num_estimates", "sharpness estimates", "steps at which λ1 was computed"),
@@ -68,7 +70,8 @@ HEADLINE_ROWS: tuple[tuple[str, str, str], ...] = (
 # rows and columns shown only where the run has them (normalized GD's kicks, mini-batch and
 # held-out numbers)
 OPTIONAL_ROWS = frozenset({"num_kicks", "batch_sharpness_final", "batch_sharpness_last_third",
-                           "lambda_last_third", "test_loss_final", "test_accuracy_final"})
+                           "lambda_last_third", "minibatch_lambda_last_third",
+                           "test_loss_final", "test_accuracy_final"})
 
 # columns of the per-point table of a sweep, and of the summary table of several runs
 POINT_COLUMNS: tuple[tuple[str, str], ...] = (

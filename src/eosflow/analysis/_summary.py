@@ -502,16 +502,18 @@ def _batch_sharpness_numbers(point: Point) -> dict[str, Any]:
     """A mini-batch run's batch sharpness: the last value, and the means of it and of λ1 over
     the measurements in the last third of the run (the Edge of Stochastic Stability's test:
     batch sharpness ≈ 2/η there, λ1 below); all None for full-batch runs."""
-    keys = ("batch_sharpness_final", "batch_sharpness_last_third", "lambda_last_third")
+    keys = ("batch_sharpness_final", "batch_sharpness_last_third", "lambda_last_third",
+            "minibatch_lambda_last_third")
     bs = point.get("batch_sharpness")
     if bs is None or not len(point.steps):
         return dict.fromkeys(keys)
-    bs = np.asarray(bs, np.float64)
-    lam = np.asarray(point.get("lambda_1"), np.float64)
     at = point.get("lambda_step")  # decimated rows: the step each measurement was made at
     steps = np.asarray(point.steps if at is None else at, np.float64)
     late = steps >= 2.0 * float(point.steps[-1]) / 3.0
-    return dict(zip(keys, (_last(bs), _mean(bs[late]), _mean(lam[late])), strict=True))
+    bs, lam, mb = (np.asarray(point.get(k), np.float64)[late] if point.get(k) is not None
+                   else None for k in ("batch_sharpness", "lambda_1", "minibatch_lambda_1"))
+    return dict(zip(keys, (_last(point.get("batch_sharpness")), _mean(bs), _mean(lam),
+                           None if mb is None else _mean(mb)), strict=True))
 
 
 def headline(run: Run, *, level: float = ONSET_LEVEL) -> dict[str, Any]:
@@ -544,7 +546,9 @@ def headline(run: Run, *, level: float = ONSET_LEVEL) -> dict[str, Any]:
     * Mini-batch runs: ``batch_sharpness_final``, and ``batch_sharpness_last_third`` and
       ``lambda_last_third``, the means of batch sharpness and $\lambda_1$ over the
       measurements at steps $t \ge \frac23 T$ (Andreyev & Beneventano, arXiv 2412.20553:
-      batch sharpness ≈ $2/\eta$, $\lambda_1$ below); None for full-batch runs. Their
+      batch sharpness ≈ $2/\eta$, $\lambda_1$ below), and ``minibatch_lambda_last_third``
+      (with ``minibatch_lambda_batches``: λ1 of fixed mini-batch losses, above both); None
+      for full-batch runs. Their
       stableness is formed from the batch sharpness (see the module docstring).
     * ``test_loss_final``, ``test_accuracy_final``: the held-out metrics at their last
       evaluation (None without a test split).

@@ -154,6 +154,11 @@ def _sharpness_axes(ax, pts: Sequence[Point], colors, *, multi: bool) -> None:
             drawn.append(np.asarray(bs, np.float64))
             _line(ax, p.steps, bs, color=color, ls="-.", marker=".", ms=3,
                   label=None if multi else "batch sharpness")
+        mb = p.get("minibatch_lambda_1")  # lambda_1 of fixed mini-batch losses
+        if mb is not None and np.isfinite(np.asarray(mb, np.float64)).any():
+            drawn.append(np.asarray(mb, np.float64))
+            _line(ax, p.steps, mb, color=color, ls=":", marker="^", ms=3,
+                  label=None if multi else r"mini-batch $\lambda_1$ (fixed batches)")
         # a threshold only for methods with a fixed edge (normalized GD and GD on sqrt L
         # have none: their EoS test is the harmonic sum; see the optimizer records)
         thr = (lambda_thresholds(p.config, p.steps) if method_of(p.config).edge is not None
@@ -183,6 +188,9 @@ def _sharpness_axes(ax, pts: Sequence[Point], colors, *, multi: bool) -> None:
         if any(p.get("batch_sharpness") is not None for p in pts):
             handles.append(Line2D([], [], color="0.3", ls="-.", marker=".",
                                   label="batch sharpness"))
+        if any(p.get("minibatch_lambda_1") is not None for p in pts):
+            handles.append(Line2D([], [], color="0.3", ls=":", marker="^",
+                                  label=r"mini-batch $\lambda_1$ (fixed batches)"))
         if drew_thr:
             handles.append(Line2D([], [], color="0.3", ls="--",
                                   label=off or _threshold_label(pts[0].config)))

@@ -101,7 +101,8 @@ PRESETS: dict[str, Preset] = {
             "(64 batches) beside the full-batch lambda1 every 200 steps; compare batch sizes "
             "(`eosflow sweep cohen-cifar-sgd --data_dir DIR --grid batch_size=8,32,128`)",
             dict(_COHEN_CIFAR, steps=50_000, batch_size=32, eig_every=200, chunk_steps=1000,
-                 eval_every=1000, test_examples=1000, batch_sharpness_batches=64),
+                 eval_every=1000, test_examples=1000, batch_sharpness_batches=64,
+                 minibatch_lambda_batches=4),
         ),
         Preset(
             "paper-mnist-ngd",
@@ -179,7 +180,8 @@ PRESETS: dict[str, Preset] = {
             "(Andreyev & Beneventano) beside the full-batch lambda1; compare batch sizes with "
             "`eosflow sweep digits-sgd --grid batch_size=64,256`",
             dict(lr=0.2, steps=3000, batch_size=64, eig_every=50, chunk_steps=500,
-                 eval_every=50, batch_sharpness_batches=16),
+                 eval_every=50, batch_sharpness_batches=16,
+                 minibatch_lambda_batches=4),
             cpu_minutes=3,
         ),
         Preset(
@@ -189,7 +191,8 @@ PRESETS: dict[str, Preset] = {
             "B = 64 and 256, lambda1 at 2/eta "
             "(`eosflow sweep digits-sgd-narrow --grid batch_size=64,256`)",
             dict(widths=(50,), lr=0.5, steps=6000, batch_size=64, eig_every=100,
-                 chunk_steps=1000, eval_every=100, batch_sharpness_batches=16),
+                 chunk_steps=1000, eval_every=100, batch_sharpness_batches=16,
+                 minibatch_lambda_batches=4),
             cpu_minutes=1,
         ),
         Preset(
@@ -202,7 +205,8 @@ PRESETS: dict[str, Preset] = {
             dict(problem="mlp", dataset="mnist", num_examples=8192, subset="stratified",
                  widths=(512, 512), activation="relu", init_scale=0.2, loss="mse", lr=0.4,
                  steps=15_000, batch_size=8, eig_every=500, chunk_steps=1500,
-                 eval_every=1500, test_examples=1000, batch_sharpness_batches=64),
+                 eval_every=1500, test_examples=1000, batch_sharpness_batches=64,
+                 minibatch_lambda_batches=4),
             cpu_minutes=8,
         ),
         Preset(

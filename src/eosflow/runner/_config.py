@@ -176,6 +176,9 @@ class Config:
     no trace; the hessian_trace and hessian_trace_se columns)"""
     batch_sharpness_batches: int = 16
     """i.i.d. mini-batches averaged by each batch-sharpness estimate (mini-batch runs)"""
+    minibatch_lambda_batches: int | None = None
+    """mini-batch runs: lambda_1 of this many fixed mini-batch losses (drawn once from the
+    seed) at every eig_every step, their mean in minibatch_lambda_1 (None: not measured)"""
     density_at: tuple[int, ...] = ()
     """steps at which to estimate the Hessian's spectral density, e.g. 0,500"""
     phi_every: int | None = None
@@ -292,8 +295,9 @@ SECTIONS: dict[str, tuple[str, tuple[str, ...]]] = {
         "record_every", "loss_goal", "divergence_factor", "eval_every", "devices")),
     "curvature": ("the Hessian probe: eigenvalues, alignment, density, Phi and flows", (
         "eig_every", "num_eigs", "eig_tol", "eig_block", "eig_criterion", "eig_max_matvecs",
-        "track_alignment", "trace_samples", "batch_sharpness_batches", "density_at", "phi_every",
-        "phi_gtol", "reproject_steps", "processes", "central_substeps")),
+        "track_alignment", "trace_samples", "batch_sharpness_batches",
+        "minibatch_lambda_batches", "density_at", "phi_every", "phi_gtol", "reproject_steps",
+        "processes", "central_substeps")),
 }
 _listed = [name for _, names in SECTIONS.values() for name in names]
 assert sorted(_listed) == sorted(FIELDS) and len(_listed) == len(FIELDS), "SECTIONS vs fields"
@@ -528,6 +532,10 @@ def _check(c: Config) -> None:
         raise ConfigError(f"reproject_steps: the re-projection flow predicts {' and '.join(flows)}"
                           f" runs, not {c.optimizer!r}")
     _positive(c, "batch_sharpness_batches", integer=True)
+    _positive(c, "minibatch_lambda_batches", integer=True, allow_none=True)
+    if c.minibatch_lambda_batches is not None and c.batch_size is None:
+        raise ConfigError("minibatch_lambda_batches: measures mini-batch losses; set "
+                          "batch_size (or drop it)")
     _positive(c, "init_scale")
     if c.init_scale != 1.0 and c.problem in TOYS:
         raise ConfigError(f"init_scale: toy problem '{c.problem}' starts from x0, not from an "

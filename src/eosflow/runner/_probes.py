@@ -15,6 +15,7 @@ from ..curvature import (
     batch_sharpness,
     hessian_operator,
     hutchinson_trace,
+    minibatch_sharpness,
     preconditioned_sharpness,
     sum_over_batches,
     top_eigenpairs,
@@ -26,6 +27,7 @@ from ..optim import SwitchState, preconditioner_from_state
 from ..problems import random_batch_indices
 
 MAX_PHI_COORDS = 16  # Phi(x_t) is recorded coordinate by coordinate up to this dimension
+MINIBATCH_TAG = 0xB47C  # folded into the seed's key: the fixed batches of minibatch_lambda_1
 
 
 class _Probes:
@@ -95,6 +97,25 @@ class _Probes:
         nan = jnp.asarray(jnp.nan, self.dtype)
         return {"batch_sharpness": nan, "batch_sharpness_se": nan,
                 "batch_sharpness_matvecs": jnp.zeros((), jnp.int32)}
+
+    def _minibatch_lambda(self, p, params, key):
+        """λ1 of ``minibatch_lambda_batches`` fixed mini-batch losses (the same batches at
+        every measurement: drawn from the seed alone), cold solves at ``eig_tol``."""
+        c = self.config
+        idx = random_batch_indices(jax.random.fold_in(jax.random.key(c.seed), MINIBATCH_TAG),
+                                   self.num_examples, c.batch_size, c.minibatch_lambda_batches)
+        res = minibatch_sharpness(p.loss_fn, params,
+                                  self._minibatch(self._examples(p.batches), idx),
+                                  tol=c.eig_tol, key=jax.random.fold_in(key, 11),
+                                  max_matvecs=c.eig_max_matvecs, throw=False)
+        return {"minibatch_lambda_1": res.mean.astype(self.dtype),
+                "minibatch_lambda_1_max": jnp.max(res.eigenvalues).astype(self.dtype),
+                "minibatch_lambda_matvecs": jnp.asarray(res.num_matvecs, jnp.int32)}
+
+    def _no_minibatch_lambda(self):
+        nan = jnp.asarray(jnp.nan, self.dtype)
+        return {"minibatch_lambda_1": nan, "minibatch_lambda_1_max": nan,
+                "minibatch_lambda_matvecs": jnp.zeros((), jnp.int32)}
 
     def _no_eigen(self):
         nan = jnp.asarray(jnp.nan, self.dtype)

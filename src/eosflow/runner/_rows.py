@@ -133,8 +133,9 @@ def _hvps(columns: dict[str, np.ndarray], alignment: bool, trace_samples: int | 
     if "eig_matvecs" not in columns:
         return 0
     mv = columns["eig_matvecs"]
-    if "batch_sharpness_matvecs" in columns:
-        mv = mv + columns["batch_sharpness_matvecs"]
+    for extra_mv in ("batch_sharpness_matvecs", "minibatch_lambda_matvecs"):
+        if extra_mv in columns:
+            mv = mv + columns[extra_mv]
     # with record_every > 1 a row's matvecs are its window's, over eig_solves solves
     solves = (np.sum(columns["eig_solves"]) if "eig_solves" in columns
               else np.sum(np.isfinite(columns["lambda_1"])))

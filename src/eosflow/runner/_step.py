@@ -321,6 +321,13 @@ class Program(_Probes, _Predictions, _Processes):
                     lambda: self._batch_sharpness(p, params, jax.random.fold_in(state.key, step)),
                     self._no_batch_sharpness,
                 ))
+            if c.minibatch_lambda_batches is not None:
+                row.update(jax.lax.cond(
+                    self._measure_at(step),
+                    lambda: self._minibatch_lambda(p, params,
+                                                   jax.random.fold_in(state.key, step)),
+                    self._no_minibatch_lambda,
+                ))
         precond_block = state.precond_block
         if self.precond_on:
             # P is the one this step's update applied: read from the state after the update;
@@ -597,6 +604,10 @@ class Program(_Probes, _Predictions, _Processes):
                     f"mean over {c.batch_sharpness_batches} i.i.d. batches of "
                     "g_B^T H_B g_B / |g_B|^2 (expectation of ratios; Andreyev & Beneventano, "
                     "arXiv 2412.20553), at the eig_every steps"),
+                "minibatch_lambda_1": None if c.minibatch_lambda_batches is None else (
+                    f"mean (and max) over {c.minibatch_lambda_batches} fixed batches, drawn "
+                    "once from the seed, of lambda_1 of the batch's mean loss, at the "
+                    "eig_every steps (eosflow.curvature.minibatch_sharpness)"),
             },
             "mesh": None if self.mesh is None else {
                 "axes": list(self.mesh.axis_names), "shape": [int(self.mesh.size)],
