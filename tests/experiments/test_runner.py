@@ -364,3 +364,22 @@ def test_density_at_chunk_boundaries(tmp_path):
         # the largest Ritz value of 60 Lanczos steps is lambda1, which the runner's
         # eigen-solver measured independently at the same step
         np.testing.assert_allclose(z["nodes"].max(), lam[step], rtol=1e-3)
+
+
+def test_predictions_of_a_float32_run_are_computed_in_prediction_dtype(tmp_path):
+    """A float32 run's re-projection flow and Phi(x_t) checks run in float64 by default: the
+    projections reach float64's default |grad L| of 2.5e-9, which float32 (epsilon 1.2e-7)
+    cannot; prediction_dtype="float32" keeps them in the run's dtype."""
+    base = dict(optimizer="normalized_gd", lr=0.05, steps=300, warmup_steps=50, warmup_lr=0.02,
+                reproject_steps=10, chunk_steps=100, eig_every=10, phi_every=100,
+                dtype="float32")
+    wide = run_experiment(_toy(**base), tmp_path / "wide")
+    assert wide.status == "completed" and wide.config.prediction_dtype == "float64"
+    from eosflow.experiments import load_run
+
+    run = load_run(tmp_path / "wide")
+    assert run.prediction is not None and np.all(run.phi["grad_norm"] <= 2.5e-9)
+    assert np.max(run.prediction["grad_norm"]) <= 2.5e-9
+    run_experiment(_toy(**base, prediction_dtype="float32"), tmp_path / "narrow")
+    narrow = load_run(tmp_path / "narrow")
+    assert np.all(narrow.phi["grad_norm"] > 2.5e-9)  # float32's own floor and default gtol

@@ -4,11 +4,14 @@ re-projection flow from where the run comes within the phase-I distance of Γ), 
 
 
 
+import contextlib
 import time
 from pathlib import Path
 from typing import Any
 
+import equinox as eqx
 import jax
+import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
@@ -51,13 +54,16 @@ class _Predictions:
                 "of the iterate where the warm-up ends, not at Phi(x_0); use reproject_steps",
                 method=c.optimizer)
         lr = self._largest_lr()
-        try:
-            flow = limiting_flow(self.problem.loss_fn, self.problem.params,
-                                 method=c.optimizer, t_end=lr**2 * c.steps, num_points=201,
-                                 residual_fn=self.problem.full_residual, throw=False)
-        except ValueError as err:  # bad options; a failed start comes back as a status
-            return rd.write_prediction_error(out, str(err), start_step=0, method=c.optimizer)
-        X = np.asarray(jax.vmap(lambda x: ravel_pytree(x)[0])(flow.xs))
+        with self._prediction_numerics():
+            problem, params = self._predicting(self.problem.params)
+            try:
+                flow = limiting_flow(problem.loss_fn, params, method=c.optimizer,
+                                     t_end=lr**2 * c.steps, num_points=201,
+                                     residual_fn=problem.full_residual, throw=False)
+            except ValueError as err:  # bad options; a failed start comes back as a status
+                return rd.write_prediction_error(out, str(err), start_step=0,
+                                                 method=c.optimizer)
+            X = np.asarray(jax.vmap(lambda x: ravel_pytree(x)[0])(flow.xs))
         return rd.write_prediction(out, flow, start_step=0, method=c.optimizer,
                                    extra={"X": X})
 
@@ -116,9 +122,26 @@ class _Predictions:
     def _first(self, params):
         return params if self.sweep is None else jax.tree.map(lambda x: x[0], params)
 
-    def _loss(self):
-        p = self.problem
-        return p.full_loss if p.batches is not None else p.loss_fn
+    def _predicting(self, params):
+        """``(problem, params)`` in ``prediction_dtype``: every inexact array of the problem
+        (its data, the initial parameters) and of ``params`` cast. Call inside
+        :meth:`_prediction_numerics`."""
+        dtype = jnp.dtype(self.config.prediction_dtype)
+
+        def cast(x):
+            return x.astype(dtype) if eqx.is_inexact_array(x) else x
+
+        return jax.tree.map(cast, self.problem), jax.tree.map(cast, params)
+
+    def _prediction_numerics(self):
+        """64-bit types for a float64 prediction, scoped to it (a float32 run's process
+        may have them off)."""
+        wide = self.config.prediction_dtype == "float64"
+        return jax.enable_x64(True) if wide else contextlib.nullcontext()
+
+    @staticmethod
+    def _loss(problem):
+        return problem.full_loss if problem.batches is not None else problem.loss_fn
 
     def write_reprojection(self, out: Path, params, *, write: bool,
                            start_step: int) -> dict[str, Any]:
@@ -134,19 +157,20 @@ class _Predictions:
         the ``prediction`` entry of status.json, with ``seconds`` and, when the flow
         started, the total ``substeps``, ``unresolved`` and the ``finest`` substep."""
         c = self.config
-        params = self._first(params)
         lr = self._largest_lr()
         const = self.method.flow_constant
         name = f"reprojection:{c.optimizer}"
         rest = max(c.steps - start_step, 1)
         t0 = time.perf_counter()
-        flow = flows.reprojection_flow(  # looked up at call time: a caller may wrap it
-            self._loss(), params, method=c.optimizer, num_steps=c.reproject_steps,
-            step_size=const * lr**2 * rest / c.reproject_steps,
-            residual_fn=self.problem.full_residual, throw=False,
-            project_kwargs=self._project_kwargs(), max_halvings=REPROJECT_HALVINGS,
-            step_rtol=REPROJECT_RTOL)
-        jax.block_until_ready(flow.sharpness)
+        with self._prediction_numerics():
+            problem, params = self._predicting(self._first(params))
+            flow = flows.reprojection_flow(  # looked up at call time: a caller may wrap it
+                self._loss(problem), params, method=c.optimizer, num_steps=c.reproject_steps,
+                step_size=const * lr**2 * rest / c.reproject_steps,
+                residual_fn=problem.full_residual, throw=False,
+                project_kwargs=self._project_kwargs(), max_halvings=REPROJECT_HALVINGS,
+                step_rtol=REPROJECT_RTOL)
+            jax.block_until_ready(flow.sharpness)
         seconds = round(time.perf_counter() - t0, 1)  # compilation included
         if not write:
             return {"status": flow.status, "reason": flow.reason, "start_step": start_step,
@@ -168,16 +192,17 @@ class _Predictions:
         λ1 by ``top_eigenpairs`` on the full loss. Written (when ``write``) as
         ``phi/STEP.npz``: ``step``, ``lambda_phi``, ``phi_dist`` = |x_t - Φ(x_t)|,
         ``grad_norm`` at Φ(x_t), ``converged``, ``seconds``. Returns the row."""
-        params = self._first(params)
-        loss = self._loss()
         t0 = time.perf_counter()
-        proj = flows.project_solve(loss, params, residual_fn=self.problem.full_residual,
-                                   throw=False, **self._project_kwargs())
-        lam = top_eigenpairs(loss, proj.value, 1).eigenvalues[0]
-        row = {"step": np.asarray(step), "lambda_phi": np.asarray(lam, np.float64),
-               "phi_dist": np.asarray(proj.distance, np.float64),
-               "grad_norm": np.asarray(proj.grad_norm, np.float64),
-               "converged": np.asarray(bool(proj.converged))}
+        with self._prediction_numerics():
+            problem, params = self._predicting(self._first(params))
+            loss = self._loss(problem)
+            proj = flows.project_solve(loss, params, residual_fn=problem.full_residual,
+                                       throw=False, **self._project_kwargs())
+            lam = top_eigenpairs(loss, proj.value, 1).eigenvalues[0]
+            row = {"step": np.asarray(step), "lambda_phi": np.asarray(lam, np.float64),
+                   "phi_dist": np.asarray(proj.distance, np.float64),
+                   "grad_norm": np.asarray(proj.grad_norm, np.float64),
+                   "converged": np.asarray(bool(proj.converged))}
         row["seconds"] = np.asarray(round(time.perf_counter() - t0, 1))
         if write:
             rd.write_phi_check(out, row)
