@@ -151,7 +151,8 @@ class _Predictions:
         prediction.npz (``tau`` from ``start_step``, ``lambda_1``, ``grad_norm``,
         ``substeps`` and ``unresolved`` per step, ``method``, ``start_step``), or
         prediction_error.json with the reason when the start or a step fails (written when
-        ``write``). Each Phi is ``project_solve``'s default (gradient flow, then
+        ``write``). Computed in ``prediction_dtype`` (float64 by default: a float32 chain of
+        projections drifts). Each Phi is ``project_solve``'s default (gradient flow, then
         Levenberg-Marquardt on the loss's residuals ``Problem.full_residual``, then a
         polishing flow); substeps as ``REPROJECT_*`` say. Returns
         the ``prediction`` entry of status.json, with ``seconds`` and, when the flow
@@ -188,7 +189,8 @@ class _Predictions:
         """λ1 at Φ(x_t) for the state ``params`` at chunk boundary ``step`` (a sweep's first
         point): the check of the re-projection prediction on Γ itself (Arora et al., Thm
         4.3: Φ(x_t) follows the flow, while x_t may sit far from Γ along flat directions).
-        Φ is ``project_solve``'s default with the loss's residuals, as for the prediction;
+        Φ is ``project_solve``'s default with the loss's residuals in ``prediction_dtype``,
+        as for the prediction;
         λ1 by ``top_eigenpairs`` on the full loss. Written (when ``write``) as
         ``phi/STEP.npz``: ``step``, ``lambda_phi``, ``phi_dist`` = |x_t - Φ(x_t)|,
         ``grad_norm`` at Φ(x_t), ``converged``, ``seconds``. Returns the row."""
