@@ -205,8 +205,7 @@ PRESETS: dict[str, Preset] = {
             dict(problem="mlp", dataset="mnist", num_examples=8192, subset="stratified",
                  widths=(512, 512), activation="relu", init_scale=0.2, loss="mse", lr=0.4,
                  steps=15_000, batch_size=8, eig_every=500, chunk_steps=1500,
-                 eval_every=1500, test_examples=1000, batch_sharpness_batches=64,
-                 minibatch_lambda_batches=4),
+                 eval_every=1500, test_examples=1000, batch_sharpness_batches=64),
             cpu_minutes=8,
         ),
         Preset(
