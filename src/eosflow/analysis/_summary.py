@@ -510,10 +510,13 @@ def _batch_sharpness_numbers(point: Point) -> dict[str, Any]:
     at = point.get("lambda_step")  # decimated rows: the step each measurement was made at
     steps = np.asarray(point.steps if at is None else at, np.float64)
     late = steps >= 2.0 * float(point.steps[-1]) / 3.0
-    bs, lam, mb = (np.asarray(point.get(k), np.float64)[late] if point.get(k) is not None
-                   else None for k in ("batch_sharpness", "lambda_1", "minibatch_lambda_1"))
-    return dict(zip(keys, (_last(point.get("batch_sharpness")), _mean(bs), _mean(lam),
-                           None if mb is None else _mean(mb)), strict=True))
+
+    def late_mean(name):
+        col = point.get(name)
+        return None if col is None else _mean(np.asarray(col, np.float64)[late])
+
+    return dict(zip(keys, (_last(bs), late_mean("batch_sharpness"), late_mean("lambda_1"),
+                           late_mean("minibatch_lambda_1")), strict=True))
 
 
 def headline(run: Run, *, level: float = ONSET_LEVEL) -> dict[str, Any]:
