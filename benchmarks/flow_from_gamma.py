@@ -27,12 +27,11 @@ import numpy as np
 
 from eosflow.curvature import top_eigenpairs
 from eosflow.experiments import preset_values
-from eosflow.flows import project_solve, reprojection_flow
+from eosflow.flows import CONSTANTS, project_solve, reprojection_flow
 from eosflow.problems import build_problem
 from eosflow.runner import Config
 
 PRESETS = {"sqrt_loss_gd": "paper-mnist-sqrt", "normalized_gd": "paper-mnist-ngd"}
-CONSTANT = {"sqrt_loss_gd": 1 / 8, "normalized_gd": 1 / 4}
 
 
 def _cast(tree, dtype):
@@ -93,7 +92,7 @@ def main():
         flow = reprojection_flow(
             p64.full_loss, _cast(start(min(a.etas)), jnp.float64), method=a.method,
             num_steps=a.reproject_steps, residual_fn=p64.full_residual, throw=False,
-            step_size=CONSTANT[a.method] * a.tau / a.reproject_steps, step_rtol=None,
+            step_size=CONSTANTS[a.method][0] * a.tau / a.reproject_steps, step_rtol=None,
             project_kwargs={"gtol": a.gtol})
         ts, lams = np.asarray(flow.ts), np.asarray(flow.sharpness)
     out["prediction"] = {"status": flow.status, "reason": flow.reason, "tau": ts.tolist(),
