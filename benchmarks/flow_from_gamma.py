@@ -46,11 +46,13 @@ def main():
     ap.add_argument("--tau", type=float, default=0.1, help="flow time eta^2 t of every run")
     ap.add_argument("--reproject-steps", type=int, default=16)
     ap.add_argument("--checks", type=int, default=2, help="Phi checks per run")
-    ap.add_argument("--gtol", type=float, default=1e-3, help="|grad L| of every projection")
+    ap.add_argument("--gtol", type=float, default=None,
+                    help="|grad L| of every projection (default: the preset's phi_gtol)")
     a = ap.parse_args()
 
     values = preset_values(PRESETS[a.method]) | {"data_dir": a.data_dir}
     config = Config(**values)
+    a.gtol = config.phi_gtol if a.gtol is None else a.gtol
     problem = build_problem(config)
     loss = problem.full_loss
 
@@ -60,7 +62,7 @@ def main():
             return jax.tree.map(lambda p, g: p - config.warmup_lr * g, x, jax.grad(loss)(x)), None
         return jax.lax.scan(step, x, None, length=config.warmup_steps)[0]
 
-    def phi(x):  # Phi(x) and lambda_1 there, in float64 (as the runner's Phi checks)
+    def phi(x):  # Phi(x) and lambda_1 there, in float64, as the runner's Phi checks make them
         with jax.enable_x64(True):
             p64 = _cast(problem, jnp.float64)
             proj = project_solve(p64.full_loss, _cast(x, jnp.float64), throw=False,
@@ -71,6 +73,9 @@ def main():
     x_w = warm_up(problem.params)
     proj, eig = phi(x_w)
     lam0 = float(eig.eigenvalues[0])
+    if not bool(proj.converged):
+        raise SystemExit(f"Phi of the warm-up's end did not converge (|grad L| = "
+                         f"{float(proj.grad_norm):.3g}); try a larger --gtol")
     out = {"method": a.method, "preset": PRESETS[a.method], "warmup_steps": config.warmup_steps,
            "lambda_phi_warmup": lam0, "phi_dist_warmup": float(proj.distance),
            "seconds_start": round(time.perf_counter() - t0, 1), "gtol": a.gtol, "runs": []}
@@ -120,14 +125,18 @@ def main():
             lam, tau = float(eig.eigenvalues[0]), eta**2 * n * i
             pred = float(np.interp(tau, ts, lams))
             # the two-step cycle, 1 at the theory's edge: Thm 4.8, sqrt L(x_t) + sqrt L(x_t+1)
-            # = eta lambda_1 / 2; Thm 4.7, 1/S_t + 1/S_t+1 = (|g_t| + |g_t+1|) / (eta lambda_1)
+            # = eta lambda_1 / 2; Thm 4.7, 1/S_t + 1/S_t+1 = (|g_t| + |g_t+1|) / (eta lambda_1);
+            # from the last two steps before the check, with lambda_1 at Phi of the check
             if a.method == "sqrt_loss_gd":
                 pair = float(jnp.sqrt(values[-1]) + jnp.sqrt(values[-2])) / (eta * lam / 2)
             else:
                 pair = float(norms[-1] + norms[-2]) / (eta * lam)
             row = {"eta": eta, "step": n * i, "tau": tau, "lambda_phi": lam, "predicted": pred,
-                   "rel": lam / pred - 1, "phi_dist": float(proj.distance), "two_step": pair}
+                   "rel": lam / pred - 1, "phi_dist": float(proj.distance), "two_step": pair,
+                   "phi_converged": bool(proj.converged)}
             out["runs"].append(row)
+            if not row["phi_converged"]:
+                print(f"warning: Phi did not converge (|grad L| = {float(proj.grad_norm):.3g})")
             print(f"eta {eta:g}  tau {tau:.4f}  lambda_1 at Phi {lam:.2f}  predicted {pred:.2f}  "
                   f"({lam / pred - 1:+.1%})  |x - Phi(x)| {row['phi_dist']:.3g}"
                   f"  two-step cycle {pair:.3f} (1 at the edge)", flush=True)
