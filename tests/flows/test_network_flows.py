@@ -14,21 +14,19 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from jax.flatten_util import ravel_pytree
 
 from eosflow.flows import project_solve, reprojection_flow
 
 _SHAPES = [(2, 12), (12,), (12, 12), (12,), (12, 1), (1,)]
+_ZERO, _UNRAVEL = ravel_pytree([jnp.zeros(s) for s in _SHAPES])  # flat weights <-> layers
 _X = jax.random.normal(jax.random.PRNGKey(0), (8, 2))
 _Y = jnp.sin(2 * _X[:, 0] + _X[:, 1])
 
 
 def _loss(p):
-    layers, i = [], 0
-    for s in _SHAPES:
-        m = int(np.prod(s))
-        layers.append(p[i:i + m].reshape(s))
-        i += m
-    w1, b1, w2, b2, w3, b3 = layers
+    """The half mean squared error of a 2-12-12-1 tanh MLP whose weights are the flat ``p``."""
+    w1, b1, w2, b2, w3, b3 = _UNRAVEL(p)
     h = jnp.tanh(jnp.tanh(_X @ w1 + b1) @ w2 + b2)
     return 0.5 * jnp.mean(((h @ w3 + b3)[:, 0] - _Y) ** 2)
 
@@ -54,8 +52,8 @@ def _run(method, eta, steps):
 
 def _follow(method, eta, steps, checks, seed=2, scale=1.2):
     """lambda_1 at Phi(x_t) every ``steps`` steps, and the re-projection flow (40 steps)."""
-    size = sum(int(np.prod(s)) for s in _SHAPES)
-    on_gamma = project_solve(_loss, scale * jax.random.normal(jax.random.PRNGKey(seed), (size,)))
+    start = scale * jax.random.normal(jax.random.PRNGKey(seed), _ZERO.shape)
+    on_gamma = project_solve(_loss, start)
     lam, v1 = _top(on_gamma.value)
     # the two-step cycle's half-width along v1: eta/2 (normalized GD), eta sqrt(lam/2)/2 (sqrt L)
     amp = eta / 2 if method == "normalized_gd" else eta * np.sqrt(lam / 2) / 2
