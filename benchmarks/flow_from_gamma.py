@@ -24,6 +24,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
 from eosflow.curvature import top_eigenpairs
 from eosflow.experiments import preset_values
@@ -113,7 +114,7 @@ def main():
         def steps(x, eta=eta, n=n):
             def step(x, _):
                 value, g = jax.value_and_grad(loss)(x)
-                norm = jnp.sqrt(sum(jnp.vdot(v, v) for v in jax.tree.leaves(g)))
+                norm = optax.tree.norm(g)
                 scale = eta / (2 * jnp.sqrt(value)) if a.method == "sqrt_loss_gd" else eta / norm
                 return jax.tree.map(lambda p, d: p - scale * d, x, g), (value, norm)
             return jax.lax.scan(step, x, None, length=n)
