@@ -327,6 +327,69 @@ def test_a_run_that_never_comes_within_the_phase_one_distance_says_so(tmp_path):
     assert prediction_line(headline(run)) == f"prediction: FAILED: {entry['reason']}"
 
 
+def test_start_on_gamma_moves_the_warm_up_end_once_and_resumes_bit_for_bit(tmp_path,
+                                                                          monkeypatch):
+    """start_on_gamma: at the warm-up's end x_w moves to Phi(x_w) + (eta/2) v1 (toy A: Phi in
+    closed form, v1 = e_y), the prediction starts there, and NGD is in the symmetric two-step
+    cycle from its first step. A run stopped by a signal right after the move resumes from
+    the moved checkpoint without moving again, bit for bit."""
+    from eosflow.analysis import headline, prediction_line
+    from eosflow.runner import Program
+
+    from .conftest import solve_potential
+
+    eta, warm = 0.05, 20
+    config = _toy(optimizer="normalized_gd", lr=eta, steps=60, warmup_steps=warm,
+                  warmup_lr=0.02, reproject_steps=2, chunk_steps=20, eig_every=10,
+                  start_on_gamma=True)
+    straight = run_experiment(config, tmp_path / "a")
+    x, y = 3.0, -1.0
+    for _ in range(warm):
+        x, y = x - 0.02 * 2 * x * y * y, y - 0.02 * 2 * (1 + x * x) * y
+    u = solve_potential(np.log(x) + x * x / 2 - y * y / 2)
+    run = load_run(tmp_path / "a")
+    entry = run.status["start_on_gamma"]
+    assert entry["status"] == "ok" and entry["step"] == warm
+    np.testing.assert_allclose([entry["lambda_1"], entry["half_width"], entry["phi_dist"]],
+                               [2 * (1 + u * u), eta / 2, np.hypot(x - u, y)], rtol=1e-6)
+    # the row of step w is the moved iterate's: (u, -eta/2), loss (1 + u^2) eta^2 / 4
+    loss = straight.metrics["loss"]
+    np.testing.assert_allclose(loss[warm], (1 + u * u) * eta**2 / 4, rtol=1e-8)
+    # the symmetric cycle across Γ from the first step: the loss stays at that of +-eta/2
+    np.testing.assert_allclose(loss[warm:warm + 10], loss[warm], rtol=0.02)
+    assert run.status["prediction"]["status"] == "ok"
+    assert run.status["prediction"]["start_step"] == warm
+    # from the moved iterate: Phi(u, -eta/2), O(eta^2) along Γ from (u, 0)
+    u1 = solve_potential(np.log(u) + u * u / 2 - eta**2 / 8)
+    np.testing.assert_allclose(run.prediction["lambda_1"][0], 2 * (1 + u1 * u1), rtol=1e-6)
+    assert "(moved onto Γ there" in prediction_line(headline(run))
+    assert "start_on_gamma" in run.metadata and "cycle_start" in run.metadata["start_on_gamma"]
+
+    calls = []
+    real = Program.start_on_gamma
+
+    def stop_after_the_move(self, state, step):
+        calls.append(step)
+        moved = real(self, state, step)
+        os.kill(os.getpid(), signal.SIGTERM)  # the run stops at this boundary
+        return moved
+
+    monkeypatch.setattr(Program, "start_on_gamma", stop_after_the_move)
+    stopped = run_experiment(config, tmp_path / "b")
+    assert stopped.status == "interrupted" and load_run(tmp_path / "b").status["step"] == warm
+    resumed = run_experiment(config, tmp_path / "b", resume=True)
+    assert resumed.status == "completed" and calls == [warm]  # moved once
+    for k, v in straight.metrics.items():
+        np.testing.assert_array_equal(resumed.metrics[k], v, err_msg=k)
+
+
+def test_start_on_gamma_needs_a_warm_up_and_a_flow_optimizer():
+    with pytest.raises(ConfigError, match="start_on_gamma: moves the warm-up's last iterate"):
+        _toy(optimizer="normalized_gd", start_on_gamma=True)
+    with pytest.raises(ConfigError, match="start_on_gamma: places the two-step cycle of"):
+        _toy(optimizer="gd", warmup_steps=10, steps=20, start_on_gamma=True)
+
+
 def test_reprojection_needs_a_flow_optimizer():
     with pytest.raises(ConfigError, match="reproject_steps: the re-projection flow predicts"):
         _toy(optimizer="gd", reproject_steps=10)

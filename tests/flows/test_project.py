@@ -11,6 +11,7 @@ from scipy.optimize import brentq
 from eosflow.flows import (
     FlowRESULTS,
     ProjectionError,
+    cycle_start,
     distance_estimate,
     limiting_flow,
     phase_one_distance,
@@ -179,6 +180,34 @@ def test_reprojection_failure_carries_a_reason():
     np.testing.assert_allclose(cols["lambda_1"], jax.vmap(toy.sharpness_on_manifold)(ok.xs),
                                rtol=1e-6)
     assert np.all(cols["grad_norm"][1:] <= 2.5e-9)
+
+
+@pytest.mark.parametrize("method", ["normalized_gd", "sqrt_loss_gd"])
+@pytest.mark.parametrize("start", [(1.0, 0.3), (-2.0, -0.7)])
+def test_cycle_start_on_toy_a_is_the_symmetric_two_step_cycle(method, start):
+    """Toy A (Γ = {y = 0}, v1 = e_y, lambda1 = 2(1 + x^2)): Phi in closed form, displaced by
+    ell / 2 along v1 toward the start; from there the method's iterate alternates between
+    +-ell/2 across Γ (to O(eta^2)), the cycle phase I would reach."""
+    toy, eta = toy_a(), 0.01
+    x = jnp.asarray(start)
+    r = cycle_start(toy.loss_fn, x, eta, method=method)
+    u = _phi_a(*start)[0]
+    lam = 2 * (1 + u * u)
+    ell = eta if method == "normalized_gd" else eta * np.sqrt(lam / 2)
+    np.testing.assert_allclose(r.value, [u, np.sign(start[1]) * ell / 2], rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose([r.lambda_1, r.half_width], [lam, ell / 2], rtol=1e-6)
+    assert bool(r.projection.converged)
+    z = r.value
+    for sign in (-1, 1, -1, 1):
+        g = jax.grad(toy.loss_fn)(z)
+        scale = (eta / jnp.linalg.norm(g) if method == "normalized_gd"
+                 else eta / (2 * jnp.sqrt(toy.loss_fn(z))))
+        z = z - scale * g
+        assert abs(z[1] - sign * np.sign(start[1]) * ell / 2) < 0.01 * ell, (z, sign)
+    with pytest.raises(ValueError, match="method must be one of"):
+        cycle_start(toy.loss_fn, x, eta, method="gd")
+    with pytest.raises(ValueError, match="eta must be positive"):
+        cycle_start(toy.loss_fn, x, 0.0)
 
 
 def test_prediction_start_rule():

@@ -46,7 +46,9 @@ def prediction_comparison(run: Run) -> dict[str, Any] | None:
       \lambda_1^{\rm pred}$ over the checks, ``phi_lambda_end`` (the last check's λ1),
       ``phi_fall`` (its fall from the prediction's start, where $X = \Phi(x_{t_0})$),
       ``phi_num_compared`` (None / 0 without checks). The theory predicts Φ(x_t); x_t
-      itself may sit far from Γ along flat directions, where λ1 differs.
+      itself may sit far from Γ along flat directions, where λ1 differs;
+    * ``start_on_gamma``: status.json's entry of a run moved onto Γ after its warm-up
+      (``status``, ``reason``, ``lambda_1``, ``phi_dist``, ...), or None.
     """
     st = prediction_status(run)
     if st is None:
@@ -54,7 +56,8 @@ def prediction_comparison(run: Run) -> dict[str, Any] | None:
     out = {**st, "max_rel_gap": None, "median_rel_gap": None, "lambda_start": None,
            "lambda_end": None, "lambda_fall": None, "predicted_fall": None,
            "num_compared": 0, "tau_end": None, "phi_max_rel_gap": None,
-           "phi_lambda_end": None, "phi_fall": None, "phi_num_compared": 0}
+           "phi_lambda_end": None, "phi_fall": None, "phi_num_compared": 0,
+           "start_on_gamma": run.status.get("start_on_gamma")}
     pred = run.prediction
     pts = points(run)
     if st["status"] != "ok" or pred is None or not pts:
@@ -109,11 +112,17 @@ def prediction_line(h: dict[str, Any]) -> str | None:
     pr = h.get("prediction")
     if not pr:
         return None
+    on = pr.get("start_on_gamma") or {}
+    moved = ("start on Γ FAILED: " + str(on.get("reason")) + "; " if on.get("status") == "failed"
+             else "")
     if pr["status"] == "failed":
-        return f"prediction: FAILED: {pr.get('reason')}"
+        return f"prediction: {moved}FAILED: {pr.get('reason')}"
     if pr["status"] != "ok":
-        return f"prediction: {pr['status']}: {pr.get('reason')}"
-    line = f"prediction: ok from step {pr.get('start_step')}"
+        return f"prediction: {moved}{pr['status']}: {pr.get('reason')}"
+    line = f"prediction: {moved}ok from step {pr.get('start_step')}"
+    if on.get("status") == "ok" and on.get("step") == pr.get("start_step"):
+        dist = np.ravel(on["phi_dist"])[0]  # a sweep's: one per point, the prediction's first
+        line += f" (moved onto Γ there, {dist:.3g} from x_t)"
     if pr.get("max_rel_gap") is not None:
         line += (f", λ1 (two-step average) within {100 * pr['max_rel_gap']:.1f}% of the "
                  f"predicted flow (max gap); λ1 falls {pr['lambda_start']:.4g} → "

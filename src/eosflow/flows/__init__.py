@@ -35,6 +35,8 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     "project_solve": "._project",
     "SDCPSolution": "._sdcp",
     "solve_sdcp": "._sdcp",
+    "CycleStart": "._start",
+    "cycle_start": "._start",
     "distance_estimate": "._start",
     "phase_one_distance": "._start",
     "prediction_start": "._start",

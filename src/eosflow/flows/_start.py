@@ -6,12 +6,24 @@ At the Edge of Stability the iterate then oscillates across Γ along $v_1$ with
 $|a_t| + |a_{t+1}| \approx \ell$, $a_t = \langle v_1, x_t - \Phi(x_t)\rangle$, where
 $\ell = \eta$ for normalized GD and $\ell = \eta\sqrt{\lambda_1/2}$ for GD on $\sqrt L$
 (docs/theory.md, "Numerical signatures"). So each of two consecutive distances is at most $\ell$.
+
+:func:`cycle_start` places an iterate there directly: $\Phi(x) + \tfrac{\ell}{2} v_1$, the
+symmetric two-step cycle across Γ, where phase I would take it.
 """
 
-import numpy as np
+from collections.abc import Callable
+from typing import Any
 
-from .._types import Array
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Float
+
+from .._types import Array, PyTree
+from ..curvature import top_eigenpairs
 from ..optim import METHODS
+from ._project import ProjectResult, project_solve
 
 # the methods with a limiting flow; normalized GD's (g = log lambda_1) oscillates by eta,
 # GD on sqrt(L)'s by eta * sqrt(lambda_1 / 2)
@@ -94,3 +106,70 @@ def prediction_start(distances: Array, eta: float, *, method: str = "normalized_
     if steps.shape != d.shape:
         raise ValueError(f"steps must have the shape of distances {d.shape}, got {steps.shape}.")
     return int(steps[t])
+
+
+class CycleStart(eqx.Module):
+    r"""The start of the two-step cycle across Γ (:func:`cycle_start`).
+
+    Attributes:
+        value: $\Phi(x) + \tfrac{\ell}{2} v_1$, a PyTree like ``x``.
+        projection: the :class:`ProjectResult` of $\Phi(x)$ (its ``converged``, ``grad_norm``,
+            ``distance`` $= \|x - \Phi(x)\|$).
+        lambda_1: $\lambda_1$ at $\Phi(x)$, in loss units per squared parameter unit.
+        half_width: $\ell/2$, the displacement along $v_1$, in parameter units.
+    """
+
+    value: PyTree
+    projection: ProjectResult
+    lambda_1: Float[Array, ""]
+    half_width: Float[Array, ""]
+
+
+def cycle_start(loss_fn: Callable[[PyTree], Array], x: PyTree, eta: float, *,
+                method: str = "normalized_gd", residual_fn: Callable | None = None,
+                project_kwargs: dict[str, Any] | None = None, tol: float = 1e-4,
+                throw: bool = True) -> CycleStart:
+    r"""$\Phi(x) + \tfrac{\ell}{2} v_1$: where phase I of normalized GD or GD on $\sqrt L$
+    would bring the iterate from ``x`` (Arora, Li & Panigrahi 2022, arXiv 2205.09745,
+    Thm 4.3), placed there directly.
+
+    $\Phi(x)$ by :func:`project_solve`; $\lambda_1$, $v_1$ at $\Phi(x)$ by
+    :func:`eosflow.curvature.top_eigenpairs`; $\ell$ = :func:`phase_one_distance`
+    ($\eta$, or $\eta\sqrt{\lambda_1/2}$). From there the method's step along $v_1$ is
+    $\ell$ to first order, so the iterate alternates between $\pm\ell/2$ — the
+    symmetric two-step cycle — from its first step, and $\Phi$ of every later iterate
+    follows the limiting flow from $\Phi(x)$ up to $O(\eta)$ with no phase-I drift. $v_1$'s
+    sign is the one pointing from $\Phi(x)$ toward ``x`` (``+`` when ``x`` is on Γ).
+    Call it outside ``jit``.
+
+    Args:
+        loss_fn: $L$ on PyTrees like ``x``.
+        x: the point to start from (e.g. the last iterate of a GD warm-up).
+        eta: the method's learning rate $\eta > 0$.
+        method: ``"normalized_gd"`` or ``"sqrt_loss_gd"``.
+        residual_fn, project_kwargs: passed to :func:`project_solve` (``throw`` is this
+            function's).
+        tol: relative tolerance of the $\lambda_1$, $v_1$ solve.
+        throw: raise :class:`ProjectionError` when $\Phi(x)$ does not converge; with
+            ``False`` the result's ``projection.converged`` says so (``value`` is computed
+            from the unconverged end point all the same).
+
+    Returns:
+        A :class:`CycleStart`.
+
+    Raises:
+        ValueError: an unknown ``method`` or a non-positive ``eta``.
+        ProjectionError: the projection failed and ``throw=True``.
+    """
+    phase_one_distance(eta, method=method, lambda_1=1.0)  # checks method and eta first
+    proj = project_solve(loss_fn, x, residual_fn=residual_fn, throw=throw,
+                         **(project_kwargs or {}))
+    eig = top_eigenpairs(loss_fn, proj.value, 1, tol=tol)
+    lam = eig.eigenvalues[0]
+    v1 = jax.tree.map(lambda v: v[0], eig.eigenvectors)
+    toward = sum(jnp.vdot(v, a - p) for v, a, p in zip(
+        jax.tree.leaves(v1), jax.tree.leaves(x), jax.tree.leaves(proj.value), strict=True))
+    half = phase_one_distance(eta, method=method, lambda_1=float(lam)) / 2
+    step = float(half) if float(toward) >= 0 else -float(half)
+    value = jax.tree.map(lambda p, v: p + (step * v).astype(p.dtype), proj.value, v1)
+    return CycleStart(value, proj, lam, jnp.asarray(half, lam.dtype))

@@ -34,6 +34,8 @@ TOYS = ("toy_a", "toy_b", "toy_c", "quadratic", "product", "matrix_factorization
 DATASETS = ("digits", "cifar10", "mnist", "teacher_student", "gaussian_clusters", "none")
 OPTIMIZER_NAMES = tuple(METHODS)
 WARMUP_OPTIMIZERS = tuple(name for name, m in METHODS.items() if m.warmup)
+# the optimizers with a limiting flow on Γ (normalized GD, GD on sqrt L)
+FLOW_OPTIMIZERS = tuple(name for name, m in METHODS.items() if m.flow_constant is not None)
 LOSS_NAMES = ("mse", "mse_nohalf", "mse_mean", "cross_entropy")
 DTYPES = ("float32", "float64")
 MATMUL_PRECISIONS = ("highest", "high", "default")
@@ -195,6 +197,10 @@ class Config:
     12% against 3% in float64)"""
     reproject_steps: int | None = None
     """steps of the re-projection flow predicting the run after the warm-up (None: none)"""
+    start_on_gamma: bool = False
+    """move the warm-up's last iterate x_w to Phi(x_w) + (ell/2) v1 before the optimizer's
+    first step (eosflow.flows.cycle_start: the two-step cycle across Γ that phase I would
+    reach, without its drift along flat directions); the re-projection prediction starts there"""
     processes: tuple[ProcessName, ...] = ("discrete",)
     """processes stepped from one initialization: discrete (the optimizer), midpoint
     ((w_{t-1} + 2w_t + w_{t+1})/4), stable (gradient flow), central (the central flow of GD
@@ -302,7 +308,7 @@ SECTIONS: dict[str, tuple[str, tuple[str, ...]]] = {
         "eig_every", "num_eigs", "eig_tol", "eig_block", "eig_criterion", "eig_max_matvecs",
         "track_alignment", "trace_samples", "batch_sharpness_batches",
         "minibatch_lambda_batches", "density_at", "phi_every", "phi_gtol", "prediction_dtype",
-        "reproject_steps", "processes", "central_substeps")),
+        "reproject_steps", "start_on_gamma", "processes", "central_substeps")),
 }
 _listed = [name for _, names in SECTIONS.values() for name in names]
 assert sorted(_listed) == sorted(FIELDS) and len(_listed) == len(FIELDS), "SECTIONS vs fields"
@@ -532,10 +538,15 @@ def _check(c: Config) -> None:
         raise ConfigError(f"warmup_steps: must be >= 0, got {c.warmup_steps!r}")
     if c.warmup_steps >= c.steps:
         raise ConfigError(f"warmup_steps: must be below steps = {c.steps}, got {c.warmup_steps}")
-    if c.reproject_steps is not None and method(c.optimizer).flow_constant is None:
-        flows = [n for n, m in METHODS.items() if m.flow_constant is not None]
-        raise ConfigError(f"reproject_steps: the re-projection flow predicts {' and '.join(flows)}"
-                          f" runs, not {c.optimizer!r}")
+    if c.reproject_steps is not None and c.optimizer not in FLOW_OPTIMIZERS:
+        raise ConfigError(f"reproject_steps: the re-projection flow predicts "
+                          f"{' and '.join(FLOW_OPTIMIZERS)} runs, not {c.optimizer!r}")
+    if c.start_on_gamma and not c.warmup_steps:
+        raise ConfigError("start_on_gamma: moves the warm-up's last iterate onto Γ; set "
+                          "warmup_steps")
+    if c.start_on_gamma and c.optimizer not in FLOW_OPTIMIZERS:
+        raise ConfigError(f"start_on_gamma: places the two-step cycle of "
+                          f"{' and '.join(FLOW_OPTIMIZERS)}, not of {c.optimizer!r}")
     _positive(c, "batch_sharpness_batches", integer=True)
     _positive(c, "minibatch_lambda_batches", integer=True, allow_none=True)
     if c.minibatch_lambda_batches is not None and c.batch_size is None:

@@ -78,8 +78,8 @@ def custom_optimizer(optimizer: Any, edge: Edge | None, config: Config,
             config); ``edge`` of another kind.
         ValueError: ``edge`` missing, not positive and finite, or given without
             ``optimizer``; an unknown record name.
-        ConfigError: a sweep, a predicted flow (``phi_every``, ``reproject_steps``) with a
-            custom optimizer.
+        ConfigError: a sweep, a predicted flow (``phi_every``, ``reproject_steps``) or
+            ``start_on_gamma`` with a custom optimizer.
     """
     if optimizer is None:
         if edge is not None:
@@ -105,6 +105,9 @@ def custom_optimizer(optimizer: Any, edge: Edge | None, config: Config,
         if getattr(config, name) is not None:
             raise ConfigError(f"{name}: the predicted flow needs a named optimizer's record; "
                               "set it to None with a custom optimizer")
+    if config.start_on_gamma:
+        raise ConfigError("start_on_gamma: the two-step cycle's width needs a named "
+                          "optimizer's record; set it to False with a custom optimizer")
     if isinstance(edge, str):
         m = custom_method(like=edge)
         value = None if m.edge is None else float(m.edge(config.lr, config.momentum))

@@ -185,6 +185,48 @@ class _Predictions:
             totals["finest"] = f"h/{2**REPROJECT_HALVINGS}"
         return {**entry, "seconds": seconds, **totals}
 
+    def start_on_gamma(self, state, step: int) -> tuple[Any, dict[str, Any]]:
+        """``state`` (at the warm-up's end, chunk boundary ``step``) with its parameters x_w
+        moved to Phi(x_w) + (ell/2) v1 by ``eosflow.flows.cycle_start`` (each point of a
+        sweep at its own lr), and the ``start_on_gamma`` entry of status.json: ``status``
+        ok, ``step``, ``lambda_1`` at Phi(x_w), ``phi_dist`` = |x_w - Phi(x_w)|,
+        ``grad_norm`` at Phi(x_w), ``half_width`` = ell/2 (one value per point), ``seconds``.
+        Computed like the prediction (``prediction_dtype``, the residuals, ``phi_gtol``). A
+        projection that does not converge leaves the state where it was: ``status`` failed
+        with the ``reason``."""
+        c = self.config
+        lrs = self.sweep.get("lr", [c.lr] * self.points) if self.sweep else [c.lr]
+        t0 = time.perf_counter()
+        with self._prediction_numerics():
+            problem, params = self._predicting(state.params)
+            starts = [flows.cycle_start(
+                self._loss(problem), params if self.sweep is None else
+                jax.tree.map(lambda x, i=i: x[i], params), float(lr), method=c.optimizer,
+                residual_fn=problem.full_residual, project_kwargs=self._project_kwargs(),
+                throw=False) for i, lr in enumerate(lrs)]
+            values = [r.value for r in starts]
+            moved = values[0] if self.sweep is None else jax.tree.map(
+                lambda *xs: jnp.stack(xs), *values)
+            moved = jax.tree.map(lambda new, old: jnp.asarray(new, old.dtype), moved,
+                                 state.params)
+            numbers = {k: [float(getattr(r, k)) for r in starts]
+                       for k in ("lambda_1", "half_width")}
+            numbers |= {k: [float(getattr(r.projection, k)) for r in starts]
+                        for k in ("grad_norm", "distance")}
+        one = (lambda v: v[0]) if self.sweep is None else (lambda v: v)
+        entry = {"status": "ok", "step": step, "lambda_1": one(numbers["lambda_1"]),
+                 "phi_dist": one(numbers["distance"]), "grad_norm": one(numbers["grad_norm"]),
+                 "half_width": one(numbers["half_width"]),
+                 "seconds": round(time.perf_counter() - t0, 1)}
+        failed = [i for i, r in enumerate(starts) if not bool(r.projection.converged)]
+        if failed:
+            point = f" of sweep point {failed[0]}" if self.sweep is not None else ""
+            entry.update(status="failed", reason=(
+                f"Phi(x_{step}){point} did not converge: "
+                f"{starts[failed[0]].projection.summary()}; the run goes on from x_{step}"))
+            return state, entry
+        return self.place(state._replace(params=moved)), entry
+
     def write_phi_check(self, out: Path, params, step: int, *, write: bool) -> dict[str, Any]:
         """λ1 at Φ(x_t) for the state ``params`` at chunk boundary ``step`` (a sweep's first
         point): the check of the re-projection prediction on Γ itself (Arora et al., Thm

@@ -514,7 +514,8 @@ def _loop(prog: Program, out: Path, state: TrainState, status: dict,
         quiet.setLevel(logging.CRITICAL)
         with sig:
             try:
-                _at_boundary(prog, out, state, start, writer, None, status, bar.note)
+                state = _at_boundary(prog, out, state, start, writer, None, status,
+                                     bar.note)
                 for end in prog.boundaries():
                     begin = int(to_host(state.step))
                     if end <= begin:
@@ -546,9 +547,11 @@ def _loop(prog: Program, out: Path, state: TrainState, status: dict,
                         written = int(columns["step"][-1]) + 1
                         for lg in loggers:
                             lg.log_rows(columns, begin)
-                    _at_boundary(prog, out, state, end, writer, columns, status, bar.note)
+                    state = _at_boundary(prog, out, state, end, writer, columns, status,
+                                         bar.note)
+                    moved = c.start_on_gamma and end == c.warmup_steps  # keep the (costly) move
                     if writer and (done or end % prog.ckpt_every == 0 or end == c.steps
-                                   or sig.received is not None):
+                                   or moved or sig.received is not None):
                         checkpoint(state, end)
                         rd.write_json(out / "status.json", status)
                     bar.update(end, **last_valid(columns))

@@ -38,20 +38,33 @@ def _columns(prog: Program, rows: dict[str, np.ndarray], begin: int,
 
 def _at_boundary(prog: Program, out: Path, state: TrainState, step: int, write: bool,
                  columns: dict[str, np.ndarray] | None, status: dict,
-                 note: Callable[[str], None] = lambda text: None) -> None:
+                 note: Callable[[str], None] = lambda text: None) -> TrainState:
     """What a chunk boundary computes on every process (arrays may be sharded across
-    them) and process 0 writes: the spectral density at the ``density_at`` steps; the
-    re-projection prediction at the first boundary from the warm-up's end where the run is
-    within the phase-I distance of Γ (:meth:`Program.prediction_ready`; ``columns``: the
-    chunk just run), recorded as ``status["prediction"]`` (ok or failed, the reason, the
-    start step); then, with ``phi_every``, λ1 at Φ(x_t) at the boundaries ``phi_every``
-    apart from the prediction's start and at the end (``status["phi_checked"]``: the last).
-    ``note`` is told when each of these starts and how it ended (the progress report)."""
+    them) and process 0 writes: the spectral density at the ``density_at`` steps; with
+    ``start_on_gamma``, the warm-up's last iterate moved onto Γ (:meth:`Program.start_on_gamma`,
+    ``status["start_on_gamma"]``) when a chunk (``columns``, the chunk just run) arrives at the
+    warm-up's end — never at a resumed run's first boundary, whose checkpoint holds the moved
+    state; the re-projection prediction there, or else at the first boundary from the
+    warm-up's end where the run is within the phase-I distance of Γ
+    (:meth:`Program.prediction_distance`), recorded as ``status["prediction"]`` (ok or failed,
+    the reason, the start step); then, with ``phi_every``, λ1 at Φ(x_t) at the boundaries
+    ``phi_every`` apart from the prediction's start and at the end (``status["phi_checked"]``:
+    the last). ``note`` is told when each of these starts and how it ended (the progress
+    report). Returns the state, moved or not."""
     c = prog.config
     if step in c.density_at:
         _density(prog, out, state, write)
+    warm_end = c.start_on_gamma and step == c.warmup_steps
+    if warm_end and columns is not None and "start_on_gamma" not in status:
+        note(f"step {step}: moving the iterate onto Γ (Phi(x) + half the two-step cycle)...")
+        state, entry = prog.start_on_gamma(state, step)
+        status["start_on_gamma"] = entry
+        note(f"start on Γ {entry['status']} in {entry['seconds']:.0f} s"
+             + (f": {entry['reason']}" if entry.get("reason") else ""))
     if c.reproject_steps is not None and "prediction" not in status:
         ready, distance = prog.prediction_distance(state.params, columns, step)
+        if warm_end and status.get("start_on_gamma", {}).get("status") == "ok":
+            ready = True  # the run starts on Γ: phase I is done
         if ready and step < c.steps:
             note(f"step {step}: computing the re-projection prediction "
                  f"({c.reproject_steps} steps)...")
@@ -71,6 +84,7 @@ def _at_boundary(prog: Program, out: Path, state: TrainState, step: int, write: 
             status["phi_checked"] = step
             note(f"step {step}: lambda_1 at Phi(x_t) = {float(row['lambda_phi']):.4g} "
                  f"({float(row['seconds']):.0f} s)")
+    return state
 
 def _density(prog: Program, out: Path, state: TrainState, write: bool) -> None:
     """The Hessian's spectral density at the current step (a chunk boundary)."""

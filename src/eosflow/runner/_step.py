@@ -530,7 +530,7 @@ class Program(_Probes, _Predictions, _Processes):
         c = self.config
         marks = set(range(self.chunk, c.steps, self.chunk)) | {c.steps}
         marks |= {s for s in c.density_at if 0 < s < c.steps}
-        if c.reproject_steps is not None and c.warmup_steps:
+        if (c.reproject_steps is not None or c.start_on_gamma) and c.warmup_steps:
             marks.add(c.warmup_steps)  # the prediction starts where the warm-up ends
         return sorted(marks)
 
@@ -614,13 +614,21 @@ class Program(_Probes, _Predictions, _Processes):
                 "devices": [str(d) for d in self.mesh.devices.ravel()],
                 "processes": jax.process_count(),
             },
+            "start_on_gamma": None if not c.start_on_gamma else (
+                f"at step {c.warmup_steps} the iterate x_w moved to Phi(x_w) + (ell/2) v1 "
+                "(eosflow.flows.cycle_start: ell = eta for normalized GD, eta sqrt(lambda_1/2) "
+                f"for GD on sqrt L; Phi by project_solve in {c.prediction_dtype}); "
+                "status.json's start_on_gamma: how it went"),
             "prediction": None if c.reproject_steps is None else (
-                f"eosflow.flows.reprojection_flow, {c.reproject_steps} steps from the first "
-                "chunk boundary within the phase-I distance of Γ, a step whose projection "
+                f"eosflow.flows.reprojection_flow, {c.reproject_steps} steps from "
+                + ("the iterate moved onto Γ at the warm-up's end" if c.start_on_gamma else
+                   "the first chunk boundary within the phase-I distance of Γ")
+                + ", a step whose projection "
                 f"fails retried as substeps down to h/{2**REPROJECT_HALVINGS} (step_rtol "
                 f"{REPROJECT_RTOL}; step_atol {step_noise(c.dtype):g}), each Phi by "
                 "project_solve (gtol "
-                f"{c.phi_gtol if c.phi_gtol is not None else 'default'}), float {c.dtype}"),
+                f"{c.phi_gtol if c.phi_gtol is not None else 'default'}), in "
+                f"{c.prediction_dtype}"),
             "checkpoint_every": self.ckpt_every,
             "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
