@@ -56,13 +56,16 @@ def _run_tiny(config, out):
 
 
 def test_paper_presets_follow_the_authors_protocol():
-    for name in ("paper-mnist-ngd", "paper-mnist-sqrt", "paper-mnist-ngd-cpu"):
+    for name in ("paper-mnist-ngd", "paper-mnist-sqrt", "paper-mnist-ngd-cpu",
+                 "paper-mnist-sqrt-cpu"):
         c = preset_config(name, {"data_dir": "/data"})
         assert (c.dataset, c.num_examples, c.widths, c.activation, c.loss) == (
             "mnist", 1000, (128,), "gelu", "mse_nohalf")
-        # GD at lr 0.01 until the authors' checkpoint of step 9001, then eta = 0.01
-        assert (c.warmup_optimizer, c.warmup_lr, c.warmup_steps, c.lr) == ("gd", 0.01, 9000,
-                                                                           0.01)
+        # GD at lr 0.01 until the authors' checkpoint of step 9001, then eta = 0.01 (GD on
+        # sqrt L on CPU: eta = 0.00125 from the warm-up's end moved onto Γ)
+        sqrt_cpu = name == "paper-mnist-sqrt-cpu"
+        assert (c.warmup_optimizer, c.warmup_lr, c.warmup_steps, c.lr, c.start_on_gamma) == (
+            "gd", 0.01, 9000, 0.00125 if sqrt_cpu else 0.01, sqrt_cpu)
         assert c.test_examples and c.reproject_steps and c.eval_every
         assert c.track_alignment and c.trace_samples  # logged: alignment, Hessian trace
     assert preset_config("paper-mnist-ngd", {"data_dir": "/data"}).steps - 9000 == 120_000
@@ -158,15 +161,17 @@ def test_a_failed_prediction_is_loud(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
-def test_paper_mnist_cpu_variant_follows_its_prediction(tmp_path):
+@pytest.mark.parametrize("preset", ["paper-mnist-ngd-cpu", "paper-mnist-sqrt-cpu"])
+def test_paper_mnist_cpu_variant_follows_its_prediction(tmp_path, preset):
     """Issue 14's target on the shared real digits (a copy: the 10k test digits as the
     training files): the prediction is computed and lambda1 at Phi(x_t) stays within 10%
-    of the predicted lambda1 over the whole run, while lambda1 falls."""
+    of the predicted lambda1 over the whole run, while lambda1 falls. (GD on sqrt L: at
+    eta = 0.00125 from the warm-up's end moved onto Γ; README, "Reproduce the paper".)"""
     data = tmp_path / "mnist"
     data.mkdir()
     for kind in ("images-idx3", "labels-idx1"):
         shutil.copy(SHARED_MNIST / f"t10k-{kind}-ubyte.gz", data / f"train-{kind}-ubyte.gz")
-    config = preset_config("paper-mnist-ngd-cpu", {"data_dir": str(data)})
+    config = preset_config(preset, {"data_dir": str(data)})
     record = run_experiment(config, tmp_path / "run")
     assert record.status == "completed"
     run = load_run(tmp_path / "run")

@@ -333,7 +333,7 @@ def test_start_on_gamma_moves_the_warm_up_end_once_and_resumes_bit_for_bit(tmp_p
     closed form, v1 = e_y), the prediction starts there, and NGD is in the symmetric two-step
     cycle from its first step. A run stopped by a signal right after the move resumes from
     the moved checkpoint without moving again, bit for bit."""
-    from eosflow.analysis import headline, prediction_line
+    from eosflow.analysis import flow_figure, headline, prediction_line
     from eosflow.runner import Program
 
     from .conftest import solve_potential
@@ -363,6 +363,8 @@ def test_start_on_gamma_moves_the_warm_up_end_once_and_resumes_bit_for_bit(tmp_p
     u1 = solve_potential(np.log(u) + u * u / 2 - eta**2 / 8)
     np.testing.assert_allclose(run.prediction["lambda_1"][0], 2 * (1 + u1 * u1), rtol=1e-6)
     assert "(moved onto Γ there" in prediction_line(headline(run))
+    labels = [ln.get_label() for ln in flow_figure(run).axes[0].get_lines()]
+    assert f"prediction starts (step {warm}, iterate moved onto Γ)" in labels
     assert "start_on_gamma" in run.metadata and "cycle_start" in run.metadata["start_on_gamma"]
 
     calls = []

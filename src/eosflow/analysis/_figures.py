@@ -72,7 +72,8 @@ def flow_figure(run: RunLike):
     Per trajectory, the two-step average $\tfrac12(\lambda_1(x_t) + \lambda_1(x_{t+1}))$
     (:func:`two_step_average`; the iterate alternates sides of Γ, so single measurements
     zigzag by $O(\eta)$; they are drawn as faint dots), and the prediction's
-    $\lambda_1(X)$ dashed from its start (a dotted vertical line, "prediction starts"),
+    $\lambda_1(X)$ dashed from its start (a dotted vertical line, "prediction starts", which
+    says when the run's iterate was moved onto Γ there: ``start_on_gamma``),
     with λ1 at Φ(x_t) as diamonds where the run computed it (:attr:`Run.phi`);
     a failed prediction is written on the axes ("prediction failed: <reason>") in place of
     its curve. The title quotes :func:`collapse` for an ``lr`` sweep, else the largest gap
@@ -115,8 +116,10 @@ def flow_figure(run: RunLike):
         start = st.get("start_step") if st else None
         if start is not None:
             s0 = eta0**2 * (int(start) - t_w) / c
+            moved = (run.status.get("start_on_gamma") or {}).get("status") == "ok"
             ax.axvline(s0, color="0.3", ls=":", lw=1.0,
-                       label=f"prediction starts (step {int(start)})")
+                       label=f"prediction starts (step {int(start)}"
+                       + (", iterate moved onto Γ)" if moved else ")"))
         if pred is not None:
             s0 = eta0**2 * (int(start or t_w) - t_w) / c
             ax.plot(s0 + np.asarray(pred["tau"]) / c, pred["lambda_1"], color="black",
