@@ -385,6 +385,42 @@ def test_start_on_gamma_moves_the_warm_up_end_once_and_resumes_bit_for_bit(tmp_p
         np.testing.assert_array_equal(resumed.metrics[k], v, err_msg=k)
 
 
+def test_start_on_gamma_moves_each_sweep_point_by_its_own_half_width(tmp_path):
+    """A sweep over lr: every point's x_w (the same GD warm-up) moves to (u, -eta_i/2)."""
+    from .conftest import solve_potential
+
+    etas, warm = [0.05, 0.02], 20
+    config = _toy(optimizer="normalized_gd", lr=etas[0], steps=40, warmup_steps=warm,
+                  warmup_lr=0.02, chunk_steps=20, eig_every=None, start_on_gamma=True)
+    record = run_experiment(config, tmp_path / "r", sweep={"lr": etas})
+    x, y = 3.0, -1.0
+    for _ in range(warm):
+        x, y = x - 0.02 * 2 * x * y * y, y - 0.02 * 2 * (1 + x * x) * y
+    u = solve_potential(np.log(x) + x * x / 2 - y * y / 2)
+    np.testing.assert_allclose(record.metrics["loss"][warm],
+                               (1 + u * u) * np.square(etas) / 4, rtol=1e-6)  # Phi to gtol
+    entry = load_run(tmp_path / "r").status["start_on_gamma"]
+    np.testing.assert_allclose(entry["half_width"], np.array(etas) / 2, rtol=1e-8)
+
+
+def test_a_failed_start_on_gamma_leaves_the_iterate_and_says_so(tmp_path):
+    """A projection that cannot reach its gtol: x_w is kept, the prediction waits for the
+    phase-I distance as without the option, and the summary line says why."""
+    from eosflow.analysis import headline, prediction_line
+
+    config = _toy(optimizer="normalized_gd", lr=0.05, steps=40, warmup_steps=20,
+                  warmup_lr=0.02, chunk_steps=20, eig_every=10, reproject_steps=2,
+                  start_on_gamma=True, phi_gtol=1e-300)
+    moved = run_experiment(config, tmp_path / "a").metrics["loss"]
+    kept = run_experiment(config.replace(start_on_gamma=False), tmp_path / "b").metrics["loss"]
+    np.testing.assert_array_equal(moved, kept)
+    run = load_run(tmp_path / "a")
+    entry = run.status["start_on_gamma"]
+    assert entry["status"] == "failed" and entry["reason"].startswith("Phi(x_20) did not")
+    assert prediction_line(headline(run)).startswith(
+        f"prediction: start on Γ FAILED: {entry['reason']}; ")
+
+
 def test_start_on_gamma_needs_a_warm_up_and_a_flow_optimizer():
     with pytest.raises(ConfigError, match="start_on_gamma: moves the warm-up's last iterate"):
         _toy(optimizer="normalized_gd", start_on_gamma=True)

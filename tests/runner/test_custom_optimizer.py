@@ -94,6 +94,9 @@ def test_predicted_flow_is_refused_with_a_custom_optimizer(tmp_path):
     with pytest.raises(ConfigError, match="phi_every: the predicted flow"):
         run_experiment(_config(phi_every=10), tmp_path / "r", optimizer=optax.sgd(LR),
                        edge=2 / LR)
+    moved = _config(optimizer="normalized_gd", warmup_steps=2, start_on_gamma=True)
+    with pytest.raises(ConfigError, match="start_on_gamma: the two-step cycle's width"):
+        run_experiment(moved, tmp_path / "r", optimizer=optax.sgd(LR), edge=2 / LR)
 
 
 def test_custom_run_resumes_from_python_and_is_refused_by_the_cli(tmp_path):
