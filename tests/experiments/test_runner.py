@@ -1,5 +1,6 @@
 """The runner: records, stopping rules, sweeps, and nothing lost when a run is killed."""
 
+import json
 import os
 import signal
 import subprocess
@@ -362,7 +363,7 @@ def test_start_on_gamma_moves_the_warm_up_end_once_and_resumes_bit_for_bit(tmp_p
     # from the moved iterate: Phi(u, -eta/2), O(eta^2) along Γ from (u, 0)
     u1 = solve_potential(np.log(u) + u * u / 2 - eta**2 / 8)
     np.testing.assert_allclose(run.prediction["lambda_1"][0], 2 * (1 + u1 * u1), rtol=1e-6)
-    assert "(moved onto Γ there" in prediction_line(headline(run))
+    assert "(x_w moved onto Γ there" in prediction_line(headline(run))
     labels = [ln.get_label() for ln in flow_figure(run).axes[0].get_lines()]
     assert f"prediction starts (step {warm}, iterate moved onto Γ)" in labels
     assert "start_on_gamma" in run.metadata and "cycle_start" in run.metadata["start_on_gamma"]
@@ -379,8 +380,34 @@ def test_start_on_gamma_moves_the_warm_up_end_once_and_resumes_bit_for_bit(tmp_p
     monkeypatch.setattr(Program, "start_on_gamma", stop_after_the_move)
     stopped = run_experiment(config, tmp_path / "b")
     assert stopped.status == "interrupted" and load_run(tmp_path / "b").status["step"] == warm
+    # as if killed between the checkpoint at w and its status.json: the checkpoint says moved
+    status = json.loads((tmp_path / "b" / "status.json").read_text())
+    del status["start_on_gamma"], status["prediction"]
+    (tmp_path / "b" / "status.json").write_text(json.dumps(status))
     resumed = run_experiment(config, tmp_path / "b", resume=True)
     assert resumed.status == "completed" and calls == [warm]  # moved once
+    again = load_run(tmp_path / "b")
+    assert again.status["start_on_gamma"]["status"] == "ok"
+    assert again.status["prediction"]["start_step"] == warm  # from the moved checkpoint
+    np.testing.assert_array_equal(again.prediction["lambda_1"], run.prediction["lambda_1"])
+    for k, v in straight.metrics.items():
+        np.testing.assert_array_equal(resumed.metrics[k], v, err_msg=k)
+    # a second signal (KeyboardInterrupt) during the prediction, after the move but before
+    # the checkpoint at w, with status.json written saying "moved": the resumed run replays
+    # the warm-up from the last checkpoint and moves again
+    monkeypatch.setattr(Program, "start_on_gamma", real)
+    predict = Program.write_reprojection
+
+    def interrupted_once(self, *args, **kwargs):
+        monkeypatch.setattr(Program, "write_reprojection", predict)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Program, "write_reprojection", interrupted_once)
+    with pytest.raises(KeyboardInterrupt):
+        run_experiment(config, tmp_path / "c")
+    status = json.loads((tmp_path / "c" / "status.json").read_text())
+    assert status["start_on_gamma"]["status"] == "ok" and status["step"] < warm
+    resumed = run_experiment(config, tmp_path / "c", resume=True)
     for k, v in straight.metrics.items():
         np.testing.assert_array_equal(resumed.metrics[k], v, err_msg=k)
 
@@ -417,6 +444,8 @@ def test_a_failed_start_on_gamma_leaves_the_iterate_and_says_so(tmp_path):
     run = load_run(tmp_path / "a")
     entry = run.status["start_on_gamma"]
     assert entry["status"] == "failed" and entry["reason"].startswith("Phi(x_20) did not")
+    # not started at the warm-up's end as a moved run's would be: by the phase-I rule
+    assert run.status["prediction"]["start_step"] != 20
     assert prediction_line(headline(run)).startswith(
         f"prediction: start on Γ FAILED: {entry['reason']}; ")
 
@@ -426,6 +455,12 @@ def test_start_on_gamma_needs_a_warm_up_and_a_flow_optimizer():
         _toy(optimizer="normalized_gd", start_on_gamma=True)
     with pytest.raises(ConfigError, match="start_on_gamma: places the two-step cycle of"):
         _toy(optimizer="gd", warmup_steps=10, steps=20, start_on_gamma=True)
+    moved = dict(optimizer="normalized_gd", warmup_steps=10, steps=20, start_on_gamma=True)
+    with pytest.raises(ConfigError, match="start_on_gamma: Γ and its two-step cycle are the "
+                       "full-batch"):
+        Config(name="r", **moved, batch_size=8)
+    with pytest.raises(ConfigError, match="warmup_steps: must be a multiple of record_every"):
+        _toy(**moved, record_every=4, chunk_steps=20)
 
 
 def test_reprojection_needs_a_flow_optimizer():

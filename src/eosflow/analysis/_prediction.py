@@ -122,7 +122,7 @@ def prediction_line(h: dict[str, Any]) -> str | None:
     line = f"prediction: {moved}ok from step {pr.get('start_step')}"
     if on.get("status") == "ok" and on.get("step") == pr.get("start_step"):
         dist = np.ravel(on["phi_dist"])[0]  # a sweep's: one per point, the prediction's first
-        line += f" (moved onto Γ there, {dist:.3g} from x_t)"
+        line += f" (x_w moved onto Γ there; Φ(x_w) was {dist:.3g} from x_w)"
     if pr.get("max_rel_gap") is not None:
         line += (f", λ1 (two-step average) within {100 * pr['max_rel_gap']:.1f}% of the "
                  f"predicted flow (max gap); λ1 falls {pr['lambda_start']:.4g} → "

@@ -12,7 +12,7 @@ symmetric two-step cycle across Γ, where phase I would take it.
 """
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 import equinox as eqx
 import jax
@@ -115,18 +115,26 @@ class CycleStart(eqx.Module):
         value: $\Phi(x) + \tfrac{\ell}{2} v_1$, a PyTree like ``x``.
         projection: the :class:`ProjectResult` of $\Phi(x)$ (its ``converged``, ``grad_norm``,
             ``distance`` $= \|x - \Phi(x)\|$).
+        eigen: the :class:`eosflow.curvature.EigenResult` of $\lambda_1$, $v_1$ at $\Phi(x)$.
         lambda_1: $\lambda_1$ at $\Phi(x)$, in loss units per squared parameter unit.
         half_width: $\ell/2$, the displacement along $v_1$, in parameter units.
     """
 
     value: PyTree
     projection: ProjectResult
+    eigen: Any
     lambda_1: Float[Array, ""]
     half_width: Float[Array, ""]
 
+    @property
+    def converged(self) -> bool:
+        """Φ(x) reached its ``gtol`` and the eigen-solve its ``tol``."""
+        return bool(self.projection.converged) and bool(self.eigen.converged)
+
 
 def cycle_start(loss_fn: Callable[[PyTree], Array], x: PyTree, eta: float, *,
-                method: str = "normalized_gd", residual_fn: Callable | None = None,
+                method: Literal["normalized_gd", "sqrt_loss_gd"] = "normalized_gd",
+                residual_fn: Callable | None = None,
                 project_kwargs: dict[str, Any] | None = None, tol: float = 1e-4,
                 throw: bool = True) -> CycleStart:
     r"""$\Phi(x) + \tfrac{\ell}{2} v_1$: where phase I of normalized GD or GD on $\sqrt L$
@@ -139,32 +147,46 @@ def cycle_start(loss_fn: Callable[[PyTree], Array], x: PyTree, eta: float, *,
     $\ell$ to first order, so the iterate alternates between $\pm\ell/2$ — the
     symmetric two-step cycle — from its first step, and $\Phi$ of every later iterate
     follows the limiting flow from $\Phi(x)$ up to $O(\eta)$ with no phase-I drift. $v_1$'s
-    sign is the one pointing from $\Phi(x)$ toward ``x`` (``+`` when ``x`` is on Γ).
-    Call it outside ``jit``.
+    sign is the one pointing from $\Phi(x)$ toward ``x`` (arbitrary when ``x`` is on Γ
+    to rounding). Call it outside ``jit``.
 
     Args:
         loss_fn: $L$ on PyTrees like ``x``.
         x: the point to start from (e.g. the last iterate of a GD warm-up).
         eta: the method's learning rate $\eta > 0$.
         method: ``"normalized_gd"`` or ``"sqrt_loss_gd"``.
-        residual_fn, project_kwargs: passed to :func:`project_solve` (``throw`` is this
-            function's).
+        residual_fn, project_kwargs: passed to :func:`project_solve` (``project_kwargs``
+            without ``throw``, which is this function's).
         tol: relative tolerance of the $\lambda_1$, $v_1$ solve.
-        throw: raise :class:`ProjectionError` when $\Phi(x)$ does not converge; with
-            ``False`` the result's ``projection.converged`` says so (``value`` is computed
-            from the unconverged end point all the same).
+        throw: raise when $\Phi(x)$ does not converge or a Hessian-vector product is not
+            finite; with ``False`` the result's ``converged`` says so (``value`` is
+            computed from the unconverged results all the same). An eigen-solve that spends
+            its budget short of ``tol`` never raises: ``converged`` reports it.
 
     Returns:
         A :class:`CycleStart`.
 
     Raises:
-        ValueError: an unknown ``method`` or a non-positive ``eta``.
+        ValueError: an unknown ``method``, a non-positive ``eta``, or ``throw`` in
+            ``project_kwargs``.
         ProjectionError: the projection failed and ``throw=True``.
+        RuntimeError: a non-finite Hessian-vector product at $\Phi(x)$ and ``throw=True``
+            (:func:`eosflow.curvature.top_eigenpairs`'s equinox runtime error).
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from eosflow.problems import toy_a
+        >>> toy = toy_a()  # L = (1 + x^2) y^2: Γ = {y = 0}, v1 = e_y, lambda1 = 2(1 + x^2)
+        >>> r = cycle_start(toy.loss_fn, jnp.array([0.0, 0.3]), 0.1)
+        >>> [round(float(a), 6) for a in r.value], round(float(r.lambda_1), 6)
+        ([0.0, 0.05], 2.0)
     """
     phase_one_distance(eta, method=method, lambda_1=1.0)  # checks method and eta first
+    if "throw" in (project_kwargs or {}):
+        raise ValueError("project_kwargs: give throw as cycle_start's own argument.")
     proj = project_solve(loss_fn, x, residual_fn=residual_fn, throw=throw,
                          **(project_kwargs or {}))
-    eig = top_eigenpairs(loss_fn, proj.value, 1, tol=tol)
+    eig = top_eigenpairs(loss_fn, proj.value, 1, tol=tol, throw=throw)
     lam = eig.eigenvalues[0]
     v1 = jax.tree.map(lambda v: v[0], eig.eigenvectors)
     toward = sum(jnp.vdot(v, a - p) for v, a, p in zip(
@@ -172,4 +194,4 @@ def cycle_start(loss_fn: Callable[[PyTree], Array], x: PyTree, eta: float, *,
     half = phase_one_distance(eta, method=method, lambda_1=float(lam)) / 2
     step = float(half) if float(toward) >= 0 else -float(half)
     value = jax.tree.map(lambda p, v: p + (step * v).astype(p.dtype), proj.value, v1)
-    return CycleStart(value, proj, lam, jnp.asarray(half, lam.dtype))
+    return CycleStart(value, proj, eig, lam, jnp.asarray(half, lam.dtype))

@@ -200,7 +200,9 @@ class Config:
     start_on_gamma: bool = False
     """move the warm-up's last iterate x_w to Phi(x_w) + (ell/2) v1 before the optimizer's
     first step (eosflow.flows.cycle_start: the two-step cycle across Γ that phase I would
-    reach, without its drift along flat directions); the re-projection prediction starts there"""
+    reach, without its drift along flat directions); the re-projection prediction starts
+    there. Needs warmup_steps, normalized_gd or sqrt_loss_gd, the full batch; a sweep's points
+    all move or none"""
     processes: tuple[ProcessName, ...] = ("discrete",)
     """processes stepped from one initialization: discrete (the optimizer), midpoint
     ((w_{t-1} + 2w_t + w_{t+1})/4), stable (gradient flow), central (the central flow of GD
@@ -547,6 +549,9 @@ def _check(c: Config) -> None:
     if c.start_on_gamma and c.optimizer not in FLOW_OPTIMIZERS:
         raise ConfigError(f"start_on_gamma: places the two-step cycle of "
                           f"{' and '.join(FLOW_OPTIMIZERS)}, not of {c.optimizer!r}")
+    if c.start_on_gamma and c.batch_size is not None:
+        raise ConfigError("start_on_gamma: Γ and its two-step cycle are the full-batch loss's; "
+                          "drop batch_size")
     _positive(c, "batch_sharpness_batches", integer=True)
     _positive(c, "minibatch_lambda_batches", integer=True, allow_none=True)
     if c.minibatch_lambda_batches is not None and c.batch_size is None:
@@ -606,6 +611,10 @@ def _check_record_every(c: Config) -> None:
     if bad:
         raise ConfigError(f"density_at: steps must be multiples of record_every = {k}, got "
                           f"{bad[0]}")
+    if c.start_on_gamma and c.warmup_steps % k:
+        raise ConfigError(f"warmup_steps: must be a multiple of record_every = {k} with "
+                          f"start_on_gamma (the iterate moves at a window's edge), got "
+                          f"{c.warmup_steps}")
     if c.reproject_steps is not None:
         raise ConfigError("record_every: reproject_steps starts its prediction from lambda_1 "
                           "at two consecutive steps; record every step (record_every 1)")

@@ -5,6 +5,7 @@ re-projection flow from where the run comes within the phase-I distance of Γ), 
 
 
 import contextlib
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from ..flows import (
     prediction_start,
 )
 from . import _store as rd
+from ._devices import to_host
 
 # the re-projection flow's substeps (eosflow.flows.reprojection_flow): down to
 # h / 2**REPROJECT_HALVINGS when a projection fails. Its first-order step control is off
@@ -188,42 +190,51 @@ class _Predictions:
     def start_on_gamma(self, state, step: int) -> tuple[Any, dict[str, Any]]:
         """``state`` (at the warm-up's end, chunk boundary ``step``) with its parameters x_w
         moved to Phi(x_w) + (ell/2) v1 by ``eosflow.flows.cycle_start`` (each point of a
-        sweep at its own lr), and the ``start_on_gamma`` entry of status.json: ``status``
-        ok, ``step``, ``lambda_1`` at Phi(x_w), ``phi_dist`` = |x_w - Phi(x_w)|,
-        ``grad_norm`` at Phi(x_w), ``half_width`` = ell/2 (one value per point), ``seconds``.
-        Computed like the prediction (``prediction_dtype``, the residuals, ``phi_gtol``). A
-        projection that does not converge leaves the state where it was: ``status`` failed
-        with the ``reason``."""
+        sweep at its own lr; a point that has stopped is left alone), and the
+        ``start_on_gamma`` entry of status.json: ``status`` ok, ``step``, ``lambda_1`` at
+        Phi(x_w), ``phi_dist`` = |x_w - Phi(x_w)|, ``grad_norm`` at Phi(x_w),
+        ``half_width`` = ell/2 (a list, one per point, in a sweep), ``seconds``. Computed like
+        the prediction (``prediction_dtype``, the residuals, ``phi_gtol``) and, across
+        processes, by process 0 alone and sent to the others. All or nothing: if a point's
+        projection or eigen-solve does not converge, no point moves, ``status`` is failed and
+        ``reason`` says which."""
         c = self.config
         lrs = self.sweep.get("lr", [c.lr] * self.points) if self.sweep else [c.lr]
+        stopped = np.atleast_1d(to_host(state.done))
         t0 = time.perf_counter()
         with self._prediction_numerics():
             problem, params = self._predicting(state.params)
-            starts = [flows.cycle_start(
-                self._loss(problem), params if self.sweep is None else
-                jax.tree.map(lambda x, i=i: x[i], params), float(lr), method=c.optimizer,
+            points = [params] if self.sweep is None else [
+                jax.tree.map(lambda x, i=i: x[i], params) for i in range(len(lrs))]
+            starts = [None if stopped[i] else flows.cycle_start(
+                self._loss(problem), x, float(lr), method=c.optimizer,
                 residual_fn=problem.full_residual, project_kwargs=self._project_kwargs(),
-                throw=False) for i, lr in enumerate(lrs)]
-            values = [r.value for r in starts]
+                throw=False) for i, (x, lr) in enumerate(zip(points, lrs, strict=True))]
+            values = [x if r is None else r.value for x, r in zip(points, starts, strict=True)]
             moved = values[0] if self.sweep is None else jax.tree.map(
                 lambda *xs: jnp.stack(xs), *values)
-            moved = jax.tree.map(lambda new, old: jnp.asarray(new, old.dtype), moved,
-                                 state.params)
-            numbers = {k: [float(getattr(r, k)) for r in starts]
-                       for k in ("lambda_1", "half_width")}
-            numbers |= {k: [float(getattr(r.projection, k)) for r in starts]
-                        for k in ("grad_norm", "distance")}
-        one = (lambda v: v[0]) if self.sweep is None else (lambda v: v)
-        entry = {"status": "ok", "step": step, "lambda_1": one(numbers["lambda_1"]),
-                 "phi_dist": one(numbers["distance"]), "grad_norm": one(numbers["grad_norm"]),
-                 "half_width": one(numbers["half_width"]),
+            moved = jax.tree.map(lambda new, old: np.asarray(new, old.dtype), moved,
+                                 to_host(state.params))
+            numbers = {k: [math.nan if r is None else float(f(r)) for r in starts]
+                       for k, f in (("lambda_1", lambda r: r.lambda_1),
+                                    ("phi_dist", lambda r: r.projection.distance),
+                                    ("grad_norm", lambda r: r.projection.grad_norm),
+                                    ("half_width", lambda r: r.half_width))}
+        if jax.process_count() > 1:  # one answer for every replica of the parameters
+            from jax.experimental import multihost_utils
+
+            moved = multihost_utils.broadcast_one_to_all(moved)
+        entry = {"status": "ok", "step": step,
+                 **{k: v[0] if self.sweep is None else v for k, v in numbers.items()},
                  "seconds": round(time.perf_counter() - t0, 1)}
-        failed = [i for i, r in enumerate(starts) if not bool(r.projection.converged)]
+        failed = [i for i, r in enumerate(starts) if r is not None and not r.converged]
         if failed:
+            r = starts[failed[0]]
             point = f" of sweep point {failed[0]}" if self.sweep is not None else ""
+            why = (r.projection.summary() if not bool(r.projection.converged) else
+                   f"lambda_1 = {float(r.lambda_1):.4g} not within its tolerance")
             entry.update(status="failed", reason=(
-                f"Phi(x_{step}){point} did not converge: "
-                f"{starts[failed[0]].projection.summary()}; the run goes on from x_{step}"))
+                f"Phi(x_{step}){point} did not converge: {why}; the run goes on from x_{step}"))
             return state, entry
         return self.place(state._replace(params=moved)), entry
 

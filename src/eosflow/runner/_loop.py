@@ -268,6 +268,10 @@ def _start(config: Config, out: Path, resuming: bool, writer: bool, notes: list[
             rd.truncate_metrics(out, need)
         status = _read(out / "status.json") if (out / "status.json").exists() else status
         status.update(state="running", step=reached)
+        # the checkpoint's, not status.json's (which a kill may have written before or after)
+        status.pop("start_on_gamma", None)
+        if "start_on_gamma" in info:
+            status["start_on_gamma"] = info["start_on_gamma"]
         status.setdefault("resumed_at", []).append(reached)
         done = np.atleast_1d(np.asarray(state.done))
         if np.all(done):  # it had stopped (diverged or reached its goal): say so, keep it
@@ -507,7 +511,10 @@ def _loop(prog: Program, out: Path, state: TrainState, status: dict,
 
     def checkpoint(st, step):
         saved_at[0] = step
-        rd.save_checkpoint(out, to_host(st), _ckpt_info(prog, data_id, step, written, st))
+        info = _ckpt_info(prog, data_id, step, written, st)
+        if "start_on_gamma" in status:  # whether this state was moved: resumes read it here
+            info["start_on_gamma"] = status["start_on_gamma"]
+        rd.save_checkpoint(out, to_host(st), info)
         status.update(step=step, hvps_total=hvps, wall_seconds=wall, compile_seconds=compile_s)
 
     try:

@@ -42,9 +42,10 @@ def _at_boundary(prog: Program, out: Path, state: TrainState, step: int, write: 
     """What a chunk boundary computes on every process (arrays may be sharded across
     them) and process 0 writes: the spectral density at the ``density_at`` steps; with
     ``start_on_gamma``, the warm-up's last iterate moved onto Γ (:meth:`Program.start_on_gamma`,
-    ``status["start_on_gamma"]``) when a chunk (``columns``, the chunk just run) arrives at the
-    warm-up's end — never at a resumed run's first boundary, whose checkpoint holds the moved
-    state; the re-projection prediction there, or else at the first boundary from the
+    ``status["start_on_gamma"]``, which the checkpoints carry) when a chunk (``columns``, the
+    chunk just run) arrives at the warm-up's end — never at a resumed run's first boundary,
+    whose checkpoint holds the moved state; the re-projection prediction there, or else at
+    the first boundary from the
     warm-up's end where the run is within the phase-I distance of Γ
     (:meth:`Program.prediction_distance`), recorded as ``status["prediction"]`` (ok or failed,
     the reason, the start step); then, with ``phi_every``, λ1 at Φ(x_t) at the boundaries
@@ -55,7 +56,7 @@ def _at_boundary(prog: Program, out: Path, state: TrainState, step: int, write: 
     if step in c.density_at:
         _density(prog, out, state, write)
     warm_end = c.start_on_gamma and step == c.warmup_steps
-    if warm_end and columns is not None and "start_on_gamma" not in status:
+    if warm_end and columns is not None:  # once per trajectory: resumed from before w, again
         note(f"step {step}: moving the iterate onto Γ (Phi(x) + half the two-step cycle)...")
         state, entry = prog.start_on_gamma(state, step)
         status["start_on_gamma"] = entry
