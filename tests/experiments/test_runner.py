@@ -448,6 +448,11 @@ def test_a_failed_start_on_gamma_leaves_the_iterate_and_says_so(tmp_path):
     assert run.status["prediction"]["start_step"] != 20
     assert prediction_line(headline(run)).startswith(
         f"prediction: start on Γ FAILED: {entry['reason']}; ")
+    # a run that stopped during its warm-up (here at its loss goal) is not moved
+    stopped = run_experiment(config.replace(loss_goal=1e9, phi_gtol=None), tmp_path / "c")
+    assert stopped.status == "goal_reached"
+    entry = load_run(tmp_path / "c").status["start_on_gamma"]
+    assert entry["status"] == "failed" and entry["reason"].startswith("the run had stopped")
 
 
 def test_start_on_gamma_needs_a_warm_up_and_a_flow_optimizer():

@@ -228,6 +228,9 @@ class _Predictions:
                  **{k: v[0] if self.sweep is None else v for k, v in numbers.items()},
                  "seconds": round(time.perf_counter() - t0, 1)}
         failed = [i for i, r in enumerate(starts) if r is not None and not r.converged]
+        if all(r is None for r in starts):
+            return state, {"status": "failed", "step": step, "seconds": entry["seconds"],
+                           "reason": f"the run had stopped by step {step}: nothing to move"}
         if failed:
             r = starts[failed[0]]
             point = f" of sweep point {failed[0]}" if self.sweep is not None else ""

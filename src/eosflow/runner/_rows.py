@@ -45,13 +45,12 @@ def _at_boundary(prog: Program, out: Path, state: TrainState, step: int, write: 
     ``status["start_on_gamma"]``, which the checkpoints carry) when a chunk (``columns``, the
     chunk just run) arrives at the warm-up's end — never at a resumed run's first boundary,
     whose checkpoint holds the moved state; the re-projection prediction there, or else at
-    the first boundary from the
-    warm-up's end where the run is within the phase-I distance of Γ
-    (:meth:`Program.prediction_distance`), recorded as ``status["prediction"]`` (ok or failed,
-    the reason, the start step); then, with ``phi_every``, λ1 at Φ(x_t) at the boundaries
-    ``phi_every`` apart from the prediction's start and at the end (``status["phi_checked"]``:
-    the last). ``note`` is told when each of these starts and how it ended (the progress
-    report). Returns the state, moved or not."""
+    the first boundary from the warm-up's end where the run is within the phase-I distance
+    of Γ (:meth:`Program.prediction_distance`), recorded as ``status["prediction"]`` (ok or
+    failed, the reason, the start step); then, with ``phi_every``, λ1 at Φ(x_t) at the
+    boundaries ``phi_every`` apart from the prediction's start and at the end
+    (``status["phi_checked"]``: the last). ``note`` is told when each of these starts and
+    how it ended (the progress report). Returns the state, moved or not."""
     c = prog.config
     if step in c.density_at:
         _density(prog, out, state, write)
