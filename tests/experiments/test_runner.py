@@ -392,9 +392,8 @@ def test_start_on_gamma_moves_the_warm_up_end_once_and_resumes_bit_for_bit(tmp_p
     np.testing.assert_array_equal(again.prediction["lambda_1"], run.prediction["lambda_1"])
     for k, v in straight.metrics.items():
         np.testing.assert_array_equal(resumed.metrics[k], v, err_msg=k)
-    # a second signal (KeyboardInterrupt) during the prediction, after the move but before
-    # the checkpoint at w, with status.json written saying "moved": the resumed run replays
-    # the warm-up from the last checkpoint and moves again
+    # a second signal (KeyboardInterrupt) during the prediction: the moved state was
+    # checkpointed before it, so the resume starts there and computes the prediction
     monkeypatch.setattr(Program, "start_on_gamma", real)
     predict = Program.write_reprojection
 
@@ -406,10 +405,13 @@ def test_start_on_gamma_moves_the_warm_up_end_once_and_resumes_bit_for_bit(tmp_p
     with pytest.raises(KeyboardInterrupt):
         run_experiment(config, tmp_path / "c")
     status = json.loads((tmp_path / "c" / "status.json").read_text())
-    assert status["start_on_gamma"]["status"] == "ok" and status["step"] < warm
+    assert status["start_on_gamma"]["status"] == "ok" and status["step"] == warm
+    assert "prediction" not in status
     resumed = run_experiment(config, tmp_path / "c", resume=True)
     for k, v in straight.metrics.items():
         np.testing.assert_array_equal(resumed.metrics[k], v, err_msg=k)
+    np.testing.assert_array_equal(load_run(tmp_path / "c").prediction["lambda_1"],
+                                  run.prediction["lambda_1"])
 
 
 def test_start_on_gamma_moves_each_sweep_point_by_its_own_half_width(tmp_path):

@@ -517,6 +517,10 @@ def _loop(prog: Program, out: Path, state: TrainState, status: dict,
         rd.save_checkpoint(out, to_host(st), info)
         status.update(step=step, hvps_total=hvps, wall_seconds=wall, compile_seconds=compile_s)
 
+    def save_now(st):  # the state moved onto Γ, kept before the (long) prediction
+        checkpoint(st, int(to_host(st.step)))
+        rd.write_json(out / "status.json", status)
+
     try:
         quiet.setLevel(logging.CRITICAL)
         with sig:
@@ -555,10 +559,9 @@ def _loop(prog: Program, out: Path, state: TrainState, status: dict,
                         for lg in loggers:
                             lg.log_rows(columns, begin)
                     state = _at_boundary(prog, out, state, end, writer, columns, status,
-                                         bar.note)
-                    moved = c.start_on_gamma and end == c.warmup_steps  # keep the (costly) move
+                                         bar.note, save=save_now if writer else lambda st: None)
                     if writer and (done or end % prog.ckpt_every == 0 or end == c.steps
-                                   or moved or sig.received is not None):
+                                   or sig.received is not None):
                         checkpoint(state, end)
                         rd.write_json(out / "status.json", status)
                     bar.update(end, **last_valid(columns))

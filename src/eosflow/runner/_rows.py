@@ -38,7 +38,8 @@ def _columns(prog: Program, rows: dict[str, np.ndarray], begin: int,
 
 def _at_boundary(prog: Program, out: Path, state: TrainState, step: int, write: bool,
                  columns: dict[str, np.ndarray] | None, status: dict,
-                 note: Callable[[str], None] = lambda text: None) -> TrainState:
+                 note: Callable[[str], None] = lambda text: None,
+                 save: Callable[[TrainState], None] = lambda state: None) -> TrainState:
     """What a chunk boundary computes on every process (arrays may be sharded across
     them) and process 0 writes: the spectral density at the ``density_at`` steps; with
     ``start_on_gamma``, the warm-up's last iterate moved onto Γ (:meth:`Program.start_on_gamma`,
@@ -50,7 +51,8 @@ def _at_boundary(prog: Program, out: Path, state: TrainState, step: int, write: 
     failed, the reason, the start step); then, with ``phi_every``, λ1 at Φ(x_t) at the
     boundaries ``phi_every`` apart from the prediction's start and at the end
     (``status["phi_checked"]``: the last). ``note`` is told when each of these starts and
-    how it ended (the progress report). Returns the state, moved or not."""
+    how it ended (the progress report); ``save`` checkpoints the moved state at once, before
+    the prediction. Returns the state, moved or not."""
     c = prog.config
     if step in c.density_at:
         _density(prog, out, state, write)
@@ -61,6 +63,7 @@ def _at_boundary(prog: Program, out: Path, state: TrainState, step: int, write: 
         status["start_on_gamma"] = entry
         note(f"start on Γ {entry['status']} in {entry['seconds']:.0f} s"
              + (f": {entry['reason']}" if entry.get("reason") else ""))
+        save(state)
     if c.reproject_steps is not None and "prediction" not in status:
         ready, distance = prog.prediction_distance(state.params, columns, step)
         if warm_end and status.get("start_on_gamma", {}).get("status") == "ok":
