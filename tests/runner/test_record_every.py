@@ -63,7 +63,7 @@ def _assert_reduced(got: dict[str, np.ndarray], full: dict[str, np.ndarray], k: 
 
 
 @pytest.mark.parametrize("goal", [None, 100.0])
-def test_decimated_rows_are_the_windows_of_the_full_run(tmp_path, goal):
+def test_decimated_rows_are_the_windows_of_the_full_run(tmp_path, capsys, goal):
     """Last values at the window's last step (or the stopping step, goal 100 stops mid-window),
     loss min/max/mean over the window, the last finite lambda_1, matvecs summed; the final
     parameters bit for bit."""
@@ -90,6 +90,14 @@ def test_decimated_rows_are_the_windows_of_the_full_run(tmp_path, goal):
     assert s["eig_matvecs_per_estimate"] == pytest.approx(f["eig_matvecs_per_estimate"])
     assert rd.read_json(tmp_path / "dec" / "status.json")["hvps_total"] == rd.read_json(
         tmp_path / "full" / "status.json")["hvps_total"]
+    # the terminal summary counts steps run, not rows
+    from eosflow.experiments._commands import _print_summary
+
+    for name in ("dec", "full"):
+        _print_summary(tmp_path / name)
+    dec_line, full_line = [ln for ln in capsys.readouterr().out.splitlines()
+                           if ln.startswith(f"{config.name}: ")]
+    assert f"; {full.steps_done} steps;" in dec_line and f"; {full.steps_done} steps;" in full_line
 
 
 def test_record_every_one_is_the_default_bit_for_bit(tmp_path):

@@ -105,7 +105,9 @@ def _print_summary(path: Path) -> None:
         rows = [(p.get("label", str(i)), p) for i, p in enumerate(h["points"])]
         print(f"{run.config['name']}: {h.get('state')}, {len(rows)} sweep points")
     for label, p in rows:
-        parts = [f"{label}: {p.get('state', h.get('state'))}", f"{p.get('steps')} steps"]
+        # steps run (one past the last recorded step), not rows: record_every keeps 1 in k
+        run_steps = p["last_step"] + 1 if p.get("last_step") is not None else p.get("steps")
+        parts = [f"{label}: {p.get('state', h.get('state'))}", f"{run_steps} steps"]
         # mini-batch runs: the stableness is eta times the batch sharpness (BS)
         of = "BS" if p.get("batch_sharpness_last_third") is not None else "lambda1"
         for key, fmt in (("loss_final", "loss {:.4g}"), ("lambda_final", "lambda1 {:.4g}"),
