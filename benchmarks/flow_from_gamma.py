@@ -28,7 +28,7 @@ import optax
 
 from eosflow.curvature import top_eigenpairs
 from eosflow.experiments import preset_values
-from eosflow.flows import CONSTANTS, project_solve, reprojection_flow
+from eosflow.flows import CONSTANTS, phase_one_distance, project_solve, reprojection_flow
 from eosflow.problems import build_problem
 from eosflow.runner import Config
 
@@ -88,7 +88,7 @@ def main():
         v1 = jax.tree.map(lambda v: v[0], eig.eigenvectors)
 
     def start(eta):
-        amp = eta / 2 if a.method == "normalized_gd" else eta * np.sqrt(lam0 / 2) / 2
+        amp = float(phase_one_distance(eta, method=a.method, lambda_1=lam0)) / 2
         with jax.enable_x64(True):
             return _cast(jax.tree.map(lambda p, v: p + amp * v, on_gamma, v1), config.dtype)
 

@@ -214,7 +214,7 @@ class _Predictions:
             moved = values[0] if self.sweep is None else jax.tree.map(
                 lambda *xs: jnp.stack(xs), *values)
             moved = jax.tree.map(lambda new, old: np.asarray(new, old.dtype), moved,
-                                 to_host(state.params))
+                                 state.params)  # back to the run's dtype
             numbers = {k: [math.nan if r is None else float(f(r)) for r in starts]
                        for k, f in (("lambda_1", lambda r: r.lambda_1),
                                     ("phi_dist", lambda r: r.projection.distance),
