@@ -117,7 +117,10 @@ def test_optax_momentum_methods_drop_in():
 # --- issue 12: the norm of normalized GD at every scale, nan not hidden, hyperparameters ---
 
 
-@pytest.mark.parametrize("value", [1e-30, 1.0, 3e19])
+# ||g||^2 = 8 value^2 in float32, from 5 entries: the norm is taken directly above 5 tiny/eps
+# (4.9e-31: at 1e-15, not at 1e-16 or 1e-19, where each square is subnormal) and up to the
+# largest float (at 5e18, not at 1e19); both sides of both edges
+@pytest.mark.parametrize("value", [1e-30, 1e-19, 1e-16, 1e-15, 1.0, 5e18, 1e19, 3e19])
 def test_normalized_gd_step_has_length_lr_at_extreme_scales(value):
     opt = normalized_gd(0.1)
     g = {"w": jnp.full(3, value, jnp.float32), "b": jnp.array([value, -2 * value], jnp.float32)}
@@ -127,6 +130,18 @@ def test_normalized_gd_step_has_length_lr_at_extreme_scales(value):
     # closed form: -lr * g / ||g||, computed in float64 from the float32 entries
     np.testing.assert_allclose(uf, -0.1 * gf / np.linalg.norm(gf), rtol=1e-6)
     assert int(st.num_kicks) == 0
+
+
+@pytest.mark.parametrize("value", [1e-30, 0.5])  # ||g||^2 underflows / is a normal number
+def test_normalized_gd_kicks_at_or_below_min_grad_norm(value):
+    opt = normalized_gd(0.1, min_grad_norm=2.0 * value, kick=1e-3)
+    g = jnp.array([value, 0.0], jnp.float32)
+    u, st = opt.update(g, opt.init(g))
+    assert int(st.num_kicks) == 1
+    np.testing.assert_allclose(float(jnp.linalg.norm(u)), 1e-3, rtol=1e-6)
+    u, st = opt.update(4 * g, opt.init(g))  # above the floor: the step, no kick
+    assert int(st.num_kicks) == 0
+    np.testing.assert_allclose(np.asarray(u), [-0.1, 0.0], rtol=1e-6)
 
 
 @pytest.mark.parametrize("make", ["normalized_gd", "sqrt_loss_gd"])

@@ -96,11 +96,12 @@ def normalized_gd(
 ) -> optax.GradientTransformationExtraArgs:
     r"""Normalized GD, $x_{t+1} = x_t - \eta\, \nabla L(x_t)/\|\nabla L(x_t)\|$.
 
-    The effective step is $\eta_t = \eta/\|\nabla L(x_t)\|$. The norm is taken after
-    dividing by the largest entry $\|g\|_\infty$, $g/\|g\| = \hat g/\|\hat g\|$ with
-    $\hat g = g/\|g\|_\infty$, so it neither underflows nor overflows: any nonzero finite
-    gradient (entries of 1e-30 or 3e19 in float32) gives a step of length exactly $\eta$
-    along $-g$. An iterate can land exactly on the manifold of minimisers, where
+    The effective step is $\eta_t = \eta/\|\nabla L(x_t)\|$. Where $\|g\|^2$ is finite and
+    far from underflow (above $n \cdot$ tiny/eps for $n$ entries) the step is
+    $-\eta\, g/\sqrt{\|g\|^2}$; elsewhere the norm is taken after dividing by the largest
+    entry, $g/\|g\| = \hat g/\|\hat g\|$ with $\hat g = g/\|g\|_\infty$. So any nonzero finite
+    gradient (entries of 1e-30 or 3e19 in float32) gives a step of length $\eta$ (to
+    rounding) along $-g$. An iterate can land exactly on the manifold of minimisers, where
     $\nabla L = 0$; then (when $\|\nabla L\| \le$ ``min_grad_norm``, default the dtype's
     smallest normal number) the step is a kick of norm ``kick`` (default
     $10^{-2}\sqrt{\epsilon}$: 1.5e-10 in float64) along a random direction drawn from
@@ -136,17 +137,32 @@ def normalized_gd(
 
     def update(updates, state, params=None, **extra):
         del params, extra
-        big = _max_abs(updates)
-        safe_big = jnp.where(big > 0, big, 1)  # inf or nan pass through: they give nan
-        unit = optax.tree.scale(1 / safe_big, updates)
-        norm = optax.tree.norm(unit)  # in [1, sqrt(size)] when big is finite and nonzero
         floor = _floor(updates, min_grad_norm)
-        # ||g|| = big * norm <= floor, without forming the product (it may overflow);
-        # false for nan, so a nan gradient is not hidden by a kick
-        underflow = (big <= floor / norm) | (big == 0)
-        # ... and never for an inf or nan entry (the max above may drop a nan: _max_abs)
-        underflow = underflow & ~nonfinite(updates)
-        return _scaled_or_kicked(unit, -lr / norm, underflow, state, kick)
+        square = optax.tree.vdot(updates, updates)
+        finfo = jnp.finfo(square.dtype)
+        # squares below the smallest normal number may be flushed to zero (XLA on CPUs): n of
+        # them change ||g||^2 by less than n * tiny, a relative eps from this bound on
+        low = sum(x.size for x in jax.tree.leaves(updates)) * float(finfo.tiny / finfo.eps)
+
+        def direct():  # one reduction on the step's critical path
+            return _scaled_or_kicked(updates, -lr / jnp.sqrt(square), square <= floor * floor,
+                                     state, kick)
+
+        def scaled():  # ||g||^2 tiny, inf or nan: the norm of g / ||g||_inf
+            big = _max_abs(updates)
+            safe_big = jnp.where(big > 0, big, 1)  # inf or nan pass through: they give nan
+            unit = optax.tree.scale(1 / safe_big, updates)
+            norm = optax.tree.norm(unit)  # in [1, sqrt(size)] when big is finite, nonzero
+            # ||g|| = big * norm <= floor, without forming the product (it may overflow);
+            # false for nan, so a nan gradient is not hidden by a kick
+            underflow = (big <= floor / norm) | (big == 0)
+            # ... and never for an inf or nan entry (the max above may drop a nan: _max_abs)
+            underflow = underflow & ~nonfinite(updates)
+            return _scaled_or_kicked(unit, -lr / norm, underflow, state, kick)
+
+        # a branch, not a select, so that the common case never waits for the scaled norm
+        # (under vmap, as in a sweep, both are computed and one selected)
+        return jax.lax.cond((square >= low) & (square <= finfo.max), direct, scaled)
 
     return optax.GradientTransformationExtraArgs(_init_kick(seed), update)
 
