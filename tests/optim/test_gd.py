@@ -117,29 +117,76 @@ def test_optax_momentum_methods_drop_in():
 # --- issue 12: the norm of normalized GD at every scale, nan not hidden, hyperparameters ---
 
 
-# ||g||^2 = 8 value^2 in float32, from 5 entries: the norm is taken directly above 5 tiny/eps
-# (4.9e-31: at 1e-15, not at 1e-16 or 1e-19, where each square is subnormal) and up to the
-# largest float (at 5e18, not at 1e19); both sides of both edges
+def _closed_form_step(g, lr):
+    """-lr g / ||g|| in float64 from the entries of ``g`` (any dtypes), flattened."""
+    gf = np.concatenate([np.asarray(x, np.float64).ravel() for x in jax.tree.leaves(g)])
+    return -lr * gf / np.linalg.norm(gf)
+
+
+def _flat(u):
+    return np.concatenate([np.asarray(x, np.float64).ravel() for x in jax.tree.leaves(u)])
+
+
+# ||g||^2 = 8 value^2 in float32 from 5 entries: taken directly from 5 tiny/eps = 4.9e-31 on
+# (at 1e-15) up to the largest float (at 5e18); from g / ||g||_inf below (1e-16, 1e-19: four
+# of the squares subnormal there, 1e-30) and above (1e19, 3e19)
 @pytest.mark.parametrize("value", [1e-30, 1e-19, 1e-16, 1e-15, 1.0, 5e18, 1e19, 3e19])
 def test_normalized_gd_step_has_length_lr_at_extreme_scales(value):
     opt = normalized_gd(0.1)
     g = {"w": jnp.full(3, value, jnp.float32), "b": jnp.array([value, -2 * value], jnp.float32)}
     u, st = opt.update(g, opt.init(g))
-    gf = np.concatenate([np.asarray(x, np.float64) for x in jax.tree.leaves(g)])
-    uf = np.concatenate([np.asarray(x, np.float64) for x in jax.tree.leaves(u)])
-    # closed form: -lr * g / ||g||, computed in float64 from the float32 entries
-    np.testing.assert_allclose(uf, -0.1 * gf / np.linalg.norm(gf), rtol=1e-6)
+    np.testing.assert_allclose(_flat(u), _closed_form_step(g, 0.1), rtol=1e-6)
     assert int(st.num_kicks) == 0
 
 
-@pytest.mark.parametrize("value", [1e-30, 0.5])  # ||g||^2 underflows / is a normal number
-def test_normalized_gd_kicks_at_or_below_min_grad_norm(value):
-    opt = normalized_gd(0.1, min_grad_norm=2.0 * value, kick=1e-3)
-    g = jnp.array([value, 0.0], jnp.float32)
+def test_normalized_gd_counts_squares_flushed_to_zero():
+    """1000 entries of 1e-19 (squares 1e-38, below float32's smallest normal number: XLA on
+    CPUs flushes them to zero) and one of 4.5e-18: the sum of the squares computed in float32
+    is 2e-35 of a true 3e-35, so a direct norm from it would step 22% too far; the bound
+    n tiny/eps sends it to the scaled norm."""
+    opt = normalized_gd(0.1)
+    g = jnp.concatenate([jnp.full(1000, 1e-19, jnp.float32), jnp.array([4.5e-18], jnp.float32)])
+    u, _ = opt.update(g, opt.init(g))
+    np.testing.assert_allclose(_flat(u), _closed_form_step(g, 0.1), rtol=1e-6)
+
+
+def test_normalized_gd_half_precision_and_mixed_dtypes():
+    """A float16 gradient whose ||g||^2 exceeds float16's largest number (65 504) and a tree
+    of float32 and float64 leaves each take one step of length lr."""
+    opt = normalized_gd(0.1)
+    g = jnp.full(4, 300.0, jnp.float16)  # ||g||^2 = 360 000
+    u, _ = opt.update(g, opt.init(g))
+    np.testing.assert_allclose(_flat(u), _closed_form_step(g, 0.1), rtol=2e-3)
+    with jax.enable_x64(True):
+        g = {"a": jnp.array([3.0], jnp.float32), "b": jnp.array([4.0], jnp.float64)}
+        u, _ = opt.update(g, opt.init(g))
+    np.testing.assert_allclose(_flat(u), [-0.06, -0.08], rtol=1e-6)
+
+
+def test_normalized_gd_vmapped_over_both_norms():
+    """A sweep vmaps the update: points whose ||g||^2 underflows, is normal or overflows each
+    get their own step, with kicks only at g = 0. Under vmap the branch of the two norms is a
+    select of both, what GPUs run at every step."""
+    opt = normalized_gd(0.1)
+    scales = jnp.array([1e-30, 1.0, 3e19, 0.0], jnp.float32)
+    g = scales[:, None] * jnp.array([3.0, 4.0], jnp.float32)
+    u, st = jax.vmap(lambda x: opt.update(x, opt.init(x)))(g)
+    np.testing.assert_allclose(np.asarray(u[:3]), [[-0.06, -0.08]] * 3, rtol=1e-6)
+    assert np.asarray(st.num_kicks).tolist() == [0, 0, 0, 1]
+
+
+# floor 0.5: ||g|| = 0.6 is above it although ||g||^2 = 0.36 is below the floor itself (the
+# test of the square must use floor^2), 0.4 at or below it; 1e-30 against a floor of 5e-31
+# in the scaled norm
+@pytest.mark.parametrize(("floor", "above", "below"), [(0.5, 0.6, 0.4), (5e-31, 1e-30, 4e-31)])
+def test_normalized_gd_kicks_at_or_below_min_grad_norm(floor, above, below):
+    opt = normalized_gd(0.1, min_grad_norm=floor, kick=1e-3)
+    g = jnp.array([below, 0.0], jnp.float32)
     u, st = opt.update(g, opt.init(g))
     assert int(st.num_kicks) == 1
     np.testing.assert_allclose(float(jnp.linalg.norm(u)), 1e-3, rtol=1e-6)
-    u, st = opt.update(4 * g, opt.init(g))  # above the floor: the step, no kick
+    g = jnp.array([above, 0.0], jnp.float32)
+    u, st = opt.update(g, opt.init(g))
     assert int(st.num_kicks) == 0
     np.testing.assert_allclose(np.asarray(u), [-0.1, 0.0], rtol=1e-6)
 

@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from .._tree import nonfinite
+from .._tree import compute_dtype, nonfinite
 from .._types import Array, PyTree
 
 ScalarOrSchedule = float | Array | optax.Schedule
@@ -96,10 +96,11 @@ def normalized_gd(
 ) -> optax.GradientTransformationExtraArgs:
     r"""Normalized GD, $x_{t+1} = x_t - \eta\, \nabla L(x_t)/\|\nabla L(x_t)\|$.
 
-    The effective step is $\eta_t = \eta/\|\nabla L(x_t)\|$. Where $\|g\|^2$ is finite and
-    far from underflow (above $n \cdot$ tiny/eps for $n$ entries) the step is
-    $-\eta\, g/\sqrt{\|g\|^2}$; elsewhere the norm is taken after dividing by the largest
-    entry, $g/\|g\| = \hat g/\|\hat g\|$ with $\hat g = g/\|g\|_\infty$. So any nonzero finite
+    The effective step is $\eta_t = \eta/\|\nabla L(x_t)\|$. Where $\|g\|^2$ (summed in at
+    least float32) is finite and far from underflow (at least $n \cdot$ tiny/eps for $n$
+    entries) the step is $-\eta\, g/\sqrt{\|g\|^2}$; elsewhere the norm is taken after
+    dividing by the largest entry, $g/\|g\| = \hat g/\|\hat g\|$ with
+    $\hat g = g/\|g\|_\infty$. So any nonzero finite
     gradient (entries of 1e-30 or 3e19 in float32) gives a step of length $\eta$ (to
     rounding) along $-g$. An iterate can land exactly on the manifold of minimisers, where
     $\nabla L = 0$; then (when $\|\nabla L\| \le$ ``min_grad_norm``, default the dtype's
@@ -138,20 +139,24 @@ def normalized_gd(
     def update(updates, state, params=None, **extra):
         del params, extra
         floor = _floor(updates, min_grad_norm)
-        square = optax.tree.vdot(updates, updates)
-        finfo = jnp.finfo(square.dtype)
-        # squares below the smallest normal number may be flushed to zero (XLA on CPUs): n of
-        # them change ||g||^2 by less than n * tiny, a relative eps from this bound on
-        low = sum(x.size for x in jax.tree.leaves(updates)) * float(finfo.tiny / finfo.eps)
+        leaves = jax.tree.leaves(updates)
+        dtype = compute_dtype(jnp.result_type(*leaves))  # half precision: squares in float32
+        finfo = jnp.finfo(dtype)
+        square = sum(jnp.sum(jnp.square(x.astype(dtype))) for x in leaves)
+        # ||g|| from ||g||^2 where that is finite and far above underflow: squares below the
+        # smallest normal number may be flushed to zero (XLA on CPUs), and n of them change
+        # ||g||^2 by less than n * tiny, a relative eps from this bound on
+        low = sum(x.size for x in leaves) * float(finfo.tiny / finfo.eps)
+        direct = (square >= low) & (square <= finfo.max)  # false for inf and nan
 
-        def direct():  # one reduction on the step's critical path
-            return _scaled_or_kicked(updates, -lr / jnp.sqrt(square), square <= floor * floor,
-                                     state, kick)
+        def plain():
+            return _scaled_or_kicked(updates, -lr / jnp.sqrt(square),
+                                     square <= jnp.square(floor.astype(dtype)), state, kick)
 
-        def scaled():  # ||g||^2 tiny, inf or nan: the norm of g / ||g||_inf
+        def scaled():  # the norm of g / ||g||_inf, which neither underflows nor overflows
             big = _max_abs(updates)
             safe_big = jnp.where(big > 0, big, 1)  # inf or nan pass through: they give nan
-            unit = optax.tree.scale(1 / safe_big, updates)
+            unit = jax.tree.map(lambda x: (x / safe_big).astype(x.dtype), updates)
             norm = optax.tree.norm(unit)  # in [1, sqrt(size)] when big is finite, nonzero
             # ||g|| = big * norm <= floor, without forming the product (it may overflow);
             # false for nan, so a nan gradient is not hidden by a kick
@@ -160,9 +165,14 @@ def normalized_gd(
             underflow = underflow & ~nonfinite(updates)
             return _scaled_or_kicked(unit, -lr / norm, underflow, state, kick)
 
-        # a branch, not a select, so that the common case never waits for the scaled norm
-        # (under vmap, as in a sweep, both are computed and one selected)
-        return jax.lax.cond((square >= low) & (square <= finfo.max), direct, scaled)
+        def branch():  # CPUs: the common case never waits for the scaled norm (a select of
+            # the two costs the runner's toy step ~20 ns more); under vmap, a select
+            return jax.lax.cond(direct, plain, scaled)
+
+        def select():  # GPUs and TPUs: a branch would read its predicate back every step
+            return jax.tree.map(lambda a, b: jnp.where(direct, a, b), plain(), scaled())
+
+        return jax.lax.platform_dependent(cpu=branch, default=select)
 
     return optax.GradientTransformationExtraArgs(_init_kick(seed), update)
 
