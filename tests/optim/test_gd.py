@@ -120,6 +120,7 @@ def test_optax_momentum_methods_drop_in():
 def _closed_form_step(g, lr):
     """-lr g / ||g|| in float64 from the entries of ``g`` (any dtypes), flattened."""
     gf = np.concatenate([np.asarray(x, np.float64).ravel() for x in jax.tree.leaves(g)])
+    gf = gf / np.max(np.abs(gf))  # ||g|| of entries near float64's largest would overflow
     return -lr * gf / np.linalg.norm(gf)
 
 
@@ -150,6 +151,32 @@ def test_normalized_gd_counts_squares_flushed_to_zero():
     np.testing.assert_allclose(_flat(u), _closed_form_step(g, 0.1), rtol=1e-6)
 
 
+@pytest.mark.parametrize(("entries", "dtype"), [
+    ([1e38, 1.0], jnp.float32), ([3e38, -3e38, 3e38], jnp.float32),
+    ([1e308, 1e308], jnp.float64), ([4.5e307, 4.5e307], jnp.float64)])
+def test_normalized_gd_steps_at_the_ends_of_the_range(entries, dtype):
+    """Entries above 2^126 (float32; 2^1022 in float64), where 1 / ||g||_inf is subnormal and
+    flushed to zero on CPUs: a step of length lr, never a kick (found by a helper trying to
+    break the change: such a step was a kick of 3.5e-6)."""
+    with jax.enable_x64(True):
+        g = jnp.asarray(entries, dtype)
+        opt = normalized_gd(0.1)
+        for update in (opt.update, jax.jit(opt.update)):
+            u, st = update(g, opt.init(g))
+            np.testing.assert_allclose(_flat(u), _closed_form_step(g, 0.1), rtol=1e-6,
+                                       atol=1e-30)
+            assert int(st.num_kicks) == 0
+
+
+def test_normalized_gd_empty_leaf():
+    opt = normalized_gd(0.1)
+    for g in ([jnp.zeros(0), jnp.array([3.0, 4.0])], [jnp.zeros(0), jnp.array([3e-30, 4e-30])]):
+        u, st = opt.update(g, opt.init(g))
+        assert u[0].shape == (0,)
+        np.testing.assert_allclose(np.asarray(u[1]), [-0.06, -0.08], rtol=1e-6)
+        assert int(st.num_kicks) == 0
+
+
 def test_normalized_gd_half_precision_and_mixed_dtypes():
     """A float16 gradient whose ||g||^2 exceeds float16's largest number (65 504) and a tree
     of float32 and float64 leaves each take one step of length lr."""
@@ -176,9 +203,9 @@ def test_normalized_gd_vmapped_over_both_norms():
 
 
 # floor 0.5: ||g|| = 0.6 is above it although ||g||^2 = 0.36 is below the floor itself (the
-# test of the square must use floor^2), 0.4 at or below it; 1e-30 against a floor of 5e-31
-# in the scaled norm
-@pytest.mark.parametrize(("floor", "above", "below"), [(0.5, 0.6, 0.4), (5e-31, 1e-30, 4e-31)])
+# test of the square must use floor^2), 0.4 at or below it; in the scaled norm 6e-31 and
+# 4e-31 against 5e-31 (6e-31 = 0.76 * 2^-100: a test off by the mantissa would kick)
+@pytest.mark.parametrize(("floor", "above", "below"), [(0.5, 0.6, 0.4), (5e-31, 6e-31, 4e-31)])
 def test_normalized_gd_kicks_at_or_below_min_grad_norm(floor, above, below):
     opt = normalized_gd(0.1, min_grad_norm=floor, kick=1e-3)
     g = jnp.array([below, 0.0], jnp.float32)

@@ -155,12 +155,16 @@ def normalized_gd(
 
         def scaled():  # the norm of g / ||g||_inf, which neither underflows nor overflows
             big = _max_abs(updates)
-            safe_big = jnp.where(big > 0, big, 1)  # inf or nan pass through: they give nan
-            unit = jax.tree.map(lambda x: (x / safe_big).astype(x.dtype), updates)
-            norm = optax.tree.norm(unit)  # in [1, sqrt(size)] when big is finite, nonzero
-            # ||g|| = big * norm <= floor, without forming the product (it may overflow);
-            # false for nan, so a nan gradient is not hidden by a kick
-            underflow = (big <= floor / norm) | (big == 0)
+            # g / ||g||_inf to within a power of two, by its exponent (exact): a division by
+            # ||g||_inf is compiled as a product with its reciprocal, subnormal and flushed to
+            # zero for entries above 2^126 in float32 (the step became a kick)
+            exponent = jnp.frexp(jnp.where(jnp.isfinite(big) & (big > 0), big, 1))[1]
+            unit = jax.tree.map(lambda x: jnp.ldexp(x, -exponent).astype(x.dtype), updates)
+            norm = optax.tree.norm(unit)  # in [1/2, sqrt(size)] when big is finite, nonzero
+            norm = jnp.where(jnp.isfinite(big), norm, jnp.nan)  # an inf entry: a nan step
+            # ||g|| = 2^exponent * norm <= floor, without forming the product (it may
+            # overflow); false for nan, so a nan gradient is not hidden by a kick
+            underflow = (norm <= jnp.ldexp(floor, -exponent)) | (big == 0)
             # ... and never for an inf or nan entry (the max above may drop a nan: _max_abs)
             underflow = underflow & ~nonfinite(updates)
             return _scaled_or_kicked(unit, -lr / norm, underflow, state, kick)
@@ -182,7 +186,8 @@ def _max_abs(tree: PyTree) -> Array:
     vectorised max ignores nan in leaves of 4096 or more entries): test with ``nonfinite``."""
     leaves = jax.tree.leaves(tree)
     dtype = jnp.result_type(*leaves)
-    return jnp.max(jnp.stack([jnp.max(jnp.abs(x)).astype(dtype) for x in leaves]))
+    # initial=0: an empty leaf has no entries to compare (|x| >= 0 changes nothing else)
+    return jnp.max(jnp.stack([jnp.max(jnp.abs(x), initial=0).astype(dtype) for x in leaves]))
 
 
 def sqrt_loss_gd(
