@@ -99,16 +99,17 @@ def normalized_gd(
     The effective step is $\eta_t = \eta/\|\nabla L(x_t)\|$. Where $\|g\|^2$ (summed in at
     least float32) is finite and far from underflow (at least $n \cdot$ tiny/eps for $n$
     entries) the step is $-\eta\, g/\sqrt{\|g\|^2}$; elsewhere the norm is taken after
-    dividing by the largest entry, $g/\|g\| = \hat g/\|\hat g\|$ with
-    $\hat g = g/\|g\|_\infty$. So any nonzero finite gradient (entries of 1e-30 or 3e19 in
-    float32) gives a step of length $\eta$ (to rounding) along $-g$. On CPUs the two are a
-    branch, elsewhere (and under ``vmap``) a select. An iterate can land exactly on the
-    manifold of minimisers, where $\nabla L = 0$; then (when $\|\nabla L\| \le$
-    ``min_grad_norm``, default the dtype's smallest normal number) the step is a kick of norm
-    ``kick`` (default $10^{-2}\sqrt{\epsilon}$: 1.5e-10 in float64) along a random direction
-    drawn from ``seed`` at ``init``, instead of a NaN, and ``state.num_kicks`` counts it. A
-    gradient with an inf or nan entry is *not* kicked: the update is nan, so the training
-    loop sees the failure (the runner stops with a reason) rather than a silent random step.
+    scaling by the power of two of the largest entry (exactly), $g/\|g\| = \hat g/\|\hat g\|$
+    with $\hat g = 2^{-e} g$, $2^{e-1} \le \|g\|_\infty < 2^e$. So any nonzero finite
+    gradient (entries of 1e-30 or 3e38 in float32) gives a step of length $\eta$ (to
+    rounding) along $-g$. On CPUs the two are a branch, elsewhere (and under ``vmap``) a
+    select. An iterate can land exactly on the manifold of minimisers, where
+    $\nabla L = 0$; then (when $\|\nabla L\| \le$ ``min_grad_norm``, default the dtype's
+    smallest normal number) the step is a kick of norm ``kick`` (default
+    $10^{-2}\sqrt{\epsilon}$: 1.5e-10 in float64) along a random direction drawn from
+    ``seed`` at ``init``, instead of a NaN, and ``state.num_kicks`` counts it. A gradient
+    with an inf or nan entry is *not* kicked: the update is nan, so the training loop sees
+    the failure (the runner stops with a reason) rather than a silent random step.
 
     Args:
         lr: $\eta$, the length of every step: a finite positive number (or a traced array
