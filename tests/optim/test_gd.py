@@ -129,8 +129,8 @@ def _flat(u):
 
 
 # ||g||^2 = 8 value^2 in float32 from 5 entries: taken directly from 5 tiny/eps = 4.9e-31 on
-# (at 1e-15) up to the largest float (at 5e18); from g / ||g||_inf below (1e-16, 1e-19: four
-# of the squares subnormal there, 1e-30) and above (1e19, 3e19)
+# (at 1e-15) up to the largest float (at 5e18); from the scaled norm below (1e-16, 1e-19:
+# four of the squares subnormal there, 1e-30) and above (1e19, 3e19)
 @pytest.mark.parametrize("value", [1e-30, 1e-19, 1e-16, 1e-15, 1.0, 5e18, 1e19, 3e19])
 def test_normalized_gd_step_has_length_lr_at_extreme_scales(value):
     opt = normalized_gd(0.1)
