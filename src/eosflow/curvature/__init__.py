@@ -28,5 +28,8 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     "preconditioned_sharpness": "._preconditioned",
     "RESULTS": "._results",
     "TraceResult": "._trace",
+    "extrapolated_start": "._tracking",
+    "push_warm_start": "._tracking",
+    "tracking_history": "._tracking",
     "hutchinson_trace": "._trace",
 })

@@ -243,7 +243,7 @@ def _start(config: Config, out: Path, resuming: bool, writer: bool, notes: list[
         width = engine.saved_block_width(state, rd.checkpoint_leaf_shapes(out))
         like = state if width is None else engine.fit_block(state, width)
         state, _ = rd.load_checkpoint(out, like)
-        state = engine.fit_block(state, engine.block)
+        state = engine.fit_block(state, engine.track_rows)
         if int(np.asarray(state.step)) != reached:
             raise RunDirError(f"{out / rd.CHECKPOINT}: its info says step {reached}, its state "
                               f"step {int(np.asarray(state.step))}; start again with --overwrite.")

@@ -13,10 +13,12 @@ from jax.flatten_util import ravel_pytree
 
 from ..curvature import (
     batch_sharpness,
+    extrapolated_start,
     hessian_operator,
     hutchinson_trace,
     minibatch_sharpness,
     preconditioned_sharpness,
+    push_warm_start,
     sum_over_batches,
     top_eigenpairs,
 )
@@ -33,11 +35,16 @@ MINIBATCH_TAG = 0xB47C  # folded into the seed's key: the fixed batches of minib
 class _Probes:
     """Probe methods of :class:`~eosflow.runner.Program` (they read its fields)."""
 
-    def _eigen(self, p, params, grad, gnorm, block, key):
+    def _eigen(self, p, params, grad, gnorm, history, key):
+        """The top eigenpairs at ``params``, started from ``history`` (the warm starts of the
+        last solves, :func:`~eosflow.curvature.extrapolated_start`); returns the history
+        with this solve's warm start pushed, and the row."""
         c = self.config
+        v0 = extrapolated_start(history, self.track_block, period=self.track_period)
         res = top_eigenpairs(
-            p.loss_fn, params, self.k, v0=block, tol=c.eig_tol, batches=p.curvature_batches,
-            block_size=self.block, max_matvecs=c.eig_max_matvecs, key=key, throw=False,
+            p.loss_fn, params, self.track_k, v0=v0, tol=c.eig_tol,
+            batches=p.curvature_batches, block_size=self.track_block,
+            max_matvecs=c.eig_max_matvecs, key=key, throw=False,
             criterion=c.eig_criterion, hint=grad,  # at EoS the gradient leans on v1
         )
         lam = res.eigenvalues
@@ -58,7 +65,7 @@ class _Probes:
                                   throw=False)
             row["hessian_trace"] = tr.trace.astype(self.dtype)
             row["hessian_trace_se"] = tr.stderr.astype(self.dtype)
-        return res.warm_start, row
+        return push_warm_start(history, res.warm_start), row
 
     def _precond_eigen(self, p, params, opt_state, block, key):
         """lambda_1(P^-1 H) at ``params``, P read from ``opt_state`` (the main optimizer's

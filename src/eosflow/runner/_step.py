@@ -102,6 +102,15 @@ class Program(_Probes, _Predictions, _Processes):
         # (0.1.0's block, eig_block = k + 1) cost 14.9 HVPs per estimate on the default run
         # against 12.6, at the same accuracy.
         self.block = min(c.eig_block or self.k, dim)
+        # lambda_1 on the runner's own trajectory tracks the top *cluster*: the top two pairs
+        # certified together (with one vector, a tracked eigenvalue is followed through a
+        # crossing while the new top goes unseen), each solve started from the warm starts of
+        # the solves of the same oscillation phase, extrapolated
+        # (curvature.extrapolated_start); an explicit eig_block below 2 tracks one pair
+        self.track_k = min(max(self.k, min(2, c.eig_block or 2)), dim)
+        self.track_block = min(max(c.eig_block or self.track_k, self.track_k), dim)
+        self.track_period = self._track_period() if self.eig_on else 1
+        self.track_rows = 2 * self.track_period * self.track_block
         # adaptive methods (a diagonal preconditioner P in their state): their EoS quantity is
         # lambda_1(P^-1 H), recorded as precond_lambda_1 beside the raw lambda_1
         self.precond_on = self.eig_on and self.method.moment is not None
@@ -213,17 +222,20 @@ class Program(_Probes, _Predictions, _Processes):
         def init_one(params, hyper, seed):
             opt_state = self.optimizer(hyper).init(params)
             key = jax.random.PRNGKey(seed)
-            def block(salt):
+            def block(salt, rows, total=None):  # ``rows`` random rows, zeros to ``total``
                 ks = jax.random.split(jax.random.fold_in(key, salt),
                                       len(jax.tree.leaves(params)))
                 leaves, treedef = jax.tree.flatten(params)
+                pad = [(0, (total or rows) - rows)]
                 return jax.tree.unflatten(treedef, [
-                    jax.random.normal(k, (self.block, *x.shape), x.dtype)
+                    jnp.pad(jax.random.normal(k, (rows, *x.shape), x.dtype),
+                            pad + [(0, 0)] * x.ndim)
                     for k, x in zip(ks, leaves, strict=True)
                 ])
 
-            eig = block(1) if self.eig_on else None
-            pre = block(4) if self.precond_on else None
+            # the eigen-solver's history of warm starts: the newest random, the rest empty
+            eig = block(1, self.track_block, self.track_rows) if self.eig_on else None
+            pre = block(4, self.block) if self.precond_on else None
             return opt_state, key, (eig, pre)
 
         if self.sweep is None:
@@ -244,8 +256,9 @@ class Program(_Probes, _Predictions, _Processes):
 
     def fit_block(self, state: TrainState, width: int) -> TrainState:
         """``state`` with its carried eigen block cut or zero-padded to ``width`` rows (a zero
-        row starts as a fresh random direction): checkpoints written with another width
-        (0.1.0 carried k + 1 vectors) resume."""
+        row starts as a fresh random direction, or is an empty slot of the warm-start
+        history): checkpoints written with another width (0.1.0 carried k + 1 vectors; before
+        0.3 the block alone, no history) resume."""
         if state.eig_block is None:
             return state
         axis = 0 if self.sweep is None else 1
@@ -412,6 +425,15 @@ class Program(_Probes, _Predictions, _Processes):
         row["stop_reason"] = jnp.where(stop_now, reason, 0).astype(jnp.int32)
         return new, row
 
+    def _track_period(self) -> int:
+        """Solves per phase of the EoS period-two oscillation: 2 when consecutive solves see
+        alternate phases (an odd cadence, or the pairs of steps t, t + 1 of the adaptive
+        step methods), 1 when every solve sees the same phase."""
+        every = self.config.eig_every
+        if every > 1 and self.method.adaptive_step:
+            return 2
+        return 2 if every % 2 else 1
+
     def _measure_at(self, step):
         """Whether the sharpness is measured at ``step``: every ``eig_every`` steps, and for
         normalized GD and GD on sqrt(L) also at the step after (their stableness alternates
@@ -555,7 +577,9 @@ class Program(_Probes, _Predictions, _Processes):
             "num_params": int(sum(np.size(x) for x in jax.tree.leaves(p.params))),
             "sharpness": (
                 f"largest algebraic Hessian eigenvalue of the loss, top_eigenpairs, "
-                f"tol {c.eig_tol} ({c.eig_criterion}), block {self.block}, warm-started"
+                f"tol {c.eig_tol} ({c.eig_criterion}), the top {self.track_k} certified, "
+                f"block {self.track_block}, warm-started from the solves of the same "
+                f"oscillation phase, extrapolated (period {self.track_period})"
                 if self.eig_on else "not tracked"
             ),
             "preconditioned_sharpness": (
