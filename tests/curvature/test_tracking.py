@@ -112,10 +112,11 @@ def _track(Hs, k, block, period, extrapolate):
     return np.array(lam), np.array(mv)
 
 
-def test_the_tracked_cluster_follows_a_crossing_that_one_vector_misses():
+def test_the_tracked_pair_follows_a_crossing_that_one_vector_misses():
     Hs = _crossing_trajectory()
     want = np.linalg.eigvalsh(Hs)[:, -1]
-    lam2, mv2 = _track(Hs, 2, 2, 2, extrapolate=True)
+    # k = 1 with a block of 2: the second vector is held to "hides nothing above lambda_1"
+    lam2, mv2 = _track(Hs, 1, 2, 2, extrapolate=True)
     # certified at tol 1e-3: every step's lambda_1 right, through the crossing
     np.testing.assert_allclose(lam2, want, rtol=1e-3)
     # the trajectory does hold the trap: one extrapolated vector reports the lower branch
@@ -123,6 +124,24 @@ def test_the_tracked_cluster_follows_a_crossing_that_one_vector_misses():
     assert np.max(np.abs(lam1 - want) / want) > 1e-2, lam1 - want
     # and the same-phase extrapolation is what makes the warm start cheap: the newest
     # solve's vectors (the other phase's) cost more products for the same answers
-    lam_plain, mv_plain = _track(Hs, 2, 2, 2, extrapolate=False)
+    lam_plain, mv_plain = _track(Hs, 1, 2, 2, extrapolate=False)
     np.testing.assert_allclose(lam_plain, want, rtol=1e-3)
     assert mv2[4:].mean() < mv_plain[4:].mean(), (mv2, mv_plain)
+
+
+def test_a_carried_vector_below_the_top_must_not_hide_an_eigenvalue_above_it():
+    # lambda_1 = 10.05 (e_0), 10 (e_1, carried exactly: residual 0), the rest in [0, 5]
+    lam = np.concatenate([[10.05, 10.0], np.linspace(0.0, 5.0, N - 2)])
+    Q, _ = np.linalg.qr(np.random.default_rng(2).normal(size=(N, N)))
+    A = jnp.asarray((Q * lam) @ Q.T)
+    exact = Q[:, 1]
+    poor = np.sqrt(0.9) * Q[:, 0] + np.sqrt(0.1) * Q[:, 10]  # Rayleigh quotient ~9.1 < 10
+    def solve(v0):
+        return top_eigenpairs(lambda v: A @ v, jnp.zeros(N), 1, v0=jnp.asarray(v0), tol=1e-3)
+
+    # the pair: the second vector's bound reaches above 10, so the solve goes on to 10.05
+    res = solve(np.stack([exact, poor]))
+    assert bool(res.converged)
+    np.testing.assert_allclose(res.eigenvalues[0], 10.05, rtol=1e-3)
+    # one vector: its residual is 0 and the fresh direction sees nothing higher
+    np.testing.assert_allclose(solve(exact[None]).eigenvalues[0], 10.0, rtol=1e-6)

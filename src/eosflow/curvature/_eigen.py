@@ -124,7 +124,12 @@ def top_eigenpairs(
             vector more than asked for also keeps a cold solve from stopping on lambda_2
             when lambda_1 nearly ties with it (measured on the digits MLP at EoS,
             lambda_2/lambda_1 = 0.987: 2 of 100 cold single-vector solves stopped 1.3% low;
-            none with the wider block).
+            none with the wider block). With ``block_size > k`` the k-th pair also waits
+            until the Ritz pairs after it, up to the ``block_size``-th, cannot hide an
+            eigenvalue above it ($\theta_i + \|r_i\| \le \theta_k(1 + $``tol``$)$):
+            loose while they lie well below, tight when they close in. Along a trajectory
+            pass ``k + 1`` vectors (see :func:`extrapolated_start`): one tracked vector
+            follows its own eigenvalue through a crossing of the top two.
         krylov_dim: products between restarts; default ``max(30, 2(k + block_size) + 10)``.
         max_matvecs: budget; default ``max(300, 10 * krylov_dim)``.
         min_matvecs: products before convergence may be declared; default
@@ -256,18 +261,30 @@ def _start_block(carried: Array, spare: Array, hint: Array | None = None) -> Arr
     return jnp.concatenate([carried, fresh[None]])
 
 
-def converged_mask(theta: Array, bounds: Array, j: Array, k: int, tol: float) -> Array:
+def converged_mask(theta: Array, bounds: Array, j: Array, k: int, tol: float,
+                   cluster: int | None = None) -> Array:
     r"""Which of the top ``k`` Ritz values meet ``bounds <= tol * max(|theta|, tol * ||H||)``.
 
     $\|H\|$ is estimated by the largest $|\theta|$ among the ``j`` active Ritz values (a
     lower bound, so the test is never looser than meant). The test is homogeneous in $H$
     (scaling the loss by any $c > 0$ changes nothing but the units) and holds at
     $\lambda = 0$, where a purely relative test can never be met.
+
+    With ``cluster > k`` the ``k``-th pair passes only if, besides, none of the next Ritz
+    pairs up to the ``cluster``-th can hide an eigenvalue above it: $\theta_i +
+    \mathrm{bound}_i \le \theta_k + $ ``tol``$\cdot s_k$ for $k < i \le$ ``cluster``
+    (within a bound of $\theta_i$ lies an eigenvalue). A tracked vector far below the top
+    passes with a loose residual; as the top two close in (a crossing) it must converge too.
     """
     active = jnp.arange(theta.shape[0]) < j
     norm = jnp.max(jnp.where(active, jnp.abs(theta), 0))
     scale = jnp.maximum(jnp.abs(theta[:k]), tol * norm)
-    return bounds[:k] <= tol * scale
+    ok = bounds[:k] <= tol * scale
+    if cluster is None or cluster <= k:
+        return ok
+    rest = slice(k, min(cluster, theta.shape[0]))
+    below = (theta[rest] + bounds[rest] <= theta[k - 1] + tol * scale[k - 1]) | ~active[rest]
+    return ok.at[k - 1].set(ok[k - 1] & jnp.all(below))
 
 
 @eqx.filter_jit
@@ -318,7 +335,7 @@ def _solve(fn, params, batches, carried: Array, key: PRNGKeyArray, hint: Array |
     def check(state):
         theta, Y, res = kr.ritz(state, nb)
         bounds = kr.error_bounds(theta, res, state.j, gap=gap)
-        ok = converged_mask(theta, bounds, state.j, k, tol)
+        ok = converged_mask(theta, bounds, state.j, k, tol, cluster=b)
         return theta, Y, res, bounds, (state.j >= k) & jnp.all(ok)
 
     def cond(carry):

@@ -166,7 +166,8 @@ class Config:
     eig_tol: float = 1e-3
     """the eigen-solver's relative tolerance, in (0, 1)"""
     eig_block: int | None = None
-    """the eigen-solver's block size, at least num_eigs (None: num_eigs + 1)"""
+    """vectors the eigen-solver carries along the run, at least num_eigs (None: num_eigs + 1,
+    the top cluster: see curvature.extrapolated_start)"""
     eig_criterion: EigCriterion = "residual"
     """when an eigenpair counts as converged: its residual, or the spectral gap"""
     eig_max_matvecs: int = 200

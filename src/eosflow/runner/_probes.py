@@ -42,7 +42,7 @@ class _Probes:
         c = self.config
         v0 = extrapolated_start(history, self.track_block, period=self.track_period)
         res = top_eigenpairs(
-            p.loss_fn, params, self.track_k, v0=v0, tol=c.eig_tol,
+            p.loss_fn, params, self.k, v0=v0, tol=c.eig_tol,
             batches=p.curvature_batches, block_size=self.track_block,
             max_matvecs=c.eig_max_matvecs, key=key, throw=False,
             criterion=c.eig_criterion, hint=grad,  # at EoS the gradient leans on v1
