@@ -575,8 +575,9 @@ class Program(_Probes, _Predictions, _Processes):
             "num_params": int(sum(np.size(x) for x in jax.tree.leaves(p.params))),
             "sharpness": (
                 f"largest algebraic Hessian eigenvalue of the loss, top_eigenpairs, "
-                f"tol {c.eig_tol} ({c.eig_criterion}), block {self.track_block}, warm-started from the solves of the same "
-                f"oscillation phase, extrapolated (period {self.track_period})"
+                f"tol {c.eig_tol} ({c.eig_criterion}), block {self.track_block}, warm-started "
+                f"from the solves of the same oscillation phase, extrapolated (period "
+                f"{self.track_period})"
                 if self.eig_on else "not tracked"
             ),
             "preconditioned_sharpness": (
