@@ -6,7 +6,7 @@ the Hessian, and its top eigenvectors with it, alternate between two nearby stat
 previous solve's vectors are then the wrong phase's: on the digits MLP at EoS (GD, lr 0.1)
 their residual at the next step was 1e-3 to 1e-1 of $\lambda_1$. The vectors of two solves
 back are the same phase's (residual 5e-4 to 4e-3), and the linear extrapolation
-$2u_{t-2} - u_{t-4}$ is better still (5e-6 to 1e-3), which lets a warm-started solve stop at
+$2u_{t-2} - u_{t-4}$ is better still (5e-6 to 1.4e-3), which lets a warm-started solve stop at
 its floor of products at most steps.
 """
 
