@@ -12,7 +12,9 @@ from eosflow.curvature import (
     top_eigenpairs,
     tracking_history,
 )
+from tests.helpers import MatVec, known_spectrum, spectra
 
+BANK = spectra()
 N = 64  # above the solver's dense threshold (krylov_dim + block + 1)
 
 
@@ -115,7 +117,8 @@ def _track(Hs, k, block, period, extrapolate):
 def test_the_tracked_pair_follows_a_crossing_that_one_vector_misses():
     Hs = _crossing_trajectory()
     want = np.linalg.eigvalsh(Hs)[:, -1]
-    # k = 1 with a block of 2: the second vector is held to "hides nothing above lambda_1"
+    # k = 1 with a block of 2, as the runner tracks: the second vector follows the branch
+    # that becomes the top
     lam2, mv2 = _track(Hs, 1, 2, 2, extrapolate=True)
     # certified at tol 1e-3: every step's lambda_1 right, through the crossing
     np.testing.assert_allclose(lam2, want, rtol=1e-3)
@@ -129,19 +132,37 @@ def test_the_tracked_pair_follows_a_crossing_that_one_vector_misses():
     assert mv2[4:].mean() < mv_plain[4:].mean(), (mv2, mv_plain)
 
 
-def test_a_carried_vector_below_the_top_must_not_hide_an_eigenvalue_above_it():
-    # lambda_1 = 10.05 (e_0), 10 (e_1, carried exactly: residual 0), the rest in [0, 5]
+@pytest.mark.parametrize("weight", [0.9, 0.36])
+def test_a_carried_vector_that_is_mostly_above_the_top_is_not_passed_over(weight):
+    # lambda_1 = 10.05 (e_0), 10 (e_1, carried exactly: residual 0), the rest in [0, 5]; the
+    # second carried vector has ``weight`` on e_0 (Rayleigh quotient ~ 9.1 or 3.6, below 10)
     lam = np.concatenate([[10.05, 10.0], np.linspace(0.0, 5.0, N - 2)])
     Q, _ = np.linalg.qr(np.random.default_rng(2).normal(size=(N, N)))
     A = jnp.asarray((Q * lam) @ Q.T)
     exact = Q[:, 1]
-    poor = np.sqrt(0.9) * Q[:, 0] + np.sqrt(0.1) * Q[:, 10]  # Rayleigh quotient ~9.1 < 10
-    def solve(v0):
-        return top_eigenpairs(lambda v: A @ v, jnp.zeros(N), 1, v0=jnp.asarray(v0), tol=1e-3)
+    poor = np.sqrt(weight) * Q[:, 0] + np.sqrt(1 - weight) * Q[:, 10]
 
-    # the pair: the second vector's bound reaches above 10, so the solve goes on to 10.05
-    res = solve(np.stack([exact, poor]))
-    assert bool(res.converged)
-    np.testing.assert_allclose(res.eigenvalues[0], 10.05, rtol=1e-3)
+    def solve(v0, key):
+        return top_eigenpairs(MatVec(A), jnp.zeros(N), 1, v0=jnp.asarray(v0), tol=1e-3,
+                              key=jax.random.key(key))
+
+    for key in range(3):
+        # the pair: the next pair's bound is over half its distance below 10, so the solve
+        # goes on to 10.05
+        res = solve(np.stack([exact, poor]), key)
+        assert bool(res.converged)
+        np.testing.assert_allclose(res.eigenvalues[0], 10.05, rtol=1e-3)
     # one vector: its residual is 0 and the fresh direction sees nothing higher
-    np.testing.assert_allclose(solve(exact[None]).eigenvalues[0], 10.0, rtol=1e-6)
+    np.testing.assert_allclose(solve(exact[None], 0).eigenvalues[0], 10.0, rtol=1e-6)
+
+
+@pytest.mark.parametrize("name", sorted(BANK))
+@pytest.mark.parametrize(("k", "block"), [(1, 2), (2, 3), (1, 5)])
+def test_a_wider_block_still_finds_the_known_spectrum(name, k, block, key):
+    lam = jnp.asarray(BANK[name])
+    A, _ = known_spectrum(key, lam)
+    res = top_eigenpairs(MatVec(A), jnp.zeros(lam.shape[0]), k, block_size=block, tol=1e-6)
+    assert bool(res.converged), res.result
+    np.testing.assert_allclose(res.eigenvalues, jnp.sort(lam)[::-1][:k], rtol=1e-6)
+    assert res.eigenvectors.shape == (k, lam.shape[0])
+    assert jax.tree.leaves(res.warm_start)[0].shape[0] == block

@@ -26,7 +26,8 @@ class EigenResult(eqx.Module):
         error_bounds: what the stopping test compared with ``tol * |eigenvalue|``: the
             residuals, or the cluster-gap estimates with ``criterion="gap"``.
         num_matvecs: Hessian-vector products spent.
-        converged: every ``error_bounds[i] <= tol * |eigenvalues[i]|``.
+        converged: every ``error_bounds[i] <= tol * s_i`` (see below), and with
+            ``block_size > k`` the next pair's test of :func:`converged_mask`.
         result: an :class:`EigenRESULTS` code.
         warm_start: the top ``block_size`` Ritz vectors (leading axis), the ``v0`` to pass at
             the next, nearby point.
@@ -74,9 +75,10 @@ def top_eigenpairs(
     $s_i = \max(|\theta_i|,\ $``tol``$\cdot\|H\|)$, $\|H\|$ estimated by the largest
     $|\theta|$ seen (then an eigenvalue lies within ``tol`` relative of each reported one,
     or, for one within ``tol``$\cdot\|H\|$ of 0, within ``tol``$^2\|H\|$; the test is
-    invariant under scaling the loss and is met at $\lambda = 0$), or when ``max_matvecs``
-    is spent. With ``criterion="gap"`` the test is on the quadratic
-    cluster-gap estimate $\sum_{l\le p}\|r_l\|^2/\delta_p$ instead (see
+    invariant under scaling the loss and is met at $\lambda = 0$), and, with
+    ``block_size > k``, the next pair is not mostly an eigenvector above the k-th (see
+    ``block_size``); or when ``max_matvecs`` is spent. With ``criterion="gap"`` the test is
+    on the quadratic cluster-gap estimate $\sum_{l\le p}\|r_l\|^2/\delta_p$ instead (see
     :func:`eosflow.curvature._lanczos.error_bounds`): much cheaper along a trajectory, but an
     estimate, optimistic for a cluster the Krylov space has not resolved.
 
@@ -125,11 +127,12 @@ def top_eigenpairs(
             when lambda_1 nearly ties with it (measured on the digits MLP at EoS,
             lambda_2/lambda_1 = 0.987: 2 of 100 cold single-vector solves stopped 1.3% low;
             none with the wider block). With ``block_size > k`` the k-th pair also waits
-            until the Ritz pairs after it, up to the ``block_size``-th, cannot hide an
-            eigenvalue above it ($\theta_i + \|r_i\| \le \theta_k(1 + $``tol``$)$):
-            loose while they lie well below, tight when they close in. Along a trajectory
-            pass ``k + 1`` vectors (see :func:`extrapolated_start`): one tracked vector
-            follows its own eigenvalue through a crossing of the top two.
+            until the next Ritz pair cannot be mostly an eigenvector above it (its bound at
+            most half its distance below $\theta_k + $``tol``$\cdot s_k$; see
+            :func:`converged_mask`): loose while it lies well below, tight when the two
+            close in. Along a trajectory pass ``k + 1`` vectors (see
+            :func:`extrapolated_start`): one tracked vector follows its own eigenvalue
+            through a crossing of the top two.
         krylov_dim: products between restarts; default ``max(30, 2(k + block_size) + 10)``.
         max_matvecs: budget; default ``max(300, 10 * krylov_dim)``.
         min_matvecs: products before convergence may be declared; default
@@ -261,8 +264,8 @@ def _start_block(carried: Array, spare: Array, hint: Array | None = None) -> Arr
     return jnp.concatenate([carried, fresh[None]])
 
 
-def converged_mask(theta: Array, bounds: Array, j: Array, k: int, tol: float,
-                   cluster: int | None = None) -> Array:
+def converged_mask(theta: Array, bounds: Array, j: Array, k: int, tol: float, *,
+                   check_next: bool = False) -> Array:
     r"""Which of the top ``k`` Ritz values meet ``bounds <= tol * max(|theta|, tol * ||H||)``.
 
     $\|H\|$ is estimated by the largest $|\theta|$ among the ``j`` active Ritz values (a
@@ -270,21 +273,24 @@ def converged_mask(theta: Array, bounds: Array, j: Array, k: int, tol: float,
     (scaling the loss by any $c > 0$ changes nothing but the units) and holds at
     $\lambda = 0$, where a purely relative test can never be met.
 
-    With ``cluster > k`` the ``k``-th pair passes only if, besides, none of the next Ritz
-    pairs up to the ``cluster``-th can hide an eigenvalue above it: $\theta_i +
-    \mathrm{bound}_i \le \theta_k + $ ``tol``$\cdot s_k$ for $k < i \le$ ``cluster``
-    (within a bound of $\theta_i$ lies an eigenvalue). A tracked vector far below the top
-    passes with a loose residual; as the top two close in (a crossing) it must converge too.
+    With ``check_next`` the ``k``-th pair passes only if, besides, the next Ritz pair's
+    bound is at most half its distance below $\mu = \theta_k + $ ``tol``$\cdot s_k$:
+    $b_{k+1} \le (\mu - \theta_{k+1})/2$. For a unit vector $y$ with Rayleigh quotient
+    $\theta$ and residual $r$, the weight of $y$ on the eigenvectors of eigenvalues
+    $\ge \mu$ is at most $\|r\|^2/(\mu - \theta)^2$, here $\le 1/4$: the next vector
+    cannot be mostly an eigenvector above the reported one. It is loose while that pair lies
+    well below, and tightens as the two close in (a crossing). A heuristic guard, not a
+    proof: a vector with less weight than that on a higher eigenvector still passes.
     """
     active = jnp.arange(theta.shape[0]) < j
     norm = jnp.max(jnp.where(active, jnp.abs(theta), 0))
     scale = jnp.maximum(jnp.abs(theta[:k]), tol * norm)
     ok = bounds[:k] <= tol * scale
-    if cluster is None or cluster <= k:
+    if not check_next or k >= theta.shape[0]:
         return ok
-    rest = slice(k, min(cluster, theta.shape[0]))
-    below = (theta[rest] + bounds[rest] <= theta[k - 1] + tol * scale[k - 1]) | ~active[rest]
-    return ok.at[k - 1].set(ok[k - 1] & jnp.all(below))
+    mu = theta[k - 1] + tol * scale[k - 1]
+    below = (2 * bounds[k] <= mu - theta[k]) | ~active[k]
+    return ok.at[k - 1].set(ok[k - 1] & below)
 
 
 @eqx.filter_jit
@@ -335,7 +341,7 @@ def _solve(fn, params, batches, carried: Array, key: PRNGKeyArray, hint: Array |
     def check(state):
         theta, Y, res = kr.ritz(state, nb)
         bounds = kr.error_bounds(theta, res, state.j, gap=gap)
-        ok = converged_mask(theta, bounds, state.j, k, tol, cluster=b)
+        ok = converged_mask(theta, bounds, state.j, k, tol, check_next=b > k)
         return theta, Y, res, bounds, (state.j >= k) & jnp.all(ok)
 
     def cond(carry):

@@ -166,8 +166,10 @@ class Config:
     eig_tol: float = 1e-3
     """the eigen-solver's relative tolerance, in (0, 1)"""
     eig_block: int | None = None
-    """vectors the eigen-solver carries along the run, at least num_eigs (None: num_eigs + 1,
-    the top cluster: see curvature.extrapolated_start)"""
+    """vectors lambda_1's solves carry along the run, at least num_eigs (None: num_eigs + 1:
+    the one beyond the reported pairs keeps a crossing of the top two from going unseen;
+    see curvature.extrapolated_start); the preconditioned and process solves carry this
+    many, or num_eigs"""
     eig_criterion: EigCriterion = "residual"
     """when an eigenpair counts as converged: its residual, or the spectral gap"""
     eig_max_matvecs: int = 200

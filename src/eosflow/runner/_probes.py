@@ -40,7 +40,9 @@ class _Probes:
         last solves, :func:`~eosflow.curvature.extrapolated_start`); returns the history
         with this solve's warm start pushed, and the row."""
         c = self.config
-        v0 = extrapolated_start(history, self.track_block, period=self.track_period)
+        v0 = (extrapolated_start(history, self.track_block, period=self.track_period)
+              if self.track_extrapolate
+              else jax.tree.map(lambda h: h[: self.track_block], history))
         res = top_eigenpairs(
             p.loss_fn, params, self.k, v0=v0, tol=c.eig_tol,
             batches=p.curvature_batches, block_size=self.track_block,

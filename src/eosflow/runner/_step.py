@@ -19,6 +19,7 @@ from .. import __version__
 from ..curvature import (
     hessian_operator,
     sum_over_batches,
+    tracking_history,
 )
 from ..flows import step_noise
 from ..optim import KickState, method
@@ -44,7 +45,8 @@ class TrainState(NamedTuple):
 
     params: Any
     opt_state: Any
-    eig_block: Any  # warm start of the eigen-solver (leading axis = block), or None
+    eig_block: Any  # the eigen-solver's warm starts: the last solves' blocks, newest first
+    # (leading axis 2 * period * block: curvature.tracking_history), or None
     key: jax.Array  # raw uint32[2] PRNG key
     step: jax.Array  # int32, shared by every point of a sweep
     done: jax.Array  # bool: stopped (goal or divergence); later steps leave the state alone
@@ -104,10 +106,12 @@ class Program(_Probes, _Predictions, _Processes):
         # its own eigenvalue through a crossing while the new top goes unseen: 7 of 200
         # estimates 0.3-2.5% low on the digits MLP's EoS window), each solve started from
         # the warm starts of the solves of the same oscillation phase, extrapolated
-        # (curvature.extrapolated_start): 11.4 HVPs per estimate on the default run, from
+        # (curvature.extrapolated_start): 11.7 HVPs per estimate on the default run, from
         # 12.6 with the previous solve's k vectors
         self.track_block = min(c.eig_block or self.k + 1, dim)
-        self.track_period = self._track_period() if self.eig_on else 1
+        period = self._track_period() if self.eig_on else 1
+        self.track_extrapolate = period is not None
+        self.track_period = period or 1
         self.track_rows = 2 * self.track_period * self.track_block
         # adaptive methods (a diagonal preconditioner P in their state): their EoS quantity is
         # lambda_1(P^-1 H), recorded as precond_lambda_1 beside the raw lambda_1
@@ -220,20 +224,20 @@ class Program(_Probes, _Predictions, _Processes):
         def init_one(params, hyper, seed):
             opt_state = self.optimizer(hyper).init(params)
             key = jax.random.PRNGKey(seed)
-            def block(salt, rows, total=None):  # ``rows`` random rows, zeros to ``total``
+            def block(salt):
                 ks = jax.random.split(jax.random.fold_in(key, salt),
                                       len(jax.tree.leaves(params)))
                 leaves, treedef = jax.tree.flatten(params)
-                pad = [(0, (total or rows) - rows)]
                 return jax.tree.unflatten(treedef, [
-                    jnp.pad(jax.random.normal(k, (rows, *x.shape), x.dtype),
-                            pad + [(0, 0)] * x.ndim)
+                    jax.random.normal(k, (self.block, *x.shape), x.dtype)
                     for k, x in zip(ks, leaves, strict=True)
                 ])
 
-            # the eigen-solver's history of warm starts: the newest random, the rest empty
-            eig = block(1, self.track_block, self.track_rows) if self.eig_on else None
-            pre = block(4, self.block) if self.precond_on else None
+            # the eigen-solver's warm starts: none yet (the first solve starts from random
+            # rows of its own, and its vectors, not these, start the next solves)
+            eig = (tracking_history(params, self.track_block, period=self.track_period)
+                   if self.eig_on else None)
+            pre = block(4) if self.precond_on else None
             return opt_state, key, (eig, pre)
 
         if self.sweep is None:
@@ -255,8 +259,9 @@ class Program(_Probes, _Predictions, _Processes):
     def fit_block(self, state: TrainState, width: int) -> TrainState:
         """``state`` with its carried eigen block cut or zero-padded to ``width`` rows (a zero
         row starts as a fresh random direction, or is an empty slot of the warm-start
-        history): checkpoints written with another width (0.1.0 carried k + 1 vectors; before
-        0.3 the block alone, no history) resume."""
+        history): checkpoints written with another width (0.1.0 carried k + 1 vectors; later
+        versions the block alone, no history: its vectors become the newest solve's)
+        resume."""
         if state.eig_block is None:
             return state
         axis = 0 if self.sweep is None else 1
@@ -423,13 +428,15 @@ class Program(_Probes, _Predictions, _Processes):
         row["stop_reason"] = jnp.where(stop_now, reason, 0).astype(jnp.int32)
         return new, row
 
-    def _track_period(self) -> int:
+    def _track_period(self) -> int | None:
         """Solves per phase of the EoS period-two oscillation: 2 when consecutive solves see
-        alternate phases (an odd cadence, or the pairs of steps t, t + 1 of the adaptive
-        step methods), 1 when every solve sees the same phase."""
+        alternate phases (an odd cadence, or the steps t, t + 1 of an even one for the
+        adaptive step methods), 1 when every solve sees the same phase, None when no fixed
+        lag does (the steps t, t + 1 of an odd cadence: phases 0 1 1 0 0 1 ...; each solve
+        then starts from the last one's vectors, not extrapolated)."""
         every = self.config.eig_every
         if every > 1 and self.method.adaptive_step:
-            return 2
+            return 2 if every % 2 == 0 else None
         return 2 if every % 2 else 1
 
     def _measure_at(self, step):
@@ -576,8 +583,9 @@ class Program(_Probes, _Predictions, _Processes):
             "sharpness": (
                 f"largest algebraic Hessian eigenvalue of the loss, top_eigenpairs, "
                 f"tol {c.eig_tol} ({c.eig_criterion}), block {self.track_block}, warm-started "
-                f"from the solves of the same oscillation phase, extrapolated (period "
-                f"{self.track_period})"
+                + (f"from the solves of the same oscillation phase, extrapolated (period "
+                   f"{self.track_period})" if self.track_extrapolate
+                   else "from the last solve's vectors")
                 if self.eig_on else "not tracked"
             ),
             "preconditioned_sharpness": (
