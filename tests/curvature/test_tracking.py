@@ -68,6 +68,13 @@ def test_bad_histories_are_refused_naming_the_argument():
         push_warm_start(h, jnp.zeros(4))
     with pytest.raises(ValueError, match="block must be an int"):
         tracking_history(jnp.zeros(4), 0)
+    with pytest.raises(TypeError, match="params has dtype int32"):
+        tracking_history(jnp.zeros(4, jnp.int32), 1)
+    with pytest.raises(TypeError, match="history must hold real floating-point"):
+        extrapolated_start(jnp.zeros((2, 4), jnp.complex64), 1)
+    with pytest.raises(ValueError, match="same number of rows in every leaf"):
+        push_warm_start({"a": jnp.zeros((4, 2)), "b": jnp.zeros((2, 2))},
+                        {"a": jnp.zeros((1, 2)), "b": jnp.zeros((1, 2))})
 
 
 def _crossing_trajectory(steps=40):
