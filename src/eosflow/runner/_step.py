@@ -102,7 +102,8 @@ class Program(_Probes, _Predictions, _Processes):
         # one fresh direction: random + the gradient, which at EoS leans on v1)
         self.block = min(c.eig_block or self.k, dim)
         # lambda_1 on the run's own trajectory tracks the top *cluster*: k + 1 vectors, the
-        # one below the top k held to "hides no eigenvalue above them" (one vector follows
+        # one below the top k held to "not mostly an eigenvector above them" (top_eigenpairs'
+        # block_size; one vector follows
         # its own eigenvalue through a crossing while the new top goes unseen: 7 of 200
         # estimates 0.3-2.5% low on the digits MLP's EoS window), each solve started from
         # the warm starts of the solves of the same oscillation phase, extrapolated
