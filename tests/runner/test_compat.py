@@ -1,6 +1,7 @@
 """Run directories written by eosflow 0.1.0 (flat ``config.json``) still load, plot, report and
 resume; a user problem's own ``loss_min`` is the one GD on √(L − L*) uses."""
 
+import json
 import shutil
 from pathlib import Path
 
@@ -52,6 +53,12 @@ def test_old_run_resumes_and_extends_bit_for_bit(old_run, tmp_path):
     lam, ref = load_run(old_run).metrics["lambda_1"], fresh.metrics["lambda_1"]
     np.testing.assert_array_equal(np.isfinite(lam), np.isfinite(ref))
     np.testing.assert_allclose(lam[np.isfinite(lam)], ref[np.isfinite(ref)], rtol=2e-3)
+    # the metadata keeps 0.1.0's sharpness line and records today's from the first resume on
+    meta = json.loads((old_run / "metadata.json").read_text())
+    fresh_meta = json.loads((tmp_path / "fresh" / "metadata.json").read_text())
+    assert meta["sharpness"] != fresh_meta["sharpness"]
+    assert [c["sharpness"] for c in meta["sharpness_changes"]] == [fresh_meta["sharpness"]]
+    assert meta["sharpness_changes"][0]["at_step"] == len(saved.metrics["step"])
 
 
 def _shifted_quadratic(loss_min):

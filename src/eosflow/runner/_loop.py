@@ -273,6 +273,13 @@ def _start(config: Config, out: Path, resuming: bool, writer: bool, notes: list[
         if "start_on_gamma" in info:
             status["start_on_gamma"] = info["start_on_gamma"]
         status.setdefault("resumed_at", []).append(reached)
+        now = engine.metadata()
+        last = (meta.get("sharpness_changes") or [meta])[-1].get("sharpness")
+        if writer and last != now["sharpness"]:  # resumed by another version of eosflow
+            meta.setdefault("sharpness_changes", []).append(
+                {"at_step": reached, "sharpness": now["sharpness"],
+                 "eosflow_version": now["eosflow_version"]})
+            rd.write_json(out / "metadata.json", meta)
         done = np.atleast_1d(np.asarray(state.done))
         if np.all(done):  # it had stopped (diverged or reached its goal): say so, keep it
             return _already_stopped(engine, out, state, status, writer, notes)
