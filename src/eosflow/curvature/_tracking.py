@@ -13,8 +13,9 @@ its floor of products at most steps.
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
-from .._tree import check_floating, leading_block
+from .._tree import check_floating, compute_dtype, leading_block
 from .._types import Array, PyTree
 
 
@@ -24,27 +25,22 @@ def _check_sizes(block: int, period: int) -> None:
             raise ValueError(f"{name} must be an int >= 1, got {value!r}.")
 
 
-def _check_real(history: PyTree) -> None:
-    bad = {str(jnp.result_type(x)) for x in jax.tree.leaves(history)
+def _rows(history: PyTree) -> int:
+    """The history's number of rows (its leaves' common leading axis), or a named error."""
+    leaves = jax.tree.leaves(history)
+    if not leaves or any(jnp.ndim(x) < 1 for x in leaves):
+        raise ValueError("history must be a PyTree like params with a leading axis of rows "
+                         "(from tracking_history).")
+    bad = {str(jnp.result_type(x)) for x in leaves
            if not jnp.issubdtype(jnp.result_type(x), jnp.floating)}
     if bad:
         raise TypeError(f"history must hold real floating-point vectors, got dtype "
                         f"{', '.join(sorted(bad))}; start from tracking_history(params, ...).")
-
-
-def _check(history: PyTree, block: int, period: int) -> None:
-    _check_sizes(block, period)
-    _check_real(history)
-    leaves = jax.tree.leaves(history)
-    if not leaves or any(jnp.ndim(x) < 1 for x in leaves):
-        raise ValueError("history must be a PyTree like params with a leading axis of rows.")
     rows = {jnp.shape(x)[0] for x in leaves}
-    need = 2 * period * block
-    if rows != {need}:
-        raise ValueError(
-            f"history must hold 2 * period * block = {need} rows (leading axis) in every leaf, "
-            f"got {sorted(rows)}; start from tracking_history(params, block, period=...)."
-        )
+    if len(rows) != 1:
+        raise ValueError(f"history must have the same number of rows in every leaf, got "
+                         f"{sorted(rows)}; start from tracking_history.")
+    return rows.pop()
 
 
 def tracking_history(params: PyTree, block: int, *, period: int = 1) -> PyTree:
@@ -88,16 +84,7 @@ def push_warm_start(history: PyTree, warm_start: PyTree) -> PyTree:
             not detected: pass the solves' own ``warm_start``).
         TypeError: a leaf of ``history`` is not real floating point.
     """
-    leaves = jax.tree.leaves(history)
-    if not leaves or any(jnp.ndim(x) < 1 for x in leaves):
-        raise ValueError("history must be a PyTree like params with a leading axis of rows "
-                         "(from tracking_history).")
-    _check_real(history)
-    rows = {jnp.shape(x)[0] for x in leaves}
-    if len(rows) != 1:
-        raise ValueError(f"history must have the same number of rows in every leaf, got "
-                         f"{sorted(rows)}; start from tracking_history.")
-    (rows,) = rows
+    rows = _rows(history)
     block = leading_block("warm_start", warm_start, jax.tree.map(lambda h: h[0], history))
     if block is None or rows % block:
         raise ValueError(f"warm_start must have a leading block axis whose length divides the "
@@ -162,7 +149,13 @@ def extrapolated_start(history: PyTree, block: int, *, period: int = 1,
         >>> [round(float(x), 2) for x in extrapolated_start(h, 1)[0]]
         [-0.8, -0.2, 0.0]
     """
-    _check(history, block, period)
+    _check_sizes(block, period)
+    need, rows = 2 * period * block, _rows(history)
+    if rows != need:
+        raise ValueError(
+            f"history must hold 2 * period * block = {need} rows (leading axis) in every leaf, "
+            f"got {rows}; start from tracking_history(params, block, period=...)."
+        )
     if isinstance(min_cos, bool) or not (isinstance(min_cos, int | float | np.floating)
                                          and 0 <= min_cos <= 1):  # a Python or NumPy number
         raise ValueError(f"min_cos must be a float in [0, 1], got {min_cos!r}.")
@@ -172,16 +165,10 @@ def extrapolated_start(history: PyTree, block: int, *, period: int = 1,
 
     newest, a, c = part(0), part(period - 1), part(2 * period - 1)
 
-    def sums(f, *trees):  # per row, over every leaf, in at least float32
-        out = 0.0
-        for leaves in zip(*map(jax.tree.leaves, trees), strict=True):
-            x = [jnp.reshape(v, (block, -1)).astype(jnp.promote_types(v.dtype, jnp.float32))
-                 for v in leaves]
-            out = out + jnp.sum(f(*x), axis=1)
-        return out
-
-    aa, cc = sums(lambda x: x * x, a), sums(lambda x: x * x, c)
-    ac = sums(lambda x, y: x * y, a, c)
+    # per-row inner products, half precision summed in float32
+    wide_a, wide_c = (jax.tree.map(lambda x: x.astype(compute_dtype(x.dtype)), t) for t in (a, c))
+    dot = jax.vmap(optax.tree.vdot)
+    aa, cc, ac = dot(wide_a, wide_a), dot(wide_c, wide_c), dot(wide_a, wide_c)
     have_a = aa > 0
     cos = ac / jnp.sqrt(jnp.where(have_a & (cc > 0), aa * cc, 1.0))
     extrapolate = have_a & (cc > 0) & (jnp.abs(cos) >= min_cos)
