@@ -7,6 +7,7 @@ import pytest
 
 from eosflow.curvature import (
     RESULTS,
+    batch_sharpness,
     hutchinson_trace,
     lanczos,
     power_iteration,
@@ -91,6 +92,40 @@ def test_zero_hessian_gives_zero_everywhere():
     grid = jnp.linspace(-1.0, 1.0, 401)
     mass = jnp.trapezoid(sd.density(grid), grid)
     np.testing.assert_allclose(mass, 1.0, rtol=1e-6)  # not 4e9
+
+
+def _scaled_least_squares(p, batch):  # one function object: compiled once for every scale
+    X, scale = batch
+    return 0.5 * scale * jnp.mean((X @ p - 1.0) ** 2)
+
+
+@pytest.mark.parametrize("scale", [1e-30, 1e-20, 1e20, 1e30])
+def test_float32_estimates_at_extreme_scales(scale, key):
+    """Float32 squares under- or overflow below 1e-19 or above 1e19: a residual computed from
+    them is 0 (converged on a wrong answer) or inf. The oracle is the unscaled spectrum."""
+    lam = np.concatenate([[5.0, 4.9], np.linspace(-1.0, 3.0, 198)])
+    A64, _ = known_spectrum(key, lam)
+    op, x = MatVec(jnp.asarray(A64 * scale, jnp.float32)), jnp.zeros(200, jnp.float32)
+    res = top_eigenpairs(op, x, 2)
+    assert bool(res.converged), res.result
+    np.testing.assert_allclose(np.asarray(res.eigenvalues) / scale, [5.0, 4.9], rtol=1e-3)
+    assert np.all(np.asarray(res.residuals) <= 1e-3 * np.asarray(res.eigenvalues))
+    lz = lanczos(op, jnp.ones(200, jnp.float32), 60)
+    np.testing.assert_allclose(float(lz.ritz_values[0]) / scale, 5.0, rtol=1e-3)
+    pw = power_iteration(op, x, rtol=1e-6, max_iters=3000)
+    assert bool(pw.converged)
+    np.testing.assert_allclose(float(pw.eigenvalue) / scale, 5.0, rtol=2e-2)  # 4.9 nearly ties
+    sd = spectral_density(op, x, num_iters=20, num_probes=4)
+    np.testing.assert_allclose(float(sd.moment(1)) / scale * 200, lam.sum(), rtol=0.2)
+    # batch sharpness: the mean Rayleigh quotient of each batch's gradient, against numpy's
+    X = jax.random.normal(key, (4, 16, 30), jnp.float32)
+    p0 = jnp.linspace(-1.0, 1.0, 30, dtype=jnp.float32)
+    bs = batch_sharpness(_scaled_least_squares, p0, (X, jnp.full(4, scale, jnp.float32)))
+    Xn = np.asarray(X, np.float64)
+    g = np.einsum("bij,bi->bj", Xn, Xn @ np.asarray(p0, np.float64) - 1.0) / 16
+    H = np.einsum("bij,bik->bjk", Xn, Xn) / 16
+    want = np.mean(np.einsum("bj,bjk,bk->b", g, H, g) / np.einsum("bj,bj->b", g, g))
+    np.testing.assert_allclose(float(bs.sharpness) / scale, want, rtol=1e-4)
 
 
 # --- 3. smoothing width with a floor -----------------------------------------------------------

@@ -11,6 +11,7 @@ import optax
 from .._tree import check_floating, describe, leading_block
 from .._types import Array, Bool, Float, Int, PRNGKeyArray, PyTree
 from ._eigen import top_eigenpairs
+from ._lanczos import pow2_peak
 from ._operator import _check_scalar_loss
 
 
@@ -154,14 +155,20 @@ def batch_sharpness(
 @eqx.filter_jit
 def _batch_sharpness(loss_fn, params, batches, n: int, num_parallel: int):
     def one(batch):
+        # the quotient of u = g / s (s: a power of two, so exact): its squares neither
+        # under- nor overflow where g's would (float32 gradients below 1e-19 or above 1e19)
         g, hvp = jax.linearize(jax.grad(lambda p: loss_fn(p, batch)), params)
-        gg = optax.tree.vdot(g, g)
-        return optax.tree.vdot(g, hvp(g)), gg
+        s = jnp.max(jnp.stack([pow2_peak(x) for x in jax.tree.leaves(g)]))
+        u = jax.tree.map(lambda x: x / jnp.where(s > 0, s, 1).astype(x.dtype), g)
+        return optax.tree.vdot(u, hvp(u)), optax.tree.vdot(u, u), s
 
     dtype = check_floating("params", params)
-    ghg, gg = jax.lax.map(one, batches, batch_size=num_parallel if num_parallel > 1 else None)
-    ghg, gg = ghg.astype(dtype), gg.astype(dtype)
-    values = ghg / gg
+    uhu, uu, s = jax.lax.map(one, batches, batch_size=num_parallel if num_parallel > 1 else None)
+    uhu, uu, s = uhu.astype(dtype), uu.astype(dtype), s.astype(dtype)
+    values = uhu / uu
+    w = (s / jnp.where(jnp.max(s) > 0, jnp.max(s), 1)) ** 2  # the batches' relative g^2 scale
+    ratio_of_means = jnp.sum(w * uhu) / jnp.sum(w * uu)
+    gg = uu * s**2
     mean = jnp.mean(values)
     std = jnp.std(values, ddof=1) if n > 1 else jnp.full((), jnp.nan, dtype)
     count = jnp.asarray(n, jnp.int32)
@@ -171,7 +178,7 @@ def _batch_sharpness(loss_fn, params, batches, n: int, num_parallel: int):
         std=std,
         values=values,
         grad_sq_norms=gg,
-        ratio_of_means=jnp.sum(ghg) / jnp.sum(gg),
+        ratio_of_means=ratio_of_means,
         num_batches=count,
         num_matvecs=count,
         num_grads=count,

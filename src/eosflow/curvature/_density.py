@@ -148,7 +148,7 @@ def _slq(fn, params, batches, key, num_iters, num_probes, throw):
         state = kr.init_state(z[None], num_iters, z)
         state = jax.lax.fori_loop(0, num_iters, lambda _, s: kr.extend(s, op.matvec, 1), state)
         theta, Y, _ = kr.ritz(state, 1)
-        return theta, Y[0] ** 2, state.nonfinite
+        return theta * state.scale, Y[0] ** 2, state.nonfinite
 
     nodes, weights, bad = jax.lax.map(probe, jax.random.split(key, num_probes))
     bad = jnp.any(bad)

@@ -371,11 +371,12 @@ def _solve(fn, params, batches, carried: Array, key: PRNGKeyArray, hint: Array |
         RESULTS.nonfinite,
         RESULTS.where(done, RESULTS.successful, RESULTS.max_matvecs_reached),
     )
+    theta, res, bounds = (x[:k] * state.scale for x in (theta, res, bounds))  # kr.ritz's units
     return EigenResult(
-        eigenvalues=finish("top_eigenpairs", result, nan_where(bad, theta[:k]), throw),
+        eigenvalues=finish("top_eigenpairs", result, nan_where(bad, theta), throw),
         eigenvectors=jax.tree.map(lambda x: x[:k], vecs),
-        residuals=res[:k],
-        error_bounds=bounds[:k],
+        residuals=res,
+        error_bounds=bounds,
         num_matvecs=state.num_matvecs,
         converged=done & ~bad,
         result=result,

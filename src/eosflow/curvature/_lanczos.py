@@ -13,9 +13,14 @@ $\|A V_j^\top y - \theta V_j^\top y\| = \|C_{:j,\,j:j+b}^\top y\|$: free. A thic
 top Ritz vectors and the ``b`` pending vectors; the relation keeps its form (Krylov–Schur,
 Stewart 2001). Breakdowns (an invariant subspace) continue from a new direction: a cyclic
 shift of one random vector drawn at the start (``spare``, :func:`random_vector`),
-orthogonalised against the basis. Drawing random numbers inside the loop instead would put a
-generator in every compiled solve several times over (threefry's: ~0.3 s of XLA compile time
-each on CPU).
+orthogonalised against the basis. Drawing random numbers inside the loop instead would put
+a generator in every compiled solve several times over (threefry's: ~0.3 s of XLA compile
+time each on CPU).
+
+Products are stored divided by ``scale``, a power of two at least the largest entry of any
+product so far: exact, and it keeps every norm clear of underflow and overflow at any scale
+of ``A`` (a float32 Hessian of norm 1e-20 has squared entries below float32's smallest
+number, and a residual computed from them is 0). ``C`` and :func:`ritz` are in its units.
 
 Every routine here is jittable and vmappable; sizes are static.
 """
@@ -42,6 +47,7 @@ class KrylovState(NamedTuple):
     num_matvecs: Array
     nonfinite: Array  # a product returned inf or nan
     spare: Array  # (n,): random entries; its cyclic shifts replace a broken-down direction
+    scale: Array  # a power of two: C (and so every Ritz value and residual) is in its units
 
 
 def _append(V: Array, w: Array, row: Array | int, spare: Array,
@@ -111,6 +117,14 @@ def _fmix32(x: Array) -> Array:
     return x ^ (x >> 16)
 
 
+def pow2_peak(x: Array) -> Array:
+    """The least power of two above the largest finite ``|x|`` (0 when there is none): divide
+    by it before taking norms, whose squares under- or overflow at ordinary scales in float32
+    (entries below 1e-19 or above 1e19), without rounding anything."""
+    peak = jnp.max(jnp.where(jnp.isfinite(x), jnp.abs(x), 0))
+    return jnp.where(peak > 0, jnp.ldexp(jnp.ones_like(peak), jnp.frexp(peak)[1]), 0)
+
+
 def _breakdown_tol(dtype) -> float:
     return float(jnp.finfo(dtype).eps) ** 0.75
 
@@ -128,22 +142,30 @@ def init_state(V0: Array, m: int, spare: Array) -> KrylovState:
     )
     C = jnp.zeros((m, m + b), dtype)
     zero = jnp.zeros((), jnp.int32)
-    return KrylovState(V, C, zero, zero, jnp.zeros((), bool), spare)
+    tiny = jnp.asarray(jnp.finfo(dtype).tiny, dtype)  # a power of two: the first product sets it
+    return KrylovState(V, C, zero, zero, jnp.zeros((), bool), spare, tiny)
 
 
 def extend(state: KrylovState, matvec: Callable[[Array], Array], b: int) -> KrylovState:
-    """Multiply basis vector ``q_j`` by ``A`` and append the remainder as ``q_{j+b}``."""
+    """Multiply basis vector ``q_j`` by ``A`` and append the remainder as ``q_{j+b}``.
+
+    The product is divided by ``scale``, first raised to the power of two above its largest
+    finite entry if that is larger (``C`` rescaled with it: exact, a ratio of powers of two).
+    """
     V, C, j = state.V, state.C, state.j
+    w = matvec(V[j])
+    scale = jnp.maximum(state.scale, pow2_peak(w))
     # shifts 1..b served the start block; each product gets its own after them
-    V, h, beta, bad = _append(V, matvec(V[j]), j + b, state.spare, state.num_matvecs + b + 1)
-    C = C.at[j].set(h.at[j + b].set(beta))
+    V, h, beta, bad = _append(V, w / scale, j + b, state.spare, state.num_matvecs + b + 1)
+    C = (C * (state.scale / scale)).at[j].set(h.at[j + b].set(beta))
     return KrylovState(
-        V, C, j + 1, state.num_matvecs + 1, state.nonfinite | bad, state.spare
+        V, C, j + 1, state.num_matvecs + 1, state.nonfinite | bad, state.spare, scale
     )
 
 
 def ritz(state: KrylovState, b: int) -> tuple[Array, Array, Array]:
-    """Ritz values (descending), coefficient vectors and residual norms of the active basis.
+    """Ritz values (descending), coefficient vectors and residual norms of the active basis,
+    in units of ``state.scale`` (multiply the values and norms by it).
 
     Only the first ``j`` entries are meaningful; the rest are padding that sorts last.
     """
@@ -261,8 +283,9 @@ def lanczos(
     state = init_state(flat0[None], num_iters, random_vector(key, n, op.dtype))
     state = jax.lax.fori_loop(0, num_iters, lambda _, s: extend(s, op.matvec, 1), state)
     theta, Y, res = ritz(state, 1)
+    theta, res = theta * state.scale, res * state.scale
     vectors = jax.vmap(op.unravel)(Y.T @ state.V[:num_iters])
-    S = state.C[:, :num_iters]
+    S = state.C[:, :num_iters] * state.scale
     result = RESULTS.where(state.nonfinite, RESULTS.nonfinite, RESULTS.successful)
     theta = finish("lanczos", result, nan_where(state.nonfinite, theta), throw)
     return LanczosResult(theta, vectors, res, state.num_matvecs, 0.5 * (S + S.T), result)

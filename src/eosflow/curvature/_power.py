@@ -8,6 +8,7 @@ import jax.numpy as jnp
 
 from .._tree import nonfinite, ravel
 from .._types import Array, Bool, Float, Int, PRNGKeyArray, PyTree
+from ._lanczos import pow2_peak
 from ._operator import operator_from
 from ._results import RESULTS, finish, nan_where
 
@@ -92,15 +93,19 @@ def _power(fn, params, batches, x0, rtol, max_iters, throw):
         w = op.matvec(v)
         bad = bad | nonfinite(w)
         new = jnp.vdot(v, w)
+        peak = pow2_peak(w)  # exact rescaling: the norm's squares neither under- nor overflow
+        w = w / jnp.where(peak > 0, peak, 1)
         norm = jnp.linalg.norm(w)
         nv = jnp.where(norm > 0, w / jnp.where(norm > 0, norm, 1), v)
-        done = jnp.abs(new - lam) <= rtol * norm
+        done = jnp.abs(new - lam) <= rtol * norm * peak
         return nv, new, done, n + 1, bad
 
     def cond(carry):
         _, _, done, n, bad = carry
         return ~done & (n < max_iters) & ~bad
 
+    peak0 = pow2_peak(x0)
+    x0 = x0 / jnp.where(peak0 > 0, peak0, 1)
     norm0 = jnp.linalg.norm(x0)
     v = x0 / jnp.where(norm0 > 0, norm0, 1)
     zero = jnp.zeros((), bool)
