@@ -3,6 +3,8 @@
 Anything else raised inside eosflow is a bug (or JAX's) and keeps its traceback.
 """
 
+import numpy as np
+
 
 class EosflowError(ValueError):
     """A bad input from the user (a value, a file, a folder); the message is one line that
@@ -15,3 +17,15 @@ class ConfigError(EosflowError):
 
 class RunDirError(EosflowError):
     """A run directory that cannot be used as asked; the message names the file or folder."""
+
+
+def check_int(name: str, value, minimum: int = 1) -> int:
+    """``value`` as an ``int`` if it is an integer (a Python or NumPy int, not a bool) of at
+    least ``minimum``; otherwise a one-line ``ValueError`` naming the argument ``name``.
+
+    Raises:
+        ValueError: ``{name} must be an int >= {minimum}, got {value!r}.``
+    """
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}.")
+    return int(value)

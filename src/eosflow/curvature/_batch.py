@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from .._errors import check_int
 from .._tree import check_floating, describe, leading_block
 from .._types import Array, Bool, Float, Int, PRNGKeyArray, PyTree
 from ._eigen import top_eigenpairs
@@ -76,11 +77,6 @@ def _validate(loss_fn: Callable, params: PyTree, batches: PyTree) -> int:
     return n
 
 
-def _check_parallel(num_parallel: int) -> None:
-    if not isinstance(num_parallel, int) or isinstance(num_parallel, bool) or num_parallel < 1:
-        raise ValueError(f"num_parallel must be an int >= 1, got {num_parallel!r}.")
-
-
 def batch_sharpness(
     loss_fn: Callable[[PyTree, PyTree], Array],
     params: PyTree,
@@ -147,7 +143,7 @@ def batch_sharpness(
         >>> float(res.sharpness), float(res.stderr), int(res.num_matvecs)
         (4.0, 0.0, 2)
     """
-    _check_parallel(num_parallel)
+    num_parallel = check_int("num_parallel", num_parallel)
     n = _validate(loss_fn, params, batches)
     return _batch_sharpness(loss_fn, params, batches, n, num_parallel)
 

@@ -6,6 +6,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
+from .._errors import check_int
 from .._types import Array, Float, Int, PRNGKeyArray, PyTree
 from . import _lanczos as kr
 from ._operator import operator_from
@@ -126,10 +127,8 @@ def spectral_density(
         >>> round(float(sd.moment(1)) * 30, 2)  # Rademacher probes: z^T A z / n = tr A / n
         465.0
     """
-    if not isinstance(num_iters, int) or isinstance(num_iters, bool) or num_iters < 1:
-        raise ValueError(f"num_iters must be a positive int, got {num_iters!r}.")
-    if not isinstance(num_probes, int) or isinstance(num_probes, bool) or num_probes < 1:
-        raise ValueError(f"num_probes must be a positive int, got {num_probes!r}.")
+    num_iters = check_int("num_iters", num_iters)
+    num_probes = check_int("num_probes", num_probes)
     op = operator_from(loss_fn, params, batches=batches)
     if num_iters + 1 > op.size:
         raise ValueError(f"num_iters must be below the dimension {op.size}, got {num_iters}.")

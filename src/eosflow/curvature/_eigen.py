@@ -7,6 +7,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
+from .._errors import check_int
 from .._tree import leading_block, nonfinite, ravel
 from .._types import Array, Bool, Float, Int, PRNGKeyArray, PyTree
 from . import _lanczos as kr
@@ -174,7 +175,8 @@ def top_eigenpairs(
     """
     batches = _one_batch(batch, batches)
     op = operator_from(loss_fn, params, batches=batches)
-    _validate(k, tol, op, block_size, krylov_dim, max_matvecs, min_matvecs)
+    k, block_size, krylov_dim, max_matvecs, min_matvecs = _validate(
+        k, tol, op, block_size, krylov_dim, max_matvecs, min_matvecs)
     if criterion not in ("residual", "gap"):
         raise ValueError(f"criterion must be 'residual' or 'gap', got {criterion!r}.")
     V0 = None if v0 is None else _flat_block(v0, op.example)
@@ -193,27 +195,27 @@ def top_eigenpairs(
 
 
 def _validate(k, tol, op: FlatOperator, block_size, krylov_dim, max_matvecs, min_matvecs):
-    def _int(name, value, lo):
-        if value is None:
-            return
-        if not isinstance(value, int) or isinstance(value, bool) or value < lo:
-            raise ValueError(f"{name} must be an int >= {lo}, got {value!r}.")
+    """One error line naming a bad argument; the sizes as ints (``None`` kept)."""
 
-    _int("k", k, 1)
+    def _int(name, value, lo):
+        return None if value is None else check_int(name, value, lo)
+
+    k = check_int("k", k)
     if k > op.size:
         raise ValueError(f"k = {k} exceeds the dimension {op.size} of params; use k <= {op.size}.")
     if not (isinstance(tol, int | float) and 0 < tol < 1):
         raise ValueError(f"tol must be a float in (0, 1), got {tol!r}.")
-    _int("block_size", block_size, 1)
-    _int("krylov_dim", krylov_dim, 2)
-    _int("max_matvecs", max_matvecs, 1)
-    _int("min_matvecs", min_matvecs, 1)
+    block_size = _int("block_size", block_size, 1)
+    krylov_dim = _int("krylov_dim", krylov_dim, 2)
+    max_matvecs = _int("max_matvecs", max_matvecs, 1)
+    min_matvecs = _int("min_matvecs", min_matvecs, 1)
     if block_size is not None and block_size < k:
         raise ValueError(f"block_size = {block_size} must be >= k = {k}.")
     if krylov_dim is not None and krylov_dim <= k + (block_size or k):
         raise ValueError(
             f"krylov_dim = {krylov_dim} must exceed k + block_size = {k + (block_size or k)}."
         )
+    return k, block_size, krylov_dim, max_matvecs, min_matvecs
 
 
 def _carried_block(V0: Array | None, b: int, op: FlatOperator) -> Array:

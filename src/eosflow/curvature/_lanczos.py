@@ -32,6 +32,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
+from .._errors import check_int
 from .._tree import nonfinite, ravel
 from .._types import Array, Float, Int, PRNGKeyArray, PyTree
 from ._operator import flat_operator
@@ -269,8 +270,7 @@ def lanczos(
         >>> [round(float(x), 4) for x in res.ritz_values]
         [4.0, 2.0, -3.0]
     """
-    if not isinstance(num_iters, int) or isinstance(num_iters, bool) or num_iters < 1:
-        raise ValueError(f"num_iters must be a positive int, got {num_iters!r}.")
+    num_iters = check_int("num_iters", num_iters)
     op = flat_operator(matvec, v0)
     n = op.size
     if num_iters + 1 > n:

@@ -6,6 +6,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
+from .._errors import check_int
 from .._tree import nonfinite, ravel
 from .._types import Array, Bool, Float, Int, PRNGKeyArray, PyTree
 from ._lanczos import pow2_peak
@@ -73,8 +74,7 @@ def power_iteration(
     """
     if not (isinstance(rtol, int | float) and 0 < rtol < 1):
         raise ValueError(f"rtol must be a float in (0, 1), got {rtol!r}.")
-    if not isinstance(max_iters, int) or isinstance(max_iters, bool) or max_iters < 1:
-        raise ValueError(f"max_iters must be a positive int, got {max_iters!r}.")
+    max_iters = check_int("max_iters", max_iters)
     op = operator_from(loss_fn, params, batches=batches)
     key = jax.random.key(0) if key is None else key
     if v0 is None:

@@ -6,6 +6,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
+from .._errors import check_int
 from .._tree import nonfinite
 from .._types import Array, Float, Int, PRNGKeyArray, PyTree
 from ._operator import operator_from
@@ -62,8 +63,7 @@ def hutchinson_trace(
         >>> float(hutchinson_trace(lambda v: A @ v, jnp.zeros(4), num_samples=3).trace)
         10.0
     """
-    if not isinstance(num_samples, int) or isinstance(num_samples, bool) or num_samples < 2:
-        raise ValueError(f"num_samples must be an int >= 2, got {num_samples!r}.")
+    num_samples = check_int("num_samples", num_samples, 2)
     key = jax.random.key(0) if key is None else key
     operator_from(loss_fn, params, batches=batches)  # validate before tracing
     return _hutchinson(loss_fn, params, batches, key, num_samples, throw)

@@ -15,14 +15,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from .._errors import check_int
 from .._tree import check_floating, compute_dtype, leading_block
 from .._types import Array, PyTree
-
-
-def _check_sizes(block: int, period: int) -> None:
-    for name, value in (("block", block), ("period", period)):
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ValueError(f"{name} must be an int >= 1, got {value!r}.")
 
 
 def _rows(history: PyTree) -> int:
@@ -60,7 +55,8 @@ def tracking_history(params: PyTree, block: int, *, period: int = 1) -> PyTree:
         ValueError: ``block`` or ``period`` is not a positive int.
         TypeError: a leaf of ``params`` is not real floating point (named by its path).
     """
-    _check_sizes(block, period)
+    block = check_int("block", block)
+    period = check_int("period", period)
     check_floating("params", params)
     rows = 2 * period * block
     return jax.tree.map(lambda x: jnp.zeros((rows, *jnp.shape(x)), jnp.result_type(x)), params)
@@ -149,7 +145,8 @@ def extrapolated_start(history: PyTree, block: int, *, period: int = 1,
         >>> [round(float(x), 2) for x in extrapolated_start(h, 1)[0]]
         [-0.8, -0.2, 0.0]
     """
-    _check_sizes(block, period)
+    block = check_int("block", block)
+    period = check_int("period", period)
     need, rows = 2 * period * block, _rows(history)
     if rows != need:
         raise ValueError(

@@ -66,6 +66,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from .._errors import check_int
 from .._tree import check_floating, leading_block, ravel
 from .._types import Array, Bool, Float, Int, PyTree
 from ..curvature import preconditioned_sharpness, sum_over_batches, top_eigenpairs
@@ -147,12 +148,9 @@ class CentralFlow(eqx.Module):
     state: CentralState
 
 
-def _count(name, value):
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be an int >= 1, got {value!r}.")
-
-
 def _check(optimizer, lr, substeps, k, decay=0.9, eps=1e-8, bias_correction=False):
+    """Validate the central flow's options (one error line naming the argument); return
+    ``substeps`` and ``k`` as ints."""
     if optimizer not in CENTRAL_FLOW_OPTIMIZERS:
         raise ValueError(
             f"optimizer must be one of {list(CENTRAL_FLOW_OPTIMIZERS)} for the central flow, "
@@ -160,8 +158,8 @@ def _check(optimizer, lr, substeps, k, decay=0.9, eps=1e-8, bias_correction=Fals
         )
     if isinstance(lr, bool) or not isinstance(lr, int | float) or not lr > 0:
         raise ValueError(f"lr must be a positive number, got {lr!r}.")
-    _count("substeps", substeps)
-    _count("k", k)
+    substeps = check_int("substeps", substeps)
+    k = check_int("k", k)
     if optimizer == "rmsprop":
         if isinstance(decay, bool) or not isinstance(decay, int | float) or not 0 < decay < 1:
             raise ValueError(f"decay must be a number in (0, 1), got {decay!r}.")
@@ -169,6 +167,7 @@ def _check(optimizer, lr, substeps, k, decay=0.9, eps=1e-8, bias_correction=Fals
             raise ValueError(f"eps must be a number >= 0, got {eps!r}.")
         if not isinstance(bias_correction, bool):
             raise ValueError(f"bias_correction must be True or False, got {bias_correction!r}.")
+    return substeps, k
 
 
 def _full_loss(loss_fn: Callable, batches: PyTree | None) -> Callable:
@@ -269,7 +268,7 @@ def central_flow_init(loss_fn: Callable, params: PyTree, *, k: int = 1, v0: PyTr
     optimizer, ``decay``, ``eps``, ``bias_correction`` or ``nu0`` (negative entries, zeros with
     ``eps = 0``).
     """
-    _check(optimizer, 1.0, 1, k, decay, eps, bias_correction)
+    _, k = _check(optimizer, 1.0, 1, k, decay, eps, bias_correction)
     check_floating("params", params)
     if v0 is not None:
         leading_block("v0", v0, params)
@@ -491,9 +490,8 @@ def central_flow(
         >>> round(float(flow.state.params[0]), 6), round(float(flow.metrics.sigma2[-1]), 6)
         (19.0, 1.0)
     """
-    _check(optimizer, lr, substeps, k, decay, eps, bias_correction)
-    for name, value in (("num_steps", num_steps), ("save_every", save_every)):
-        _count(name, value)
+    substeps, k = _check(optimizer, lr, substeps, k, decay, eps, bias_correction)
+    num_steps, save_every = check_int("num_steps", num_steps), check_int("save_every", save_every)
     if num_steps % save_every:
         raise ValueError(
             f"num_steps = {num_steps} must be a multiple of save_every = {save_every}."

@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from .._errors import check_int
 from .._tree import check_floating
 from .._types import Array, PyTree
 from ..optim import METHODS
@@ -209,8 +210,7 @@ def limiting_flow(
     _method(method)
     if not (isinstance(t_end, int | float) and t_end > 0):
         raise ValueError(f"t_end must be positive, got {t_end!r}.")
-    if not isinstance(num_points, int) or num_points < 2:
-        raise ValueError(f"num_points must be an int >= 2, got {num_points!r}.")
+    num_points = check_int("num_points", num_points, 2)
     dtype = check_floating("x0", x0)
     project_kwargs = dict(project_kwargs or {})
     X0, reason = _start(loss_fn, x0, gap_rtol, project_kwargs, residual_fn)
@@ -347,8 +347,7 @@ def reprojection_flow(
     c, use_log = _method(method)
     if not step_size > 0:
         raise ValueError(f"step_size must be positive, got {step_size!r}.")
-    if not isinstance(num_steps, int) or num_steps < 1:
-        raise ValueError(f"num_steps must be a positive int, got {num_steps!r}.")
+    num_steps = check_int("num_steps", num_steps)
     if isinstance(max_halvings, bool) or not isinstance(max_halvings, int) or not (
             0 <= max_halvings <= 20):
         raise ValueError(f"max_halvings must be an int in 0..20, got {max_halvings!r}.")

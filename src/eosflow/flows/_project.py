@@ -31,6 +31,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from .._errors import check_int
 from .._tree import check_floating
 from .._types import Array, Float, Int, PyTree
 
@@ -193,9 +194,8 @@ def project_solve(
         raise ValueError(f"gtol must be positive, got {gtol!r}.")
     if not t_max > 0:
         raise ValueError(f"t_max must be positive, got {t_max!r}.")
-    for name, value in (("gn_steps", gn_steps), ("cg_steps", cg_steps)):
-        if not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive int, got {value!r}.")
+    gn_steps = check_int("gn_steps", gn_steps)
+    cg_steps = check_int("cg_steps", cg_steps)
     if max_steps is None:
         max_steps = 300 if (method == "auto" and residual_fn is not None) else 100_000
     if residual_fn is not None and not _is_traced(x):
@@ -410,8 +410,7 @@ def gradient_flow(
     """
     if not t_end > 0:
         raise ValueError(f"t_end must be positive, got {t_end!r}.")
-    if not isinstance(num_points, int) or num_points < 2:
-        raise ValueError(f"num_points must be an int >= 2, got {num_points!r}.")
+    num_points = check_int("num_points", num_points, 2)
     dtype = check_floating("x0", x0)
     d_rtol, d_atol, _ = _default_tols(dtype)
     size = sum(int(jnp.size(leaf)) for leaf in jax.tree.leaves(x0))

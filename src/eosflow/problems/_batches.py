@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .._errors import check_int
 from .._types import Array, ArrayLike, Int, PRNGKeyArray
 
 _INT32_MAX = 2**31 - 1
@@ -35,9 +36,8 @@ def _as_key(key: PRNGKeyArray | int, name: str = "key") -> PRNGKeyArray:
 
 
 def _check_sizes(num_examples: int, batch_size: int, replace: bool) -> None:
-    for name, v in (("num_examples", num_examples), ("batch_size", batch_size)):
-        if not isinstance(v, int | np.integer) or isinstance(v, bool) or v < 1:
-            raise ValueError(f"{name} must be an int >= 1, got {v!r}.")
+    check_int("num_examples", num_examples)
+    check_int("batch_size", batch_size)
     if not replace and batch_size > num_examples:
         raise ValueError(
             f"batch_size = {batch_size} exceeds num_examples = {num_examples}; sampling "
@@ -159,10 +159,7 @@ def random_batch_indices(
         ``int32`` indices, shape ``(num_batches, batch_size)``.
     """
     _check_sizes(num_examples, batch_size, False)
-    if not isinstance(num_batches, int | np.integer) or isinstance(num_batches, bool) or (
-        num_batches < 1
-    ):
-        raise ValueError(f"num_batches must be an int >= 1, got {num_batches!r}.")
+    check_int("num_batches", num_batches)
     return _random_batch_indices(_as_key(key), int(num_examples), int(batch_size),
                                  int(num_batches))
 

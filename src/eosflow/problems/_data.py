@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .._errors import check_int
+
 
 @dataclass(frozen=True)
 class Dataset:
@@ -129,12 +131,6 @@ def load_digits(
     return Dataset(x.astype(np.float32), one_hot(labels, 10), labels, idx, "digits", info)
 
 
-def _check_count(name: str, value, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}.")
-    return int(value)
-
-
 def teacher_student(
     n: int = 1000,
     d: int = 20,
@@ -156,8 +152,8 @@ def teacher_student(
     >>> data.x.shape, data.y.shape, data.labels.shape, data.indices.tolist()
     ((5, 3), (5, 2), (0,), [0, 1, 2, 3, 4])
     """
-    n, d, k = _check_count("n", n), _check_count("d", d), _check_count("k", k)
-    widths = tuple(_check_count("teacher_widths", w) for w in teacher_widths)
+    n, d, k = check_int("n", n), check_int("d", d), check_int("k", k)
+    widths = tuple(check_int("teacher_widths", w) for w in teacher_widths)
     if not noise >= 0:
         raise ValueError(f"noise must be >= 0, got {noise!r}.")
     rng = np.random.default_rng(seed)
@@ -220,8 +216,8 @@ def gaussian_clusters(
     >>> data.x.shape, data.y.shape, sorted(data.labels.tolist())
     ((7, 2), (7, 3), [0, 0, 0, 1, 1, 2, 2])
     """
-    n, d = _check_count("n", n), _check_count("d", d)
-    num_classes = _check_count("num_classes", num_classes, 2)
+    n, d = check_int("n", n), check_int("d", d)
+    num_classes = check_int("num_classes", num_classes, 2)
     if not separation > 0:
         raise ValueError(f"separation must be positive, got {separation!r}.")
     rng = np.random.default_rng(seed)

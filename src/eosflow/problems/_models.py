@@ -34,6 +34,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
+from .._errors import check_int
 from .._types import Array, PRNGKeyArray, PyTree
 
 ACTIVATIONS: dict[str, Callable[[Array], Array]] = {
@@ -89,12 +90,6 @@ def _check_pool(pool: str) -> str:
     if pool not in POOLINGS:
         raise ValueError(f"pool must be one of {POOLINGS}, got {pool!r}.")
     return pool
-
-
-def _positive_int(name: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}.")
-    return value
 
 
 # --------------------------------------------------------------------------- initialisation
@@ -238,12 +233,12 @@ class CNN(eqx.Module):
         key: PRNGKeyArray,
         dtype=jnp.float32,
     ):
-        widths = (width, width) if isinstance(width, int) else tuple(width)
+        widths = tuple(width) if isinstance(width, Sequence) else (width, width)
         for w in widths:
-            _positive_int("width", w)
+            check_int("width", w)
         if not widths:
             raise ValueError("width must be an int or a non-empty sequence of ints, got ().")
-        size = _positive_int("image_size", image_size)
+        size = check_int("image_size", image_size)
         chans = [in_channels, *widths]
         convs = [_conv(a, b, dtype) for a, b in itertools.pairwise(chans)]
         for _ in widths:
@@ -318,11 +313,11 @@ class VGG11(eqx.Module):
         key: PRNGKeyArray,
         dtype=jnp.float32,
     ):
-        _positive_int("width", width)
+        check_int("width", width)
         for w in classifier_widths:
-            _positive_int("classifier_widths", w)
+            check_int("classifier_widths", w)
         num_pools = VGG11_LAYERS.count("M")
-        size = _positive_int("image_size", image_size) // 2**num_pools
+        size = check_int("image_size", image_size) // 2**num_pools
         if size < 1:
             raise ValueError(
                 f"image_size = {image_size} is too small for VGG-11's {num_pools} 2x2 "
@@ -434,8 +429,8 @@ class ResNet(eqx.Module):
         if not widths:
             raise ValueError("widths must be a non-empty sequence of ints, got ().")
         for w in widths:
-            _positive_int("widths", w)
-        _positive_int("blocks_per_stage", blocks_per_stage)
+            check_int("widths", w)
+        blocks_per_stage = check_int("blocks_per_stage", blocks_per_stage)
         layers, strides, chans = [_conv(in_channels, widths[0], dtype)], [], widths[0]
         if any(b < a for a, b in itertools.pairwise(widths)):
             raise ValueError(f"widths must not decrease, got {list(widths)}.")
