@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from eosflow import load_run, run_experiment
-from eosflow.optim._gd import BELOW_LOSS_MIN
+from eosflow.optim import BELOW_LOSS_MIN
 from eosflow.problems import build_problem
 from eosflow.runner import CHECKPOINT, Config, ConfigError, Program, RunDirError, load_checkpoint
 

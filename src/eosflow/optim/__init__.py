@@ -8,6 +8,7 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     "nesterov": "._aliases",
     "rmsprop": "._aliases",
     "RMSPROP_EPS": "._aliases",
+    "BELOW_LOSS_MIN": "._gd",
     "KickState": "._gd",
     "gd": "._gd",
     "normalized_gd": "._gd",

@@ -261,6 +261,7 @@ def sqrt_loss_gd(
     return optax.GradientTransformationExtraArgs(_init_kick(seed), update)
 
 
+# the error (and the runner's stop message) when the loss falls below loss_min
 BELOW_LOSS_MIN = ("sqrt_loss_gd: the loss is below loss_min; pass the true minimum value L* "
                   "(a lower bound of the loss) as loss_min.")
 

@@ -30,7 +30,7 @@ import jax
 import numpy as np
 
 from .._errors import RunDirError
-from ..optim._gd import BELOW_LOSS_MIN
+from ..optim import BELOW_LOSS_MIN
 from ..problems import Problem, build_problem
 from . import _store as rd
 from ._config import Config, ConfigError
