@@ -1,5 +1,6 @@
 """Every integer size or count eosflow takes is checked the same way: an int (not a bool)
-above its minimum, or one ValueError line naming the argument (``eosflow._errors.check_int``)."""
+above its minimum, or one error line naming the argument: a TypeError for a bad kind, a
+ValueError for a bad value (``eosflow._errors.check_int``)."""
 
 import jax.numpy as jnp
 import numpy as np
@@ -26,6 +27,7 @@ CALLS = {
     "batch_size": lambda v: problems.batch_indices(0, 0, 10, v),
     "n": lambda v: problems.teacher_student(n=v),
     "width": lambda v: problems.CNN(1, 10, width=v, image_size=8, key=None),
+    "widths": lambda v: problems.ResNet(1, 10, widths=(4, v), key=None),
 }
 MINIMUM = {"num_samples": 2, "num_points": 2}
 
@@ -35,7 +37,8 @@ MINIMUM = {"num_samples": 2, "num_points": 2}
 def test_a_bad_count_is_one_error_naming_it(name, bad):
     low = MINIMUM.get(name, 1)
     value = low - 1 if bad == "below" else bad
-    with pytest.raises(ValueError, match=f"^{name} must be an int >= {low}, got "):
+    error = ValueError if bad == "below" else TypeError  # a bad value, or a bad kind
+    with pytest.raises(error, match=f"^{name} must be an int >= {low}, got "):
         CALLS[name](value)
 
 

@@ -9,15 +9,16 @@ SRC = Path(eosflow.__file__).parent
 
 
 def _imports(path: Path):
-    """(module the import names, resolved to a dotted path under eosflow) for each import."""
+    """(line, the dotted name each import names, relative ones resolved) in ``path``."""
     package = path.relative_to(SRC.parent).with_suffix("").parts[:-1]
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.ImportFrom):
+            module = node.module or ""
             if node.level:
                 base = package[: len(package) - node.level + 1]
-                yield node.lineno, ".".join([*base, *(node.module or "").split(".")]).rstrip(".")
-            elif node.module:
-                yield node.lineno, node.module
+                module = ".".join([*base, *module.split(".")]).rstrip(".")
+            for alias in node.names:  # from pkg import _module names it too
+                yield node.lineno, f"{module}.{alias.name}"
         elif isinstance(node, ast.Import):
             for alias in node.names:
                 yield node.lineno, alias.name

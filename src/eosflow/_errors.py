@@ -21,11 +21,16 @@ class RunDirError(EosflowError):
 
 def check_int(name: str, value, minimum: int = 1) -> int:
     """``value`` as an ``int`` if it is an integer (a Python or NumPy int, not a bool) of at
-    least ``minimum``; otherwise a one-line ``ValueError`` naming the argument ``name``.
+    least ``minimum``; otherwise one error line naming the argument ``name``:
+    ``{name} must be an int >= {minimum}, got {value!r}.``
 
     Raises:
-        ValueError: ``{name} must be an int >= {minimum}, got {value!r}.``
+        TypeError: ``value`` is not an integer (a bool, a float, a string, ...).
+        ValueError: ``value`` is below ``minimum``.
     """
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}.")
+    message = f"{name} must be an int >= {minimum}, got {value!r}."
+    if isinstance(value, bool) or not isinstance(value, int | np.integer):
+        raise TypeError(message)
+    if value < minimum:
+        raise ValueError(message)
     return int(value)

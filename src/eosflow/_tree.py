@@ -33,6 +33,18 @@ def nonfinite(tree: PyTree) -> Array:
     return ~jnp.isfinite(sum(sums[1:], sums[0]))
 
 
+def pow2_peak(x: Array) -> Array:
+    r"""The power of two $2^e \le \max|x| < 2^{e+1}$ over the finite entries of ``x`` (0 when
+    there is none), with $e$ clipped to the exponents whose reciprocal is a normal number
+    (CPUs flush subnormals to zero, and XLA may divide by multiplying with the reciprocal):
+    divide by it before taking norms, whose squares under- or overflow at ordinary scales in
+    float32 (entries below 1e-19 or above 1e19). The division is exact for normal entries."""
+    peak = jnp.max(jnp.where(jnp.isfinite(x), jnp.abs(x), 0), initial=0)
+    info = jnp.finfo(peak.dtype)
+    e = jnp.clip(jnp.frexp(peak)[1] - 1, info.minexp, info.maxexp - 2)
+    return jnp.where(peak > 0, jnp.ldexp(jnp.ones_like(peak), e), 0)
+
+
 def describe(tree: PyTree) -> str:
     """A one-line description of a tree's leaves: ``{'w': (3, 2) float32, ...}``."""
     leaves, treedef = jax.tree.flatten(tree)

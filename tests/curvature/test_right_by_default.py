@@ -128,6 +128,24 @@ def test_float32_estimates_at_extreme_scales(scale, key):
     np.testing.assert_allclose(float(bs.sharpness) / scale, want, rtol=1e-4)
 
 
+def test_float32_at_the_top_of_its_range_and_a_tiny_start_vector():
+    # lambda_1 = 3e38 (float32's largest is 3.4e38): no product overflows, but its squares
+    # would, and a scale of 2 ** 128 would be inf
+    d = jnp.concatenate([jnp.array([3e38, 2e38]), jnp.linspace(-1e38, 1e38, 198)])
+    op, x = MatVec(jnp.diag(d).astype(jnp.float32)), jnp.zeros(200, jnp.float32)
+    res = top_eigenpairs(op, x, 2)
+    assert bool(res.converged), res.result
+    np.testing.assert_allclose(res.eigenvalues, [3e38, 2e38], rtol=1e-3)
+    pw = power_iteration(op, x, rtol=1e-6, max_iters=3000)
+    np.testing.assert_allclose(pw.eigenvalue, 3e38, rtol=1e-3)
+    # a start vector of norm 1e-25 is still a direction: the exact top eigenvector converges
+    # at once (a row read as zero would be replaced by a random one)
+    top = jnp.zeros(200, jnp.float32).at[0].set(1e-25)
+    res = top_eigenpairs(MatVec(jnp.diag(d / 1e38).astype(jnp.float32)), x, v0=top)
+    assert bool(res.converged) and int(res.num_matvecs) == 2, res.num_matvecs
+    np.testing.assert_allclose(res.eigenvalues, [3.0], rtol=1e-6)
+
+
 # --- 3. smoothing width with a floor -----------------------------------------------------------
 
 

@@ -1,5 +1,6 @@
 """Curvature seen by mini-batch SGD: batch sharpness and the sharpness of mini-batch losses."""
 
+import functools
 from collections.abc import Callable
 
 import equinox as eqx
@@ -9,10 +10,9 @@ import numpy as np
 import optax
 
 from .._errors import check_int
-from .._tree import check_floating, describe, leading_block
+from .._tree import check_floating, describe, leading_block, pow2_peak
 from .._types import Array, Bool, Float, Int, PRNGKeyArray, PyTree
 from ._eigen import top_eigenpairs
-from ._lanczos import pow2_peak
 from ._operator import _check_scalar_loss
 
 
@@ -154,8 +154,8 @@ def _batch_sharpness(loss_fn, params, batches, n: int, num_parallel: int):
         # the quotient of u = g / s (s: a power of two, so exact): its squares neither
         # under- nor overflow where g's would (float32 gradients below 1e-19 or above 1e19)
         g, hvp = jax.linearize(jax.grad(lambda p: loss_fn(p, batch)), params)
-        s = jnp.max(jnp.stack([pow2_peak(x) for x in jax.tree.leaves(g)]))
-        u = jax.tree.map(lambda x: x / jnp.where(s > 0, s, 1).astype(x.dtype), g)
+        s = functools.reduce(jnp.maximum, [pow2_peak(x) for x in jax.tree.leaves(g)])
+        u = jax.tree.map(lambda x: (x / jnp.where(s > 0, s, 1)).astype(x.dtype), g)
         return optax.tree.vdot(u, hvp(u)), optax.tree.vdot(u, u), s
 
     dtype = check_floating("params", params)
@@ -164,7 +164,7 @@ def _batch_sharpness(loss_fn, params, batches, n: int, num_parallel: int):
     values = uhu / uu
     w = (s / jnp.where(jnp.max(s) > 0, jnp.max(s), 1)) ** 2  # the batches' relative g^2 scale
     ratio_of_means = jnp.sum(w * uhu) / jnp.sum(w * uu)
-    gg = uu * s**2
+    gg = (uu * s) * s
     mean = jnp.mean(values)
     std = jnp.std(values, ddof=1) if n > 1 else jnp.full((), jnp.nan, dtype)
     count = jnp.asarray(n, jnp.int32)

@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 
 from .._errors import check_int
-from .._tree import leading_block, nonfinite, ravel
+from .._tree import leading_block, nonfinite, pow2_peak, ravel
 from .._types import Array, Bool, Float, Int, PRNGKeyArray, PyTree
 from . import _lanczos as kr
 from ._operator import FlatOperator, operator_from
@@ -260,6 +260,8 @@ def _start_block(carried: Array, spare: Array, hint: Array | None = None) -> Arr
     fresh = spare
     if hint is not None:
         fresh = fresh / jnp.linalg.norm(fresh)
+        peak = pow2_peak(hint)  # a gradient of 1e-20 has a norm; its squares do not
+        hint = hint / jnp.where(peak > 0, peak, 1)
         norm = jnp.linalg.norm(hint)
         ok = jnp.isfinite(norm) & (norm > 0)
         fresh = fresh + jnp.where(ok, hint / jnp.where(ok, norm, 1), 0)

@@ -17,10 +17,11 @@ orthogonalised against the basis. Drawing random numbers inside the loop instead
 a generator in every compiled solve several times over (threefry's: ~0.3 s of XLA compile
 time each on CPU).
 
-Products are stored divided by ``scale``, a power of two at least the largest entry of any
-product so far: exact, and it keeps every norm clear of underflow and overflow at any scale
-of ``A`` (a float32 Hessian of norm 1e-20 has squared entries below float32's smallest
-number, and a residual computed from them is 0). ``C`` and :func:`ritz` are in its units.
+Products are stored divided by ``scale``, the largest power of two not above the largest
+entry of any product so far: exact, and it keeps every norm clear of underflow and overflow
+at any scale of ``A`` (a float32 Hessian of norm 1e-20 has squared entries below float32's
+smallest number, and a residual computed from them is 0). ``C`` and :func:`ritz` are in its
+units.
 
 Every routine here is jittable and vmappable; sizes are static.
 """
@@ -33,7 +34,7 @@ import jax
 import jax.numpy as jnp
 
 from .._errors import check_int
-from .._tree import nonfinite, ravel
+from .._tree import nonfinite, pow2_peak, ravel
 from .._types import Array, Float, Int, PRNGKeyArray, PyTree
 from ._operator import flat_operator
 from ._results import RESULTS, finish, nan_where
@@ -43,7 +44,7 @@ class KrylovState(NamedTuple):
     """The state of a block Krylov–Schur iteration (flat vectors as rows)."""
 
     V: Array  # (m + b, n): orthonormal rows q_0 .. q_{j+b-1}; the rest zero
-    C: Array  # (m, m + b): C[i] = coefficients of A q_i in the basis, for i < j
+    C: Array  # (m, m + b): C[i] = coefficients of A q_i / scale in the basis, for i < j
     j: Array  # number of basis vectors multiplied by A
     num_matvecs: Array
     nonfinite: Array  # a product returned inf or nan
@@ -118,14 +119,6 @@ def _fmix32(x: Array) -> Array:
     return x ^ (x >> 16)
 
 
-def pow2_peak(x: Array) -> Array:
-    """The least power of two above the largest finite ``|x|`` (0 when there is none): divide
-    by it before taking norms, whose squares under- or overflow at ordinary scales in float32
-    (entries below 1e-19 or above 1e19), without rounding anything."""
-    peak = jnp.max(jnp.where(jnp.isfinite(x), jnp.abs(x), 0))
-    return jnp.where(peak > 0, jnp.ldexp(jnp.ones_like(peak), jnp.frexp(peak)[1]), 0)
-
-
 def _breakdown_tol(dtype) -> float:
     return float(jnp.finfo(dtype).eps) ** 0.75
 
@@ -137,6 +130,8 @@ def init_state(V0: Array, m: int, spare: Array) -> KrylovState:
     b, n = V0.shape
     dtype = V0.dtype
     spare = spare.astype(dtype)
+    peaks = jax.vmap(pow2_peak)(V0)[:, None]  # a row of any scale keeps its direction
+    V0 = V0 / jnp.where(peaks > 0, peaks, 1)
     # a loop, not b unrolled copies: each copy would add its products to the compiled program
     V = jax.lax.fori_loop(
         0, b, lambda i, V: _append(V, V0[i], i, spare, i + 1)[0], jnp.zeros((m + b, n), dtype)
@@ -150,8 +145,9 @@ def init_state(V0: Array, m: int, spare: Array) -> KrylovState:
 def extend(state: KrylovState, matvec: Callable[[Array], Array], b: int) -> KrylovState:
     """Multiply basis vector ``q_j`` by ``A`` and append the remainder as ``q_{j+b}``.
 
-    The product is divided by ``scale``, first raised to the power of two above its largest
-    finite entry if that is larger (``C`` rescaled with it: exact, a ratio of powers of two).
+    The product is divided by ``scale``, first raised to the product's :func:`pow2_peak` if
+    that is larger (``C`` rescaled with it: exact, a ratio of powers of two, unless an entry
+    falls below the normal range, where it no longer matters).
     """
     V, C, j = state.V, state.C, state.j
     w = matvec(V[j])
@@ -207,7 +203,8 @@ def error_bounds(theta: Array, residuals: Array, j: Array, *, gap: bool = False)
 
 
 def restart(state: KrylovState, Y: Array, theta: Array, p: int, b: int) -> KrylovState:
-    """Thick restart at ``j == m``: keep the top ``p`` Ritz vectors and the pending block."""
+    """Thick restart at ``j == m``: keep the top ``p`` Ritz vectors and the pending block
+    (``theta`` as :func:`ritz` returns it, in units of ``state.scale``)."""
     V, C = state.V, state.C
     m = C.shape[0]
     Yp = Y[:, :p]

@@ -7,9 +7,8 @@ import jax
 import jax.numpy as jnp
 
 from .._errors import check_int
-from .._tree import nonfinite, ravel
+from .._tree import nonfinite, pow2_peak, ravel
 from .._types import Array, Bool, Float, Int, PRNGKeyArray, PyTree
-from ._lanczos import pow2_peak
 from ._operator import operator_from
 from ._results import RESULTS, finish, nan_where
 

@@ -28,11 +28,12 @@ References:
 import functools
 import itertools
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from .._errors import check_int
 from .._types import Array, PRNGKeyArray, PyTree
@@ -233,9 +234,8 @@ class CNN(eqx.Module):
         key: PRNGKeyArray,
         dtype=jnp.float32,
     ):
-        widths = tuple(width) if isinstance(width, Sequence) else (width, width)
-        for w in widths:
-            check_int("width", w)
+        pair = isinstance(width, int | np.integer) or not isinstance(width, Iterable)
+        widths = tuple(check_int("width", w) for w in ((width, width) if pair else width))
         if not widths:
             raise ValueError("width must be an int or a non-empty sequence of ints, got ().")
         size = check_int("image_size", image_size)
@@ -313,9 +313,8 @@ class VGG11(eqx.Module):
         key: PRNGKeyArray,
         dtype=jnp.float32,
     ):
-        check_int("width", width)
-        for w in classifier_widths:
-            check_int("classifier_widths", w)
+        width = check_int("width", width)
+        classifier_widths = tuple(check_int("classifier_widths", w) for w in classifier_widths)
         num_pools = VGG11_LAYERS.count("M")
         size = check_int("image_size", image_size) // 2**num_pools
         if size < 1:
@@ -425,11 +424,9 @@ class ResNet(eqx.Module):
         key: PRNGKeyArray,
         dtype=jnp.float32,
     ):
-        widths = tuple(widths)
+        widths = tuple(check_int("widths", w) for w in widths)
         if not widths:
             raise ValueError("widths must be a non-empty sequence of ints, got ().")
-        for w in widths:
-            check_int("widths", w)
         blocks_per_stage = check_int("blocks_per_stage", blocks_per_stage)
         layers, strides, chans = [_conv(in_channels, widths[0], dtype)], [], widths[0]
         if any(b < a for a, b in itertools.pairwise(widths)):
