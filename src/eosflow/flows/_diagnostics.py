@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from .._errors import check_int
 from .._types import Array, PyTree
 from ..curvature import hessian_operator, top_eigenpairs
 from ._project import FlowRESULTS, project_solve
@@ -65,6 +66,7 @@ def stableness(loss_fn: Callable[[PyTree], Array], x: PyTree, eta_t: Array | flo
     The supremum is taken over ``num_points`` equally spaced $s$ (endpoints included): a
     lower bound that is exact when $\lambda_1$ is monotone along the segment.
     """
+    num_points = check_int("num_points", num_points)
     g = jax.grad(loss_fn)(x)
     ss = jnp.linspace(0.0, 1.0, num_points) * eta_t
     lams = jax.vmap(lambda s: _top(loss_fn, optax.tree.add_scale(x, -s, g))[0])(ss)

@@ -198,6 +198,7 @@ def project_solve(
     cg_steps = check_int("cg_steps", cg_steps)
     if max_steps is None:
         max_steps = 300 if (method == "auto" and residual_fn is not None) else 100_000
+    max_steps = check_int("max_steps", max_steps)
     if residual_fn is not None and not _is_traced(x):
         _check_residual(loss_fn, residual_fn, x)
     size = sum(int(jnp.size(leaf)) for leaf in jax.tree.leaves(x))
@@ -210,7 +211,7 @@ def project_solve(
     flow = method != "gauss_newton"
     gn = residual_fn if method != "gradient_flow" else None
     res = _project(loss_fn, x, float(gtol), float(t_max), solver, dt0, stepsize_controller,
-                   int(max_steps), flow, gn, gn_steps, cg_steps, float(cg_rtol))
+                   max_steps, flow, gn, gn_steps, cg_steps, float(cg_rtol))
     if not throw:
         return res
     if _is_traced(res.grad_norm):
@@ -417,7 +418,8 @@ def gradient_flow(
     solver = _default_solver(size) if solver is None else solver
     controller = diffrax.PIDController(rtol=d_rtol if rtol is None else rtol,
                                        atol=d_atol if atol is None else atol)
-    return _gradient_flow(loss_fn, x0, float(t_end), num_points, solver, controller, max_steps)
+    return _gradient_flow(loss_fn, x0, float(t_end), num_points, solver, controller,
+                          check_int("max_steps", max_steps))
 
 
 @eqx.filter_jit

@@ -6,6 +6,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from .._errors import check_int
+
 
 class SwitchState(NamedTuple):
     count: jax.Array
@@ -30,8 +32,7 @@ def switch(
         >>> u, s = opt.update(jnp.array([3.0, 4.0]), s); [round(x, 3) for x in u.tolist()]
         [-0.06, -0.08]
     """
-    if not isinstance(at, int) or at < 0:
-        raise ValueError(f"at must be a non-negative int, got {at!r}.")
+    at = check_int("at", at, 0)
     first = optax.with_extra_args_support(first)
     then = optax.with_extra_args_support(then)
 
