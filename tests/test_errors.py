@@ -47,3 +47,8 @@ def test_a_bad_count_is_one_error_naming_it(name, low, call, bad):
 def test_numpy_ints_are_counts():
     res = curvature.top_eigenpairs(loss, x, np.int64(2))
     np.testing.assert_allclose(res.eigenvalues, [6.0, 5.0], rtol=1e-6)
+
+
+def test_none_is_no_step_limit_for_gradient_flow():
+    _, xs = flows.gradient_flow(loss, x, 1.0, num_points=3, max_steps=None)
+    np.testing.assert_allclose(xs[-1], np.exp(-np.arange(1.0, 7.0)), rtol=1e-5)

@@ -146,6 +146,18 @@ def test_float32_at_the_top_of_its_range_and_a_tiny_start_vector():
     np.testing.assert_allclose(res.eigenvalues, [3.0], rtol=1e-6)
 
 
+def test_zero_start_and_the_dense_path_at_the_top_of_float32():
+    d = jnp.linspace(-1.0, 3.0, 50)
+    # a zero v0 is a random start (as in top_eigenpairs), not an eigenvector of eigenvalue 0
+    pw = power_iteration(MatVec(jnp.diag(d)), jnp.zeros(50), v0=jnp.zeros(50), rtol=1e-8,
+                         max_iters=3000)
+    np.testing.assert_allclose(pw.eigenvalue, 3.0, rtol=1e-4)
+    # n = 20 takes the dense path; symmetrising (H + H^T) / 2 overflowed at 2e38
+    d = jnp.concatenate([jnp.array([2e38]), jnp.linspace(-1.0, 1.0, 19)]).astype(jnp.float32)
+    res = top_eigenpairs(MatVec(jnp.diag(d)), jnp.zeros(20, jnp.float32))
+    np.testing.assert_allclose(res.eigenvalues, [2e38], rtol=1e-6)
+
+
 # --- 3. smoothing width with a floor -----------------------------------------------------------
 
 

@@ -100,6 +100,10 @@ def test_bad_input():
     batch_indices(0, 0, N, 30, replace=True)  # fine with replacement
     with pytest.raises(ValueError, match="batch_size must be an int >= 1"):
         batch_indices(0, 0, N, 0)
+    # NumPy int32 sizes are checked as Python ints: their product would wrap past 2**31
+    for n, b in [(100_000, 30_000), (np.int32(100_000), np.int32(30_000))]:
+        with pytest.raises(ValueError, match="exceeds 2\\*\\*31 - 1"):
+            batch_indices(0, 80_000, n, b)
     with pytest.raises(ValueError, match="num_examples must be"):
         batch_indices(0, 0, 0, 1)
     with pytest.raises(TypeError, match="step must be a scalar integer"):

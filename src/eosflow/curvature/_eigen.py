@@ -302,10 +302,11 @@ def _dense(fn, params, batches, k: int, b: int, throw: bool) -> EigenResult:
     """Small problems: materialise the matrix with ``dim`` products and use ``eigh``."""
     op = operator_from(fn, params, batches=batches, linearize=True)
     H = jax.vmap(op.matvec)(jnp.eye(op.size, dtype=op.dtype))
-    H = 0.5 * (H + H.T)
     bad = nonfinite(H)
-    evals, evecs = jnp.linalg.eigh(jnp.where(bad, 0, H))
-    evals, evecs = evals[::-1], evecs[:, ::-1]
+    # divided by a power of two (exact): eigh's (H + H^T) / 2 overflows at 2e38 in float32
+    scale = jnp.where(bad, 1, jnp.maximum(pow2_peak(H), jnp.finfo(op.dtype).tiny))
+    evals, evecs = jnp.linalg.eigh(jnp.where(bad, 0, H / scale))
+    evals, evecs = evals[::-1] * scale, evecs[:, ::-1]
     result = RESULTS.where(bad, RESULTS.nonfinite, RESULTS.successful)
     out = EigenResult(
         eigenvalues=finish("top_eigenpairs", result, nan_where(bad, evals[:k]), throw),

@@ -9,6 +9,7 @@ import jax.numpy as jnp
 from .._errors import check_int
 from .._tree import nonfinite, pow2_peak, ravel
 from .._types import Array, Bool, Float, Int, PRNGKeyArray, PyTree
+from ._lanczos import random_vector
 from ._operator import operator_from
 from ._results import RESULTS, finish, nan_where
 
@@ -80,20 +81,21 @@ def power_iteration(
         x0 = jax.random.normal(key, (op.size,), op.dtype)
     else:
         x0 = ravel(v0)[0].astype(op.dtype)
-    return _power(loss_fn, params, batches, x0, float(rtol), max_iters, throw)
+    spare = random_vector(key, op.size, op.dtype)
+    return _power(loss_fn, params, batches, x0, spare, float(rtol), max_iters, throw)
 
 
 @eqx.filter_jit
-def _power(fn, params, batches, x0, rtol, max_iters, throw):
+def _power(fn, params, batches, x0, spare, rtol, max_iters, throw):
     op = operator_from(fn, params, batches=batches, linearize=True)
 
     def body(carry):
         v, lam, _, n, bad = carry
         w = op.matvec(v)
         bad = bad | nonfinite(w)
-        new = jnp.vdot(v, w)
-        peak = pow2_peak(w)  # exact rescaling: the norm's squares neither under- nor overflow
+        peak = pow2_peak(w)  # exact rescaling: no square or product under- or overflows
         w = w / jnp.where(peak > 0, peak, 1)
+        new = jnp.vdot(v, w) * peak
         norm = jnp.linalg.norm(w)
         nv = jnp.where(norm > 0, w / jnp.where(norm > 0, norm, 1), v)
         done = jnp.abs(new - lam) <= rtol * norm * peak
@@ -106,7 +108,9 @@ def _power(fn, params, batches, x0, rtol, max_iters, throw):
     peak0 = pow2_peak(x0)
     x0 = x0 / jnp.where(peak0 > 0, peak0, 1)
     norm0 = jnp.linalg.norm(x0)
-    v = x0 / jnp.where(norm0 > 0, norm0, 1)
+    # a zero (or not finite) start is replaced by a random one, as top_eigenpairs does
+    x0 = jnp.where(norm0 > 0, x0 / jnp.where(norm0 > 0, norm0, 1), spare / jnp.linalg.norm(spare))
+    v = x0
     zero = jnp.zeros((), bool)
     init = (v, jnp.asarray(jnp.inf, op.dtype), zero, jnp.zeros((), jnp.int32), zero)
     v, lam, done, n, bad = jax.lax.while_loop(cond, body, init)

@@ -402,7 +402,7 @@ def gradient_flow(
     solver: diffrax.AbstractSolver | None = None,
     rtol: float | None = None,
     atol: float | None = None,
-    max_steps: int = 100_000,
+    max_steps: int | None = 100_000,
 ) -> GradientFlowSolution:
     r"""Gradient flow $\dot x = -\nabla L(x)$ from ``x0`` on $[0, t_\text{end}]$.
 
@@ -418,8 +418,8 @@ def gradient_flow(
     solver = _default_solver(size) if solver is None else solver
     controller = diffrax.PIDController(rtol=d_rtol if rtol is None else rtol,
                                        atol=d_atol if atol is None else atol)
-    return _gradient_flow(loss_fn, x0, float(t_end), num_points, solver, controller,
-                          check_int("max_steps", max_steps))
+    max_steps = None if max_steps is None else check_int("max_steps", max_steps)
+    return _gradient_flow(loss_fn, x0, float(t_end), num_points, solver, controller, max_steps)
 
 
 @eqx.filter_jit

@@ -35,9 +35,11 @@ def _as_key(key: PRNGKeyArray | int, name: str = "key") -> PRNGKeyArray:
     )
 
 
-def _check_sizes(num_examples: int, batch_size: int, replace: bool) -> None:
-    check_int("num_examples", num_examples)
-    check_int("batch_size", batch_size)
+def _check_sizes(num_examples: int, batch_size: int, replace: bool) -> tuple[int, int]:
+    """``num_examples`` and ``batch_size`` as Python ints (NumPy's int32 would wrap in the
+    product below), or a one-line error."""
+    num_examples = check_int("num_examples", num_examples)
+    batch_size = check_int("batch_size", batch_size)
     if not replace and batch_size > num_examples:
         raise ValueError(
             f"batch_size = {batch_size} exceeds num_examples = {num_examples}; sampling "
@@ -48,6 +50,7 @@ def _check_sizes(num_examples: int, batch_size: int, replace: bool) -> None:
             f"num_examples * batch_size = {num_examples * batch_size} exceeds 2**31 - 1, "
             "which the int32 position arithmetic needs; use a smaller batch_size."
         )
+    return num_examples, batch_size
 
 
 def _check_step(step: ArrayLike) -> Array:
@@ -110,10 +113,10 @@ def batch_indices(
         >>> sorted(idx[:6].tolist()), sorted(idx[6:].tolist())
         ([0, 1, 2, 3, 4, 5], [0, 1, 2, 3, 4, 5])
     """
-    _check_sizes(num_examples, batch_size, replace)
+    num_examples, batch_size = _check_sizes(num_examples, batch_size, replace)
     key = _as_key(key)
     t = _check_step(step)
-    return _batch_indices(key, t, int(num_examples), int(batch_size), bool(replace))
+    return _batch_indices(key, t, num_examples, batch_size, bool(replace))
 
 
 @functools.partial(jax.jit, static_argnums=(2, 3, 4))
@@ -158,10 +161,9 @@ def random_batch_indices(
     Returns:
         ``int32`` indices, shape ``(num_batches, batch_size)``.
     """
-    _check_sizes(num_examples, batch_size, False)
-    check_int("num_batches", num_batches)
-    return _random_batch_indices(_as_key(key), int(num_examples), int(batch_size),
-                                 int(num_batches))
+    num_examples, batch_size = _check_sizes(num_examples, batch_size, False)
+    return _random_batch_indices(_as_key(key), num_examples, batch_size,
+                                 check_int("num_batches", num_batches))
 
 
 @functools.partial(jax.jit, static_argnums=(1, 2, 3))
