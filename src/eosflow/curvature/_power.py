@@ -50,7 +50,7 @@ def power_iteration(
         loss_fn: a loss, a matvec or a :class:`~eosflow.curvature.HessianOperator`, as for
             :func:`top_eigenpairs`.
         params: the point (every leaf real floating point).
-        v0: start vector like ``params``; default random from ``key``.
+        v0: start vector like ``params``; default random from ``key`` (as is a zero one).
         rtol: relative change at which to stop, in ``(0, 1)``.
         max_iters: at most this many products.
         batches: optional batches summed by the Hessian.
