@@ -45,6 +45,14 @@ def pow2_peak(x: Array) -> Array:
     return jnp.where(peak > 0, jnp.ldexp(jnp.ones_like(peak), e), 0)
 
 
+def pow2_scaled(x: Array) -> tuple[Array, Array]:
+    """``(x / s, s)`` with ``s`` :func:`pow2_peak` of ``x``, or 1 when that is 0 (``x`` zero
+    or not finite): ``x``'s direction, safe to take a norm of, and the exact factor back."""
+    peak = pow2_peak(x)
+    s = jnp.where(peak > 0, peak, 1)
+    return x / s, s
+
+
 def describe(tree: PyTree) -> str:
     """A one-line description of a tree's leaves: ``{'w': (3, 2) float32, ...}``."""
     leaves, treedef = jax.tree.flatten(tree)

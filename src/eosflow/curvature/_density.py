@@ -114,7 +114,8 @@ def spectral_density(
 
     Raises:
         ValueError: ``num_iters`` or ``num_probes`` out of range (before tracing).
-        TypeError: a leaf of ``params`` is not real floating point.
+        TypeError: ``num_iters`` or ``num_probes`` not an int, or a leaf of ``params`` not
+            real floating point.
 
     References:
         Ghorbani, Krishnan & Xiao, *An Investigation into Neural Net Optimization via Hessian

@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 
 from .._errors import check_int
-from .._tree import leading_block, nonfinite, pow2_peak, ravel
+from .._tree import leading_block, nonfinite, pow2_scaled, ravel
 from .._types import Array, Bool, Float, Int, PRNGKeyArray, PyTree
 from . import _lanczos as kr
 from ._operator import FlatOperator, operator_from
@@ -159,8 +159,8 @@ def top_eigenpairs(
     Raises:
         ValueError: a bad ``k``, ``tol``, size or budget, or ``v0`` not shaped like
             ``params`` (all before tracing).
-        TypeError: ``loss_fn`` neither a scalar loss nor a matvec, or a leaf of ``params``
-            not real floating point (named by its path).
+        TypeError: ``loss_fn`` neither a scalar loss nor a matvec, a size that is not an int,
+            or a leaf of ``params`` not real floating point (named by its path).
 
     References:
         Stewart, *A Krylov–Schur algorithm for large eigenproblems*, SIMAX 23 (2001).
@@ -260,8 +260,7 @@ def _start_block(carried: Array, spare: Array, hint: Array | None = None) -> Arr
     fresh = spare
     if hint is not None:
         fresh = fresh / jnp.linalg.norm(fresh)
-        peak = pow2_peak(hint)  # a gradient of 1e-20 has a norm; its squares do not
-        hint = hint / jnp.where(peak > 0, peak, 1)
+        hint = pow2_scaled(hint)[0]  # a gradient of 1e-20 has a norm; its squares do not
         norm = jnp.linalg.norm(hint)
         ok = jnp.isfinite(norm) & (norm > 0)
         fresh = fresh + jnp.where(ok, hint / jnp.where(ok, norm, 1), 0)
@@ -304,8 +303,8 @@ def _dense(fn, params, batches, k: int, b: int, throw: bool) -> EigenResult:
     H = jax.vmap(op.matvec)(jnp.eye(op.size, dtype=op.dtype))
     bad = nonfinite(H)
     # divided by a power of two (exact): eigh's (H + H^T) / 2 overflows at 2e38 in float32
-    scale = jnp.where(bad, 1, jnp.maximum(pow2_peak(H), jnp.finfo(op.dtype).tiny))
-    evals, evecs = jnp.linalg.eigh(jnp.where(bad, 0, H / scale))
+    H, scale = pow2_scaled(jnp.where(bad, 0, H))
+    evals, evecs = jnp.linalg.eigh(H)
     evals, evecs = evals[::-1] * scale, evecs[:, ::-1]
     result = RESULTS.where(bad, RESULTS.nonfinite, RESULTS.successful)
     out = EigenResult(

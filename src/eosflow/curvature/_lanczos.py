@@ -34,7 +34,7 @@ import jax
 import jax.numpy as jnp
 
 from .._errors import check_int
-from .._tree import nonfinite, pow2_peak, ravel
+from .._tree import nonfinite, pow2_peak, pow2_scaled, ravel
 from .._types import Array, Float, Int, PRNGKeyArray, PyTree
 from ._operator import flat_operator
 from ._results import RESULTS, finish, nan_where
@@ -130,8 +130,7 @@ def init_state(V0: Array, m: int, spare: Array) -> KrylovState:
     b, n = V0.shape
     dtype = V0.dtype
     spare = spare.astype(dtype)
-    peaks = jax.vmap(pow2_peak)(V0)[:, None]  # a row of any scale keeps its direction
-    V0 = V0 / jnp.where(peaks > 0, peaks, 1)
+    V0 = jax.vmap(pow2_scaled)(V0)[0]  # a row of any scale keeps its direction
     # a loop, not b unrolled copies: each copy would add its products to the compiled program
     V = jax.lax.fori_loop(
         0, b, lambda i, V: _append(V, V0[i], i, spare, i + 1)[0], jnp.zeros((m + b, n), dtype)
@@ -257,8 +256,9 @@ def lanczos(
         Ritz vectors come back in ``v0``'s dtype.
 
     Raises:
-        ValueError: ``num_iters`` is not a positive int below the dimension.
-        TypeError: a leaf of ``v0`` is not a real floating-point array.
+        ValueError: ``num_iters`` is not positive and below the dimension.
+        TypeError: ``num_iters`` is not an int, or a leaf of ``v0`` is not a real
+            floating-point array.
 
     Example:
         >>> import jax.numpy as jnp

@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 
 from .._errors import check_int
-from .._tree import nonfinite, pow2_peak, ravel
+from .._tree import nonfinite, pow2_scaled, ravel
 from .._types import Array, Bool, Float, Int, PRNGKeyArray, PyTree
 from ._lanczos import random_vector
 from ._operator import operator_from
@@ -63,7 +63,7 @@ def power_iteration(
 
     Raises:
         ValueError: ``rtol`` or ``max_iters`` out of range (before tracing).
-        TypeError: a leaf of ``params`` is not real floating point.
+        TypeError: ``max_iters`` not an int, or a leaf of ``params`` not real floating point.
 
     Example:
         >>> import jax.numpy as jnp
@@ -93,8 +93,7 @@ def _power(fn, params, batches, x0, spare, rtol, max_iters, throw):
         v, lam, _, n, bad = carry
         w = op.matvec(v)
         bad = bad | nonfinite(w)
-        peak = pow2_peak(w)  # exact rescaling: no square or product under- or overflows
-        w = w / jnp.where(peak > 0, peak, 1)
+        w, peak = pow2_scaled(w)  # exact rescaling: no square or product under- or overflows
         new = jnp.vdot(v, w) * peak
         norm = jnp.linalg.norm(w)
         nv = jnp.where(norm > 0, w / jnp.where(norm > 0, norm, 1), v)
@@ -105,12 +104,10 @@ def _power(fn, params, batches, x0, spare, rtol, max_iters, throw):
         _, _, done, n, bad = carry
         return ~done & (n < max_iters) & ~bad
 
-    peak0 = pow2_peak(x0)
-    x0 = x0 / jnp.where(peak0 > 0, peak0, 1)
+    x0 = pow2_scaled(x0)[0]
     norm0 = jnp.linalg.norm(x0)
     # a zero (or not finite) start is replaced by a random one, as top_eigenpairs does
-    x0 = jnp.where(norm0 > 0, x0 / jnp.where(norm0 > 0, norm0, 1), spare / jnp.linalg.norm(spare))
-    v = x0
+    v = jnp.where(norm0 > 0, x0 / jnp.where(norm0 > 0, norm0, 1), spare / jnp.linalg.norm(spare))
     zero = jnp.zeros((), bool)
     init = (v, jnp.asarray(jnp.inf, op.dtype), zero, jnp.zeros((), jnp.int32), zero)
     v, lam, done, n, bad = jax.lax.while_loop(cond, body, init)

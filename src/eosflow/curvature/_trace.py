@@ -51,7 +51,8 @@ def hutchinson_trace(
 
     Raises:
         ValueError: ``num_samples`` below 2 (before tracing).
-        TypeError: a leaf of ``params`` is not real floating point.
+        TypeError: ``num_samples`` not an int, or a leaf of ``params`` not real floating
+            point.
 
     References:
         Hutchinson, *A stochastic estimator of the trace of the influence matrix for

@@ -52,8 +52,9 @@ def tracking_history(params: PyTree, block: int, *, period: int = 1) -> PyTree:
         random one, so the first solve is a cold start with the same compiled program.
 
     Raises:
-        ValueError: ``block`` or ``period`` is not a positive int.
-        TypeError: a leaf of ``params`` is not real floating point (named by its path).
+        ValueError: ``block`` or ``period`` below 1.
+        TypeError: ``block`` or ``period`` not an int, or a leaf of ``params`` not real
+            floating point (named by its path).
     """
     block = check_int("block", block)
     period = check_int("period", period)
@@ -135,7 +136,8 @@ def extrapolated_start(history: PyTree, block: int, *, period: int = 1,
     Raises:
         ValueError: ``history`` does not have ``2 * period * block`` rows, or a bad ``block``,
             ``period`` or ``min_cos``.
-        TypeError: a leaf of ``history`` is not real floating point.
+        TypeError: ``block`` or ``period`` not an int, or a leaf of ``history`` not real
+            floating point.
 
     Example:
         >>> import jax.numpy as jnp
