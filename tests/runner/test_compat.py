@@ -35,21 +35,24 @@ def test_old_run_loads_and_plots_and_reports(old_run, tmp_path):
     assert "tiny" in html and "<img" in html
 
 
-def test_old_run_resumes_and_extends_bit_for_bit(old_run, tmp_path):
+def test_old_run_resumes_and_extends(old_run, tmp_path):
     saved = load_run(old_run)
     config = Config.from_dict(saved.config, strict=False)
     again = run_experiment(config, old_run, resume=True, progress=False)
     assert again.status == "completed"
     # extended to 30 steps, it equals today's code run for 30 steps from scratch: the training
-    # trajectory bit for bit; lambda_1 within the solver's tolerance (the eigen-solver has
-    # changed since 0.1.0, the certificate has not)
+    # trajectory to float32 rounding; lambda_1 within the solver's tolerance (the eigen-solver
+    # has changed since 0.1.0, the certificate has not). Not bit for bit: the fixture was
+    # written on an AMD EPYC, and XLA's CPU kernels round differently on other CPUs (on an
+    # AVX-512 Xeon the losses differ by up to 2.4e-7 relative over the 30 steps)
     longer = config.replace(steps=30)
     extended = run_experiment(longer, old_run, resume=True, progress=False)
     fresh = run_experiment(longer, tmp_path / "fresh", progress=False)
     assert extended.status == "completed"
     np.testing.assert_array_equal(load_run(old_run).metrics["step"], np.arange(30))
     for k in ("loss", "grad_norm", "param_norm"):
-        np.testing.assert_array_equal(load_run(old_run).metrics[k], fresh.metrics[k], err_msg=k)
+        np.testing.assert_allclose(load_run(old_run).metrics[k], fresh.metrics[k], rtol=2e-6,
+                                   atol=0, err_msg=k)
     lam, ref = load_run(old_run).metrics["lambda_1"], fresh.metrics["lambda_1"]
     np.testing.assert_array_equal(np.isfinite(lam), np.isfinite(ref))
     np.testing.assert_allclose(lam[np.isfinite(lam)], ref[np.isfinite(ref)], rtol=2e-3)
