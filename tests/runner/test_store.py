@@ -385,3 +385,20 @@ def test_matmul_precision_is_scoped_to_the_run_and_recorded(tmp_path, precision)
     assert meta["matmul_precision"].startswith(f"{precision} ")
     with pytest.raises(ConfigError, match="matmul_precision"):
         _toy(matmul_precision="tf32")
+
+
+def test_host_cpu_is_recorded(tmp_path):
+    """metadata.json names the CPU (float32 rounding, and so a run at the edge, depends on
+    it): the model and the widest vector extension from /proc/cpuinfo, the platform's own
+    answer when there is none."""
+    from eosflow.runner._devices import host_cpu
+
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nmodel name\t: AMD EPYC 7B13\nflags\t\t: fpu sse4_2 avx "
+                    "avx2 fma\n\nprocessor\t: 1\nmodel name\t: other\nflags\t\t: avx512f\n")
+    got = host_cpu(str(info))
+    assert got.startswith("AMD EPYC 7B13, ") and got.endswith(", avx2"), got
+    assert host_cpu(str(tmp_path / "missing")).split(", ")[-1] not in ("avx2", "avx512f")
+    run_experiment(_toy(), tmp_path / "t", progress=False)
+    meta = json.loads((tmp_path / "t" / "metadata.json").read_text())
+    assert meta["host_cpu"] == host_cpu() and meta["host_cpu"] != "unknown"

@@ -1,6 +1,7 @@
 """Multi-process start-up with JAX's own distributed runtime (``jax.distributed``)."""
 
 import os
+import platform
 import socket
 import sys
 import time
@@ -167,3 +168,26 @@ def peak_memory() -> dict[str, int | None]:
         rss = None
     return {"device": None if device is None else int(device),
             "host_rss": None if rss is None else int(rss)}
+
+
+def host_cpu(cpuinfo: str = "/proc/cpuinfo") -> str:
+    """The host CPU for a run's metadata: its model name, architecture and widest x86 vector
+    extension (``"Intel(R) Xeon(R) Processor, x86_64, avx512f"``), from ``/proc/cpuinfo`` on
+    Linux and :mod:`platform` elsewhere. XLA's CPU kernels round float32 differently on
+    different CPUs (vector widths change the order of sums), and the oscillation at the Edge
+    of Stability amplifies it: two CPUs give the same run to rounding, not bit for bit.
+    ``cpuinfo`` is the file to read (a missing one falls back to :mod:`platform`)."""
+    model, flags = "", set()
+    try:
+        with open(cpuinfo) as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() == "model name" and not model:
+                    model = value.strip()
+                elif key.strip() == "flags" and not flags:
+                    flags = set(value.split())
+    except OSError:
+        pass
+    parts = [model or platform.processor(), platform.machine()]
+    parts.append(next((f for f in ("avx512f", "avx2", "avx", "sse4_2") if f in flags), ""))
+    return ", ".join(p for p in parts if p) or "unknown"

@@ -27,7 +27,7 @@ from ..problems import Problem, batch_indices
 from ._build import build_optimizer, initial_params, rmsprop_options
 from ._config import Config, ConfigError
 from ._custom import CustomOptimizer
-from ._devices import _global_array, make_mesh, to_host
+from ._devices import _global_array, host_cpu, make_mesh, to_host
 from ._events import REPROJECT_HALVINGS, REPROJECT_RTOL, _Predictions
 from ._probes import _Probes
 from ._processes import _Processes
@@ -571,6 +571,7 @@ class Program(_Probes, _Predictions, _Processes):
             "backend": jax.default_backend(),
             "devices": [str(d) for d in devices],
             "device_kind": devices[0].device_kind,
+            "host_cpu": host_cpu(),
             "dtype": c.dtype,
             "matmul_precision": (f"{c.matmul_precision} (jax.default_matmul_precision; "
                                  "float32 products on GPUs/TPUs: highest is true float32, "
