@@ -5,6 +5,8 @@ one run directory, through the public API only (``eosflow.load_run``,
     python benchmarks/readme_numbers.py                 # a fresh default run in a temp folder
     python benchmarks/readme_numbers.py runs/digits-gd  # an existing run
     python benchmarks/readme_numbers.py --check README.md [RUN]   # compare with the README
+    python benchmarks/readme_numbers.py --spread 5      # each number's range over 5 runs
+                                                        # from 1-ulp perturbed weights
 
 Each quantity has the pattern that finds it in the README and a tolerance: the deterministic
 ones (losses, λ1, η·λ1, HVPs per estimate, the steps) must agree within it; the times are
@@ -46,19 +48,27 @@ class Quantity:
 
 
 # Tolerances: the run is deterministic (a fixed seed, full batch), so on one machine and one
-# jax/XLA version every number repeats exactly. Another CPU or XLA version can change float32
-# rounding, which the oscillation at the edge amplifies: 1% on the end-of-run loss and λ1,
-# 0.5% on means over many steps and on the start, 5% on HVPs per estimate, one measurement
-# period (eig_every = 4 steps) on the steps. The rounding of the quoted digits is added.
+# jax/XLA version every number repeats exactly. Another CPU or XLA version rounds float32
+# differently (the README's numbers come from AVX-512 CPUs; an AVX2 AMD EPYC gives a final
+# loss 7% lower), and the oscillation at the edge amplifies the difference. `--spread 6`
+# (2026-12-01, Xeon) measured how far: over six runs whose initial weights differ by one
+# float32 ulp, the final loss spans 0.0598-0.0663 and the final λ1 10.53-10.63, HVPs per
+# estimate 11.62-11.91, the means over many steps (η·λ1 after the onset and over the last
+# third, the loss over the last third) 0.5% or less; the start and the steps do not move.
+# So: 10% on the final loss, 2% on the final λ1, 5% on HVPs per estimate, 1% on the means,
+# 0.5% on the start, one measurement period (eig_every = 4 steps) on the steps. The rounding
+# of the quoted digits is added.
 QUANTITIES = (
     Quantity("loss_final", (r"loss ([\d.]+); lambda1", r"non-monotonically, from [\d.]+ to "
-                            r"([\d.]+)"), "{:.4g}", rtol=0.01),
-    Quantity("lambda_final", (r"; lambda1 ([\d.]+); EoS onset",), "{:.4g}", rtol=0.01),
+                            r"([\d.]+)"), "{:.4g}", rtol=0.1),
+    Quantity("loss_mean_last_third", (r"the loss averages ([\d.]+) over the last third",),
+             "{:.4f}", rtol=0.01),
+    Quantity("lambda_final", (r"; lambda1 ([\d.]+); EoS onset",), "{:.4g}", rtol=0.02),
     Quantity("onset_step", (r"EoS onset step (\d+);", r"reaches 1\.9\) is step (\d+)"),
              "{:d}", atol=4),
     Quantity("mean_eta_lambda_after_onset", (r"mean eta\*lambda1 after onset ([\d.]+);",
                                              r"after which η·λ1 averages ([\d.]+)"),
-             "{:.3f}", rtol=0.005),
+             "{:.3f}", rtol=0.01),
     Quantity("hvps_per_estimate", (r"; ([\d.]+) HVPs/estimate",
                                    r"spends ([\d.]+) HVPs per λ1 estimate"), "{:.2f}",
              rtol=0.05),
@@ -67,10 +77,10 @@ QUANTITIES = (
              rtol=0.005),
     Quantity("first_step_at_edge", (r"first reaches 2/η = 10 at step (\d+)",), "{:d}", atol=4),
     Quantity("mean_eta_lambda_last_third", (r"η·λ1 averages ([\d.]+) over the last third",),
-             "{:.2f}", rtol=0.005),
+             "{:.2f}", rtol=0.01),
     Quantity("loss_start", (r"non-monotonically, from ([\d.]+)",), "{:.2f}", rtol=0.005),
     Quantity("compile_seconds", (r"says ([\d.]+) s compiling",), "{:.1f}", rtol=None),
-    Quantity("step_seconds", (r"s compiling and ([\d.]+) s stepping",), "{:.0f}", rtol=None),
+    Quantity("step_seconds", (r"s compiling and ([\d.]+) s in all",), "{:.0f}", rtol=None),
 )
 
 
@@ -111,6 +121,7 @@ def readme_numbers(run_dir) -> dict[str, float]:
         "eta_lambda_start": float(lr * lam[0]),
         "first_step_at_edge": int(t[at_edge[0]]),
         "mean_eta_lambda_last_third": float(np.mean(lr * lam[t >= 2 * steps // 3])),
+        "loss_mean_last_third": float(np.mean(loss[np.asarray(m["step"]) >= 2 * steps // 3])),
         "loss_start": float(loss[0]),
         "compile_seconds": float(run.status.get("compile_seconds", np.nan)),
         "step_seconds": float(run.status.get("wall_seconds", np.nan)),
@@ -152,20 +163,57 @@ def _compare(q: Quantity, found: list[str], fresh: float) -> list[str]:
     return problems
 
 
-def fresh_default_run(root) -> Path:
-    """Run the default experiment (``eosflow run``'s) into ``root/digits-gd``."""
+def fresh_default_run(root, perturb: int = 0) -> Path:
+    """Run the default experiment (``eosflow run``'s) into ``root/digits-gd``; with
+    ``perturb`` > 0, from initial weights each multiplied by 1 ± 2^-24 (one float32 ulp, the
+    signs drawn from ``perturb``) into ``root/digits-gd-<perturb>``: how far rounding alone
+    moves each number."""
     from eosflow.experiments import DEFAULT, preset_config, run_experiment
+    from eosflow.problems import build_problem
 
-    out = Path(root) / DEFAULT
-    run_experiment(preset_config(DEFAULT, {}), out, progress=False)
+    config = preset_config(DEFAULT, {})
+    problem = None
+    if perturb:
+        import dataclasses
+
+        import jax
+
+        problem = build_problem(config)
+        leaves, treedef = jax.tree.flatten(problem.params)
+        keys = jax.random.split(jax.random.key(perturb), len(leaves))
+        leaves = [x * (1 + jax.random.rademacher(k, x.shape, x.dtype) * 2.0**-24)
+                  for k, x in zip(keys, leaves, strict=True)]
+        problem = dataclasses.replace(problem, params=jax.tree.unflatten(treedef, leaves))
+    out = Path(root) / (f"{DEFAULT}-{perturb}" if perturb else DEFAULT)
+    run_experiment(config, out, problem=problem, progress=False)
     return out
+
+
+def spread(runs: int) -> dict[str, tuple[float, float]]:
+    """Each checked number's (min, max) over the fresh default run and ``runs - 1`` runs from
+    perturbed initial weights (:func:`fresh_default_run`)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        seen = [readme_numbers(fresh_default_run(tmp, i)) for i in range(runs)]
+    return {q.key: (min(v[q.key] for v in seen), max(v[q.key] for v in seen))
+            for q in QUANTITIES if q.rtol is not None}
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("run_dir", nargs="?", help="a finished default run (default: a fresh one)")
     ap.add_argument("--check", metavar="README", help="compare with this README")
+    ap.add_argument("--spread", type=int, metavar="N",
+                    help="print each number's range over N fresh runs, all but the first from "
+                         "initial weights perturbed by one float32 ulp")
     args = ap.parse_args(argv)
+    if args.spread is not None:
+        if args.spread < 2:
+            ap.error(f"--spread must be >= 2, got {args.spread}")
+        for key, (lo, hi) in spread(args.spread).items():
+            fmt = next(q.fmt for q in QUANTITIES if q.key == key)
+            print(f"{key:30s} {fmt.format(lo)} .. {fmt.format(hi)}  "
+                  f"({(hi - lo) / max(abs(lo), abs(hi), 1e-300):.2%})")
+        return 0
     with tempfile.TemporaryDirectory() as tmp:
         run = Path(args.run_dir) if args.run_dir else fresh_default_run(tmp)
         values = readme_numbers(run)
