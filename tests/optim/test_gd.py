@@ -202,6 +202,46 @@ def test_normalized_gd_vmapped_over_both_norms():
     assert np.asarray(st.num_kicks).tolist() == [0, 0, 0, 1]
 
 
+@pytest.mark.parametrize("scales", [[1.0, 2.0, 0.5, 7.0], [1e-30, 1.0, 3e19, 0.0]],
+                         ids=["all direct", "mixed"])
+def test_normalized_gd_under_vmap_is_each_points_update(scales):
+    """Under vmap the update branches on whether every point takes the direct norm (then the
+    scaled one is never computed) and selects otherwise: either way each point's update and
+    state are bit for bit its own, un-vmapped, also nested, over a learning rate per point
+    (inject_hyperparams, as the runner's sweeps) and under jit; its derivative is the
+    closed form's, in forward and reverse mode. (Compiled against compiled: an eager nested
+    vmap rounds -lr/||g|| differently, before this branch and after.)"""
+    opt = normalized_gd(0.1)
+    g = jnp.asarray(scales, jnp.float32)[:, None] * jnp.array([3.0, 4.0], jnp.float32)
+    lrs = jnp.array([0.1, 0.2, 0.3, 0.4], jnp.float32)
+    inj = optax.inject_hyperparams(normalized_gd)(lr=0.1)
+
+    def step(lr, x):
+        state = inj.init(x)
+        state.hyperparams["lr"] = lr
+        u, new = inj.update(x, state)
+        return u, new.inner_state.num_kicks
+
+    want = [jax.jit(step)(lr, x) for lr, x in zip(lrs, g, strict=True)]
+    nested = jax.jit(jax.vmap(jax.vmap(step)))(lrs.reshape(2, 2), g.reshape(2, 2, 2))
+    for got in (jax.jit(jax.vmap(step))(lrs, g),
+                jax.tree.map(lambda a: a.reshape(4, *a.shape[2:]), nested)):
+        for i, (u, kicks) in enumerate(want):
+            np.testing.assert_array_equal(np.asarray(got[0][i]), np.asarray(u))
+            assert int(got[1][i]) == int(kicks)
+    # d/dg of -lr g/||g|| at g = (3, 4)·s: -lr (I - u u^T)/||g||, applied to (1, 1)
+    x = jnp.array([3.0, 4.0], jnp.float32)
+    unit = np.array([0.6, 0.8])
+    want_t = -0.1 * (np.ones(2) - unit * unit.sum()) / 5.0
+    t = jax.jvp(lambda x: opt.update(x, opt.init(x))[0], (x,), (jnp.ones_like(x),))[1]
+    np.testing.assert_allclose(np.asarray(t), want_t, rtol=1e-5)
+    grad = jax.grad(lambda x: opt.update(x, opt.init(x))[0].sum())(x)
+    np.testing.assert_allclose(np.asarray(grad), want_t, rtol=1e-5)  # symmetric Jacobian
+    vgrad = jax.vmap(jax.grad(lambda x: opt.update(x, opt.init(x))[0].sum()))(
+        jnp.stack([x, 2 * x]))
+    np.testing.assert_allclose(np.asarray(vgrad), [want_t, want_t / 2], rtol=1e-5)
+
+
 # floor 0.5: ||g|| = 0.6 is above it although ||g||^2 = 0.36 is below the floor itself (the
 # test of the square must use floor^2), 0.4 at or below it; in the scaled norm 6e-31 and
 # 4e-31 against 5e-31 (6e-31 = 0.76 * 2^-100: a test off by the mantissa would kick)

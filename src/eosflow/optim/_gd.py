@@ -6,6 +6,7 @@ All three are ``optax.GradientTransformationExtraArgs``: ``update(grads, state, 
 ``optax.inject_hyperparams``.
 """
 
+from collections.abc import Callable
 from typing import NamedTuple
 
 import equinox as eqx
@@ -14,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from .._tree import compute_dtype, nonfinite
+from .._tree import compute_dtype, mul_exp2, nonfinite
 from .._types import Array, PyTree
 
 ScalarOrSchedule = float | Array | optax.Schedule
@@ -102,8 +103,8 @@ def normalized_gd(
     scaling by the power of two of the largest entry (exactly), $g/\|g\| = \hat g/\|\hat g\|$
     with $\hat g = 2^{-e} g$, $2^{e-1} \le \|g\|_\infty < 2^e$. So any nonzero finite
     gradient (entries of 1e-30 or 3e38 in float32) gives a step of length $\eta$ (to
-    rounding) along $-g$. On CPUs the two are a branch, elsewhere (and under ``vmap``) a
-    select. An iterate can land exactly on the manifold of minimisers, where
+    rounding) along $-g$. On CPUs the two are a branch (under ``vmap``, on whether every
+    point takes the first, then a select), elsewhere a select. An iterate can land exactly on the manifold of minimisers, where
     $\nabla L = 0$; then (when $\|\nabla L\| \le$ ``min_grad_norm``, default the dtype's
     smallest normal number) the step is a kick of norm ``kick`` (default
     $10^{-2}\sqrt{\epsilon}$: 1.5e-10 in float64) along a random direction drawn from
@@ -150,36 +151,74 @@ def normalized_gd(
         low = sum(x.size for x in leaves) * float(finfo.tiny / finfo.eps)
         direct = (square >= low) & (square <= finfo.max)  # false for inf and nan
 
-        def plain():
+        def plain(updates, state, lr, floor, square):
             return _scaled_or_kicked(updates, -lr / jnp.sqrt(square),
                                      square <= jnp.square(floor.astype(dtype)), state, kick)
 
-        def scaled():  # the norm of g / ||g||_inf, which neither underflows nor overflows
+        def scaled(updates, state, lr, floor, square):
+            # the norm of g / ||g||_inf, which neither underflows nor overflows
             big = _max_abs(updates)
             # g / ||g||_inf to within a power of two, by its exponent (exact): a division by
             # ||g||_inf is compiled as a product with its reciprocal, subnormal and flushed to
             # zero for entries above 2^126 in float32 (the step became a kick)
             exponent = jnp.frexp(jnp.where(jnp.isfinite(big) & (big > 0), big, 1))[1]
-            unit = jax.tree.map(lambda x: jnp.ldexp(x, -exponent).astype(x.dtype), updates)
+            unit = jax.tree.map(lambda x: mul_exp2(x, -exponent).astype(x.dtype), updates)
             norm = optax.tree.norm(unit)  # in [1/2, sqrt(size)] when big is finite, nonzero
             norm = jnp.where(jnp.isfinite(big), norm, jnp.nan)  # an inf entry: a nan step
             # ||g|| = 2^exponent * norm <= floor, without forming the product (it may
             # overflow); false for nan, so a nan gradient is not hidden by a kick
-            underflow = (norm <= jnp.ldexp(floor, -exponent)) | (big == 0)
+            underflow = (norm <= mul_exp2(floor, -exponent)) | (big == 0)
             # ... and never for an inf or nan entry (the max above may drop a nan: _max_abs)
             underflow = underflow & ~nonfinite(updates)
             return _scaled_or_kicked(unit, -lr / norm, underflow, state, kick)
 
-        def branch():  # CPUs: the common case never waits for the scaled norm (a select of
-            # the two costs the runner's toy step ~20 ns more); under vmap, a select
-            return jax.lax.cond(direct, plain, scaled)
-
-        def select():  # GPUs and TPUs: a branch would read its predicate back every step
-            return jax.tree.map(lambda a, b: jnp.where(direct, a, b), plain(), scaled())
-
-        return jax.lax.platform_dependent(cpu=branch, default=select)
+        return _branch(direct, plain, scaled, updates, state, lr, floor, square)
 
     return optax.GradientTransformationExtraArgs(_init_kick(seed), update)
+
+
+def _branch(pred: Array, common: Callable, rare: Callable, *operands):
+    """``common(*operands)`` where the scalar ``pred`` holds, else ``rare(*operands)`` (the
+    two return the same structure): a ``lax.cond`` on CPUs, where the common case then never
+    computes the rare one (a select of the two cost the runner's toy step ~20 ns more); a
+    select on GPUs and TPUs, where a branch would read its predicate back every step.
+
+    Under ``vmap`` (a sweep's points) ``lax.cond`` would become a select, computing both for
+    every point: here, on CPUs, a branch on whether every point takes ``common`` (then it
+    alone runs) comes first, so a sweep's step costs what its common case costs (a third,
+    on toy A's 1024-point sweep). Derivatives (forward and reverse) are the branch's."""
+
+    def select(p, *ops):
+        return jax.tree.map(lambda a, b: jnp.where(p, a, b), common(*ops), rare(*ops))
+
+    def one(p, *ops):
+        return jax.lax.platform_dependent(
+            p, *ops, cpu=lambda p, *o: jax.lax.cond(p, common, rare, *o), default=select)
+
+    batched = jax.custom_batching.custom_vmap(one)
+
+    @batched.def_vmap
+    def _(axis_size, in_batched, p, *ops):
+        axes = [jax.tree.map(lambda b: 0 if b else None, b) for b in in_batched]
+
+        def each(fn):  # fn on every point
+            return jax.vmap(fn, in_axes=axes, axis_size=axis_size)
+
+        if not in_batched[0]:  # one choice for every point: a branch stays a branch
+            out = each(one)(p, *ops)
+        else:
+            out = jax.lax.platform_dependent(
+                p, *ops,
+                cpu=lambda p, *o: jax.lax.cond(
+                    jnp.all(p), lambda: each(lambda p, *o: common(*o))(p, *o),
+                    lambda: each(select)(p, *o)),
+                default=each(select))
+        return out, jax.tree.map(lambda _: True, out)
+
+    # derivatives are one's (custom_vmap has no reverse mode of its own)
+    run = jax.custom_jvp(batched)
+    run.defjvp(lambda primals, tangents: jax.jvp(one, primals, tangents))
+    return run(pred, *operands)
 
 
 def _max_abs(tree: PyTree) -> Array:
