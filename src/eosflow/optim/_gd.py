@@ -104,13 +104,14 @@ def normalized_gd(
     with $\hat g = 2^{-e} g$, $2^{e-1} \le \|g\|_\infty < 2^e$. So any nonzero finite
     gradient (entries of 1e-30 or 3e38 in float32) gives a step of length $\eta$ (to
     rounding) along $-g$. On CPUs the two are a branch (under ``vmap``, on whether every
-    point takes the first, then a select), elsewhere a select. An iterate can land exactly on the manifold of minimisers, where
-    $\nabla L = 0$; then (when $\|\nabla L\| \le$ ``min_grad_norm``, default the dtype's
-    smallest normal number) the step is a kick of norm ``kick`` (default
-    $10^{-2}\sqrt{\epsilon}$: 1.5e-10 in float64) along a random direction drawn from
-    ``seed`` at ``init``, instead of a NaN, and ``state.num_kicks`` counts it. A gradient
-    with an inf or nan entry is *not* kicked: the update is nan, so the training loop sees
-    the failure (the runner stops with a reason) rather than a silent random step.
+    point takes the first, then a select), elsewhere a select. An iterate can land exactly
+    on the manifold of minimisers, where $\nabla L = 0$; then (when
+    $\|\nabla L\| \le$ ``min_grad_norm``, default the dtype's smallest normal number) the
+    step is a kick of norm ``kick`` (default $10^{-2}\sqrt{\epsilon}$: 1.5e-10 in float64)
+    along a random direction drawn from ``seed`` at ``init``, instead of a NaN, and
+    ``state.num_kicks`` counts it. A gradient with an inf or nan entry is *not* kicked: the
+    update is nan, so the training loop sees the failure (the runner stops with a reason)
+    rather than a silent random step.
 
     Args:
         lr: $\eta$, the length of every step: a finite positive number (or a traced array
