@@ -174,7 +174,7 @@ def host_cpu(cpuinfo: str = "/proc/cpuinfo") -> str:
     """The host CPU for a run's metadata: its model name, architecture and widest x86 vector
     extension (``"Intel(R) Xeon(R) Processor, x86_64, avx512f"``), from ``/proc/cpuinfo`` on
     Linux and :mod:`platform` elsewhere. XLA's CPU kernels round float32 differently on
-    different CPUs (vector widths change the order of sums), and the oscillation at the Edge
+    different CPUs (their code is chosen by the CPU's features), and the oscillation at the Edge
     of Stability amplifies it: two CPUs give the same run to rounding, not bit for bit.
     ``cpuinfo`` is the file to read (a missing one falls back to :mod:`platform`)."""
     model, flags = "", set()
