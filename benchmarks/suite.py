@@ -863,7 +863,7 @@ def physical(S: Settings, ctx: dict, rep: Report) -> None:
         t = timeit(lambda mm=mm, a=a: mm(a), repeats=max(5, int(2e10 / (2 * size**3))))
         peak[size] = 2 * size**3 / t["min_s"]
     best = max(peak.values())
-    nominal = _nominal_peak()
+    nominal, pipes = _nominal_peak() or (None, "")
     rates = {
         "GD step, runner": (fl["gradient"], ctx["gd_step_s"]["runner"]),
         "GD step, eager torch": (fl["gradient"], ctx["gd_step_s"]["torch"]),
@@ -895,8 +895,8 @@ def physical(S: Settings, ctx: dict, rep: Report) -> None:
         f"gradient {_mflop(xla_grad)}, HVP {_mflop(xla_hvp)}. Measured peak: best of jitted "
         f"float32 square matmuls (size: GFLOP/s, fastest of >= 5 runs, all cores) "
         + ", ".join(f"{k}: {val / 1e9:.1f}" for k, val in peak.items())
-        + (f"; nominal {nominal / 1e9:.0f} GFLOP/s (cores x cpuinfo MHz x 32 float32 FLOP/"
-           "cycle: AVX2, two 256-bit FMA pipes)." if nominal else "."))
+        + (f"; nominal {nominal / 1e9:.0f} GFLOP/s (cores x cpuinfo MHz x {pipes})."
+           if nominal else "."))
     rep.payload["physical"] = {
         "nominal_peak_flops": nominal, "flops_counted": fl, "peak_flops": peak,
         "xla_flops": {"gradient": xla_grad, "hvp": xla_hvp},
@@ -904,7 +904,8 @@ def physical(S: Settings, ctx: dict, rep: Report) -> None:
     }
 
 
-def _nominal_peak() -> float | None:
+def _nominal_peak() -> tuple[float, str] | None:
+    """The cores' nominal float32 FLOP/s from /proc/cpuinfo, and how it was counted."""
     import os
     from pathlib import Path
 
@@ -915,7 +916,10 @@ def _nominal_peak() -> float | None:
     mhz = [float(line.split(":")[1]) for line in text.splitlines() if line.startswith("cpu MHz")]
     if not mhz or " avx2" not in text or " fma" not in text:
         return None
-    return (os.cpu_count() or 1) * max(mhz) * 1e6 * 32
+    # two FMA pipes at the widest vector width
+    per, pipes = ((64, "AVX-512, two 512-bit FMA pipes") if " avx512f" in text
+                  else (32, "AVX2, two 256-bit FMA pipes"))
+    return (os.cpu_count() or 1) * max(mhz) * 1e6 * per, f"{per} float32 FLOP/cycle: {pipes}"
 
 
 def _mflop(x):
