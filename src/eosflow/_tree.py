@@ -45,9 +45,10 @@ def exp2(e: Array, dtype) -> Array:
 
 
 def mul_exp2(x: Array, e: Array) -> Array:
-    """``x * 2**e`` for integer ``e`` with ``|e|`` below twice the normal exponent range (any
-    power of two between an entry's and 1): two products by normal powers of two
-    (:func:`exp2`), exact unless the result itself under- or overflows, as ``jnp.ldexp``."""
+    """``x * 2**e`` for integer ``e`` in ``[2 finfo.minexp, 2 finfo.maxexp - 2]`` of ``x``'s
+    dtype (any power of two between an entry's and 1, subnormal ones too): two products by
+    normal powers of two (:func:`exp2`), exact unless the result itself under- or overflows,
+    as ``jnp.ldexp``. Outside that range the result is wrong, not an error."""
     e = jnp.asarray(e, jnp.int32)
     half = e >> 1  # floor(e / 2): an arithmetic shift (// is several ops on signed ints)
     return x * exp2(half, x.dtype) * exp2(e - half, x.dtype)

@@ -190,6 +190,22 @@ def test_normalized_gd_half_precision_and_mixed_dtypes():
     np.testing.assert_allclose(_flat(u), [-0.06, -0.08], rtol=1e-6)
 
 
+@pytest.mark.parametrize(("big", "small"), [([3e30, 4e30], [1.0, 2.0]),
+                                            ([3e-30, 4e-30], [0.0, 0.0]),
+                                            ([3e-29, 4e-29], [1e-7, 0.0])])
+def test_normalized_gd_scaled_norm_with_a_narrower_leaf(big, small):
+    """The scaled norm's power of two 2^-e is that of the widest leaf's largest entry; a
+    float16 leaf beside a float32 one of 1e30 (or 1e-30) cannot hold it: scaled in the wide
+    dtype, each leaf is its closed-form step rounded to its own dtype, never a nan."""
+    opt = normalized_gd(0.1)
+    g = {"a": jnp.asarray(big, jnp.float32), "b": jnp.asarray(small, jnp.float16)}
+    u, st = jax.jit(lambda g: opt.update(g, opt.init(g)))(g)
+    want = _closed_form_step(g, 0.1)
+    np.testing.assert_allclose(np.asarray(u["a"], np.float64), want[:2], rtol=1e-6)
+    np.testing.assert_array_equal(np.asarray(u["b"]), want[2:].astype(np.float16))
+    assert int(st.num_kicks) == 0
+
+
 def test_normalized_gd_vmapped_over_both_norms():
     """A sweep vmaps the update: points whose ||g||^2 underflows, is normal or overflows each
     get their own step, with kicks only at g = 0. Under vmap the branch of the two norms is a
@@ -229,6 +245,28 @@ def test_normalized_gd_under_vmap_is_each_points_update(scales):
         for i, (u, kicks) in enumerate(want):
             np.testing.assert_array_equal(np.asarray(got[0][i]), np.asarray(u))
             assert int(got[1][i]) == int(kicks)
+    # one gradient for every point (the branch's predicate is not batched), and a kick
+    # size per point (traced, as inject_hyperparams makes it)
+    for i in range(4):
+        got = jax.jit(jax.vmap(step, in_axes=(0, None)))(lrs, g[i])
+        for j in range(4):
+            np.testing.assert_array_equal(np.asarray(got[0][j]),
+                                          np.asarray(jax.jit(step)(lrs[j], g[i])[0]))
+    kicked = optax.inject_hyperparams(normalized_gd)(lr=0.1, kick=1e-3)
+
+    def kick_step(kick, x):
+        state = kicked.init(x)
+        state.hyperparams["kick"] = kick
+        return kicked.update(x, state)[0]
+
+    kicks = jnp.array([1e-3, 2e-3, 3e-3, 4e-3], jnp.float32)
+    got = jax.jit(jax.vmap(kick_step))(kicks, g)
+    for j in range(4):
+        np.testing.assert_array_equal(np.asarray(got[j]),
+                                      np.asarray(jax.jit(kick_step)(kicks[j], g[j])))
+    if float(scales[3]) == 0.0:  # a kick of norm `kick`: d|u|/dkick = 1
+        d = jax.grad(lambda k: jnp.linalg.norm(kick_step(k, g[3])))(jnp.float32(2e-3))
+        np.testing.assert_allclose(float(d), 1.0, rtol=1e-5)
     # d/dg of -lr g/||g|| at g = (3, 4)·s: -lr (I - u u^T)/||g||, applied to (1, 1)
     x = jnp.array([3.0, 4.0], jnp.float32)
     unit = np.array([0.6, 0.8])

@@ -152,18 +152,22 @@ def normalized_gd(
         low = sum(x.size for x in leaves) * float(finfo.tiny / finfo.eps)
         direct = (square >= low) & (square <= finfo.max)  # false for inf and nan
 
-        def plain(updates, state, lr, floor, square):
+        # every traced value the two take is an operand of _branch (its vmap rule sees
+        # them), the kick too (traced under inject_hyperparams)
+        def plain(updates, state, lr, floor, square, kick):
             return _scaled_or_kicked(updates, -lr / jnp.sqrt(square),
                                      square <= jnp.square(floor.astype(dtype)), state, kick)
 
-        def scaled(updates, state, lr, floor, square):
+        def scaled(updates, state, lr, floor, square, kick):
             # the norm of g / ||g||_inf, which neither underflows nor overflows
             big = _max_abs(updates)
             # g / ||g||_inf to within a power of two, by its exponent (exact): a division by
             # ||g||_inf is compiled as a product with its reciprocal, subnormal and flushed to
             # zero for entries above 2^126 in float32 (the step became a kick)
             exponent = jnp.frexp(jnp.where(jnp.isfinite(big) & (big > 0), big, 1))[1]
-            unit = jax.tree.map(lambda x: mul_exp2(x, -exponent).astype(x.dtype), updates)
+            # in big's dtype, the widest of the leaves': a narrower leaf cannot hold 2^-exponent
+            unit = jax.tree.map(lambda x: mul_exp2(x.astype(big.dtype), -exponent).astype(x.dtype),
+                                updates)
             norm = optax.tree.norm(unit)  # in [1/2, sqrt(size)] when big is finite, nonzero
             norm = jnp.where(jnp.isfinite(big), norm, jnp.nan)  # an inf entry: a nan step
             # ||g|| = 2^exponent * norm <= floor, without forming the product (it may
@@ -173,7 +177,7 @@ def normalized_gd(
             underflow = underflow & ~nonfinite(updates)
             return _scaled_or_kicked(unit, -lr / norm, underflow, state, kick)
 
-        return _branch(direct, plain, scaled, updates, state, lr, floor, square)
+        return _branch(direct, plain, scaled, updates, state, lr, floor, square, kick)
 
     return optax.GradientTransformationExtraArgs(_init_kick(seed), update)
 
@@ -187,7 +191,9 @@ def _branch(pred: Array, common: Callable, rare: Callable, *operands):
     Under ``vmap`` (a sweep's points) ``lax.cond`` would become a select, computing both for
     every point: here, on CPUs, a branch on whether every point takes ``common`` (then it
     alone runs) comes first, so a sweep's step costs what its common case costs (a third,
-    on toy A's 1024-point sweep). Derivatives (forward and reverse) are the branch's."""
+    on toy A's 1024-point sweep). Derivatives, forward and reverse, are those of the plain
+    ``lax.cond`` (a select under ``vmap``). Every traced value the two functions use must be
+    among ``operands``: the batching rule sees only those."""
 
     def select(p, *ops):
         return jax.tree.map(lambda a, b: jnp.where(p, a, b), common(*ops), rare(*ops))
