@@ -51,10 +51,11 @@ class Quantity:
 # jax/XLA version every number repeats exactly. Another CPU or XLA version rounds float32
 # differently (the README's numbers come from AVX-512 CPUs; an AVX2 AMD EPYC gives a final
 # loss 7% lower), and the oscillation at the edge amplifies the difference. `--spread 6`
-# (2026-12-01, Xeon) measured how far: over six runs whose initial weights differ by one
-# float32 ulp, the final loss spans 0.0598-0.0663 and the final λ1 10.53-10.63, HVPs per
-# estimate 11.62-11.91, the means over many steps (η·λ1 after the onset and over the last
-# third, the loss over the last third) 0.5% or less; the start and the steps do not move.
+# (2026-12-02, an AVX-512 EPYC) measured how far: over six runs, five from initial weights
+# each moved by one float32 ulp, the final loss spans 0.0601-0.0649 and the final λ1
+# 10.50-10.63, HVPs per estimate 11.54-11.76, the means over many steps (η·λ1 after the
+# onset and over the last third, the loss over the last third) 0.4% or less; the start and
+# the steps do not move.
 # So: 10% on the final loss, 2% on the final λ1, 5% on HVPs per estimate, 1% on the means,
 # 0.5% on the start, one measurement period (eig_every = 4 steps) on the steps. The rounding
 # of the quoted digits is added.
@@ -165,9 +166,9 @@ def _compare(q: Quantity, found: list[str], fresh: float) -> list[str]:
 
 def fresh_default_run(root, perturb: int = 0) -> Path:
     """Run the default experiment (``eosflow run``'s) into ``root/digits-gd``; with
-    ``perturb`` > 0, from initial weights each multiplied by 1 ± 2^-24 (one float32 ulp, the
-    signs drawn from ``perturb``) into ``root/digits-gd-<perturb>``: how far rounding alone
-    moves each number."""
+    ``perturb`` > 0, from initial weights each moved by one ulp to the next float up or
+    down (the directions drawn from ``perturb``) into ``root/digits-gd-<perturb>``: how far
+    rounding alone moves each number."""
     from eosflow.experiments import DEFAULT, preset_config, run_experiment
     from eosflow.problems import build_problem
 
@@ -177,11 +178,13 @@ def fresh_default_run(root, perturb: int = 0) -> Path:
         import dataclasses
 
         import jax
+        import jax.numpy as jnp
 
         problem = build_problem(config)
         leaves, treedef = jax.tree.flatten(problem.params)
         keys = jax.random.split(jax.random.key(perturb), len(leaves))
-        leaves = [x * (1 + jax.random.rademacher(k, x.shape, x.dtype) * 2.0**-24)
+        # nextafter, not x (1 ± 2^-24): in float32 1 + 2^-24 rounds to 1
+        leaves = [jnp.nextafter(x, jnp.inf * jax.random.rademacher(k, x.shape, x.dtype))
                   for k, x in zip(keys, leaves, strict=True)]
         problem = dataclasses.replace(problem, params=jax.tree.unflatten(treedef, leaves))
     out = Path(root) / (f"{DEFAULT}-{perturb}" if perturb else DEFAULT)

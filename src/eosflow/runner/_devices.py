@@ -176,7 +176,9 @@ def host_cpu(cpuinfo: str = "/proc/cpuinfo") -> str:
     Linux and :mod:`platform` elsewhere. XLA's CPU kernels round float32 differently on
     different CPUs (their code is chosen by the CPU's features), and the oscillation at the Edge
     of Stability amplifies it: two CPUs give the same run to rounding, not bit for bit.
-    ``cpuinfo`` is the file to read (a missing one falls back to :mod:`platform`)."""
+    ``cpuinfo`` is the file to read (a missing one falls back to :mod:`platform`, whose
+    ``processor()`` is often empty on Linux). On ARM, whose ``/proc/cpuinfo`` has neither
+    a model name nor x86 flags, it is the architecture alone (``"aarch64"``)."""
     model, flags = "", set()
     try:
         with open(cpuinfo) as f:
