@@ -191,7 +191,15 @@ def top_eigenpairs(
     keep = min(m - 1, max(k + b + 1, m // 2))
     config = _SolveConfig(k, b, m, keep, float(tol), budget, floor, criterion == "gap", throw)
     H = None if hint is None else _flat_hint(hint, op)
-    return _solve(loss_fn, params, batches, _carried_block(V0, b, op), key, H, config)
+    # on CPUs, XLA's fusion emitters (its default code generator for fused element-wise
+    # work) spend about twice as long compiling the solver's ~90 kernels and do not make them
+    # faster: off for this program alone (the first lambda_1 on the digits MLP 1.3-1.8 s
+    # against 2.4-2.6 s, a cold solve 148-153 ms against 168-174 ms; benchmarks/README.md).
+    # Inside another jit (the runner's chunk) the outer program's options apply (JAX refuses
+    # them on a nested one); there a constant made now is a tracer.
+    top = not isinstance(jnp.zeros(()), jax.core.Tracer)
+    solve = _solve_cpu if top and jax.default_backend() == "cpu" else _solve
+    return solve(loss_fn, params, batches, _carried_block(V0, b, op), key, H, config)
 
 
 def _validate(k, tol, op: FlatOperator, block_size, krylov_dim, max_matvecs, min_matvecs):
@@ -332,9 +340,8 @@ class _SolveConfig(NamedTuple):
     throw: bool
 
 
-@eqx.filter_jit
-def _solve(fn, params, batches, carried: Array, key: PRNGKeyArray, hint: Array | None,
-           config: _SolveConfig):
+def _solve_impl(fn, params, batches, carried: Array, key: PRNGKeyArray, hint: Array | None,
+                config: _SolveConfig):
     op = operator_from(fn, params, batches=batches, linearize=True)
     k, b, m, keep, tol, budget, floor, gap, throw = config
     nb = b + 1  # the Krylov block: the carried vectors and one fresh direction
@@ -386,6 +393,10 @@ def _solve(fn, params, batches, carried: Array, key: PRNGKeyArray, hint: Array |
         result=result,
         warm_start=jax.tree.map(lambda x: x[:nw], vecs),
     )
+
+
+_solve = eqx.filter_jit(_solve_impl)
+_solve_cpu = eqx.filter_jit(_solve_impl, compiler_options={"xla_cpu_use_fusion_emitters": False})
 
 
 def sharpness(loss_fn: Callable, params: PyTree, **kwargs) -> Array:
