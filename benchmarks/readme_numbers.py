@@ -80,8 +80,9 @@ QUANTITIES = (
     Quantity("mean_eta_lambda_last_third", (r"η·λ1 averages ([\d.]+) over the last third",),
              "{:.2f}", rtol=0.01),
     Quantity("loss_start", (r"non-monotonically, from ([\d.]+)",), "{:.2f}", rtol=0.005),
-    Quantity("compile_seconds", (r"says ([\d.]+) s compiling",), "{:.1f}", rtol=None),
-    Quantity("step_seconds", (r"s compiling and ([\d.]+) s in all",), "{:.0f}", rtol=None),
+    Quantity("compile_seconds", (r"says (?:[\d.]+–)?([\d.]+) s compiling",), "{:.1f}", rtol=None),
+    Quantity("step_seconds", (r"s compiling and (?:[\d.]+–)?([\d.]+) s in all",), "{:.0f}",
+             rtol=None),
 )
 
 
