@@ -193,8 +193,8 @@ def top_eigenpairs(
     H = None if hint is None else _flat_hint(hint, op)
     # on CPUs, XLA's fusion emitters (its default code generator for fused element-wise
     # work) spend about twice as long compiling the solver's ~90 kernels and do not make them
-    # faster: off for this program alone (the first lambda_1 on the digits MLP 1.3-1.8 s
-    # against 2.4-2.6 s, a cold solve 148-153 ms against 168-174 ms; benchmarks/README.md).
+    # faster: off for this program alone (the first lambda_1 on the digits MLP 1.3-1.7 s
+    # against 2.2-2.6 s, the solves as fast; benchmarks/README.md, issue 17, 2026-12-02).
     # Inside another jit (the runner's chunk) the outer program's options apply (JAX refuses
     # them on a nested one); there a constant made now is a tracer.
     top = not isinstance(jnp.zeros(()), jax.core.Tracer)
