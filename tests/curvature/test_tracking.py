@@ -42,6 +42,31 @@ def test_a_linear_path_is_extrapolated_exactly_and_the_sign_is_matched(period):
     np.testing.assert_allclose(got, -(p + 4 * q), rtol=1e-5)
 
 
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+def test_the_weight_is_fitted_to_the_history(dtype):
+    rng = np.random.default_rng(3)
+    u, d = rng.normal(size=8), 0.05 * rng.normal(size=8)
+
+    def start(e, c, a, **kw):  # three solves of one vector, oldest first; a's sign flipped
+        h = _history([e[None], c[None], -a[None]], 1)
+        return np.asarray(extrapolated_start(jax.tree.map(lambda x: x.astype(dtype), h), 1,
+                                             **kw)[0], np.float64)
+
+    tol = dict(rtol=1e-6) if dtype == jnp.float32 else dict(rtol=2e-2, atol=2e-2)
+    # the last step moved half as far as the one before (same direction): w = 1/2
+    e, c = u, u + 2 * d
+    a = c + d
+    np.testing.assert_allclose(start(e, c, a), -(a + 0.5 * (a - c)), **tol)
+    # the vectors went back and forth (errors, no drift): w = -1, clipped to 0: a alone
+    np.testing.assert_allclose(start(u, u + d, u), -u, **tol)
+    # steps longer than the last ones: clipped to 1, the linear extrapolation
+    np.testing.assert_allclose(start(u, u + d, u + 4 * d), -(u + 7 * d), **tol)
+    # a fixed weight overrides the fit, and the result keeps the history's dtype
+    np.testing.assert_allclose(start(u, u + d, u, weight=1.0), -(u - d), **tol)
+    h = _history([u[None], (u + d)[None]], 1)
+    assert extrapolated_start(h.astype(dtype), 1).dtype == dtype
+
+
 def test_rows_that_traded_places_or_are_missing_are_not_extrapolated():
     e = np.eye(8)
     # two solves of block 2: the rows swapped between them (cos 0: a crossing)
@@ -58,8 +83,10 @@ def test_rows_that_traded_places_or_are_missing_are_not_extrapolated():
 
 def test_bad_histories_are_refused_naming_the_argument():
     h = tracking_history(jnp.zeros(4), 1, period=2)
-    with pytest.raises(ValueError, match="2 \\* period \\* block = 2 rows"):
+    with pytest.raises(ValueError, match="3 \\* period \\* block = 3 rows"):
         extrapolated_start(h, 1, period=1)
+    with pytest.raises(ValueError, match="weight must be a float in \\[0, 1\\]"):
+        extrapolated_start(h, 1, period=2, weight=1.5)
     with pytest.raises(ValueError, match="period must be an int >= 1"):
         extrapolated_start(h, 1, period=0)
     with pytest.raises(ValueError, match="min_cos"):

@@ -21,6 +21,7 @@ from ..curvature import (
     sum_over_batches,
     tracking_history,
 )
+from ..curvature._tracking import HISTORY_SOLVES
 from ..flows import step_noise
 from ..optim import KickState, method
 from ..problems import Problem, batch_indices
@@ -46,7 +47,7 @@ class TrainState(NamedTuple):
     params: Any
     opt_state: Any
     eig_block: Any  # the eigen-solver's warm starts: the last solves' blocks, newest first
-    # (leading axis 2 * period * block: curvature.tracking_history), or None
+    # (leading axis 3 * period * block: curvature.tracking_history), or None
     key: jax.Array  # raw uint32[2] PRNG key
     step: jax.Array  # int32, shared by every point of a sweep
     done: jax.Array  # bool: stopped (goal or divergence); later steps leave the state alone
@@ -113,7 +114,7 @@ class Program(_Probes, _Predictions, _Processes):
         period = self._track_period() if self.eig_on else 1
         self.track_extrapolate = period is not None
         self.track_period = period or 1
-        self.track_rows = 2 * self.track_period * self.track_block
+        self.track_rows = HISTORY_SOLVES * self.track_period * self.track_block
         # adaptive methods (a diagonal preconditioner P in their state): their EoS quantity is
         # lambda_1(P^-1 H), recorded as precond_lambda_1 beside the raw lambda_1
         self.precond_on = self.eig_on and self.method.moment is not None
