@@ -215,8 +215,8 @@ def check_sweep_memory(config: Config, points: int) -> None:
     itemsize = np.dtype(config.dtype).itemsize
     block = (config.eig_block or config.num_eigs + 1) if config.eig_every else 0
     krylov = (20 + 2 * block) if config.eig_every else 0
-    # params, grad, opt state; the warm starts of up to 4 solves (extrapolated_start); basis
-    per_point = n * itemsize * (4 + 4 * block + krylov)
+    # params, grad, opt state; the warm starts of up to 6 solves (extrapolated_start); basis
+    per_point = n * itemsize * (4 + 6 * block + krylov)
     chunk = config.chunk_steps or 100
     per_point += chunk * 16 * 8  # metric rows of one chunk
     # the data is shared by every point (counted by the network problems' own estimate)
