@@ -108,8 +108,8 @@ class Program(_Probes, _Predictions, _Processes):
         # its own eigenvalue through a crossing while the new top goes unseen: 7 of 200
         # estimates 0.3-2.5% low on the digits MLP's EoS window), each solve started from
         # the warm starts of the solves of the same oscillation phase, extrapolated
-        # (curvature.extrapolated_start): 11.7 HVPs per estimate on the default run, from
-        # 12.6 with the previous solve's k vectors
+        # (curvature.extrapolated_start, its weight fitted to three solves per phase): 11.7
+        # HVPs per estimate on the default run, from 12.6 with the previous solve's k vectors
         self.track_block = min(c.eig_block or self.k + 1, dim)
         period = self._track_period() if self.eig_on else 1
         self.track_extrapolate = period is not None
