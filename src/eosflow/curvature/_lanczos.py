@@ -53,7 +53,7 @@ class KrylovState(NamedTuple):
 
 
 def _append(V: Array, w: Array, row: Array | int, spare: Array, shift: Array | int,
-            rows: int | None = None) -> tuple[Array, Array, Array, Array]:
+            num_rows: int | None = None) -> tuple[Array, Array, Array, Array]:
     """Orthogonalise ``w`` against the rows of ``V`` and store its unit remainder as row
     ``row``: the one routine that grows a basis (the start block's rows in a loop, then each
     product), so the compiled program holds one copy per call site, not one per row.
@@ -63,17 +63,17 @@ def _append(V: Array, w: Array, row: Array | int, spare: Array, shift: Array | i
     generic as a fresh draw), in the same two products; one pass suffices for it while the
     basis is small next to ``n`` (a random vector has little along it). That unit vector is
     stored instead when ``w`` breaks down (its remainder is below ``eps**0.75`` of its norm,
-    ``w`` is zero, or not finite). ``rows`` (static), when given, says that only the first
-    ``rows`` rows of ``V`` can be nonzero: ``w`` is orthogonalised against them alone (each
+    ``w`` is zero, or not finite). ``num_rows`` (static), when given, says that only the first
+    ``num_rows`` rows of ``V`` can be nonzero: ``w`` is orthogonalised against them alone (each
     pass reads the whole of ``V``, and a solve's start block fills a few rows of many).
     Returns the new ``V``, the coefficients ``h`` of ``w`` along the rows of ``V`` (the first
-    ``rows``), the remainder's norm ``beta`` (0 on a breakdown), and whether ``w`` had an
+    ``num_rows``), the remainder's norm ``beta`` (0 on a breakdown), and whether ``w`` had an
     inf or nan entry.
     """
     bad = nonfinite(w)
     w = jnp.where(bad, 0, w)
     scale = jnp.linalg.norm(w)
-    U = V if rows is None else V[:rows]
+    U = V if num_rows is None else V[:num_rows]
     h = U @ w
     W = jnp.stack([w - h @ U, jnp.roll(spare, shift)])
     H = W @ U.T  # (2, rows of U)
@@ -137,7 +137,7 @@ def init_state(V0: Array, m: int, spare: Array) -> KrylovState:
     V0 = jax.vmap(pow2_scaled)(V0)[0]  # a row of any scale keeps its direction
     # a loop, not b unrolled copies: each copy would add its products to the compiled program
     V = jax.lax.fori_loop(  # row i is orthogonalised against rows < b: the rest are zero
-        0, b, lambda i, V: _append(V, V0[i], i, spare, i + 1, rows=b)[0],
+        0, b, lambda i, V: _append(V, V0[i], i, spare, i + 1, num_rows=b)[0],
         jnp.zeros((m + b, n), dtype),
     )
     C = jnp.zeros((m, m + b), dtype)

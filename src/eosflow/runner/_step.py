@@ -21,7 +21,6 @@ from ..curvature import (
     sum_over_batches,
     tracking_history,
 )
-from ..curvature._tracking import HISTORY_SOLVES
 from ..flows import step_noise
 from ..optim import KickState, method
 from ..problems import Problem, batch_indices
@@ -114,7 +113,9 @@ class Program(_Probes, _Predictions, _Processes):
         period = self._track_period() if self.eig_on else 1
         self.track_extrapolate = period is not None
         self.track_period = period or 1
-        self.track_rows = HISTORY_SOLVES * self.track_period * self.track_block
+        self.track_rows = jax.eval_shape(  # the rows tracking_history holds
+            lambda: tracking_history(jnp.zeros(()), self.track_block, period=self.track_period)
+        ).shape[0]
         # adaptive methods (a diagonal preconditioner P in their state): their EoS quantity is
         # lambda_1(P^-1 H), recorded as precond_lambda_1 beside the raw lambda_1
         self.precond_on = self.eig_on and self.method.moment is not None
@@ -262,8 +263,9 @@ class Program(_Probes, _Predictions, _Processes):
         """``state`` with its carried eigen block cut or zero-padded to ``width`` rows (a zero
         row starts as a fresh random direction, or is an empty slot of the warm-start
         history): checkpoints written with another width (0.1.0 carried k + 1 vectors; later
-        versions the block alone, no history: its vectors become the newest solve's)
-        resume."""
+        versions the block alone, no history: its vectors become the newest solve's; a history
+        of two solves per phase, as before the extrapolation weight was fitted: the missing
+        oldest solve makes the first extrapolations linear) resume."""
         if state.eig_block is None:
             return state
         axis = 0 if self.sweep is None else 1
