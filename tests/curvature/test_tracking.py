@@ -89,6 +89,10 @@ def test_bad_histories_are_refused_naming_the_argument():
         extrapolated_start(h, 1, period=1)
     with pytest.raises(ValueError, match="weight must be a float in \\[0, 1\\]"):
         extrapolated_start(h, 1, period=2, weight=1.5)
+    with pytest.raises(TypeError, match="weight must be a float in \\[0, 1\\], got str"):
+        extrapolated_start(h, 1, period=2, weight="fit")
+    with pytest.raises(TypeError, match="min_cos must be a float in \\[0, 1\\], got bool"):
+        extrapolated_start(h, 1, period=2, min_cos=True)
     with pytest.raises(ValueError, match="period must be an int >= 1"):
         extrapolated_start(h, 1, period=0)
     with pytest.raises(ValueError, match="min_cos"):

@@ -163,8 +163,8 @@ def extrapolated_start(history: PyTree, block: int, *, period: int = 1,
     Raises:
         ValueError: ``history`` does not have ``3 * period * block`` rows, or a bad
             ``block``, ``period``, ``weight`` or ``min_cos``.
-        TypeError: ``block`` or ``period`` not an int, or a leaf of ``history`` not real
-            floating point.
+        TypeError: ``block`` or ``period`` not an int, ``weight`` or ``min_cos`` not a
+            number, or a leaf of ``history`` not real floating point.
 
     Example:
         >>> import jax.numpy as jnp
@@ -186,8 +186,10 @@ def extrapolated_start(history: PyTree, block: int, *, period: int = 1,
     for name, value in (("weight", weight), ("min_cos", min_cos)):
         if value is None and name == "weight":
             continue
-        if isinstance(value, bool) or not (isinstance(value, int | float | np.floating)
-                                           and 0 <= value <= 1):  # a Python or NumPy number
+        if isinstance(value, bool) or not isinstance(value, int | float | np.floating):
+            raise TypeError(f"{name} must be a float in [0, 1], got {type(value).__name__} "
+                            f"{value!r}.")  # a Python or NumPy number, static
+        if not 0 <= value <= 1:
             raise ValueError(f"{name} must be a float in [0, 1], got {value!r}.")
 
     def part(lo):
