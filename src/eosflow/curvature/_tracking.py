@@ -184,7 +184,7 @@ def extrapolated_start(history: PyTree, block: int, *, period: int = 1,
             f"period=...)."
         )
     for name, value in (("weight", weight), ("min_cos", min_cos)):
-        if value is None and name == "weight":
+        if value is None and name == "weight":  # None: fitted
             continue
         if isinstance(value, bool) or not isinstance(value, int | float | np.floating):
             raise TypeError(f"{name} must be a float in [0, 1], got {type(value).__name__} "
@@ -204,9 +204,9 @@ def extrapolated_start(history: PyTree, block: int, *, period: int = 1,
         sign = jnp.where(dot(x, y) < 0, -1.0, 1.0)
         return jax.tree.map(lambda t: t * sign.reshape((-1,) + (1,) * (t.ndim - 1)), y)
 
-    wa = wide[0]
-    wc = matched(wa, wide[1])
-    we = matched(wc, wide[2])
+    wa, wc, we = wide
+    wc = matched(wa, wc)
+    we = matched(wc, we)
     aa, cc, ee, ac = dot(wa, wa), dot(wc, wc), dot(we, we), dot(wa, wc)
     have_a = aa > 0
     extrapolate = have_a & (cc > 0) & (ac >= min_cos * jnp.sqrt(aa * cc))

@@ -205,18 +205,23 @@ def sweep(args, base: Config, grid: dict[str, list[Any]]) -> int:
 
 def check_sweep_memory(config: Config, points: int) -> None:
     """Refuse a vmapped sweep whose state would not fit in memory, before starting."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from ..curvature import tracking_history
     from ..problems import build_problem
 
     problem = build_problem(config)
-    import jax
-    import numpy as np
 
     n = sum(int(np.size(x)) for x in jax.tree.leaves(problem.params))
     itemsize = np.dtype(config.dtype).itemsize
     block = (config.eig_block or config.num_eigs + 1) if config.eig_every else 0
     krylov = (20 + 2 * block) if config.eig_every else 0
-    # params, grad, opt state; the warm starts of up to 6 solves (extrapolated_start); basis
-    per_point = n * itemsize * (4 + 6 * block + krylov)
+    # params, grad, opt state; the warm starts (at most period 2); the basis
+    history = jax.eval_shape(lambda: tracking_history(jnp.zeros(()), block, period=2)
+                             ).shape[0] if block else 0
+    per_point = n * itemsize * (4 + history + krylov)
     chunk = config.chunk_steps or 100
     per_point += chunk * 16 * 8  # metric rows of one chunk
     # the data is shared by every point (counted by the network problems' own estimate)
