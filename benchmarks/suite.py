@@ -390,10 +390,11 @@ def lambda_tracking(S: Settings, ctx: dict, rep: Report) -> None:
 
     def track(traj, history):
         def body(h, p):  # as in a training step: the gradient (timed here) is the hint;
-            # as the runner does: k + 1 vectors, started from the same phase's solves
+            # as the runner does: k + 1 vectors, started from the same phase's solves, the
+            # fresh direction multiplied only when they fail
             v0 = extrapolated_start(h, TRACK_BLOCK, period=2)
             r = top_eigenpairs(prob.loss_fn, p, 1, v0=v0, batches=prob.batches, tol=1e-3,
-                               hint=grad(p))
+                               hint=grad(p), min_matvecs=TRACK_BLOCK)
             return (push_warm_start(h, r.warm_start),
                     (r.eigenvalues[0], r.num_matvecs, r.converged))
 

@@ -88,10 +88,11 @@ def top_eigenpairs(
 
     Warm start: pass the previous result's ``warm_start`` (or ``eigenvectors``) as ``v0``.
     The solver always appends one fresh random direction (from ``key``) to the caller's
-    block, and multiplies every start vector before it may stop, so a start with no
-    component along the top eigenvector (``v0 = ones`` on a loss whose sharpest direction is
-    ``(1, -1)``, or the old ``eigenvectors[0]`` after lambda_1 and lambda_2 trade places)
-    is not stuck below the top: the fresh direction's Krylov space sees it. This is not a
+    block, and (unless ``min_matvecs`` says less) multiplies every start vector before it
+    may stop, so a start with no component along the top eigenvector (``v0 = ones`` on a
+    loss whose sharpest direction is ``(1, -1)``, or the old ``eigenvectors[0]`` after
+    lambda_1 and lambda_2 trade places) is not stuck below the top: the fresh direction's
+    Krylov space sees it. This is not a
     proof: a start that is an *exact* eigenvector of a lower eigenvalue has zero residual at
     once and still stops there when the fresh direction's Rayleigh quotient is below it, so
     pass back the whole ``warm_start`` (it carries the next eigenvectors too), not
@@ -138,6 +139,14 @@ def top_eigenpairs(
         max_matvecs: budget; default ``max(300, 10 * krylov_dim)``.
         min_matvecs: products before convergence may be declared; default
             ``block_size + 1`` (every start vector, the fresh one included, is examined).
+            ``block_size`` lets a warm start that passes the tests stop before the fresh
+            direction's product (the runner's warm solves do): that one product can show an
+            eigenvalue above the carried block only if the fresh direction's Rayleigh
+            quotient (about $\operatorname{tr}(H)/n$ in dimension $n$) exceeds
+            $\theta_1$, so on a network it guards nothing (digits MLP at the Edge of
+            Stability, $n$ = 55 210: started from its exact $u_2, u_3$, solves stop at
+            $\lambda_2$ with it and without it); when the block fails, the fresh direction
+            is multiplied next and its Krylov space grows as before.
         criterion: ``"residual"`` (a bound) or ``"gap"`` (an estimate); see above.
         key: PRNG key for the random start and breakdowns; default ``jax.random.key(0)``.
         hint: optional direction (a PyTree like ``params``, no block axis) believed close

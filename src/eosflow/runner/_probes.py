@@ -48,6 +48,10 @@ class _Probes:
             batches=p.curvature_batches, block_size=self.track_block,
             max_matvecs=c.eig_max_matvecs, key=key, throw=False,
             criterion=c.eig_criterion, hint=grad,  # at EoS the gradient leans on v1
+            # the fresh direction is multiplied only when the carried block fails the tests:
+            # at a network's dimension its one product alone shows nothing the block misses
+            # (top_eigenpairs' min_matvecs); the first solve starts from random rows anyway
+            min_matvecs=self.track_block,
         )
         lam = res.eigenvalues
         v1 = jax.tree.map(lambda x: x[0], res.eigenvectors)
