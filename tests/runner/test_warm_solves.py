@@ -6,7 +6,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from eosflow import Config, run_experiment
-from eosflow.problems import Problem
+from eosflow.curvature import sum_over_batches
+from eosflow.problems import Problem, build_problem
 
 N = 60  # beyond the dense path (dim <= krylov_dim + block + 1), so Lanczos runs
 
@@ -34,3 +35,29 @@ def test_warm_solves_on_a_fixed_hessian_stop_after_the_carried_pair(tmp_path):
     np.testing.assert_allclose(m["lambda_2"], 9.0, rtol=1e-6)
     assert m["eig_matvecs"][0] > 4  # cold: the three carried rows are random, plus the fresh
     np.testing.assert_array_equal(m["eig_matvecs"][1:], 3)  # the block of 3, nothing more
+
+
+def test_measuring_the_sharpness_does_not_change_the_run(tmp_path):
+    """A measured step takes its gradient from the solve's own linearisation
+    (HessianOperator.linearize); the run is the same, bit for bit, as one that measures
+    nothing (float32, an MLP on digits, solves at every third step), and the solve's and
+    the alignment's products are the Hessian's (the dense one at step 0)."""
+    base = Config(num_examples=40, widths=(6,), lr=0.05, steps=12, chunk_steps=12,
+                  eig_every=None)
+    off = run_experiment(base, tmp_path / "off", progress=False)
+    on = run_experiment(base.replace(eig_every=3), tmp_path / "on", progress=False)
+    assert np.isfinite(on.metrics["lambda_1"][::3]).all()
+    np.testing.assert_array_equal(on.metrics["loss"], off.metrics["loss"])
+    np.testing.assert_array_equal(on.metrics["grad_norm"], off.metrics["grad_norm"])
+    prob = build_problem(base)  # the oracle: the dense Hessian at step 0
+    x, unravel = jax.flatten_util.ravel_pytree(prob.params)
+
+    def full(f):
+        return sum_over_batches(lambda b: prob.loss_fn(unravel(f), b), prob.batches)
+
+    H, g = np.asarray(jax.hessian(full)(x), np.float64), np.asarray(jax.grad(full)(x))
+    top = np.linalg.eigvalsh(H)[-1]
+    np.testing.assert_allclose(on.metrics["lambda_1"][0], top, rtol=1e-3)
+    ghat = g / np.linalg.norm(g)
+    np.testing.assert_allclose(on.metrics["align_rayleigh"][0], ghat @ H @ ghat / top,
+                               rtol=1e-3)

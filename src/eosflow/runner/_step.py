@@ -103,11 +103,11 @@ class Program(_Probes, _Predictions, _Processes):
         self.block = min(c.eig_block or self.k, dim)
         # lambda_1 on the run's own trajectory tracks the top *cluster*: k + 1 vectors, the
         # one below the top k held to "not mostly an eigenvector above them" (top_eigenpairs'
-        # block_size; one vector follows
-        # its own eigenvalue through a crossing while the new top goes unseen: 7 of 200
-        # estimates 0.3-2.5% low on the digits MLP's EoS window), each solve started from
-        # the warm starts of the solves of the same oscillation phase, extrapolated
-        # (curvature.extrapolated_start, its weight fitted to three solves per phase): 11.7
+        # block_size; one vector follows its own eigenvalue through a crossing while the
+        # new top goes unseen: 7 of 200 estimates 0.3-2.5% low on the digits MLP's EoS
+        # window), each solve started from the warm starts of the solves of the same
+        # oscillation phase, extrapolated (curvature.extrapolated_start, its weight fitted
+        # to three solves per phase), stopping on them when they pass (_Probes._eigen): 11.6
         # HVPs per estimate on the default run, from 12.6 with the previous solve's k vectors
         self.track_block = min(c.eig_block or self.k + 1, dim)
         period = self._track_period() if self.eig_on else 1
@@ -302,11 +302,27 @@ class Program(_Probes, _Predictions, _Processes):
         c, p = self.config, self.view(data)
         opt = self.optimizer(hyper)
         params, step = state.params, state.step
+        eig_block = state.eig_block
+        # a measured step's solve and its gradient share one forward and backward pass
+        # (HessianOperator.linearize) where the Hessian is the step's loss's, in one batch
+        shared = self.eig_on and self.num_examples is None and self._shares_pass(p)
         if self.num_examples is not None:  # SGD: the step's mini-batch, a function of the step
             idx = batch_indices(jax.random.fold_in(state.key, 2), step, self.num_examples,
                                 c.batch_size, replace=c.batch_replace)
             mb = self._minibatch(self._examples(p.batches), idx[None])
             loss, grad = hessian_operator(p.loss_fn, params, batches=mb).loss_and_grad()
+        elif shared:  # the loss and gradient are the same numbers as loss_and_grad's
+            op = hessian_operator(p.loss_fn, params, batches=p.batches)
+
+            def measured():
+                loss, grad, hvp = op.linearize()
+                return loss, grad, *self._eigen(p, params, grad, optax.tree.norm(grad),
+                                                state.eig_block,
+                                                jax.random.fold_in(state.key, step), hvp=hvp)
+
+            loss, grad, eig_block, eig_row = jax.lax.cond(
+                self._measure_at(step), measured,
+                lambda: (*op.loss_and_grad(), state.eig_block, self._no_eigen()))
         elif p.batches is None:
             loss, grad = jax.value_and_grad(p.loss_fn)(params)
         else:
@@ -325,14 +341,14 @@ class Program(_Probes, _Predictions, _Processes):
                  if isinstance(s, KickState)]
         if kicks:
             row["num_kicks"] = sum(kicks)
-        eig_block = state.eig_block
         if self.eig_on:
-            eig_block, eig_row = jax.lax.cond(
-                self._measure_at(step),
-                lambda: self._eigen(p, params, grad, gnorm, state.eig_block,
-                                    jax.random.fold_in(state.key, step)),
-                lambda: (state.eig_block, self._no_eigen()),
-            )
+            if not shared:
+                eig_block, eig_row = jax.lax.cond(
+                    self._measure_at(step),
+                    lambda: self._eigen(p, params, grad, gnorm, state.eig_block,
+                                        jax.random.fold_in(state.key, step)),
+                    lambda: (state.eig_block, self._no_eigen()),
+                )
             row.update(eig_row)
             row["eta_lambda"] = eff_lr * eig_row["lambda_1"]
             if self.num_examples is not None:
@@ -431,6 +447,13 @@ class Program(_Probes, _Predictions, _Processes):
         row["valid"] = ~state.done
         row["stop_reason"] = jnp.where(stop_now, reason, 0).astype(jnp.int32)
         return new, row
+
+    @staticmethod
+    def _shares_pass(p: Problem) -> bool:
+        """Whether a measured step's gradient and eigen-solve can share one linearisation:
+        the Hessian is the training loss's, its data in one batch."""
+        return p.hessian_batches is None and (
+            p.batches is None or jax.tree.leaves(p.batches)[0].shape[0] == 1)
 
     def _track_period(self) -> int | None:
         """Solves per phase of the EoS period-two oscillation: 2 when consecutive solves see
