@@ -386,15 +386,14 @@ def lambda_tracking(S: Settings, ctx: dict, rep: Report) -> None:
     prob, traj, ref = ctx["problem"], ctx["traj"], ctx["lam_ref"]
     n = S.track
 
-    grad = jax.grad(prob.full_loss)
-
     def track(traj, history):
-        def body(h, p):  # as in a training step: the gradient (timed here) is the hint;
-            # as the runner does: k + 1 vectors, started from the same phase's solves, the
-            # fresh direction multiplied only when they fail
+        def body(h, p):  # as the runner does: the step's gradient (timed here) and the
+            # solve share one linearisation, the gradient is the hint; k + 1 vectors,
+            # started from the same phase's solves, the fresh direction multiplied only
+            # when they fail
+            _, grad, hvp = hessian_operator(prob.loss_fn, p, batches=prob.batches).linearize()
             v0 = extrapolated_start(h, TRACK_BLOCK, period=2)
-            r = top_eigenpairs(prob.loss_fn, p, 1, v0=v0, batches=prob.batches, tol=1e-3,
-                               hint=grad(p), min_matvecs=TRACK_BLOCK)
+            r = top_eigenpairs(hvp, p, 1, v0=v0, tol=1e-3, hint=grad, min_matvecs=TRACK_BLOCK)
             return (push_warm_start(h, r.warm_start),
                     (r.eigenvalues[0], r.num_matvecs, r.converged))
 
