@@ -391,9 +391,9 @@ def lambda_tracking(S: Settings, ctx: dict, rep: Report) -> None:
             # solve share one linearisation, the gradient is the hint; k + 1 vectors,
             # started from the same phase's solves, the fresh direction multiplied only
             # when they fail
-            _, grad, hvp = hessian_operator(prob.loss_fn, p, batches=prob.batches).linearize()
+            _, grad, op = hessian_operator(prob.loss_fn, p, batches=prob.batches).linearize()
             v0 = extrapolated_start(h, TRACK_BLOCK, period=2)
-            r = top_eigenpairs(hvp, p, 1, v0=v0, tol=1e-3, hint=grad, min_matvecs=TRACK_BLOCK)
+            r = top_eigenpairs(op, p, 1, v0=v0, tol=1e-3, hint=grad, min_matvecs=TRACK_BLOCK)
             return (push_warm_start(h, r.warm_start),
                     (r.eigenvalues[0], r.num_matvecs, r.converged))
 

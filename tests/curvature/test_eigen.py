@@ -182,3 +182,23 @@ def test_restarts_keep_the_krylov_relation(key):
     V = res.eigenvectors
     direct = jnp.linalg.norm(V @ A - res.eigenvalues[:, None] * V, axis=1)
     np.testing.assert_allclose(res.residuals, direct, atol=1e-10)
+
+
+def test_min_matvecs_at_the_block_skips_the_fresh_product_only_when_the_block_passes(key):
+    """``min_matvecs=block_size``: an exact warm block stops after its own products; a block
+    that fails multiplies the fresh direction and goes on to the top."""
+    lam = jnp.concatenate([jnp.array([10.0, 9.0, 8.0]), jnp.linspace(0.0, 5.0, 97)])
+    A, Q = known_spectrum(key, lam)
+
+    def solve(v0, **kw):
+        return top_eigenpairs(MatVec(A), jnp.zeros(100), 1, v0=v0, tol=1e-6, **kw)
+
+    exact = Q[:, :2].T
+    assert int(solve(exact).num_matvecs) == 3  # the default: the fresh direction too
+    res = solve(exact, min_matvecs=2)
+    assert int(res.num_matvecs) == 2 and bool(res.converged)
+    np.testing.assert_allclose(res.eigenvalues[0], 10.0, rtol=1e-6)
+    poor = jnp.stack([Q[:, 1], 0.6 * Q[:, 0] + 0.8 * Q[:, 50]])  # lambda_2 and a mixture
+    res = solve(poor, min_matvecs=2)
+    assert int(res.num_matvecs) > 3 and bool(res.converged)
+    np.testing.assert_allclose(res.eigenvalues[0], 10.0, rtol=1e-6)

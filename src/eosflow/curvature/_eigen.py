@@ -92,14 +92,13 @@ def top_eigenpairs(
     may stop, so a start with no component along the top eigenvector (``v0 = ones`` on a
     loss whose sharpest direction is ``(1, -1)``, or the old ``eigenvectors[0]`` after
     lambda_1 and lambda_2 trade places) is not stuck below the top: the fresh direction's
-    Krylov space sees it. This is not a
-    proof: a start that is an *exact* eigenvector of a lower eigenvalue has zero residual at
-    once and still stops there when the fresh direction's Rayleigh quotient is below it, so
-    pass back the whole ``warm_start`` (it carries the next eigenvectors too), not
-    ``eigenvectors[0]``. A zero vector in ``v0`` is replaced by a random one. The start block
-    has the same shape with and without ``v0`` (when ``v0`` has at most ``k`` vectors), so
-    a cold and a warm call compile once. A good first vector converges after
-    ``block_size + 1`` products.
+    Krylov space sees it. This is not a proof: a start that is an *exact* eigenvector of a
+    lower eigenvalue has zero residual at once and still stops there when the fresh
+    direction's Rayleigh quotient is below it, so pass back the whole ``warm_start`` (it
+    carries the next eigenvectors too), not ``eigenvectors[0]``. A zero vector in ``v0`` is
+    replaced by a random one. The start block has the same shape with and without ``v0``
+    (when ``v0`` has at most ``k`` vectors), so a cold and a warm call compile once. A good
+    start block converges after ``min_matvecs`` products (``block_size + 1`` by default).
 
     Compiling once: the solver is compiled per ``loss_fn`` object, shape of ``params`` and
     data, and static option (``k``, ``tol``, sizes, ``criterion``, whether ``hint`` is
@@ -139,14 +138,19 @@ def top_eigenpairs(
         max_matvecs: budget; default ``max(300, 10 * krylov_dim)``.
         min_matvecs: products before convergence may be declared; default
             ``block_size + 1`` (every start vector, the fresh one included, is examined).
-            ``block_size`` lets a warm start that passes the tests stop before the fresh
-            direction's product (the runner's warm solves do): that one product can show an
-            eigenvalue above the carried block only if the fresh direction's Rayleigh
-            quotient (about $\operatorname{tr}(H)/n$ in dimension $n$) exceeds
-            $\theta_1$, so on a network it guards nothing (digits MLP at the Edge of
-            Stability, $n$ = 55 210: started from its exact $u_2, u_3$, solves stop at
-            $\lambda_2$ with it and without it); when the block fails, the fresh direction
-            is multiplied next and its Krylov space grows as before.
+            ``block_size`` lets a warm start whose carried vectors pass the tests stop
+            before the fresh direction's product (the runner's warm solves do). Alone, that
+            product shows an eigenvalue above the carried block only when the fresh
+            direction's Rayleigh quotient (a random vector's is about
+            $\operatorname{tr}(H)/n$; ``hint`` moves it toward the hint's) exceeds the
+            lowest Ritz value the tests read ($\theta_k$, or $\theta_{k+1}$ with
+            ``block_size > k``): it can in a small problem whose bulk lies near the top
+            ($n$ = 60 or 100, eigenvalues 10, 9, 8 and the rest 8.5, started from the
+            exact $u_2, u_3$: 10 for some random draws, 9 for most, and 9 always without
+            it), not on a network (the digits MLP at the Edge of Stability,
+            $n$ = 55 210, the gradient as ``hint``: started from the exact $u_2, u_3$,
+            solves stop at $\lambda_2$ with it and without it). When the block fails, the
+            fresh direction is multiplied next and its Krylov space grows as before.
         criterion: ``"residual"`` (a bound) or ``"gap"`` (an estimate); see above.
         key: PRNG key for the random start and breakdowns; default ``jax.random.key(0)``.
         hint: optional direction (a PyTree like ``params``, no block axis) believed close

@@ -12,7 +12,7 @@ import optax
 
 from .._tree import check_floating as check_floating
 from .._tree import compute_dtype, describe, ravel
-from .._types import Array, PyTree
+from .._types import Array, Float, PyTree
 
 
 def _check_scalar_loss(loss_fn: Callable, params: PyTree, batches: PyTree | None) -> None:
@@ -68,14 +68,24 @@ class HessianOperator(eqx.Module):
         loss_fn: ``loss_fn(params)`` or ``loss_fn(params, batch)``, returning a scalar.
         params: the point, any PyTree of floating arrays.
         batches: ``None``, or a PyTree whose leaves are stacked along a leading batch axis.
+        linear: ``None``, or the products of one linearisation of the gradient (set by
+            :meth:`linearize`): ``v -> H v`` without redoing the forward and backward pass.
     """
 
     loss_fn: Callable[..., Array]
     params: PyTree
     batches: PyTree | None = None
+    linear: Callable[[PyTree], PyTree] | None = None
+
+    @property
+    def num_batches(self) -> int:
+        """How many batches the loss sums over (1 without ``batches``)."""
+        return 1 if self.batches is None else jax.tree.leaves(self.batches)[0].shape[0]
 
     def mv(self, v: PyTree) -> PyTree:
         """Return $\nabla^2 L(\theta)\\, v$ for a PyTree ``v`` shaped like ``params``."""
+        if self.linear is not None:
+            return self.linear(v)
         if self.batches is None:
             return jax.jvp(jax.grad(self.loss_fn), (self.params,), (v,))[1]
 
@@ -93,30 +103,44 @@ class HessianOperator(eqx.Module):
             lambda b: jax.value_and_grad(lambda p: self.loss_fn(p, b))(self.params), self.batches
         )
 
-    def linearize(self) -> tuple[Array, PyTree, Callable[[PyTree], PyTree]]:
-        r"""The loss, its gradient and $v \mapsto \nabla^2 L\, v$ from one forward and backward
-        pass: the gradient is linearised once (``jax.linearize``) and every product reuses
-        its residuals, where :meth:`mv` redoes that pass each time (about a fifth of an HVP
-        on the digits MLP; a training step that measures the sharpness shares it with its
-        gradient). The loss and gradient are :meth:`loss_and_grad`'s.
+    def linearize(self) -> tuple[Float[Array, ""], PyTree, "HessianOperator"]:
+        r"""The loss, its gradient, and this operator with products from the same pass.
+
+        The gradient is linearised once (``jax.linearize``) and every product of the
+        returned operator reuses its residuals, where :meth:`mv` redoes the forward and
+        backward pass each time (about a fifth of an HVP on the digits MLP). A training step
+        that measures the sharpness shares the pass with its gradient: pass the operator to
+        :func:`top_eigenpairs` in place of the loss (inside the step's ``jit``: outside it,
+        each call's operator holds new residuals and compiles anew). The loss and gradient
+        are :meth:`loss_and_grad`'s.
 
         Returns:
-            ``(loss, grad, matvec)``: a scalar, a PyTree like ``params``, and a function of
-            a PyTree like ``params`` returning one.
+            ``(loss, grad, op)``: a scalar, a PyTree like ``params``, and a
+            :class:`HessianOperator` at the same point whose ``linear`` is set.
 
         Raises:
-            ValueError: the data is in more than one batch (the residuals of each would
-                have to be kept at once: use :meth:`mv`).
+            ValueError: the data is in more than one batch (the residuals of all of them
+                would be kept at once: use :meth:`mv`).
+
+        Example:
+            >>> import jax.numpy as jnp
+            >>> A = jnp.diag(jnp.array([3.0, 1.0]))
+            >>> loss, grad, op = hessian_operator(lambda x: 0.5 * x @ A @ x,
+            ...                                   jnp.ones(2)).linearize()
+            >>> float(loss), grad.tolist(), op.mv(jnp.array([1.0, 2.0])).tolist()
+            (2.0, [3.0, 1.0], [3.0, 2.0])
         """
+        if self.num_batches > 1:
+            raise ValueError(f"linearize needs the data in one batch, got {self.num_batches} "
+                             "batches; use mv() for several.")
         if self.batches is None:
             fn = self.loss_fn
-        elif jax.tree.leaves(self.batches)[0].shape[0] == 1:
-            batch = jax.tree.map(lambda x: x[0], self.batches)
-            fn = lambda p: self.loss_fn(p, batch)  # noqa: E731
         else:
-            raise ValueError("linearize needs the data in one batch; use mv() for several.")
+            batch = jax.tree.map(lambda x: x[0], self.batches)
+            fn = lambda p: self.loss_fn(p, batch)
         (loss, grad), lin = jax.linearize(jax.value_and_grad(fn), self.params)
-        return loss, grad, lambda v: lin(v)[1]
+        return loss, grad, HessianOperator(self.loss_fn, self.params, self.batches,
+                                           lambda v: lin(v)[1])
 
     def as_matrix(self) -> Array:
         """The dense Hessian in the flat coordinates of ``ravel_pytree(params)`` (tests only)."""
@@ -182,12 +206,12 @@ def as_flat(op: HessianOperator, *, linearize: bool = False) -> FlatOperator:
     with ``jax.linearize`` and every product reuses it, which saves the forward and backward
     pass that each forward-over-reverse product would redo (about a fifth of an HVP on the
     digits MLP). Over several batches the residuals of all of them would have to be kept,
-    so products are recomputed there.
+    so products are recomputed there. An operator from :meth:`HessianOperator.linearize`
+    reuses its own pass.
     """
-    single = op.batches is None or jax.tree.leaves(op.batches)[0].shape[0] == 1
-    if not linearize or not single:
+    if op.linear is not None or not linearize or op.num_batches > 1:
         return _flat_from_tree_matvec(op.mv, op.params)
-    return _flat_from_tree_matvec(op.linearize()[2], op.params)
+    return _flat_from_tree_matvec(op.linearize()[2].mv, op.params)
 
 
 def _flat_from_tree_matvec(mv: Callable[[PyTree], PyTree], example: PyTree) -> FlatOperator:

@@ -35,24 +35,27 @@ MINIBATCH_TAG = 0xB47C  # folded into the seed's key: the fixed batches of minib
 class _Probes:
     """Probe methods of :class:`~eosflow.runner.Program` (they read its fields)."""
 
-    def _eigen(self, p, params, grad, gnorm, history, key, hvp=None):
+    def _eigen(self, p, params, grad, gnorm, history, key, *, hessian=None):
         """The top eigenpairs at ``params``, started from ``history`` (the warm starts of the
         last solves, :func:`~eosflow.curvature.extrapolated_start`); returns the history
-        with this solve's warm start pushed, and the row. ``hvp``: the Hessian's products
-        from the step's own linearisation (:meth:`HessianOperator.linearize`), or None."""
+        with this solve's warm start pushed, and the row. ``hessian``: the step's own
+        linearisation (:meth:`~eosflow.curvature.HessianOperator.linearize`), or None."""
         c = self.config
         v0 = (extrapolated_start(history, self.track_block, period=self.track_period)
               if self.track_extrapolate
               else jax.tree.map(lambda h: h[: self.track_block], history))
         res = top_eigenpairs(
-            p.loss_fn if hvp is None else hvp, params, self.k, v0=v0, tol=c.eig_tol,
-            batches=p.curvature_batches if hvp is None else None,
+            p.loss_fn if hessian is None else hessian, params, self.k, v0=v0, tol=c.eig_tol,
+            batches=p.curvature_batches if hessian is None else None,
             block_size=self.track_block,
             max_matvecs=c.eig_max_matvecs, key=key, throw=False,
             criterion=c.eig_criterion, hint=grad,  # at EoS the gradient leans on v1
             # the fresh direction is multiplied only when the carried block fails the tests:
-            # at a network's dimension its one product alone shows nothing the block misses
-            # (top_eigenpairs' min_matvecs); the first solve starts from random rows anyway
+            # alone, its one product shows an eigenvalue the block misses only when its
+            # Rayleigh quotient passes the block's (a small problem's bulk near the top,
+            # for some draws; never on the digits MLP: top_eigenpairs' min_matvecs), and it
+            # costs every solve a product (3.79 -> 3.31 per estimate at every step); the
+            # first solve starts from random rows anyway
             min_matvecs=self.track_block,
         )
         lam = res.eigenvalues
@@ -65,8 +68,9 @@ class _Probes:
         row["eig_converged"] = res.converged.astype(self.dtype)
         row["align_cos"] = optax.tree.vdot(ghat, v1)
         if c.track_alignment:
-            hg = (hessian_operator(p.loss_fn, params, batches=p.curvature_batches).mv
-                  if hvp is None else hvp)(ghat)
+            if hessian is None:
+                hessian = hessian_operator(p.loss_fn, params, batches=p.curvature_batches)
+            hg = hessian.mv(ghat)
             row["align_rayleigh"] = optax.tree.vdot(ghat, hg) / lam[0]
         if c.trace_samples is not None:
             tr = hutchinson_trace(p.loss_fn, params, num_samples=c.trace_samples,

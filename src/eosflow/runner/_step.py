@@ -302,31 +302,30 @@ class Program(_Probes, _Predictions, _Processes):
         c, p = self.config, self.view(data)
         opt = self.optimizer(hyper)
         params, step = state.params, state.step
-        eig_block = state.eig_block
-        # a measured step's solve and its gradient share one forward and backward pass
-        # (HessianOperator.linearize) where the Hessian is the step's loss's, in one batch
-        shared = self.eig_on and self.num_examples is None and self._shares_pass(p)
+        eig_block, shared = state.eig_block, False
         if self.num_examples is not None:  # SGD: the step's mini-batch, a function of the step
             idx = batch_indices(jax.random.fold_in(state.key, 2), step, self.num_examples,
                                 c.batch_size, replace=c.batch_replace)
             mb = self._minibatch(self._examples(p.batches), idx[None])
             loss, grad = hessian_operator(p.loss_fn, params, batches=mb).loss_and_grad()
-        elif shared:  # the loss and gradient are the same numbers as loss_and_grad's
-            op = hessian_operator(p.loss_fn, params, batches=p.batches)
-
-            def measured():
-                loss, grad, hvp = op.linearize()
-                return loss, grad, *self._eigen(p, params, grad, optax.tree.norm(grad),
-                                                state.eig_block,
-                                                jax.random.fold_in(state.key, step), hvp=hvp)
-
-            loss, grad, eig_block, eig_row = jax.lax.cond(
-                self._measure_at(step), measured,
-                lambda: (*op.loss_and_grad(), state.eig_block, self._no_eigen()))
-        elif p.batches is None:
-            loss, grad = jax.value_and_grad(p.loss_fn)(params)
         else:
-            loss, grad = hessian_operator(p.loss_fn, params, batches=p.batches).loss_and_grad()
+            op = hessian_operator(p.loss_fn, params, batches=p.batches)
+            # a measured step's solve and its gradient share one forward and backward pass
+            # (HessianOperator.linearize) where the Hessian is the loss's, in one batch; the
+            # loss and gradient are loss_and_grad's
+            shared = self.eig_on and p.hessian_batches is None and op.num_batches == 1
+            if shared:
+                def measured():
+                    loss, grad, hessian = op.linearize()
+                    return loss, grad, *self._eigen(
+                        p, params, grad, optax.tree.norm(grad), state.eig_block,
+                        jax.random.fold_in(state.key, step), hessian=hessian)
+
+                loss, grad, eig_block, eig_row = jax.lax.cond(
+                    self._measure_at(step), measured,
+                    lambda: (*op.loss_and_grad(), state.eig_block, self._no_eigen()))
+            else:
+                loss, grad = op.loss_and_grad()
         gnorm = optax.tree.norm(grad)
         updates, opt_state = opt.update(grad, state.opt_state, params, value=loss)
         eff_lr = -optax.tree.vdot(updates, grad) / gnorm**2
@@ -447,13 +446,6 @@ class Program(_Probes, _Predictions, _Processes):
         row["valid"] = ~state.done
         row["stop_reason"] = jnp.where(stop_now, reason, 0).astype(jnp.int32)
         return new, row
-
-    @staticmethod
-    def _shares_pass(p: Problem) -> bool:
-        """Whether a measured step's gradient and eigen-solve can share one linearisation:
-        the Hessian is the training loss's, its data in one batch."""
-        return p.hessian_batches is None and (
-            p.batches is None or jax.tree.leaves(p.batches)[0].shape[0] == 1)
 
     def _track_period(self) -> int | None:
         """Solves per phase of the EoS period-two oscillation: 2 when consecutive solves see
