@@ -110,9 +110,11 @@ class HessianOperator(eqx.Module):
         returned operator reuses its residuals, where :meth:`mv` redoes the forward and
         backward pass each time (about a fifth of an HVP on the digits MLP). A training step
         that measures the sharpness shares the pass with its gradient: pass the operator to
-        :func:`top_eigenpairs` in place of the loss (inside the step's ``jit``: outside it,
-        each call's operator holds new residuals and compiles anew). The loss and gradient
-        are :meth:`loss_and_grad`'s.
+        :func:`top_eigenpairs` in place of the loss, inside the step's ``jit``. Outside
+        ``jit`` the operator's products are a new function at every call, with the
+        residuals in it: each call compiles anew, and JAX's compilation cache keeps every
+        one, residuals included (memory grows call after call). The loss and gradient are
+        :meth:`loss_and_grad`'s.
 
         Returns:
             ``(loss, grad, op)``: a scalar, a PyTree like ``params``, and a
