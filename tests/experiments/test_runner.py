@@ -116,6 +116,17 @@ def test_nan_initial_params_fail_before_any_step(tmp_path):
     assert not (tmp_path / "r" / "metrics").exists()
 
 
+@pytest.mark.parametrize("dtype", [jnp.float16, jnp.bfloat16])
+def test_half_precision_problems_are_refused_in_one_line(tmp_path, dtype):
+    """The runner trains in float32 or float64; a caller's half-precision Problem used to
+    fail deep in its compiled step (float32 eigenvalues against float16 placeholders)."""
+    half = Problem(lambda z: jnp.sum(z**2), jnp.array([1.0, 2.0], dtype))
+    with pytest.raises(ConfigError, match=f"dtype: the problem's params are "
+                                          f"{jnp.dtype(dtype).name}"):
+        run_experiment(_toy(steps=10), tmp_path / "r", problem=half)
+    assert not (tmp_path / "r" / "metrics").exists()
+
+
 def test_existing_run_is_never_overwritten_silently(tmp_path):
     config = _toy(steps=20, eig_every=None)
     run_experiment(config, tmp_path / "r")

@@ -125,6 +125,10 @@ class Program(_Probes, _Predictions, _Processes):
         self.chunk = c.chunk_length
         self.ckpt_every = c.checkpoint_every or self.chunk
         self.dtype = jnp.result_type(*jax.tree.leaves(problem.params))
+        if jnp.dtype(self.dtype).itemsize < 4:  # a caller's Problem; presets follow `dtype`
+            raise ConfigError(f"dtype: the problem's params are {jnp.dtype(self.dtype).name}; "
+                              "the runner trains in float32 or float64: cast the params and "
+                              "the data")
         self.mesh = make_mesh(c.devices)
         self._chunk_fns: dict[Any, Callable] = {}
         # progress from inside a chunk: `on_progress(step, loss, lambda_1, eff_lr)` (point 0
