@@ -135,12 +135,9 @@ class HessianOperator(eqx.Module):
         if self.num_batches > 1:
             raise ValueError(f"linearize needs the data in one batch, got {self.num_batches} "
                              "batches; use mv() for several.")
-        if self.batches is None:
-            fn = self.loss_fn
-        else:
-            batch = jax.tree.map(lambda x: x[0], self.batches)
-            fn = lambda p: self.loss_fn(p, batch)
-        (loss, grad), lin = jax.linearize(jax.value_and_grad(fn), self.params)
+        (loss, grad), lin = jax.linearize(
+            lambda q: HessianOperator(self.loss_fn, q, self.batches).loss_and_grad(),
+            self.params)
         return loss, grad, HessianOperator(self.loss_fn, self.params, self.batches,
                                            lambda v: lin(v)[1])
 

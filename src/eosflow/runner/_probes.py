@@ -39,15 +39,16 @@ class _Probes:
         """The top eigenpairs at ``params``, started from ``history`` (the warm starts of the
         last solves, :func:`~eosflow.curvature.extrapolated_start`); returns the history
         with this solve's warm start pushed, and the row. ``hessian``: the step's own
-        linearisation (:meth:`~eosflow.curvature.HessianOperator.linearize`), or None."""
+        linearisation (:meth:`~eosflow.curvature.HessianOperator.linearize`), or None for
+        the Hessian of ``p.curvature_batches``."""
         c = self.config
         v0 = (extrapolated_start(history, self.track_block, period=self.track_period)
               if self.track_extrapolate
               else jax.tree.map(lambda h: h[: self.track_block], history))
+        if hessian is None:
+            hessian = hessian_operator(p.loss_fn, params, batches=p.curvature_batches)
         res = top_eigenpairs(
-            p.loss_fn if hessian is None else hessian, params, self.k, v0=v0, tol=c.eig_tol,
-            batches=p.curvature_batches if hessian is None else None,
-            block_size=self.track_block,
+            hessian, params, self.k, v0=v0, tol=c.eig_tol, block_size=self.track_block,
             max_matvecs=c.eig_max_matvecs, key=key, throw=False,
             criterion=c.eig_criterion, hint=grad,  # at EoS the gradient leans on v1
             # the fresh direction is multiplied only when the carried block fails the tests:
@@ -68,8 +69,6 @@ class _Probes:
         row["eig_converged"] = res.converged.astype(self.dtype)
         row["align_cos"] = optax.tree.vdot(ghat, v1)
         if c.track_alignment:
-            if hessian is None:
-                hessian = hessian_operator(p.loss_fn, params, batches=p.curvature_batches)
             hg = hessian.mv(ghat)
             row["align_rayleigh"] = optax.tree.vdot(ghat, hg) / lam[0]
         if c.trace_samples is not None:
