@@ -63,6 +63,23 @@ def test_loss_and_matvec_forms_agree(key):
     np.testing.assert_allclose(c.eigenvalues, a.eigenvalues, rtol=1e-8)
 
 
+def test_an_operator_is_solved_at_its_own_point_and_other_params_are_refused():
+    # L = sum x^4 / 4: H = diag(3 x^2), so the point matters
+    loss = lambda x: jnp.sum(x**4) / 4
+    x = jnp.linspace(0.5, 2.0, 60)
+    op = hessian_operator(loss, x)
+    lam = float(top_eigenpairs(op, x, tol=1e-8).eigenvalues[0])
+    np.testing.assert_allclose(lam, 3 * 2.0**2, rtol=1e-6)
+    assert float(top_eigenpairs(op, jnp.array(x), tol=1e-8).eigenvalues[0]) == lam  # equal copy
+    with pytest.raises(ValueError, match="params: not the point the operator was built at"):
+        top_eigenpairs(op, 2 * x)
+    with pytest.raises(ValueError, match="params: shaped"):
+        top_eigenpairs(op, jnp.zeros(61))
+    # inside jit values cannot be compared; the operator's point is the one used
+    f = jax.jit(lambda p, q: top_eigenpairs(hessian_operator(loss, p), q, tol=1e-8).eigenvalues)
+    np.testing.assert_allclose(f(x, 2 * x)[0], lam, rtol=1e-6)
+
+
 @pytest.mark.parametrize("k", [1, 2, 4])
 def test_top_k_of_mlp_hessian_matches_dense_eigh(k, key):
     loss_on, params, (x, y) = tiny_mlp(key, n_in=8, width=10, n_data=40)

@@ -112,7 +112,8 @@ def top_eigenpairs(
     Args:
         loss_fn: ``loss_fn(params)`` (or ``loss_fn(params, batch)`` with ``batches``); or a
             matvec ``v -> Hv`` with an example vector as ``params``; or a
-            :class:`~eosflow.curvature.HessianOperator`.
+            :class:`~eosflow.curvature.HessianOperator`, whose own point is used (``params``
+            may then be None; given, it must be that point).
         params: the point: a PyTree whose leaves are all real floating-point arrays (a leaf
             that is not, an ``int32`` step counter say, is refused by name: close over it
             in ``loss_fn`` instead). float16 and bfloat16 params are differentiated in their
@@ -170,8 +171,9 @@ def top_eigenpairs(
         An :class:`EigenResult`.
 
     Raises:
-        ValueError: a bad ``k``, ``tol``, size or budget, or ``v0`` not shaped like
-            ``params`` (all before tracing).
+        ValueError: a bad ``k``, ``tol``, size or budget, ``v0`` not shaped like
+            ``params``, or ``params`` beside a HessianOperator built at another point (other
+            values are seen only outside ``jit``) (all before tracing).
         TypeError: ``loss_fn`` neither a scalar loss nor a matvec, a size that is not an int,
             or a leaf of ``params`` not real floating point (named by its path).
 

@@ -232,11 +232,32 @@ def flat_operator(matvec: Callable[[PyTree], PyTree], example: PyTree) -> FlatOp
     return _flat_from_tree_matvec(matvec, example)
 
 
+def _check_same_point(params: PyTree, point: PyTree) -> None:
+    """Refuse ``params`` beside a :class:`HessianOperator` built at another point (the
+    operator's own point is the one used): other shapes always; other values where both
+    are concrete (inside ``jit`` they cannot be compared)."""
+    fix = ("the HessianOperator holds its own point: pass params=None, or build the operator "
+           "at these params")
+    if jax.tree.structure(params) != jax.tree.structure(point) or any(
+        np.shape(a) != np.shape(b)
+        for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(point), strict=True)
+    ):
+        raise ValueError(f"params: shaped {describe(params)}, unlike the operator's point "
+                         f"{describe(point)}; {fix}.")
+    leaves = jax.tree.leaves((params, point))
+    if params is point or any(isinstance(x, jax.core.Tracer) for x in leaves):
+        return
+    if not all(bool(jnp.array_equal(a, b)) for a, b in
+               zip(jax.tree.leaves(params), jax.tree.leaves(point), strict=True)):
+        raise ValueError(f"params: not the point the operator was built at; {fix}.")
+
+
 def operator_from(fn: Any, params: PyTree | None, *, batches: PyTree | None = None,
                   linearize: bool = False) -> FlatOperator:
     """Normalise the three ways a caller can name an operator into a :class:`FlatOperator`.
 
-    * a :class:`HessianOperator` (``params`` may be omitted);
+    * a :class:`HessianOperator` (``params`` may be omitted; if given, it must be the
+      operator's point: ``ValueError`` otherwise);
     * ``loss_fn`` with ``params`` (and optionally ``batches``): the Hessian of the loss;
     * a matvec ``fn(v) -> Hv`` with an example vector ``params``: detected because it returns
       a tree shaped like its input rather than a scalar.
@@ -244,6 +265,8 @@ def operator_from(fn: Any, params: PyTree | None, *, batches: PyTree | None = No
     if isinstance(fn, HessianOperator):
         if batches is not None:
             raise ValueError("batches belongs to hessian_operator(...); do not pass it again.")
+        if params is not None:
+            _check_same_point(params, fn.params)
         return as_flat(fn, linearize=linearize)
     if not callable(fn):
         raise TypeError(
