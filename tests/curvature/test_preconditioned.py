@@ -9,6 +9,7 @@ from jax.flatten_util import ravel_pytree as ravel
 from eosflow.curvature import (
     EigenRESULTS,
     generalized_eigenvectors,
+    hessian_operator,
     preconditioned_sharpness,
 )
 
@@ -52,6 +53,19 @@ def test_matches_dense_oracle(key, kind):
     Hu = jax.vmap(lambda u: ravel(jax.jvp(jax.grad(loss), (params,), (u,))[1])[0])(U)
     Pu = jax.vmap(lambda t: ravel(jax.tree.map(jnp.multiply, P, t))[0])(U)
     np.testing.assert_allclose(Hu, res.eigenvalues[:, None] * Pu, atol=1e-8)
+
+
+def test_a_hessian_operator_and_its_linearisation_give_the_oracle(key):
+    loss, params = _mlp_problem(key)
+    P = jax.tree.map(lambda x: 1.0 + x**2, params)
+    want = _oracle(loss, params, P)[0][::-1][:2]
+    op = hessian_operator(loss, params)
+    for form in (op, op.linearize()[2]):
+        res = preconditioned_sharpness(form, params, P, k=2, tol=1e-10)
+        np.testing.assert_allclose(res.eigenvalues, want, rtol=1e-9)
+    far = jax.tree.map(lambda x: x + 1.0, params)
+    with pytest.raises(ValueError, match="params: not the point the operator was built at"):
+        preconditioned_sharpness(op, far, P)
 
 
 def test_warm_start_is_cheaper(key):

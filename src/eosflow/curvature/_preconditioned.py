@@ -9,7 +9,7 @@ from .._tree import check_floating
 from .._types import PyTree
 from ..optim import check_preconditioner
 from ._eigen import EigenResult, top_eigenpairs
-from ._operator import HessianOperator, hessian_operator
+from ._operator import HessianOperator, _check_same_point, hessian_operator
 
 
 class PreconditionedHessian(eqx.Module):
@@ -34,7 +34,13 @@ def preconditioned_hessian(loss_fn: Callable, params: PyTree, preconditioner: Py
     :func:`preconditioned_sharpness`)."""
     check_floating("params", params)
     check_preconditioner(preconditioner, params)
-    op = hessian_operator(loss_fn, params, batches=batches)
+    if isinstance(loss_fn, HessianOperator):  # e.g. a step's linearisation, reused
+        if batches is not None:
+            raise ValueError("batches belongs to hessian_operator(...); do not pass it again.")
+        _check_same_point(params, loss_fn.params)
+        op = loss_fn
+    else:
+        op = hessian_operator(loss_fn, params, batches=batches)
     inv_sqrt = jax.tree.map(lambda p, x: jax.lax.rsqrt(p).astype(x.dtype), preconditioner,
                             params)
     return PreconditionedHessian(op, inv_sqrt)
@@ -66,7 +72,9 @@ def preconditioned_sharpness(
     counts Hessian-vector products; the diagonal scalings are free).
 
     Args:
-        loss_fn: ``loss_fn(params)`` or ``loss_fn(params, batch)`` with ``batches``.
+        loss_fn: ``loss_fn(params)`` or ``loss_fn(params, batch)`` with ``batches``; or a
+            :class:`~eosflow.curvature.HessianOperator` built at ``params`` (its
+            :meth:`~eosflow.curvature.HessianOperator.linearize` form reuses one pass).
         params: the point (PyTree of floating arrays, $D$ entries in all).
         preconditioner: $P$, a PyTree shaped like ``params`` with positive entries (units of
             gradient magnitude for Adam; the learning rate is *not* included).
@@ -83,8 +91,10 @@ def preconditioned_sharpness(
         $u_i = P^{-1/2}v_i$ (normalised so that $u_i^\top P u_i = 1$).
 
     Raises:
-        ValueError: ``preconditioner`` not shaped like ``params``, or (where its values are
-            concrete, i.e. outside ``jit``) with a zero, negative or non-finite entry. Under
+        ValueError: ``params`` beside a HessianOperator built at another point (as in
+            :func:`top_eigenpairs`); ``preconditioner`` not shaped like ``params``, or
+            (where its values are concrete, i.e. outside ``jit``) with a zero, negative or
+            non-finite entry. Under
             ``jit`` the entries are not checked: a non-positive entry makes $P^{-1/2}$ inf or
             nan, the products are non-finite, and the result is ``nonfinite`` (raised at run
             time with ``throw=True``).
