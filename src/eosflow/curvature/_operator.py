@@ -232,23 +232,25 @@ def flat_operator(matvec: Callable[[PyTree], PyTree], example: PyTree) -> FlatOp
     return _flat_from_tree_matvec(matvec, example)
 
 
-def _check_same_point(params: PyTree, point: PyTree) -> None:
-    """Refuse ``params`` beside a :class:`HessianOperator` built at another point (the
-    operator's own point is the one used): other shapes always; other values where both
-    are concrete (inside ``jit`` they cannot be compared)."""
+def check_given_operator(op: HessianOperator, params: PyTree | None,
+                         batches: PyTree | None) -> None:
+    """Refuse what a caller passes beside a :class:`HessianOperator`, whose point and data
+    are its own: ``batches``, and ``params`` (None is fine) at another point: other shapes
+    always, other values where both are concrete (inside ``jit`` they cannot be compared)."""
+    if batches is not None:
+        raise ValueError("batches belongs to hessian_operator(...); do not pass it again.")
+    if params is None or params is op.params:
+        return
     fix = ("the HessianOperator holds its own point: pass params=None, or build the operator "
            "at these params")
-    if jax.tree.structure(params) != jax.tree.structure(point) or any(
-        np.shape(a) != np.shape(b)
-        for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(point), strict=True)
-    ):
+    mine, theirs = jax.tree.leaves(params), jax.tree.leaves(op.params)
+    if jax.tree.structure(params) != jax.tree.structure(op.params) or any(
+            np.shape(a) != np.shape(b) for a, b in zip(mine, theirs, strict=True)):
         raise ValueError(f"params: shaped {describe(params)}, unlike the operator's point "
-                         f"{describe(point)}; {fix}.")
-    leaves = jax.tree.leaves((params, point))
-    if params is point or any(isinstance(x, jax.core.Tracer) for x in leaves):
+                         f"{describe(op.params)}; {fix}.")
+    if any(isinstance(x, jax.core.Tracer) for x in mine + theirs):
         return
-    if not all(bool(jnp.array_equal(a, b)) for a, b in
-               zip(jax.tree.leaves(params), jax.tree.leaves(point), strict=True)):
+    if not all(bool(jnp.array_equal(a, b)) for a, b in zip(mine, theirs, strict=True)):
         raise ValueError(f"params: not the point the operator was built at; {fix}.")
 
 
@@ -263,10 +265,7 @@ def operator_from(fn: Any, params: PyTree | None, *, batches: PyTree | None = No
       a tree shaped like its input rather than a scalar.
     """
     if isinstance(fn, HessianOperator):
-        if batches is not None:
-            raise ValueError("batches belongs to hessian_operator(...); do not pass it again.")
-        if params is not None:
-            _check_same_point(params, fn.params)
+        check_given_operator(fn, params, batches)
         return as_flat(fn, linearize=linearize)
     if not callable(fn):
         raise TypeError(

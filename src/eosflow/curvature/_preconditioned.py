@@ -9,7 +9,7 @@ from .._tree import check_floating
 from .._types import PyTree
 from ..optim import check_preconditioner
 from ._eigen import EigenResult, top_eigenpairs
-from ._operator import HessianOperator, _check_same_point, hessian_operator
+from ._operator import HessianOperator, check_given_operator, hessian_operator
 
 
 class PreconditionedHessian(eqx.Module):
@@ -35,9 +35,7 @@ def preconditioned_hessian(loss_fn: Callable, params: PyTree, preconditioner: Py
     check_floating("params", params)
     check_preconditioner(preconditioner, params)
     if isinstance(loss_fn, HessianOperator):  # e.g. a step's linearisation, reused
-        if batches is not None:
-            raise ValueError("batches belongs to hessian_operator(...); do not pass it again.")
-        _check_same_point(params, loss_fn.params)
+        check_given_operator(loss_fn, params, batches)
         op = loss_fn
     else:
         op = hessian_operator(loss_fn, params, batches=batches)
@@ -94,10 +92,9 @@ def preconditioned_sharpness(
         ValueError: ``params`` beside a HessianOperator built at another point (as in
             :func:`top_eigenpairs`); ``preconditioner`` not shaped like ``params``, or
             (where its values are concrete, i.e. outside ``jit``) with a zero, negative or
-            non-finite entry. Under
-            ``jit`` the entries are not checked: a non-positive entry makes $P^{-1/2}$ inf or
-            nan, the products are non-finite, and the result is ``nonfinite`` (raised at run
-            time with ``throw=True``).
+            non-finite entry. Under ``jit`` the entries are not checked: a non-positive
+            entry makes $P^{-1/2}$ inf or nan, the products are non-finite, and the result
+            is ``nonfinite`` (raised at run time with ``throw=True``).
 
     References:
         Cohen et al., *Adaptive Gradient Methods at the Edge of Stability*, arXiv 2207.14484.
