@@ -390,7 +390,7 @@ def lambda_tracking(S: Settings, ctx: dict, rep: Report) -> None:
         def body(h, p):  # as the runner does: the step's gradient (timed here) and the
             # solve share one linearisation, the gradient is the hint; k + 1 vectors,
             # started from the same phase's solves, the fresh direction multiplied only
-            # when they fail
+            # when they and their Krylov continuation fail
             _, grad, op = hessian_operator(prob.loss_fn, p, batches=prob.batches).linearize()
             v0 = extrapolated_start(h, TRACK_BLOCK, period=2)
             r = top_eigenpairs(op, p, 1, v0=v0, tol=1e-3, hint=grad, min_matvecs=TRACK_BLOCK)

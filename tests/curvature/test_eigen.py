@@ -203,7 +203,7 @@ def test_restarts_keep_the_krylov_relation(key):
 
 def test_min_matvecs_at_the_block_skips_the_fresh_product_only_when_the_block_passes(key):
     """``min_matvecs=block_size``: an exact warm block stops after its own products; a block
-    that fails multiplies the fresh direction and goes on to the top."""
+    that fails goes on to the top."""
     lam = jnp.concatenate([jnp.array([10.0, 9.0, 8.0]), jnp.linspace(0.0, 5.0, 97)])
     A, Q = known_spectrum(key, lam)
 
@@ -218,4 +218,38 @@ def test_min_matvecs_at_the_block_skips_the_fresh_product_only_when_the_block_pa
     poor = jnp.stack([Q[:, 1], 0.6 * Q[:, 0] + 0.8 * Q[:, 50]])  # lambda_2 and a mixture
     res = solve(poor, min_matvecs=2)
     assert int(res.num_matvecs) > 3 and bool(res.converged)
+    np.testing.assert_allclose(res.eigenvalues[0], 10.0, rtol=1e-6)
+
+
+def test_a_failing_block_continues_its_own_krylov_space_before_the_fresh_direction(key):
+    """``min_matvecs=block_size``: after the block's own products fail the tests, the next
+    products are its Krylov continuation (A v_i's remainders), and the fresh direction
+    waits behind them; by default it is the third product. The oracle: the order of the
+    vectors the solver multiplies, against the block's Krylov space K = span{v, A v}, here
+    the invariant span of four eigenvectors holding the top one."""
+    lam = jnp.concatenate([jnp.array([10.0, 9.0, 8.0]), jnp.linspace(0.0, 5.0, 97)])
+    A, Q = known_spectrum(key, lam)
+    block = jnp.stack([0.8 * Q[:, 1] + 0.6 * Q[:, 40], 0.6 * Q[:, 0] + 0.8 * Q[:, 50]])
+    K = np.linalg.qr(np.concatenate([block, block @ A]).T)[0]  # (100, 4)
+
+    def outside(x):  # the part of x outside K, relative
+        return np.linalg.norm(x - K @ (K.T @ x)) / np.linalg.norm(x)
+
+    def multiplied(**kw):
+        seen = []
+
+        def mv(v):
+            jax.debug.callback(lambda x: seen.append(np.asarray(x)), v)
+            return A @ v
+
+        res = top_eigenpairs(mv, jnp.zeros(100), 1, v0=block, tol=1e-6, **kw)
+        jax.effects_barrier()
+        return res, seen
+
+    res, seen = multiplied(min_matvecs=2)
+    assert [outside(x) < 1e-8 for x in seen] == [True] * 4  # the block, then its continuation
+    assert bool(res.converged)
+    np.testing.assert_allclose(res.eigenvalues[0], 10.0, rtol=1e-6)
+    res, seen = multiplied()
+    assert outside(seen[2]) > 0.5  # the default: the fresh direction third
     np.testing.assert_allclose(res.eigenvalues[0], 10.0, rtol=1e-6)

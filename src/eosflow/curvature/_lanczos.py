@@ -166,6 +166,28 @@ def extend(state: KrylovState, matvec: Callable[[Array], Array], b: int) -> Kryl
     )
 
 
+def continuation_first(state: KrylovState, b: int) -> KrylovState:
+    """When ``state.j == b`` (``b`` static: a start block of ``b`` rows and one more, the
+    ``b`` multiplied), the ``b + 1`` pending rows turned so that the first ``b`` span the
+    block's own Krylov continuation and the last is the rest of the extra row: the next
+    ``b`` products continue the block, and the extra row waits behind them.
+
+    The pending rows are the extra start row's and the remainders of $A q_0 .. A q_{b-1}$,
+    each orthogonalised against the others, so the remainders hold part of the extra row
+    and it holds part of them. The parts of $A q_i$ in the pending rows are the rows of
+    ``C[:b, b:2b+1]``; an orthogonal ``G`` whose first ``b`` columns span them (a complete
+    QR) turns the pending rows (``V``'s rows by ``G^T``, ``C``'s columns by ``G``): the
+    Krylov–Schur relation, and with it every Ritz pair and residual, stays exact. Computed
+    at every call and selected (no branch).
+    """
+    rows = slice(b, 2 * b + 1)
+    G = jnp.linalg.qr(state.C[:b, rows].T, mode="complete")[0]  # (b + 1, b + 1)
+    at = state.j == b
+    V = state.V.at[rows].set(jnp.where(at, G.T @ state.V[rows], state.V[rows]))
+    C = state.C.at[:, rows].set(jnp.where(at, state.C[:, rows] @ G, state.C[:, rows]))
+    return state._replace(V=V, C=C)
+
+
 def ritz(state: KrylovState, b: int) -> tuple[Array, Array, Array]:
     """Ritz values (descending), coefficient vectors and residual norms of the active basis,
     in units of ``state.scale`` (multiply the values and norms by it).

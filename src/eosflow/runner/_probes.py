@@ -51,12 +51,13 @@ class _Probes:
             hessian, params, self.k, v0=v0, tol=c.eig_tol, block_size=self.track_block,
             max_matvecs=c.eig_max_matvecs, key=key, throw=False,
             criterion=c.eig_criterion, hint=grad,  # at EoS the gradient leans on v1
-            # the fresh direction is multiplied only when the carried block fails the tests:
-            # alone, its one product shows an eigenvalue the block misses only when its
-            # Rayleigh quotient passes the block's (a small problem's bulk near the top,
-            # for some draws; never on the digits MLP: top_eigenpairs' min_matvecs), and it
-            # costs every solve a product (3.79 -> 3.31 per estimate at every step); the
-            # first solve starts from random rows anyway
+            # the fresh direction is multiplied only when the carried block, and then its
+            # own Krylov continuation, fail the tests: alone, its one product shows an
+            # eigenvalue the block misses only when its Rayleigh quotient passes the
+            # block's (a small problem's bulk near the top, for some draws; never on the
+            # digits MLP: top_eigenpairs' min_matvecs), and it costs a product (per
+            # estimate at every step: 3.79 always multiplied, 3.31 after the block, 2.77
+            # after its continuation); the first solve starts from random rows anyway
             min_matvecs=self.track_block,
         )
         lam = res.eigenvalues
