@@ -52,28 +52,25 @@ class KrylovState(NamedTuple):
     scale: Array  # a power of two: C (and so every Ritz value and residual) is in its units
 
 
-def _append(V: Array, w: Array, row: Array | int, spare: Array, shift: Array | int,
-            num_rows: int | None = None) -> tuple[Array, Array, Array, Array]:
+def _append(V: Array, w: Array, row: Array | int, spare: Array,
+            shift: Array | int) -> tuple[Array, Array, Array, Array]:
     """Orthogonalise ``w`` against the rows of ``V`` and store its unit remainder as row
-    ``row``: the one routine that grows a basis (the start block's rows in a loop, then each
-    product), so the compiled program holds one copy per call site, not one per row.
+    ``row``: the routine that grows a basis by each product (:func:`init_state` builds the
+    start block).
 
     Classical Gram–Schmidt twice ("twice is enough"). The second pass also orthogonalises
     ``spare`` shifted cyclically by ``shift`` (a permutation of i.i.d. random entries is as
     generic as a fresh draw), in the same two products; one pass suffices for it while the
     basis is small next to ``n`` (a random vector has little along it). That unit vector is
     stored instead when ``w`` breaks down (its remainder is below ``eps**0.75`` of its norm,
-    ``w`` is zero, or not finite). ``num_rows`` (static), when given, says that only the first
-    ``num_rows`` rows of ``V`` can be nonzero: ``w`` is orthogonalised against them alone (each
-    pass reads the whole of ``V``, and a solve's start block fills a few rows of many).
-    Returns the new ``V``, the coefficients ``h`` of ``w`` along the rows of ``V`` (the first
-    ``num_rows``), the remainder's norm ``beta`` (0 on a breakdown), and whether ``w`` had an
-    inf or nan entry.
+    ``w`` is zero, or not finite). Returns the new ``V``, the coefficients ``h`` of ``w``
+    along the rows of ``V``, the remainder's norm ``beta`` (0 on a breakdown), and whether
+    ``w`` had an inf or nan entry.
     """
     bad = nonfinite(w)
     w = jnp.where(bad, 0, w)
     scale = jnp.linalg.norm(w)
-    U = V if num_rows is None else V[:num_rows]
+    U = V
     h = U @ w
     W = jnp.stack([w - h @ U, jnp.roll(spare, shift)])
     # two matrix-vector products, not (2, n) @ (n, rows): XLA:CPU runs that one dot 2-4x
@@ -132,16 +129,26 @@ def _breakdown_tol(dtype) -> float:
 def init_state(V0: Array, m: int, spare: Array) -> KrylovState:
     """Orthonormalise the start block ``V0`` (b, n) into a basis with room for ``m`` products;
     a zero, dependent or non-finite row is replaced by a shift of ``spare`` (n,), a vector of
-    random entries (:func:`random_vector`) kept for later breakdowns."""
+    random entries (:func:`random_vector`) kept for later breakdowns.
+
+    Row ``i`` becomes the unit remainder of row ``i`` against rows ``< i``, as Gram–Schmidt
+    gives it, by a Householder QR of the block (signs fixed to Gram–Schmidt's): a row whose
+    remainder is below ``eps**0.75`` of its norm is replaced by ``spare`` shifted by ``i + 1``
+    and the block factored again. Two QRs of a (n, b) matrix: one call each, where
+    orthogonalising the rows one by one (a loop of :func:`_append`) costs a solve about
+    1.2 ms more on the digits MLP's 55 210 parameters (benchmarks/README.md, issue 17).
+    """
     b, n = V0.shape
     dtype = V0.dtype
     spare = spare.astype(dtype)
     V0 = jax.vmap(pow2_scaled)(V0)[0]  # a row of any scale keeps its direction
-    # a loop, not b unrolled copies: each copy would add its products to the compiled program
-    V = jax.lax.fori_loop(  # row i is orthogonalised against rows < b: the rest are zero
-        0, b, lambda i, V: _append(V, V0[i], i, spare, i + 1, num_rows=b)[0],
-        jnp.zeros((m + b, n), dtype),
-    )
+    X = jnp.where(jax.vmap(nonfinite)(V0)[:, None], 0, V0)
+    R = jnp.linalg.qr(X.T, mode="r")  # (b, b): |R_ii| is row i's remainder's norm
+    broken = ~(jnp.abs(jnp.diag(R)) > _breakdown_tol(dtype) * jnp.linalg.norm(X, axis=1))
+    shifts = jnp.stack([jnp.roll(spare, i + 1) for i in range(b)])  # static b: a few rows
+    Q, R = jnp.linalg.qr(jnp.where(broken[:, None], shifts, X).T)
+    Q = Q * jnp.where(jnp.diag(R) < 0, -1, 1).astype(dtype)  # R_ii > 0: Gram–Schmidt's
+    V = jnp.zeros((m + b, n), dtype).at[:b].set(Q.T)
     C = jnp.zeros((m, m + b), dtype)
     zero = jnp.zeros((), jnp.int32)
     tiny = jnp.asarray(jnp.finfo(dtype).tiny, dtype)  # a power of two: the first product sets it
