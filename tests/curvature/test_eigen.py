@@ -221,6 +221,26 @@ def test_min_matvecs_at_the_block_skips_the_fresh_product_only_when_the_block_pa
     np.testing.assert_allclose(res.eigenvalues[0], 10.0, rtol=1e-6)
 
 
+def test_the_warm_start_is_one_free_power_step_from_the_ritz_vectors(key):
+    """``warm_start`` is (H - sigma) u_i normalised with sigma = min(0, smallest Ritz value):
+    on a positive definite H every Ritz value is positive, so it is H u_i / |H u_i| (the
+    oracle: a dense product), closer to the eigenvectors than u_i; a zero Hessian keeps the
+    Ritz vectors."""
+    lam = jnp.concatenate([jnp.array([10.0, 9.0]), jnp.linspace(0.5, 5.0, 98)])
+    A, Q = known_spectrum(key, lam)
+    noise = jax.random.normal(jax.random.key(1), (2, 100))
+    v0 = Q[:, :2].T + 0.02 * noise
+    res = top_eigenpairs(MatVec(A), jnp.zeros(100), 2, v0=v0, tol=1e-2, min_matvecs=2)
+    U, W = np.asarray(res.eigenvectors), np.asarray(res.warm_start)
+    HU = U @ np.asarray(A)
+    np.testing.assert_allclose(W, HU / np.linalg.norm(HU, axis=1, keepdims=True), atol=1e-12)
+    for i in range(2):  # the step leaves less off the eigenvector
+        off_ritz = 1 - abs(U[i] @ np.asarray(Q[:, i]))
+        off_warm = 1 - abs(W[i] @ np.asarray(Q[:, i]))
+        assert off_warm < 0.5 * off_ritz, (i, off_warm, off_ritz)
+    zero = top_eigenpairs(MatVec(jnp.zeros((100, 100))), jnp.zeros(100), 2, v0=v0)
+    np.testing.assert_array_equal(zero.warm_start, zero.eigenvectors)
+
 def test_a_failing_block_continues_its_own_krylov_space_before_the_fresh_direction(key):
     """``min_matvecs=block_size``: after the block's own products fail the tests, the next
     products are its Krylov continuation (A v_i's remainders), and the fresh direction

@@ -83,7 +83,7 @@ class CentralState(eqx.Module):
     Attributes:
         params: $w(t)$.
         warm_start: the eigen-solver's warm start (leading block axis), for the next step.
-        X: the last $X$ (``(k, k)``), in the basis of ``warm_start``'s first ``k`` vectors.
+        X: the last $X$ (``(k, k)``), in the basis of the last eigen-solve's eigenvectors.
         step: $t$, in steps.
         nu: RMSProp's second moment $\nu(t)$ (shaped like ``params``); None for GD. The
             warm start is then in the symmetric coordinates of $D^{-1/2}HD^{-1/2}$.
