@@ -70,13 +70,12 @@ def _append(V: Array, w: Array, row: Array | int, spare: Array,
     bad = nonfinite(w)
     w = jnp.where(bad, 0, w)
     scale = jnp.linalg.norm(w)
-    U = V
-    h = U @ w
-    W = jnp.stack([w - h @ U, jnp.roll(spare, shift)])
+    h = V @ w
+    W = jnp.stack([w - h @ V, jnp.roll(spare, shift)])
     # two matrix-vector products, not (2, n) @ (n, rows): XLA:CPU runs that one dot 2-4x
     # slower than the pair (the digits MLP's solve spent more on it than on all the rest)
-    H = jnp.stack([U @ W[0], U @ W[1]])  # (2, rows of U)
-    W = W - H @ U
+    H = jnp.stack([V @ W[0], V @ W[1]])  # (2, rows of V)
+    W = W - H @ V
     h = h + H[0]
     beta = jnp.linalg.norm(W[0])
     breakdown = ~(beta > _breakdown_tol(V.dtype) * scale)
