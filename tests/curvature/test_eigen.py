@@ -240,6 +240,17 @@ def test_the_warm_start_is_one_free_power_step_from_the_ritz_vectors(key):
         assert off_warm < 0.5 * off_ritz, (i, off_warm, off_ritz)
     zero = top_eigenpairs(MatVec(jnp.zeros((100, 100))), jnp.zeros(100), 2, v0=v0)
     np.testing.assert_array_equal(zero.warm_start, zero.eigenvectors)
+    # a vector down in the bulk (theta_3 = 2 < theta_1 / 2) keeps its Ritz vector
+    lam = jnp.concatenate([jnp.array([10.0, 9.0, 2.0]), jnp.linspace(0.5, 1.5, 97)])
+    A, Q = known_spectrum(key, lam)
+    v0 = Q[:, :3].T + 0.02 * jax.random.normal(jax.random.key(2), (3, 100))
+    res = top_eigenpairs(MatVec(A), jnp.zeros(100), 3, v0=v0, tol=1e-2, min_matvecs=3)
+    U, W = np.asarray(res.eigenvectors), np.asarray(res.warm_start)
+    np.testing.assert_array_equal(W[2], U[2])
+    HU = U[:2] @ np.asarray(A)
+    np.testing.assert_allclose(W[:2], HU / np.linalg.norm(HU, axis=1, keepdims=True),
+                               atol=1e-12)
+
 
 def test_a_failing_block_continues_its_own_krylov_space_before_the_fresh_direction(key):
     """``min_matvecs=block_size``: after the block's own products fail the tests, the next
@@ -259,7 +270,7 @@ def test_a_failing_block_continues_its_own_krylov_space_before_the_fresh_directi
         seen = []
 
         def mv(v):
-            jax.debug.callback(lambda x: seen.append(np.asarray(x)), v)
+            jax.debug.callback(lambda x: seen.append(np.asarray(x)), v, ordered=True)
             return A @ v
 
         res = top_eigenpairs(mv, jnp.zeros(100), 1, v0=block, tol=1e-6, **kw)

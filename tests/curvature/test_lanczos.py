@@ -93,3 +93,20 @@ def test_start_block_with_dependent_nonfinite_and_zero_rows_is_orthonormal(key):
     r = e0 - Q[:4].T @ (Q[:4] @ e0)
     np.testing.assert_allclose(Q[4] @ r / jnp.linalg.norm(r), 1.0, rtol=1e-10)
     np.testing.assert_array_equal(state.V[5:], 0)
+
+
+def test_start_block_keeps_a_coordinate_row_after_a_zero_or_repeated_one(key):
+    """Rows along coordinate axes (a diagonal toy's eigenvectors) after a zero or a repeated
+    row: each kept row stays the caller's, as Gram–Schmidt row by row keeps it."""
+    from eosflow.curvature._lanczos import init_state, random_vector
+
+    n = 50
+    e = jnp.eye(n)
+    spare = random_vector(key, n, jnp.float64)
+    for V0, kept in ((jnp.stack([jnp.zeros(n), e[0]]), 1),
+                     (jnp.stack([e[0], 2 * e[0], e[1]]), 2)):
+        Q = init_state(V0, 6, spare).V[: V0.shape[0]]
+        np.testing.assert_allclose(Q @ Q.T, jnp.eye(V0.shape[0]), atol=1e-12)
+        x = V0[kept]  # e_0, then e_1: its remainder against the rows before, not a shift
+        r = x - Q[:kept].T @ (Q[:kept] @ x)
+        np.testing.assert_allclose(Q[kept], r / jnp.linalg.norm(r), atol=1e-12)

@@ -34,8 +34,9 @@ class EigenResult(eqx.Module):
             ``block_size``): the top Ritz vectors, each after one step of shifted power
             iteration computed from the products already made ($(H - \\sigma)u_i$
             normalised, $\\sigma = \\min(0, \\theta_{min})$; the Ritz vector where the step
-            is not safe), closer to the eigenvectors than ``eigenvectors`` themselves, and
-            not exactly orthonormal.
+            is not safe), usually closer to the eigenvectors than ``eigenvectors``
+            themselves (not when an eigenvalue the Krylov space has not seen lies further
+            below $\\sigma$ than $\\theta_i$ lies above it), and not exactly orthonormal.
     """
 
     eigenvalues: Float[Array, " k"]
@@ -156,9 +157,9 @@ def top_eigenpairs(
             $n$ = 55 210, the gradient as ``hint``: started from the exact $u_2, u_3$,
             solves stop at $\lambda_2$ with it and without it). When the block fails, its
             own Krylov continuation comes first (the next ``block_size`` products are the
-            parts of $Hv_i$ new to the basis) and the fresh direction after it, multiplied
+            parts of $Hv_i$ new to the block) and the fresh direction after it, multiplied
             only if the block still fails: tracking on the digits MLP at the Edge of
-            Stability, 3.31 to 2.78 products per estimate at every step, every estimate
+            Stability, 3.31 to 2.79 products per estimate at every step, every estimate
             as accurate (benchmarks/README.md, issue 17); from there on the Krylov space
             grows from every direction as before. With ``min_matvecs`` above
             ``block_size`` the fresh direction is the next product after the block's.
@@ -182,8 +183,9 @@ def top_eigenpairs(
 
     Raises:
         ValueError: a bad ``k``, ``tol``, size or budget, ``v0`` not shaped like
-            ``params``, or ``params`` beside a HessianOperator built at another point (other
-            values are seen only outside ``jit``) (all before tracing).
+            ``params``, or beside a HessianOperator ``batches`` (it holds its own) or
+            ``params`` at another point (other values are seen only outside ``jit``) (all
+            before tracing).
         TypeError: ``loss_fn`` neither a scalar loss nor a matvec, a size that is not an int,
             or a leaf of ``params`` not real floating point (named by its path).
 
@@ -438,7 +440,7 @@ def _vectors(state: kr.KrylovState, theta: Array, Y: Array, nv: int, nw: int,
     shrink, so the next point's solve starts closer (tracking on the digits MLP at the
     Edge of Stability: 2.79 to 2.19 products per estimate at every step; a rotating
     quadratic with an eigenvalue at -100 and lambda_1 = 10: 3.42 to 2.50; benchmarks/README.md,
-    issue 17). Taken where $\theta_i - \sigma$ is at least half of $\theta_1 - \sigma$ (a
+    issue 17). Taken where $\theta_i - \sigma$ is more than half of $\theta_1 - \sigma$ (a
     vector at the top of the spectrum it steps in) and the step is finite and nonzero;
     the Ritz vector otherwise (a zero Hessian, a vector down in the bulk).
     """

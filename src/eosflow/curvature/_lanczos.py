@@ -131,9 +131,10 @@ def init_state(V0: Array, m: int, spare: Array) -> KrylovState:
     random entries (:func:`random_vector`) kept for later breakdowns.
 
     Row ``i`` becomes the unit remainder of row ``i`` against rows ``< i``, as Gram–Schmidt
-    gives it, by a Householder QR of the block (signs fixed to Gram–Schmidt's): a row whose
-    remainder is below ``eps**0.75`` of its norm is replaced by ``spare`` shifted by ``i + 1``
-    and the block factored again. Two QRs of a (n, b) matrix: one call each, where
+    gives it, by a Householder QR of the block (signs fixed to Gram–Schmidt's): a zero or
+    non-finite row, and then the first row whose remainder is below ``eps**0.75`` of its
+    norm, one at a time, is replaced by ``spare`` shifted by ``i + 1`` and the block factored
+    again. Two QRs of a (n, b) matrix where no row depends on the others: one call each, where
     orthogonalising the rows one by one (a loop of :func:`_append`) costs a solve about
     1.2 ms more on the digits MLP's 55 210 parameters (benchmarks/README.md, issue 17).
     """
@@ -141,11 +142,27 @@ def init_state(V0: Array, m: int, spare: Array) -> KrylovState:
     dtype = V0.dtype
     spare = spare.astype(dtype)
     V0 = jax.vmap(pow2_scaled)(V0)[0]  # a row of any scale keeps its direction
-    X = jnp.where(jax.vmap(nonfinite)(V0)[:, None], 0, V0)
-    R = jnp.linalg.qr(X.T, mode="r")  # (b, b): |R_ii| is row i's remainder's norm
-    broken = ~(jnp.abs(jnp.diag(R)) > _breakdown_tol(dtype) * jnp.linalg.norm(X, axis=1))
     shifts = jnp.stack([jnp.roll(spare, i + 1) for i in range(b)])  # static b: a few rows
-    Q, R = jnp.linalg.qr(jnp.where(broken[:, None], shifts, X).T)
+    # a zero or non-finite row is broken whatever precedes it: replaced before any QR (a
+    # zero column would make Householder's next reflector the identity, and the rows after
+    # it would be measured against a coordinate axis)
+    empty = jax.vmap(nonfinite)(V0) | ~jnp.any(V0 != 0, axis=1)
+    X = jnp.where(empty[:, None], shifts, V0)
+
+    def broken(X):  # rows whose remainder against the rows before is below eps**0.75
+        R = jnp.linalg.qr(X.T, mode="r")  # (b, b): |R_ii| is row i's remainder's norm
+        return ~(jnp.abs(jnp.diag(R)) > _breakdown_tol(dtype) * jnp.linalg.norm(X, axis=1))
+
+    def replace_first(carry):  # the rows after a dependent one were measured against a
+        X, bad = carry  # direction of the QR's own choosing: judged again after it
+        i = jnp.argmax(bad)
+        X = X.at[i].set(shifts[i])
+        return X, broken(X) & (jnp.arange(b) > i)  # rows up to i are settled
+
+    # rarely more than the one QR: a dependent row (a repeated vector) is the only case;
+    # at most b rounds, each settling the first broken row
+    X = jax.lax.while_loop(lambda c: jnp.any(c[1]), replace_first, (X, broken(X)))[0]
+    Q, R = jnp.linalg.qr(X.T)
     Q = Q * jnp.where(jnp.diag(R) < 0, -1, 1).astype(dtype)  # R_ii > 0: Gram–Schmidt's
     V = jnp.zeros((m + b, n), dtype).at[:b].set(Q.T)
     C = jnp.zeros((m, m + b), dtype)

@@ -250,7 +250,9 @@ def check_given_operator(op: HessianOperator, params: PyTree | None,
                          f"{describe(op.params)}; {fix}.")
     if any(isinstance(x, jax.core.Tracer) for x in mine + theirs):
         return
-    if not all(bool(jnp.array_equal(a, b)) for a, b in zip(mine, theirs, strict=True)):
+    same = jnp.stack([jnp.array_equal(a, b, equal_nan=True)
+                      for a, b in zip(mine, theirs, strict=True)])
+    if not bool(jnp.all(same)):  # one read back
         raise ValueError(f"params: not the point the operator was built at; {fix}.")
 
 

@@ -110,8 +110,9 @@ def extrapolated_start(history: PyTree, block: int, *, period: int = 1,
     $w$ is fitted per row to the history: the weight that would have predicted $a$ from
     $c$ and $e$ best, $w = \langle a - c, c - e\rangle / \|c - e\|^2$ clipped to [0, 1]
     (1 when there is no $e$ yet, or $c = e$; where $c$ and $e$ traded places the fit is
-    near 0, the cautious side). The vectors are Ritz vectors of solves that stopped as
-    soon as they passed their test, and $2a - c$ multiplies their errors by up to 3 and
+    near 0, the cautious side). The vectors are the warm starts of solves that stopped as
+    soon as they passed their test (their Ritz vectors after one free power step), and
+    $2a - c$ multiplies their errors by up to 3 and
     feeds them back (each solve starts from the last ones' errors): for a steady drift
     the fit gives 1, for errors alone (successive differences anti-correlated) it gives 0.
     Warm-started solves of the top pair on the digits MLP's EoS window (200 GD steps at

@@ -55,9 +55,9 @@ class _Probes:
             # own Krylov continuation, fail the tests: alone, its one product shows an
             # eigenvalue the block misses only when its Rayleigh quotient passes the
             # block's (a small problem's bulk near the top, for some draws; never on the
-            # digits MLP: top_eigenpairs' min_matvecs), and it costs a product (per
-            # estimate at every step: 3.79 always multiplied, 3.31 after the block, 2.77
-            # after its continuation); the first solve starts from random rows anyway
+            # digits MLP: top_eigenpairs' min_matvecs), and it costs a product (the suite's
+            # scan, per estimate at every step: 3.79 always multiplied, 3.31 after the
+            # block, 2.79 after its continuation); the first solve starts from random rows
             min_matvecs=self.track_block,
         )
         lam = res.eigenvalues
