@@ -406,7 +406,7 @@ def _solve_impl(fn, params, batches, carried: Array, key: PRNGKeyArray, hint: Ar
     carry = (state, zeros, jnp.zeros((m, m), carried.dtype), zeros, zeros, jnp.zeros((), bool))
     state, theta, Y, res, bounds, done = jax.lax.while_loop(cond, body, carry)
     nw = min(b, m)
-    vecs, warm = _vectors(state, theta, Y, max(k, nw), nw, nb)
+    vecs, warm = _vectors(state, theta, Y, k, nw, nb)
     vecs, warm = jax.vmap(op.unravel)(vecs), jax.vmap(op.unravel)(warm)
     bad = state.nonfinite
     result = RESULTS.where(
@@ -417,7 +417,7 @@ def _solve_impl(fn, params, batches, carried: Array, key: PRNGKeyArray, hint: Ar
     theta, res, bounds = (x[:k] * state.scale for x in (theta, res, bounds))  # kr.ritz's units
     return EigenResult(
         eigenvalues=finish("top_eigenpairs", result, nan_where(bad, theta), throw),
-        eigenvectors=jax.tree.map(lambda x: x[:k], vecs),
+        eigenvectors=vecs,
         residuals=res,
         error_bounds=bounds,
         num_matvecs=state.num_matvecs,
@@ -427,9 +427,9 @@ def _solve_impl(fn, params, batches, carried: Array, key: PRNGKeyArray, hint: Ar
     )
 
 
-def _vectors(state: kr.KrylovState, theta: Array, Y: Array, nv: int, nw: int,
+def _vectors(state: kr.KrylovState, theta: Array, Y: Array, k: int, nw: int,
              nb: int) -> tuple[Array, Array]:
-    r"""The top ``nv`` Ritz vectors (flat rows), and the warm start: the top ``nw``, each
+    r"""The top ``k`` Ritz vectors (flat rows), and the warm start: the top ``nw >= k``, each
     after one step of shifted power iteration where that is safe, in one pass over the
     basis.
 
@@ -444,15 +444,15 @@ def _vectors(state: kr.KrylovState, theta: Array, Y: Array, nv: int, nw: int,
     vector at the top of the spectrum it steps in) and the step is finite and nonzero;
     the Ritz vector otherwise (a zero Hessian, a vector down in the bulk).
     """
-    R = jnp.pad(Y[:, :nv].T, ((0, 0), (0, nb)))  # (nv, m + nb): over every basis row
+    R = jnp.pad(Y[:, :nw].T, ((0, 0), (0, nb)))  # (nw, m + nb): over every basis row
     sigma = jnp.minimum(0, theta[jnp.maximum(state.j - 1, 0)])
-    step = Y[:, :nw].T @ state.C - sigma * R[:nw]  # (H - sigma) u_i / scale
+    step = Y[:, :nw].T @ state.C - sigma * R  # (H - sigma) u_i / scale
     norm = jnp.linalg.norm(step, axis=1)
     take = ((theta[:nw] - sigma > (theta[0] - sigma) / 2) & (norm > 0)
             & jnp.isfinite(norm))
-    warm = jnp.where(take[:, None], step / jnp.where(take, norm, 1)[:, None], R[:nw])
-    flat = jnp.concatenate([R, warm]) @ state.V  # one pass over the basis
-    return flat[:nv], flat[nv:]
+    warm = jnp.where(take[:, None], step / jnp.where(take, norm, 1)[:, None], R)
+    flat = jnp.concatenate([R[:k], warm]) @ state.V  # one pass over the basis
+    return flat[:k], flat[k:]
 
 
 _solve = eqx.filter_jit(_solve_impl)
