@@ -171,6 +171,37 @@ def test_a_kill_at_any_write_resumes_bit_for_bit(tmp_path, straight, at, phase):
     assert_same_run(out, straight, _toy())
 
 
+def test_a_failed_write_stops_the_run_and_what_was_written_resumes(tmp_path, straight,
+                                                                    monkeypatch):
+    """Chunk files are written on a background thread while the next chunk computes: a
+    write that fails (a full disk) stops the run one chunk later with that error, the later
+    writes are dropped (no checkpoint claims rows that are not on disk), and the folder
+    resumes to the same run."""
+    from eosflow.runner import _store as rd
+
+    real, calls = rd.write_metrics_chunk, []
+
+    def full_disk(run, start, columns):
+        calls.append(start)
+        if start == 20:
+            raise OSError(28, "No space left on device")
+        real(run, start, columns)
+
+    monkeypatch.setattr(rd, "write_metrics_chunk", full_disk)
+    out, config = tmp_path / "r", _toy(checkpoint_every=10)
+    with pytest.raises(OSError, match="No space left"):
+        run_experiment(config, out, progress=False)
+    monkeypatch.undo()
+    assert calls == [0, 10, 20]
+    assert [s for s, _ in rd.metric_files(out)] == [0, 10]
+    # the step-30 checkpoint, submitted after the failed write, was dropped
+    assert rd.checkpoint_info(out)["step"] == 20
+    assert json.loads((out / "status.json").read_text())["step"] == 20
+    record = run_experiment(config, out, resume=True, progress=False)
+    assert record.status == "completed"
+    assert_same_run(out, straight, config)
+
+
 def test_a_folder_with_only_a_stale_lock_is_a_fresh_start(tmp_path):
     out = tmp_path / "r"
     out.mkdir()

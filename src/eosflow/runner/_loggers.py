@@ -2,10 +2,11 @@
 
 A logger is any object with ``log_rows(columns, start_step)`` and ``close()``
 (:class:`Logger`). :func:`~eosflow.run_experiment` calls ``log_rows`` once per finished
-chunk, after the rows are safely on disk, with the same columns the run directory stores
-(``step`` and one NumPy array per metric; a sweep's columns carry a trailing axis over its
-points), and ``close`` once when the run ends. None is used unless passed (``loggers=``),
-and the adapters import their package only when constructed.
+chunk, after the rows are safely on disk (on the runner's writing thread, which writes a
+chunk's files while the next chunk computes; chunks in order), with the same columns the
+run directory stores (``step`` and one NumPy array per metric; a sweep's columns carry a
+trailing axis over its points), and ``close`` once when the run ends. None is used unless
+passed (``loggers=``), and the adapters import their package only when constructed.
 
 Example:
     >>> class Collect:

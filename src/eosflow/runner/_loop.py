@@ -515,18 +515,23 @@ def _loop(prog: Program, out: Path, state: TrainState, status: dict,
     level = quiet.level
 
     saved_at = [start]
+    # a chunk's files are written on a background thread while the next chunk computes
+    writes = rd.Writes()
 
     def checkpoint(st, step):
         saved_at[0] = step
         info = _ckpt_info(prog, data_id, step, written, st)
         if "start_on_gamma" in status:  # whether this state was moved: resumes read it here
             info["start_on_gamma"] = status["start_on_gamma"]
-        rd.save_checkpoint(out, to_host(st), info)
+        writes.submit(rd.save_checkpoint, out, to_host(st), info)
         status.update(step=step, hvps_total=hvps, wall_seconds=wall, compile_seconds=compile_s)
+
+    def write_status():  # the dict as it is now (the thread writes it later)
+        writes.submit(rd.atomic_write_bytes, out / "status.json", rd.json_bytes(status))
 
     def save_now(st):  # the state moved onto Γ, kept before the (long) prediction
         checkpoint(st, int(to_host(st.step)))
-        rd.write_json(out / "status.json", status)
+        write_status()
 
     try:
         quiet.setLevel(logging.CRITICAL)
@@ -556,28 +561,31 @@ def _loop(prog: Program, out: Path, state: TrainState, status: dict,
                         break
                     state = new_state
                     wall += time.perf_counter() - t0
+                    # the last chunk's files, written while this one computed: one chunk's
+                    # files in flight at most, and a failed write stops the run here
+                    writes.wait()
                     columns = _columns(prog, rows, begin, end)
                     session.append(columns)
                     hvps += _hvps(columns, c.track_alignment, c.trace_samples)
                     done = bool(np.all(to_host(state.done)))
                     if writer and len(columns["step"]):  # before the boundary's (long) work
-                        rd.write_metrics_chunk(out, begin, columns)
+                        writes.submit(rd.write_metrics_chunk, out, begin, columns)
                         written = int(columns["step"][-1]) + 1
-                        for lg in loggers:
-                            lg.log_rows(columns, begin)
+                        for lg in loggers:  # after the rows are on disk
+                            writes.submit(lg.log_rows, columns, begin)
                     state = _at_boundary(prog, out, state, end, writer, columns, status,
                                          bar.note, save=save_now if writer else lambda st: None)
                     if writer and (done or end % prog.ckpt_every == 0 or end == c.steps
                                    or sig.received is not None):
                         checkpoint(state, end)
-                        rd.write_json(out / "status.json", status)
+                        write_status()
                     bar.update(end, **last_valid(columns))
                     if done:
                         break
             except KeyboardInterrupt:  # a second signal: the files are resumable as they are
                 if writer:
                     status.update(state="interrupted", message="interrupted (second signal)")
-                    rd.write_json(out / "status.json", status)
+                    write_status()
                 raise
             if stopped is None and sig.received is not None:
                 name = signal.Signals(sig.received).name
@@ -586,7 +594,9 @@ def _loop(prog: Program, out: Path, state: TrainState, status: dict,
             if stopped is not None and writer and saved_at[0] != int(to_host(state.step)):
                 # the state at the last boundary is exact: keep it, so nothing is lost
                 checkpoint(state, int(to_host(state.step)))
+            writes.wait()  # a failed write fails the run here
     finally:
+        writes.close()
         quiet.setLevel(level)
         bar.close()
         for lg in loggers if writer else ():

@@ -29,9 +29,11 @@ def _stop_step(m: dict[str, np.ndarray]) -> int | None:
 def _columns(prog: Program, rows: dict[str, np.ndarray], begin: int,
              end: int) -> dict[str, np.ndarray]:
     """One chunk's rows as columns; a stopped single run keeps rows up to its stopping step."""
-    cols = {"step": np.arange(begin, end, dtype=np.int64)}
-    cols.update({k: np.asarray(v) for k, v in rows.items()})  # record_every > 1: its steps
-    cols["step"] = cols["step"].astype(np.int64)
+    cols = {k: np.asarray(v) for k, v in rows.items()}
+    # every step's row: the chunk's steps; record_every > 1: the windows' own "step"
+    # (not an arange over the whole chunk: 8 MB for a million-step toy chunk)
+    cols["step"] = (cols["step"].astype(np.int64) if "step" in cols
+                    else np.arange(begin, end, dtype=np.int64))
     if prog.sweep is None:
         cols = {k: v[cols["valid"]] for k, v in cols.items()}
     return cols

@@ -100,8 +100,13 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def json_bytes(obj: Any) -> bytes:
+    """``obj`` as the JSON text :func:`write_json` writes."""
+    return (json.dumps(obj, indent=2, default=_json_default) + "\n").encode()
+
+
 def write_json(path: Path, obj: Any) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=2, default=_json_default) + "\n").encode())
+    atomic_write_bytes(path, json_bytes(obj))
 
 
 def _json_default(o):
@@ -122,6 +127,49 @@ def _npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
     buf = io.BytesIO()
     np.savez(buf, **arrays)
     return buf.getvalue()
+
+
+class Writes:
+    """A run's chunk files written in order on one background thread, so that the host
+    writes a finished chunk's metrics, checkpoint and status while the device computes the
+    next chunk (a toy's million-step chunk computes in ~30 ms; its files took ~5 ms more).
+
+    Each write is atomic as ever; only *when* it happens moves, by at most one chunk. After
+    a failed write the later ones are dropped, so no checkpoint claims rows that were not
+    written, and :meth:`wait` raises the failure in the caller's thread."""
+
+    def __init__(self):
+        from concurrent.futures import ThreadPoolExecutor
+
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="eosflow-writes")
+        self._pending: list = []
+        self._error: BaseException | None = None
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> None:
+        """Run ``fn(*args)`` after every write submitted before it (arguments are not
+        copied: pass what the caller will not change, e.g. :func:`json_bytes` of a dict)."""
+        def run():
+            if self._error is None:
+                try:
+                    fn(*args)
+                except BaseException as err:
+                    self._error = err
+                    raise
+
+        self._pending.append(self._pool.submit(run))
+
+    def wait(self) -> None:
+        """Block until every submitted write is done; raise the first that failed."""
+        pending, self._pending = self._pending, []
+        for f in pending:
+            f.exception()  # waits
+        if self._error is not None:
+            raise self._error
+
+    def close(self) -> None:
+        """Wait for the submitted writes (their failure is :meth:`wait`'s to raise) and end
+        the thread."""
+        self._pool.shutdown(wait=True)
 
 
 # --- metrics --------------------------------------------------------------------------
