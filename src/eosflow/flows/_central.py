@@ -69,7 +69,12 @@ import optax
 from .._errors import check_int
 from .._tree import check_floating, leading_block, ravel
 from .._types import Array, Bool, Float, Int, PyTree
-from ..curvature import preconditioned_sharpness, sum_over_batches, top_eigenpairs
+from ..curvature import (
+    hessian_operator,
+    preconditioned_sharpness,
+    sum_over_batches,
+    top_eigenpairs,
+)
 from ..optim import METHODS
 from ._sdcp import solve_sdcp
 
@@ -303,11 +308,12 @@ def _third(loss, w, U, pairs_i, pairs_j):
 
 
 def _substep(loss, w, nu, warm, lr, dt, k, tol, rms, t):
-    L, g = jax.value_and_grad(loss)(w)
+    # the gradient and the eigen-solve's products share one forward and backward pass
+    L, g, H = hessian_operator(loss, w).linearize()
     gf = ravel(g)[0]
     iu, ju = jnp.triu_indices(k)
     if rms is None:
-        eig = top_eigenpairs(loss, w, k, v0=warm, tol=tol, throw=False)
+        eig = top_eigenpairs(H, w, k, v0=warm, tol=tol, throw=False)
         U = eig.eigenvectors
     else:
         decay, eps, bias_correction = rms
@@ -315,7 +321,7 @@ def _substep(loss, w, nu, warm, lr, dt, k, tol, rms, t):
         if bias_correction:  # a traced rate, in the weights' precision
             kappa = kappa.astype(gf.dtype)
         D = _scale(nu, eps)
-        eig = preconditioned_sharpness(loss, w, D, k, v0=warm, tol=tol, throw=False)
+        eig = preconditioned_sharpness(H, w, D, k, v0=warm, tol=tol, throw=False)
         # generalized eigenvectors u = D^{-1/2} v: H u = lambda D u, U^T D U = I
         U = jax.tree.map(lambda v, d: v * jax.lax.rsqrt(d).astype(v.dtype), eig.eigenvectors, D)
     lam = eig.eigenvalues
