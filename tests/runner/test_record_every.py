@@ -100,6 +100,36 @@ def test_decimated_rows_are_the_windows_of_the_full_run(tmp_path, capsys, goal):
     assert f"; {full.steps_done} steps;" in dec_line and f"; {full.steps_done} steps;" in full_line
 
 
+@pytest.mark.parametrize("case", ["toy", "network", "sweep"])
+def test_step_metrics_computed_at_the_windows_end_are_the_full_runs(tmp_path, case):
+    """Without eigen-solves nothing in the step reads grad_norm, eff_lr, param_norm and
+    update_norm, and the window computes them at its end from its last counted step's
+    gradient, update and parameters: bit for bit the every-step run's at that step, for a
+    toy stopped mid-window, a network with several weight arrays, and a sweep."""
+    sweep = None
+    if case == "network":
+        config = Config(name="n", problem="mlp", dataset="digits", widths=(16,), lr=0.05,
+                        steps=40, chunk_steps=20, eig_every=None, eval_every=None)
+    else:
+        config = _toy(optimizer="normalized_gd", lr=0.05, eig_every=None, steps=100,
+                      loss_goal=100.0 if case == "toy" else None)
+        sweep = {"lr": [0.03, 0.05]} if case == "sweep" else None
+    full = run_experiment(config, tmp_path / "full", sweep=sweep, progress=False)
+    dec = run_experiment(config.replace(record_every=K), tmp_path / "dec", sweep=sweep,
+                         progress=False)
+    assert "_deferred" not in dec.metrics
+    assert [k for k in dec.metrics if k in EVERY_STEP] == [k for k in full.metrics
+                                                             if k in EVERY_STEP]
+    assert case != "toy" or dec.metrics["step"][-1] % K != K - 1  # stopped mid-window
+    for j in range(2 if sweep else 1):
+        f = {k: v if v.ndim == 1 else v[:, j] for k, v in full.metrics.items()}
+        f = {k: v[f["valid"]] for k, v in f.items()}
+        want = _reduced(f | {"lambda_1": np.full(len(f["step"]), np.nan)}, K)
+        got = {k: v if v.ndim == 1 else v[:, j] for k, v in dec.metrics.items()}
+        for name in EVERY_STEP[:-1]:
+            np.testing.assert_array_equal(got[name], want[name], err_msg=name)
+
+
 def test_record_every_one_is_the_default_bit_for_bit(tmp_path):
     config = _toy(eig_every=None, steps=50, chunk_steps=None)
     a = run_experiment(config, tmp_path / "a", progress=False)

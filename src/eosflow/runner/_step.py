@@ -16,6 +16,7 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from .. import __version__
+from .._types import PyTree
 from ..curvature import (
     hessian_operator,
     sum_over_batches,
@@ -119,6 +120,12 @@ class Program(_Probes, _Predictions, _Processes):
         # adaptive methods (a diagonal preconditioner P in their state): their EoS quantity is
         # lambda_1(P^-1 H), recorded as precond_lambda_1 beside the raw lambda_1
         self.precond_on = self.eig_on and self.method.moment is not None
+        # with record_every > 1 a window records its last counted step's grad_norm, eff_lr,
+        # param_norm and update_norm: where nothing else in the step reads them, the window
+        # carries that step's gradient, update and parameters and computes them once, at
+        # its end (on toy A they were a third of the runner's time per step)
+        self.defer_metrics = (c.record_stride > 1 and not self.eig_on
+                              and self.metrics_fn is None)
         # how to read P: RMSProp's decay and bias correction are the run's (Adam's optax
         # defaults are eosflow.optim.adam's)
         self.precond_options = rmsprop_options(c) if self.precond_name == "rmsprop" else {}
@@ -332,14 +339,11 @@ class Program(_Probes, _Predictions, _Processes):
                 loss, grad = op.loss_and_grad()
         gnorm = optax.tree.norm(grad)
         updates, opt_state = opt.update(grad, state.opt_state, params, value=loss)
-        eff_lr = -optax.tree.vdot(updates, grad) / gnorm**2
-        row = {
-            "loss": loss,
-            "grad_norm": gnorm,
-            "eff_lr": eff_lr,
-            "param_norm": optax.tree.norm(params),
-            "update_norm": optax.tree.norm(updates),
-        }
+        if self.defer_metrics:  # computed at the window's end (_window_row)
+            row = {"loss": loss, DEFERRED: (grad, updates, params)}
+        else:
+            row = {"loss": loss, **_step_metrics(grad, updates, params)}
+        eff_lr = row.get("eff_lr")
         kicks = [s.num_kicks for s in jax.tree.leaves(opt_state, is_leaf=_is_kick)
                  if isinstance(s, KickState)]
         if kicks:
@@ -694,6 +698,17 @@ class Program(_Probes, _Predictions, _Processes):
 # the columns measured at every step: with record_every > 1 a NaN in them at a window's last
 # step is the step's own value (e.g. a loss that overflowed), not a missing measurement
 EVERY_STEP = ("loss", "grad_norm", "eff_lr", "param_norm", "update_norm")
+# the row entry that holds (gradient, update, parameters) where the window computes the
+# step metrics at its end (Program.defer_metrics)
+DEFERRED = "_deferred"
+
+
+def _step_metrics(grad: PyTree, updates: PyTree, params: PyTree) -> dict[str, jax.Array]:
+    r"""A step's ``grad_norm``, its effective step $-\langle u, g\rangle/\|g\|^2$
+    (``eff_lr``), ``param_norm`` and ``update_norm``."""
+    gnorm = optax.tree.norm(grad)
+    return {"grad_norm": gnorm, "eff_lr": -optax.tree.vdot(updates, grad) / gnorm**2,
+            "param_norm": optax.tree.norm(params), "update_norm": optax.tree.norm(updates)}
 
 
 def _window_kind(name: str, dtype) -> str:
@@ -711,7 +726,7 @@ def _window_groups(shapes: dict[str, jax.ShapeDtypeStruct]) -> dict[tuple, list[
     step is a few nanoseconds of arithmetic, each costs about as much again)."""
     groups: dict[tuple, list[str]] = {}
     for name, x in sorted(shapes.items()):  # a step's row and its eval_shape agree on order
-        if name != "valid":
+        if name not in ("valid", DEFERRED):
             groups.setdefault((_window_kind(name, x.dtype), jnp.dtype(x.dtype).name),
                               []).append(name)
     return groups
@@ -733,6 +748,8 @@ def _window_init(shapes: dict[str, jax.ShapeDtypeStruct]) -> dict[str, Any]:
                                 axis=-1)  # min, max, sum
     if "lambda_1" in shapes:
         acc |= {"solves": full(0, jnp.int32), "lambda_at": full(0, jnp.int32)}
+    if DEFERRED in shapes:
+        acc[DEFERRED] = jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), shapes[DEFERRED])
     return acc
 
 
@@ -764,6 +781,10 @@ def _window_add(acc: dict[str, Any], row: dict[str, jax.Array],
         solved = use & jnp.isfinite(row["lambda_1"])
         out |= {"solves": acc["solves"] + solved,
                 "lambda_at": jnp.where(solved, acc["count"], acc["lambda_at"])}
+    if DEFERRED in row:  # the last counted step's (a sweep's leaves: points first)
+        out[DEFERRED] = jax.tree.map(
+            lambda x, old: jnp.where(use.reshape(use.shape + (1,) * (x.ndim - use.ndim)),
+                                     x, old), row[DEFERRED], acc[DEFERRED])
     return out
 
 
@@ -793,6 +814,10 @@ def _window_row(acc: dict[str, Any], shapes: dict[str, jax.ShapeDtypeStruct], fi
       none), where the analysis places it;
     * ``valid``: whether any step of the window counted; ``stop_reason``: the stopping
       step's reason (at most one step of a run stops).
+
+    Where the steps defer their metrics (``shapes`` holds ``DEFERRED``: their gradient,
+    update and parameters), ``grad_norm``, ``eff_lr``, ``param_norm`` and ``update_norm``
+    are computed here from the last counted step's, as the step would have.
     """
     end = acc["count"] - 1  # the last counted step (counted steps are a prefix)
     out = {"step": first + (k - 1 if points else end)}
@@ -801,6 +826,10 @@ def _window_row(acc: dict[str, Any], shapes: dict[str, jax.ShapeDtypeStruct], fi
     cols = {name: acc["packs"][key][..., i] for key, names in _window_groups(shapes).items()
             for i, name in enumerate(names)}
     for name in shapes:
+        if name == DEFERRED:  # the step metrics, in their place in the row
+            metrics = jax.vmap(_step_metrics) if points else _step_metrics
+            out.update(metrics(*acc[DEFERRED]))
+            continue
         out[name] = counted if name == "valid" else cols[name]
         if name == "loss":
             lo, hi, total = jnp.moveaxis(acc["loss"], -1, 0)
